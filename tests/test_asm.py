@@ -1,0 +1,465 @@
+"""Unit tests of testbed.asm: layout, symbols, encodings, listing and errors.
+
+Expected encodings are computed by hand from the Arm ARM field layouts (B, BL, ADR,
+LDR literal), never by asking Keystone, so a Keystone mistake cannot hide itself.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from testbed.asm import AsmError, Image, Source, link, link_files
+
+TEXT = 0x0800_0000
+DATA = 0x2000_0000
+NOP = 0xD503201F
+
+
+def build(*texts: str, defines: Mapping[str, int] | None = None, file_align: int = 0x100) -> Image:
+    """Link inline sources named a.S, b.S, ... in order."""
+    sources = [Source(f"{chr(ord('a') + i)}.S", t) for i, t in enumerate(texts)]
+    return link(sources, text_base=TEXT, data_base=DATA, defines=defines or {},
+                file_align=file_align)
+
+
+def word(image: Image, addr: int) -> int:
+    off = addr - image.text_base
+    return int.from_bytes(image.text[off:off + 4], "little")
+
+
+def data_u64(image: Image, addr: int) -> int:
+    off = addr - image.data_base
+    return int.from_bytes(image.data[off:off + 8], "little")
+
+
+def b_word(pc: int, target: int, link_: bool = False) -> int:
+    return (0x94000000 if link_ else 0x14000000) | (((target - pc) >> 2) & 0x3FFFFFF)
+
+
+def adr_word(rd: int, pc: int, target: int) -> int:
+    off = target - pc
+    return 0x10000000 | (off & 3) << 29 | ((off >> 2) & 0x7FFFF) << 5 | rd
+
+
+def ldr_lit_word(rt: int, pc: int, target: int, x: bool = True) -> int:
+    return (0x58000000 if x else 0x18000000) | (((target - pc) >> 2) & 0x7FFFF) << 5 | rt
+
+
+def asm_error(*texts: str, defines: Mapping[str, int] | None = None) -> AsmError:
+    with pytest.raises(AsmError) as info:
+        build(*texts, defines=defines)
+    return info.value
+
+
+# ----------------------------------------------------------------- symbols, layout
+
+
+def test_bl_to_another_files_global() -> None:
+    img = build("\t.text\n\t.global main\nmain:\tnop\n\tbl helper\n",
+                "\t.text\n\t.global helper\nhelper:\tret\n")
+    assert img.addr("helper") == TEXT + 0x100  # b.S starts at the next file_align boundary
+    assert word(img, TEXT + 4) == b_word(TEXT + 4, TEXT + 0x100, link_=True)
+
+
+def test_quad_of_another_files_label_and_pc_relative_word() -> None:
+    img = build("\t.data\n\t.global table\ntable:\t.quad helper, helper + 8\n\t.word helper - .\n",
+                "\t.text\n\t.global helper\nhelper:\tret\n")
+    helper = img.addr("helper")
+    assert data_u64(img, DATA) == helper
+    assert data_u64(img, DATA + 8) == helper + 8
+    rel = int.from_bytes(img.data[16:20], "little", signed=True)
+    assert rel == helper - (DATA + 16)
+
+
+def test_adr_to_a_label_in_the_same_file() -> None:
+    img = build("\t.text\nstart:\tnop\n\tadr x2, there\n\tnop\nthere:\tnop\n\tadr x3, start\n")
+    assert word(img, TEXT + 4) == adr_word(2, TEXT + 4, TEXT + 12)
+    assert word(img, TEXT + 16) == adr_word(3, TEXT + 16, TEXT)
+
+
+def test_symbol_addends_are_applied() -> None:
+    """Keystone ignores +N on a symbol: `b sym+8` must still land two words on."""
+    img = build("\t.text\nsym:\tnop\n\tnop\n\tnop\n\tb sym+8\n\tadr x2, sym-4\n\tb sym\n")
+    assert word(img, TEXT + 12) == b_word(TEXT + 12, TEXT + 8)
+    assert word(img, TEXT + 12) != b_word(TEXT + 12, TEXT)  # what Keystone alone would give
+    assert word(img, TEXT + 16) == adr_word(2, TEXT + 16, TEXT - 4)
+    assert word(img, TEXT + 20) == b_word(TEXT + 20, TEXT)
+
+
+def test_data_and_bss_placement_and_file_ranges() -> None:
+    img = build("\t.text\n\tnop\n\t.data\nd0:\t.byte 1\n\t.bss\n\t.align 4\nz0:\t.space 32\n",
+                "\t.text\n\tnop\n\tnop\n\t.data\n\t.global d1\nd1:\t.word 2\n")
+    a = img.file_ranges["a.S"]
+    b = img.file_ranges["b.S"]
+    assert a == (TEXT, TEXT + 4, DATA, DATA + 0x10 + 32)
+    assert b == (TEXT + 0x100, TEXT + 0x108, DATA + 0x100, DATA + 0x104)
+    assert img.symbols["a.S:z0"].addr == DATA + 0x10  # .bss follows .data, aligned
+    assert img.symbols["a.S:z0"].section == "data"
+    assert img.data[:1] == b"\x01" and img.data[0x10:0x30] == bytes(32)
+    assert img.addr("d1") == DATA + 0x100 and img.data[0x100:0x104] == (2).to_bytes(4, "little")
+    assert len(img.text) == 0x108 and len(img.data) == 0x104
+
+
+def test_file_align_and_a_files_own_alignment() -> None:
+    img = build("\tnop\n", "\t.align 12\n\t.global big\nbig:\tnop\n", file_align=0x10)
+    assert img.addr("big") == TEXT + 0x1000  # the file's .align 12 wins over file_align
+
+
+def test_symbols_keys_and_records() -> None:
+    img = build("\t.text\n\t.global g\ng:\tnop\nloc:\tnop\n1:\tnop\n", "\t.text\nloc:\tnop\n")
+    assert set(img.symbols) == {"g", "a.S:loc", "b.S:loc"}  # numeric labels are not symbols
+    g = img.symbols["g"]
+    assert (g.name, g.addr, g.section, g.file, g.line, g.is_global) == ("g", TEXT, "text", "a.S",
+                                                                       3, True)
+    assert img.symbols["b.S:loc"].name == "loc" and not img.symbols["b.S:loc"].is_global
+    assert img.addr("a.S:loc") == TEXT + 4
+
+
+def test_addr_of_an_unknown_name_lists_close_names() -> None:
+    img = build("\t.global patch_site\npatch_site:\tnop\n")
+    with pytest.raises(KeyError, match="patch_site"):
+        img.addr("patch_sit")
+
+
+def test_defines_are_visible_to_every_file() -> None:
+    img = build("\tmov x0, #NR\n", "\tldr x1, =BASE + 4\n", defines={"NR": 64, "BASE": 0x5000_0000})
+    assert word(img, TEXT) == 0xD2800000 | 64 << 5  # movz x0, #64
+    pool = TEXT + 0x100 + 8  # after b.S's ldr, aligned to 8
+    assert word(img, TEXT + 0x100) == ldr_lit_word(1, TEXT + 0x100, pool)
+    assert int.from_bytes(img.text[0x108:0x110], "little") == 0x5000_0004
+
+
+# ------------------------------------------------------------------- source syntax
+
+
+def test_source_from_path_and_link_files(tmp_path: Path) -> None:
+    path = tmp_path / "k.S"
+    path.write_text("\t.global k\nk:\tret\n")
+    assert Source.from_path(path) == Source(str(path), "\t.global k\nk:\tret\n")
+    img = link_files([path], text_base=TEXT, data_base=DATA)
+    assert img.addr("k") == TEXT and img.symbols["k"].file == str(path)
+    assert word(img, TEXT) == 0xD65F03C0  # ret
+
+
+def test_float_immediates() -> None:
+    """Keystone cannot read "1.0" once any handle had a resolver: floats go as hex floats."""
+    img = build("\tfmov d0, #1.0\n\tfmov s1, #-2.5\n\tfcmp d0, #0.0\n")
+    assert [word(img, TEXT + 4 * i) for i in range(3)] == [0x1E6E1000, 0x1E309001, 0x1E602008]
+
+
+def test_numbers_are_decimal_even_though_keystone_reads_hex_with_a_resolver() -> None:
+    img = build("\tmov x0, #16\n\tstp x29, x30, [sp, #-16]!\n\tmovz x1, #1, lsl #16\n\tb .\n")
+    assert word(img, TEXT) == 0xD2800000 | 16 << 5
+    assert word(img, TEXT + 4) == 0xA9BF7BFD  # stp x29, x30, [sp, #-16]!
+    assert word(img, TEXT + 8) == 0xD2A00021  # movz x1, #1, lsl #16
+    assert word(img, TEXT + 12) == b_word(0, 0)
+
+
+def test_numeric_local_labels() -> None:
+    img = build(
+        "1:\tnop\n"
+        "\tb 1b\n"  # -> 0x0
+        "\tb 1f\n"  # -> 0x10
+        "\tmov x0, #0x1f\n"  # hex, not a label
+        "1:\tb 1b\n"  # -> itself (0x10)
+        "2: 1:\tb 2b\n"  # several labels on one line
+    )
+    assert word(img, TEXT + 4) == b_word(TEXT + 4, TEXT)
+    assert word(img, TEXT + 8) == b_word(TEXT + 8, TEXT + 0x10)
+    assert word(img, TEXT + 12) == 0xD2800000 | 0x1F << 5
+    assert word(img, TEXT + 0x10) == b_word(0, 0)
+    assert word(img, TEXT + 0x14) == b_word(0, 0)
+
+
+def test_comments_separators_and_labels_before_instructions() -> None:
+    img = build("/* a\n  block */ nop ; nop // trailing\nx: y: nop /* inline */ ; z: nop\n")
+    assert [word(img, TEXT + 4 * i) for i in range(4)] == [NOP] * 4
+    assert img.addr("a.S:x") == img.addr("a.S:y") == TEXT + 8
+    assert img.addr("a.S:z") == TEXT + 12
+    line = img.line_of(TEXT + 12)
+    assert line is not None and line.line == 3
+
+
+def test_equ_set_and_assignment() -> None:
+    img = build(
+        "\t.equ A, 3\n"
+        "B = A * 2\n"
+        "\t.set C, 1\n"
+        "\t.word C, FWD\n"  # FWD is used before its definition
+        "\t.set C, C + 1\n"
+        "\t.word C, B, A\n"
+        "\t.equ FWD, 0x40\n"
+    )
+    words = [word(img, TEXT + 4 * i) for i in range(5)]
+    assert words == [1, 0x40, 2, 6, 3]
+
+
+def test_expressions_follow_gnu_as_precedence_and_literals() -> None:
+    img = build("\t.word 1 + 2 << 3, 3 | 4 + 1, 010, 0b101, 'a, 'b', -7 / 2, -7 % 3, ~0\n"
+                "\t.quad -8 >> 60\n")
+    words = [word(img, TEXT + 4 * i) for i in range(9)]
+    assert words == [17, 8, 8, 5, 0x61, 0x62, 0xFFFFFFFD, 0xFFFFFFFF, 0xFFFFFFFF]
+    assert int.from_bytes(img.text[36:44], "little") == 15
+
+
+def test_macros_with_defaults_keywords_counter_and_nesting() -> None:
+    img = build(
+        "\t.macro pair a, b=7\n"
+        "\t.word \\a, \\b, \\@\n"
+        "\t.endm\n"
+        "\t.macro outer x\n"
+        "\tpair \\x\n"
+        "lbl\\@\\():\t.word \\x\\()0\n"
+        "\t.endm\n"
+        "\tpair 1\n"
+        "\tpair 2, 3\n"
+        "\tpair b=5, a=4\n"
+        "\touter 9\n"
+    )
+    words = [word(img, TEXT + 4 * i) for i in range(13)]
+    # \@ counts expansions per file; outer's body is expanded (3) before its inner pair (4).
+    assert words == [1, 7, 0, 2, 3, 1, 4, 5, 2, 9, 7, 4, 90]
+    assert img.addr("a.S:lbl3") == TEXT + 48
+
+
+def test_rept_and_nested_rept() -> None:
+    img = build("\t.set i, 0\n\t.rept 3\n\t.word i\n\t.set i, i + 1\n\t.endr\n"
+                "\t.rept 2\n\t.rept 2\n\tnop\n\t.endr\n\t.endr\n")
+    assert [word(img, TEXT + 4 * i) for i in range(7)] == [0, 1, 2, NOP, NOP, NOP, NOP]
+
+
+def test_alignment_pads_code_with_nops_and_data_with_zeros_or_fill() -> None:
+    img = build("\t.byte 1\n\t.align 4\n\tnop\n\t.data\n\t.byte 2\n\t.balign 8, 0xaa\n\t.byte 3\n")
+    assert img.text[:4] == b"\x01\x00\x00\x00"  # zeros up to a word, then NOPs
+    assert [word(img, TEXT + 4 * i) for i in (1, 2, 3, 4)] == [NOP] * 4
+    assert img.data[:9] == b"\x02" + b"\xaa" * 7 + b"\x03"
+
+
+def test_strings_and_space() -> None:
+    img = build("\t.data\n\t.ascii \"a\\n\\\"\\101\"\n\t.asciz \"b;c\", \"d\"\n\t.string \"e\"\n"
+                "\t.space 2, 0x5a\n\t.zero 1\n\t.skip 1\n")
+    assert img.data == b'a\n"Ab;c\0d\0e\0ZZ\0\0'
+
+
+def test_literal_pools_are_shared_sized_and_placed_like_gnu_as() -> None:
+    img = build(
+        "\t.text\n"
+        "f:\tldr x0, =0x1234\n"  # 0x00 -> 8-byte pool
+        "\tldr w1, =5\n"  # 0x04 -> 4-byte pool
+        "\tldr x2, =0x1234\n"  # 0x08 shares x0's entry
+        "\tldr x3, =f\n"  # 0x0c
+        "\tnop\n"  # 0x10; the 4-byte pool follows at 0x14, 8-byte entries at 0x18
+        "\t.data\n"
+        "\t.word 1\n"
+    )
+    assert word(img, TEXT) == ldr_lit_word(0, TEXT, TEXT + 0x18)
+    assert word(img, TEXT + 4) == ldr_lit_word(1, TEXT + 4, TEXT + 0x14, x=False)
+    assert word(img, TEXT + 8) == ldr_lit_word(2, TEXT + 8, TEXT + 0x18)
+    assert word(img, TEXT + 12) == ldr_lit_word(3, TEXT + 12, TEXT + 0x20)
+    assert word(img, TEXT + 0x14) == 5
+    assert int.from_bytes(img.text[0x18:0x20], "little") == 0x1234
+    assert int.from_bytes(img.text[0x20:0x28], "little") == TEXT
+    assert img.file_ranges["a.S"][1] == TEXT + 0x28
+    assert img.insn_addrs() == tuple(TEXT + 4 * i for i in range(5))
+
+
+def test_ltorg_places_the_pool_and_starts_a_new_one() -> None:
+    img = build("\tldr x0, =7\n\t.ltorg\n\tldr x1, =7\n")
+    assert word(img, TEXT) == ldr_lit_word(0, TEXT, TEXT + 8)  # aligned to 8 after the ldr
+    assert word(img, TEXT + 16) == ldr_lit_word(1, TEXT + 16, TEXT + 24)  # a new entry
+    assert img.text[8:16] == (7).to_bytes(8, "little") == img.text[24:32]
+
+
+# --------------------------------------------------------------- listing, symbolize
+
+
+def test_listing_describes_every_text_word() -> None:
+    img = build("\t.text\n\t.global fn\nfn:\tmov x0, #1\n\t.word 0\n\tldr x1, =0x99\n\tret\n",
+                "\tnop\n")
+    lines = img.listing
+    assert len(lines) == len(img.text) // 4
+    assert [line.addr for line in lines] == [TEXT + 4 * i for i in range(len(lines))]
+    first = lines[0]
+    assert (first.text, first.is_insn, first.file, first.line, first.source, first.symbol) == (
+        "mov x0, #1", True, "a.S", 3, "fn:\tmov x0, #1", "fn")
+    assert first.word == word(img, TEXT)
+    assert (lines[1].text, lines[1].is_insn, lines[1].line) == (".word 0x00000000", False, 4)
+    assert lines[2].text.startswith("ldr x1, #0x") and lines[2].symbol == "fn+0x8"
+    pool = lines[4]  # the pool entry, attributed to the ldr that asked for it
+    assert (pool.is_insn, pool.text, pool.line) == (False, ".word 0x00000099", 5)
+    gap = img.line_of(TEXT + 0x80)
+    assert gap is not None and (gap.file, gap.line, gap.is_insn) == ("", 0, False)
+    assert img.line_of(TEXT + 0x100) == lines[0x40] and lines[0x40].file == "b.S"
+    assert img.line_of(TEXT - 4) is None
+    assert img.insn_addrs() == (TEXT, TEXT + 8, TEXT + 12, TEXT + 0x100)
+
+
+def test_listing_of_macro_lines_points_at_the_invocation() -> None:
+    img = build("\t.macro two\n\tnop\n\tnop\n\t.endm\n\ttwo\n")
+    assert [(line.line, line.source) for line in img.listing] == [(5, "two")] * 2
+
+
+def test_symbolize() -> None:
+    img = build(
+        "\t.text\n\t.global aarch64_insn_patch_text_nosync\n"
+        "aarch64_insn_patch_text_nosync:\n" + "\tnop\n" * 8 + "\t.data\nvar:\t.quad 0, 0\n",
+        "\t.text\nlocal_fn:\tnop\n.Ltemp:\tnop\n",
+    )
+    assert img.symbolize(TEXT) == "aarch64_insn_patch_text_nosync"
+    assert img.symbolize(TEXT + 0x14) == "aarch64_insn_patch_text_nosync+0x14"
+    assert img.symbolize(DATA + 8) == "var+0x8"
+    assert img.symbolize(TEXT + 0x100) == "local_fn"
+    assert img.symbolize(TEXT + 0x104) == "local_fn+0x4"  # .L labels are assembler-temporary
+    assert img.symbolize(TEXT + 0x40) == "0x8000040"  # padding between files
+    assert img.symbolize(0x1234) == "0x1234"
+
+
+def test_digest_identifies_the_image() -> None:
+    a = build("\tmov x0, #1\n\t.data\n\t.word 5\n")
+    same = build("\tmov x0, #1\n\t.data\n\t.word 5\n")
+    code = build("\tmov x0, #2\n\t.data\n\t.word 5\n")
+    data = build("\tmov x0, #1\n\t.data\n\t.word 4\n")
+    assert a.digest == same.digest and len(a.digest) == 64
+    assert len({a.digest, code.digest, data.digest}) == 3
+
+
+# ---------------------------------------------------------------------- errors
+
+
+def test_asm_error_carries_its_location_and_pickles() -> None:
+    err = AsmError("k.S", 7, "why")
+    assert (str(err), err.file, err.line, err.reason) == ("k.S:7: why", "k.S", 7, "why")
+    back = pickle.loads(pickle.dumps(err))
+    assert (back.file, back.line, back.reason) == ("k.S", 7, "why")
+
+
+def test_bad_mnemonic_reports_keystones_reason_at_file_and_line() -> None:
+    err = asm_error("\tnop\n\n\tfrobnicate x0\n")
+    assert (err.file, err.line) == ("a.S", 3)
+    assert str(err).startswith("a.S:3: invalid mnemonic (KS_ERR_ASM_MNEMONICFAIL)")
+    assert "frobnicate x0" in err.reason
+
+
+def test_bad_operand_reports_keystones_reason() -> None:
+    err = asm_error("\tmov x0, x1, x2\n")
+    assert err.line == 1 and "KS_ERR_ASM_INVALIDOPERAND" in err.reason
+
+
+def test_undefined_symbol_names_file_line_and_symbol() -> None:
+    for text in ("\tnop\n\tbl nowhere\n", "\tnop\n\t.quad nowhere\n", "\tnop\n\tldr x0, =nowhere\n",
+                 "\tnop\n\tmov x0, nowhere\n"):
+        err = asm_error(text)
+        assert (err.file, err.line) == ("a.S", 2), text
+        assert "undefined symbol 'nowhere'" in err.reason, text
+
+
+def test_reference_to_another_files_local_suggests_global() -> None:
+    err = asm_error("\tbl helper\n", "\nhelper:\tret\n")
+    assert (err.file, err.line) == ("a.S", 1)
+    assert "undefined symbol 'helper'" in err.reason and "b.S:2" in err.reason
+
+
+def test_silent_keystone_failure_is_an_error() -> None:
+    err = asm_error("\tnop\n\tldr x1, [x1], #8\n")  # Keystone returns no bytes, no exception
+    assert err.line == 2 and "no encoding" in err.reason
+
+
+def test_unsupported_directives_are_errors() -> None:
+    for directive in (".section .rodata", ".include \"x.S\"", ".if 1", ".inst 0xd503201f",
+                      ".weak foo"):
+        err = asm_error(f"\tnop\n\t{directive}\n")
+        assert err.line == 2 and "unsupported directive " + directive.split()[0] in err.reason
+    assert "use .word" in asm_error("\t.inst 0\n").reason
+
+
+def test_duplicate_global_names_both_places() -> None:
+    err = asm_error("\t.global f\nf:\tret\n", "\tnop\n\t.global f\nf:\tret\n")
+    assert (err.file, err.line) == ("b.S", 3)
+    assert "duplicate global symbol 'f'" in err.reason and "a.S:2" in err.reason
+
+
+def test_duplicate_label_in_one_file() -> None:
+    err = asm_error("x:\tnop\nx:\tnop\n")
+    assert err.line == 2 and "a.S:1" in err.reason
+
+
+def test_error_inside_a_macro_reports_the_invocation_and_the_macro() -> None:
+    err = asm_error("\t.macro bad\n\tnop\n\tbogus x0\n\t.endm\n\tnop\n\tbad\n")
+    assert err.line == 6 and "macro bad" in err.reason and "bogus" in err.reason
+
+
+def test_keystone_traps_are_refused_with_advice() -> None:
+    assert "use adr" in asm_error("x:\tadrp x0, x\n").reason
+    assert ".word" in asm_error("\tudf #0\n").reason
+    assert "not supported" in asm_error("\tldr x0, [x1, #:lo12:x]\n").reason
+
+
+def test_pc_relative_targets_out_of_range_are_errors() -> None:
+    """Keystone wraps such offsets silently; we must not."""
+    err = asm_error("\tadr x0, far\n\t.space 0x100000\nfar:\tnop\n")
+    assert err.line == 1 and "out of range for adr" in err.reason
+    err = asm_error("\ttbz x0, #1, far\n\t.space 0x8000\nfar:\tnop\n")
+    assert "out of range for tbz" in err.reason
+    err = asm_error("\tb.eq data_label\n\t.data\ndata_label:\t.word 0\n")
+    assert "out of range" in err.reason
+    ok = build("\tadr x0, far\n\t.space 0xffff8\nfar:\tnop\n")  # just inside: 1 MiB - 4
+    assert word(ok, TEXT) == adr_word(0, TEXT, TEXT + 0xFFFFC)
+
+
+def test_other_source_errors() -> None:
+    cases = {
+        "\t.macro m\n\tnop\n": ".macro without .endm",
+        "\t.rept 2\n\tnop\n": ".rept without .endr",
+        "\t.endr\n": ".endr without .rept",
+        "# 1 \"x.S\"\n": "use //",
+        "/* never closed\n": "unterminated /* comment",
+        "\t.byte 1\n\tnop\n": "unaligned",
+        "\t.data\n\tnop\n": "only supported in .text",
+        "\t.bss\n\t.word 1\n": ".bss holds only zeros",
+        "\t.word 0x100000000\n": "does not fit",
+        "\t.byte 256\n": "does not fit",
+        "\t.word 1 / 0\n": "division by zero",
+        "\t.space later\nlater:\n": "constant known at this point",
+        "\t.align 3, 0x100\n": "does not fit in a byte",
+        "\t.balign 3\n": "power of two",
+        "\t.word 08\n": "bad octal",
+        "\t.global K\n\t.equ K, 1\n": "pass it in defines",
+        "\tldr d0, =1\n": "Xn (8 bytes) and Wn (4 bytes)",
+        "\t.macro m a\n\t.endm\n\tm 1, 2\n": "too many arguments",
+        "\t.macro m a:req\n\t.endm\n\tm\n": "missing argument 'a'",
+        "\tb 1f\n": "no label '1:' after",
+    }
+    for text, reason in cases.items():
+        err = asm_error(text)
+        assert reason in err.reason, (text, err)
+
+
+def test_recursive_macro_is_stopped() -> None:
+    err = asm_error("\t.macro m\n\tm\n\t.endm\n\tm\n")
+    assert "nested too deeply" in err.reason
+
+
+def test_bad_link_arguments() -> None:
+    with pytest.raises(ValueError, match="power of two"):
+        build("\tnop\n", file_align=3)
+    with pytest.raises(ValueError, match="duplicate source"):
+        link([Source("x.S", ""), Source("x.S", "")], text_base=TEXT, data_base=DATA)
+
+
+def test_linking_ten_files_of_hundreds_of_lines_is_fast() -> None:
+    body = "".join(
+        f"\tadd x{i % 28}, x1, #{i}\n\tldr x2, [x3, #{8 * (i % 16)}]\n\tcbz x0, 1f\n1:\tbl f0\n"
+        f"\tldr x4, =0x{i:x}\n\tstp x29, x30, [sp, #-16]!\n"
+        for i in range(50)
+    )
+    sources = [Source(f"f{n}.S", f"\t.text\n\t.global f{n}\nf{n}:\n{body}") for n in range(10)]
+    start = time.perf_counter()
+    img = link(sources, text_base=TEXT, data_base=DATA)
+    elapsed = time.perf_counter() - start
+    assert len(img.insn_addrs()) == 10 * 300
+    assert elapsed < 2.0, f"linking took {elapsed:.2f}s"  # ~0.1 s measured; slack for CI load
