@@ -1,0 +1,427 @@
+"""The instruction-fetch model (DESIGN.md section 4), in plain Python.
+
+State: the D-side (data memory, sequentially consistent), the PoU (what instruction
+fills read; the D-side itself when IDC=1), and per CPU an I-cache (each word holds a
+value or is invalid) and an I-view (the instructions the CPU actually executes: a
+snapshot of its I-cache taken at its last catch-up).
+
+The model only covers the kernel text: instructions are fetched from nowhere else.
+Offsets are byte offsets into the text; words are 4-byte aligned offsets.  The D-side
+and the I-views are buffers the caller may share with an emulator (the machine maps
+them into Unicorn), so every rule below writes them in place.
+
+The rules, numbered as in DESIGN.md and named in the tests:
+
+1. ``store``: acts on the D-side atomically; IDC=1 -> also the PoU; DIC=1 -> also
+   invalidates its line in every CPU's I-cache.
+2. ``dc_cvau``: the PoU copy of a line takes the D-side's bytes.
+3. ``ic_ivau``/``ic_ialluis`` invalidate a line / everything in every CPU's I-cache;
+   ``ic_iallu`` only in the issuing CPU's (herd7 treats it as broadcast: option).
+4. ``fill``: an invalid word takes its value from the PoU, or (IDC=0) the D-side.
+5. ``evict``: a valid word becomes invalid.
+6. ``write_back`` (IDC=0): the PoU copy of a line takes the D-side's bytes.
+7. ``catch_up``: every invalid word is filled from the PoU, then the I-view becomes a
+   copy of the whole I-cache, in one step.
+8. ``fetch``: a CPU fetches a whole aligned word from its I-view; ``is_torn`` says
+   whether that word is a mix of two instructions left by a writer storing in pieces.
+
+Known gaps (stated in the docs too): no non-monotone fetch (CoFF), no intermediate
+values of a location seen by different CPUs (FOW), no weak data ordering.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["CacheType", "FetchConfig", "FetchModel", "ModelError"]
+
+
+class ModelError(Exception):
+    """A model operation that the rules do not allow (a bug in the caller)."""
+
+
+class CacheType(enum.Enum):
+    """The three cache configurations of Arm's catalogue (CTR_EL0.IDC/DIC)."""
+
+    IDC0 = "IDC0"  # IDC=0, DIC=0: DC CVAU and IC IVAU are both needed
+    IDC1 = "IDC1"  # IDC=1, DIC=0: stores reach the PoU at once; IC IVAU still needed
+    DIC1 = "DIC1"  # IDC=1, DIC=1: stores also invalidate the I-caches
+
+    @property
+    def idc(self) -> bool:
+        return self is not CacheType.IDC0
+
+    @property
+    def dic(self) -> bool:
+        return self is CacheType.DIC1
+
+    @classmethod
+    def parse(cls, text: str) -> CacheType:
+        """Accept ``IDC0``/``IDC1``/``DIC1`` and herd's ``CacheType=IDC``/``DIC`` spellings."""
+        key = text.strip().upper()
+        aliases = {"IDC0": cls.IDC0, "DIC0": cls.IDC0, "NONE": cls.IDC0, "IDC1": cls.IDC1,
+                   "IDC": cls.IDC1, "DIC1": cls.DIC1, "DIC": cls.DIC1}
+        if key not in aliases:
+            raise ValueError(f"unknown cache type {text!r}: expected IDC0, IDC1 or DIC1")
+        return aliases[key]
+
+
+@dataclass(frozen=True, slots=True)
+class FetchConfig:
+    cache: CacheType = CacheType.IDC0
+    iline: int = 64  # I-cache line in bytes (CTR_EL0.IminLine)
+    dline: int = 64  # D-cache line in bytes (CTR_EL0.DminLine)
+    # herd7's model makes IC IALLU broadcast like IC IALLUIS; the Arm ARM does not.
+    iallu_broadcast: bool = False
+
+    def __post_init__(self) -> None:
+        for name, size in (("iline", self.iline), ("dline", self.dline)):
+            if size < 4 or size & (size - 1):
+                raise ValueError(f"{name} must be a power of two >= 4, not {size}")
+
+    @property
+    def ctr_el0(self) -> int:
+        """CTR_EL0 as the machine advertises it: line sizes, PIPT, IDC and DIC."""
+        iminline = (self.iline // 4).bit_length() - 1
+        dminline = (self.dline // 4).bit_length() - 1
+        return ((1 << 31) | (int(self.cache.dic) << 29) | (int(self.cache.idc) << 28)
+                | (dminline << 24) | (dminline << 20) | (dminline << 16) | (0b11 << 14)
+                | iminline)
+
+
+_Buffer = bytearray | memoryview
+
+
+@dataclass(slots=True)
+class _Cpu:
+    icache: bytearray
+    iview: _Buffer  # possibly shared with an emulator
+    invalid: set[int]  # I-cache words that hold no value
+    pending: set[int]  # words where the next catch-up may change the I-view
+    changed: set[int]  # I-view words that differ from the initial text (for reset)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything a run can change in the model, for save/restore during search."""
+
+    dside: bytes
+    pou: bytes
+    cpus: tuple[tuple[bytes, frozenset[int], frozenset[int], bytes, frozenset[int]], ...]
+    touched: frozenset[int]
+    pieces: tuple[tuple[int, int, int], ...]
+    torn: tuple[tuple[int, frozenset[int]], ...]
+    whole: tuple[tuple[int, frozenset[int]], ...]
+
+
+def _word(buf: _Buffer | bytes, off: int) -> int:
+    return int.from_bytes(buf[off:off + 4], "little")
+
+
+class FetchModel:
+    """The instruction-fetch model of one machine (one text, ``ncpus`` CPUs)."""
+
+    def __init__(self, config: FetchConfig, text: bytes, ncpus: int, *,
+                 dside: _Buffer | None = None,
+                 iviews: Sequence[_Buffer] | None = None) -> None:
+        if len(text) % max(config.iline, config.dline):
+            raise ModelError(f"text size {len(text):#x} is not a whole number of cache lines")
+        if ncpus < 1:
+            raise ModelError("a machine needs at least one CPU")
+        self.config = config
+        self.size = len(text)
+        self.ncpus = ncpus
+        self.initial = bytes(text)
+        self.dside: _Buffer = dside if dside is not None else bytearray(text)
+        if len(self.dside) != self.size:
+            raise ModelError("the D-side buffer must be as large as the text")
+        self.dside[0:self.size] = self.initial
+        self.pou: _Buffer = self.dside if config.cache.idc else bytearray(text)
+        views: list[_Buffer] = (list(iviews) if iviews is not None
+                                else [bytearray(text) for _ in range(ncpus)])
+        if len(views) != ncpus or any(len(v) != self.size for v in views):
+            raise ModelError("one I-view buffer per CPU, each as large as the text")
+        self.cpus: list[_Cpu] = []
+        for view in views:
+            view[0:self.size] = self.initial
+            self.cpus.append(_Cpu(bytearray(text), view, set(), set(), set()))
+        self._imask = ~(config.iline - 1)
+        self._dmask = ~(config.dline - 1)
+        # Words the D-side ever stored to in this run: only they can differ anywhere.
+        self.touched: set[int] = set()
+        # Torn-word bookkeeping: word -> (value before the first piece, bytes written).
+        self._pieces: dict[int, tuple[int, int]] = {}
+        self._torn: dict[int, set[int]] = {}  # word -> values that mixed two writes
+        self._whole: dict[int, set[int]] = {}  # word -> values it held whole (torn words only)
+
+    # -- reset and snapshots ---------------------------------------------------------
+    def reset(self) -> list[list[int]]:
+        """Back to the initial text everywhere; returns, per CPU, the I-view words changed."""
+        init = self.initial
+        for w in self.touched:
+            self.dside[w:w + 4] = init[w:w + 4]
+            if not self.config.cache.idc:
+                self.pou[w:w + 4] = init[w:w + 4]
+        out: list[list[int]] = []
+        for cpu in self.cpus:
+            changed = sorted(cpu.changed)
+            for w in changed:
+                cpu.iview[w:w + 4] = init[w:w + 4]
+            for w in self.touched | cpu.invalid:
+                cpu.icache[w:w + 4] = init[w:w + 4]
+            cpu.invalid.clear()
+            cpu.pending.clear()
+            cpu.changed.clear()
+            out.append(changed)
+        self.touched.clear()
+        self._pieces.clear()
+        self._torn.clear()
+        self._whole.clear()
+        return out
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(
+            bytes(self.dside[0:self.size]),
+            bytes(self.pou[0:self.size]) if not self.config.cache.idc else b"",
+            tuple((bytes(c.icache), frozenset(c.invalid), frozenset(c.pending),
+                   bytes(c.iview[0:self.size]), frozenset(c.changed)) for c in self.cpus),
+            frozenset(self.touched),
+            tuple((w, v, m) for w, (v, m) in self._pieces.items()),
+            tuple((w, frozenset(s)) for w, s in self._torn.items()),
+            tuple((w, frozenset(s)) for w, s in self._whole.items()),
+        )
+
+    def restore(self, snap: Snapshot) -> list[list[int]]:
+        """Return to ``snap``; returns, per CPU, the I-view words whose bytes changed."""
+        self.dside[0:self.size] = snap.dside
+        if not self.config.cache.idc:
+            self.pou[0:self.size] = snap.pou
+        out: list[list[int]] = []
+        for cpu, state in zip(self.cpus, snap.cpus, strict=True):
+            icache, invalid, pending, iview, changed = state
+            cpu.icache[:] = icache
+            cpu.invalid = set(invalid)
+            cpu.pending = set(pending)
+            diff = [w for w in cpu.changed | changed if bytes(cpu.iview[w:w + 4]) != iview[w:w + 4]]
+            for w in diff:
+                cpu.iview[w:w + 4] = iview[w:w + 4]
+            cpu.changed = set(changed)
+            out.append(sorted(diff))
+        self.touched = set(snap.touched)
+        self._pieces = {w: (v, m) for w, v, m in snap.pieces}
+        self._torn = {w: set(s) for w, s in snap.torn}
+        self._whole = {w: set(s) for w, s in snap.whole}
+        return out
+
+    def state_key(self) -> bytes:
+        """A digest of the state that can affect what any CPU will ever fetch.
+
+        Words never stored to hold the initial text everywhere, so only touched words
+        (and the validity of lines) enter the key.
+        """
+        h = hashlib.blake2b(digest_size=16)
+        for w in sorted(self.touched):
+            h.update(w.to_bytes(4, "little"))
+            h.update(bytes(self.dside[w:w + 4]))
+            h.update(bytes(self.pou[w:w + 4]))
+            for cpu in self.cpus:
+                h.update(b"i" if w in cpu.invalid else bytes(cpu.icache[w:w + 4]))
+                h.update(bytes(cpu.iview[w:w + 4]))
+        # Invalid untouched words refill to the initial text, so they cannot matter.
+        h.update(repr(sorted(self._pieces.items())).encode())
+        h.update(repr(sorted((w, sorted(s)) for w, s in self._torn.items())).encode())
+        return h.digest()
+
+    # -- rule 1: stores -----------------------------------------------------------
+    def store(self, off: int, data: bytes) -> None:
+        """A data store of ``data`` at text offset ``off`` (single-copy atomic)."""
+        end = off + len(data)
+        if off < 0 or end > self.size:
+            raise ModelError(f"store at {off:#x}+{len(data)} is outside the text")
+        first = off & ~3
+        for w in range(first, end, 4):
+            lo = max(off, w) - w
+            hi = min(end, w + 4) - w
+            old = _word(self.dside, w)
+            self.touched.add(w)
+            if lo == 0 and hi == 4:
+                self._pieces.pop(w, None)
+                new = int.from_bytes(data[w - off:w - off + 4], "little")
+                if w in self._whole:
+                    self._whole[w].add(new)
+                continue
+            orig, mask = self._pieces.get(w, (old, 0))
+            mask |= ((1 << hi) - 1) & ~((1 << lo) - 1)
+            cur = bytearray(self.dside[w:w + 4])
+            cur[lo:hi] = data[w + lo - off:w + hi - off]
+            new = int.from_bytes(cur, "little")
+            whole = self._whole.setdefault(w, {_word(self.initial, w), orig})
+            if mask == 0xF:
+                self._pieces.pop(w, None)
+                whole.add(new)
+            else:
+                self._pieces[w] = (orig, mask)
+                if new != orig:
+                    self._torn.setdefault(w, set()).add(new)
+        self.dside[off:end] = data
+        if self.config.cache.dic:
+            for line in range(off & self._imask, end, self.config.iline):
+                self._invalidate_line(line, self.cpus)
+
+    # -- rules 2, 6: cleaning to the PoU -----------------------------------------
+    def dc_cvau(self, off: int) -> None:
+        """``DC CVAU`` on the line holding ``off`` (any CPU: the PoU is shared)."""
+        self._check(off)
+        if not self.config.cache.idc:
+            line = off & self._dmask
+            end = line + self.config.dline
+            self.pou[line:end] = bytes(self.dside[line:end])
+
+    def write_back(self, line: int) -> None:
+        """A spontaneous write-back of a D-cache line to the PoU (IDC=0 only)."""
+        if self.config.cache.idc:
+            raise ModelError("write-back is not a choice when IDC=1: stores reach the PoU")
+        self.dc_cvau(line)
+
+    # -- rule 3: invalidation -----------------------------------------------------------
+    def ic_ivau(self, off: int) -> None:
+        """``IC IVAU``: the line holding ``off`` becomes invalid in every CPU's I-cache."""
+        self._check(off)
+        self._invalidate_line(off & self._imask, self.cpus)
+
+    def ic_iallu(self, cpu: int) -> None:
+        """``IC IALLU``: invalidate all of the issuing CPU's I-cache (not broadcast)."""
+        targets = self.cpus if self.config.iallu_broadcast else [self.cpus[cpu]]
+        self._invalidate_all(targets)
+
+    def ic_ialluis(self) -> None:
+        """``IC IALLUIS``: invalidate every CPU's whole I-cache."""
+        self._invalidate_all(self.cpus)
+
+    def _invalidate_line(self, line: int, cpus: Sequence[_Cpu]) -> None:
+        words = range(line, line + self.config.iline, 4)
+        for cpu in cpus:
+            cpu.invalid.update(words)
+            cpu.pending.update(words)
+
+    def _invalidate_all(self, cpus: Sequence[_Cpu]) -> None:
+        words = range(0, self.size, 4)
+        for cpu in cpus:
+            cpu.invalid.update(words)
+            cpu.pending.update(words)
+
+    # -- rules 4, 5: fills and evictions --------------------------------------------
+    def fill(self, cpu: int, word: int, from_dside: bool = False) -> None:
+        """An invalid I-cache word takes its value from the PoU (or, IDC=0, the D-side)."""
+        c = self.cpus[cpu]
+        if word not in c.invalid:
+            raise ModelError(f"fill of CPU{cpu} word {word:#x}: the word is valid")
+        if from_dside and self.config.cache.idc:
+            raise ModelError("fill from the D-side is only a distinct choice when IDC=0")
+        src = self.dside if from_dside else self.pou
+        c.icache[word:word + 4] = bytes(src[word:word + 4])
+        c.invalid.discard(word)
+        c.pending.add(word)
+
+    def evict(self, cpu: int, word: int) -> None:
+        """A valid I-cache word becomes invalid."""
+        c = self.cpus[cpu]
+        self._check(word)
+        if word in c.invalid:
+            raise ModelError(f"evict of CPU{cpu} word {word:#x}: the word is already invalid")
+        c.invalid.add(word)
+        c.pending.add(word)
+
+    # -- rule 7: catch-up -------------------------------------------------------------
+    def catch_up(self, cpu: int) -> list[int]:
+        """Fill every invalid word from the PoU, then copy the I-cache into the I-view.
+
+        Returns the words whose I-view value changed, in address order.
+        """
+        c = self.cpus[cpu]
+        pou, icache, iview = self.pou, c.icache, c.iview
+        for w in c.invalid:
+            icache[w:w + 4] = pou[w:w + 4]
+        c.invalid.clear()
+        changed: list[int] = []
+        init = self.initial
+        for w in c.pending:
+            new = icache[w:w + 4]
+            if iview[w:w + 4] != new:
+                iview[w:w + 4] = new
+                changed.append(w)
+                if new == init[w:w + 4]:
+                    c.changed.discard(w)
+                else:
+                    c.changed.add(w)
+        c.pending.clear()
+        changed.sort()
+        return changed
+
+    def catch_up_would_change(self, cpu: int) -> bool:
+        """Whether a catch-up of ``cpu`` now would change its I-view."""
+        c = self.cpus[cpu]
+        for w in c.pending:
+            src = self.pou if w in c.invalid else c.icache
+            if src[w:w + 4] != c.iview[w:w + 4]:
+                return True
+        return False
+
+    # -- rule 8: fetch ----------------------------------------------------------------
+    def fetch(self, cpu: int, off: int) -> int:
+        """The word ``cpu`` executes at ``off``: whole, from its I-view."""
+        if off & 3:
+            raise ModelError(f"misaligned fetch at {off:#x}")
+        return _word(self.cpus[cpu].iview, off)
+
+    def is_torn(self, cpu: int, off: int) -> bool:
+        """Whether the I-view word of ``cpu`` at ``off`` is a torn mix of two writes."""
+        torn = self._torn.get(off)
+        if not torn:
+            return False
+        value = self.fetch(cpu, off)
+        return value in torn and value not in self._whole.get(off, ())
+
+    def is_torn_value(self, off: int, value: int) -> bool:
+        torn = self._torn.get(off)
+        return bool(torn) and value in torn and value not in self._whole.get(off, ())  # type: ignore[operator]
+
+    # -- choices a scheduler may make -------------------------------------------------
+    def fill_choices(self, cpu: int) -> list[tuple[int, bool]]:
+        """Fills that can change an outcome: ``(word, from_dside)``.
+
+        Only touched words can hold anything but the initial text, and a fill of an
+        untouched word gives what the next catch-up would give anyway.
+        """
+        c = self.cpus[cpu]
+        out: list[tuple[int, bool]] = []
+        for w in sorted(self.touched & c.invalid):
+            out.append((w, False))
+            if not self.config.cache.idc and self.dside[w:w + 4] != self.pou[w:w + 4]:
+                out.append((w, True))
+        return out
+
+    def evict_choices(self, cpu: int) -> list[int]:
+        """Valid words whose refill could give another value than the one cached."""
+        c = self.cpus[cpu]
+        out = []
+        for w in sorted(self.touched - c.invalid):
+            cached = c.icache[w:w + 4]
+            if cached != self.pou[w:w + 4] or cached != self.dside[w:w + 4]:
+                out.append(w)
+        return out
+
+    def write_back_choices(self) -> list[int]:
+        """D-cache lines whose PoU copy differs from the D-side (IDC=0 only)."""
+        if self.config.cache.idc:
+            return []
+        lines = sorted({w & self._dmask for w in self.touched})
+        return [ln for ln in lines
+                if self.pou[ln:ln + self.config.dline] != self.dside[ln:ln + self.config.dline]]
+
+    def _check(self, off: int) -> None:
+        if not 0 <= off < self.size:
+            raise ModelError(f"offset {off:#x} is outside the text")
