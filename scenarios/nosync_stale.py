@@ -1,0 +1,72 @@
+"""The first end-to-end race: a nosync patch and a CPU running through the site.
+
+CPU0 patches the ``NOP`` at ``patch_site`` into ``B site_new`` with
+``aarch64_insn_patch_text_nosync`` (one store through the text alias, then
+``DC CVAU; DSB ISH; IC IVAU; DSB ISH; ISB`` on CPU0 only) and then sets
+``patch_done``.  CPU1 runs through the site in a loop and logs, for each pass, the
+flag it read and the path it took.
+
+* ``nosync_stale``: CPU1 has no context synchronization between reading the flag and
+  the site.  The architecture allows it to run the old ``NOP`` after CPU0's flush has
+  completed (it "might have fetched the instructions at any time since its last
+  context synchronization event"): the race behind v6.11's ``kick_all_cpus_sync()``
+  after jump-label patching.  The check reports that outcome as a finding.
+* ``nosync_isb``: CPU1 executes ``ISB`` after seeing the flag set.  Running the old
+  instruction after that is forbidden (litmus MP.RF+cachesync+ctrl-isb); a finding
+  here is a bug in the model.
+"""
+
+from __future__ import annotations
+
+from testbed.isa import b
+from testbed.machine import Finding, Machine
+from testbed.scenario import Scenario
+
+OLD_PATH, NEW_PATH = 1, 2
+
+
+class NosyncStale(Scenario):
+    name = "nosync_stale"
+    description = "CPU1 runs the old instruction after CPU0's nosync patch has completed"
+    kernels = ("boot.S", "insn.S", "nosync_race.S")
+    ncpus = 2
+    passes = 8
+    isb_after_flag = 0
+
+    def setup(self, m: Machine) -> None:
+        site = m.addr("patch_site")
+        m.start(0, "patcher_main", site, b(site, m.addr("site_new")))
+        m.start(1, "site_loop", self.passes, self.isb_after_flag)
+        for cpu in range(2, m.ncpus):
+            m.start(cpu, "cpu_off")
+
+    def passes_seen(self, m: Machine) -> list[tuple[int, int]]:
+        """(flag, path) of every pass CPU1 logged."""
+        raw = m.read(m.addr("site_log"), 4 * self.passes)
+        entries = [int.from_bytes(raw[i:i + 4], "little") for i in range(0, len(raw), 4)]
+        return [(e >> 8, e & 0xFF) for e in entries if e]
+
+    def observe(self, m: Machine) -> dict[str, object]:
+        return {"passes": self.passes_seen(m), "patch_result": m.read_u32("patch_result")}
+
+    def check(self, m: Machine) -> list[Finding]:
+        stale = [i for i, (flag, path) in enumerate(self.passes_seen(m))
+                 if flag == 1 and path == OLD_PATH]
+        if not stale:
+            return []
+        site = m.addr("patch_site")
+        old = int.from_bytes(m.read(site, 4), "little")  # text reads see the D-side: new
+        return [Finding(
+            "stale-after-flush",
+            f"CPU1 ran the old instruction at {m.image.symbolize(site)} in pass {stale[0]} "
+            f"after seeing patch_done=1, i.e. after CPU0's aarch64_insn_patch_text_nosync "
+            f"had completed its flush"
+            + (" and CPU1 had executed ISB" if self.isb_after_flag else
+               " (no context synchronization on CPU1: allowed by the architecture)"),
+            cpu=1, addr=site, words=(0xD503201F, old))]
+
+
+class NosyncIsb(NosyncStale):
+    name = "nosync_isb"
+    description = "as nosync_stale, but CPU1 executes ISB after seeing the flag: never stale"
+    isb_after_flag = 1

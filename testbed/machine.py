@@ -1,0 +1,800 @@
+"""The machine: several AArch64 CPUs, one ``unicorn.Uc`` each, sharing the D-side.
+
+Memory (``layout``): every CPU maps the same host buffers for the text's writable
+alias, the shared data and the per-CPU areas (``mem_map_ptr``), its own private stack,
+and its own I-view of the text, read and executed at the text's address.  The I-views
+belong to the fetch model (``memory.FetchModel``); the machine keeps Unicorn's
+translated code coherent with them: whenever an I-view word changes, the CPU's
+translations of it are dropped (``ctl_remove_cache``) before it runs again.
+
+A CPU runs freely between visible operations (``isa.OpKind``): a code hook on the
+addresses whose current instruction is visible stops it *before* the instruction, and
+the scheduler decides who performs the next one.  Data accesses that name a text
+address reach the D-side: stores through the write-protection hook, loads by
+presenting the D-side bytes for the one load and stopping right after it.
+
+Exceptions are modelled as on hardware: BRK, undefined instructions, SVC and IRQs
+write ELR_EL1 and SPSR_EL1 (and ESR_EL1 for the synchronous ones: the Arm ARM leaves
+ESR_ELx unchanged for IRQs), mask DAIF, enter EL1h at VBAR_EL1 plus the vector offset,
+and the guest returns with ``ERET``.  Exception entry and ERET are context
+synchronization events: each forces a catch-up of the CPU's I-view.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import unicorn as uc_mod
+from unicorn import arm64_const as A
+
+from . import layout, trace
+from .asm import Image
+from .interrupts import InterruptController
+from .isa import OpKind, classify
+from .memory import FetchConfig, FetchModel, ModelError
+from .schedule import Decision, DecisionKind, InvalidDecision
+
+__all__ = ["CpuState", "Event", "EventKind", "Finding", "GuestError", "Machine"]
+
+# The binding does not re-export its error type for type checkers.
+UcError: type[Exception] = uc_mod.UcError  # type: ignore[attr-defined]
+_Uc: Any = uc_mod.Uc  # type: ignore[attr-defined]
+UNTIL = 0xFFFF_FFFF_FFFF_FFFC  # an address never reached: runs end by hooks or count
+PSTATE_I = 0x80
+ESR_IL = 1 << 25
+EC_UNKNOWN, EC_SVC64, EC_BRK64 = 0x00, 0x15, 0x3C
+EXCP_UDEF, EXCP_SWI, EXCP_BKPT = 1, 2, 7  # QEMU's exception numbers seen by UC_HOOK_INTR
+# Xn register ids of Unicorn (X29, X30 are not contiguous with X0..X28).
+XREG = [A.UC_ARM64_REG_X0 + i for i in range(29)] + [A.UC_ARM64_REG_X29,
+                                                     A.UC_ARM64_REG_X30, A.UC_ARM64_REG_XZR]
+
+
+class GuestError(Exception):
+    """A scenario asked the machine for something impossible (bad symbol, bad CPU)."""
+
+
+class CpuState(enum.Enum):
+    RUNNABLE = "runnable"
+    OFF = "off"  # not started, or wrote GIC_CPU_OFF
+    FAULTED = "faulted"  # stopped by a finding (fault, torn word, liveness, die)
+
+
+class _Stop(enum.IntEnum):
+    NONE = 0  # the instruction budget ran out
+    VISIBLE = 1
+    EXCEPTION = 2
+    HALT = 3
+    READ_TEXT = 4
+    DIE = 5
+
+
+class EventKind(enum.Enum):
+    CATCH_UP = "catch-up"
+    FILL = "fill"
+    EVICT = "evict"
+    WRITE_BACK = "write-back"
+    TEXT_STORE = "text-store"
+    DC = "dc"
+    IC = "ic"
+    EXCEPTION = "exception"
+    IRQ = "irq"
+    ERET = "eret"
+    IPI_SEND = "ipi-send"
+    IPI_ACK = "ipi-ack"
+    HALT = "halt"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something the memory model or the machine did, for timelines and oracles."""
+
+    step: int
+    cpu: int
+    kind: EventKind
+    addr: int = -1
+    value: int = -1
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """An oracle's verdict that something went wrong, with what a reader needs."""
+
+    oracle: str
+    message: str
+    cpu: int = -1
+    addr: int = -1
+    words: tuple[int, ...] = ()
+    step: int = -1
+
+    def signature(self) -> tuple[str, int, tuple[int, ...]]:
+        return (self.oracle, self.addr, self.words)
+
+
+class Cpu:
+    """One CPU: its Unicorn instance and what the scheduler needs to know about it."""
+
+    __slots__ = (
+        "_keep",
+        "exc",
+        "index",
+        "irq_masked",
+        "kind_at",
+        "log",
+        "pc",
+        "read_ctx",
+        "read_fix",
+        "read_pc",
+        "reason",
+        "skip",
+        "stack",
+        "state",
+        "text_read_mode",
+        "uc",
+    )
+
+    def __init__(self, index: int, uc: Any) -> None:
+        self.index = index
+        self.uc = uc
+        self.state = CpuState.OFF
+        self.pc = 0  # stopped before the instruction here
+        self.skip = -1  # the hooked address to let through once when resuming
+        self.reason = _Stop.NONE
+        self.exc: tuple[int, int, int] | None = None  # (ESR, ELR, executed-through) pending
+        self.irq_masked = True
+        self.kind_at: dict[int, OpKind] = {}  # every hooked address -> its current kind
+        # Ground truth, in order: (step, start, end) for code run, (step, ~word, value)
+        # for an I-view change; start/end are addresses, ~word is negative.
+        self.log: list[tuple[int, int, int]] = []
+        self.read_fix: list[tuple[int, bytes]] = []  # (address, I-view bytes) to put back
+        self.read_pc = 0
+        self.read_ctx: Any = None
+        self.text_read_mode = False
+        self.stack = bytearray(layout.STACK_SIZE)
+        self._keep: list[Any] = []
+
+
+@dataclass
+class _Baseline:
+    contexts: list[Any]
+    data: bytes
+    percpu: bytes
+    stacks: list[bytes]
+    cpus: list[tuple[CpuState, int, tuple[int, int, int] | None, bool, list[tuple[int, int, int]]]]
+    gic: tuple[int, ...]
+    events: list[Event]
+    findings: list[Finding]
+
+
+def _ptr(buf: bytearray, keep: list[Any]) -> int:
+    c = (ctypes.c_char * len(buf)).from_buffer(buf)
+    keep.append(c)
+    return ctypes.addressof(c)
+
+
+class Machine:
+    """N CPUs running one linked image under the fetch model.
+
+    Create it once and reuse it: ``seal()`` after the scenario set it up records the
+    baseline, and ``reset()`` returns to it cheaply (context restore, buffer copies,
+    targeted ``ctl_remove_cache``) instead of rebuilding the Unicorn instances.
+    """
+
+    def __init__(self, image: Image, ncpus: int, fetch: FetchConfig | None = None, *,
+                 budget: int = 200_000) -> None:
+        if not 1 <= ncpus <= layout.MAX_CPUS:
+            raise GuestError(f"ncpus must be 1..{layout.MAX_CPUS}, not {ncpus}")
+        if image.text_base != layout.TEXT_BASE or image.data_base != layout.DATA_BASE:
+            raise GuestError("the image must be linked at layout.TEXT_BASE/DATA_BASE")
+        self.image = image
+        self.ncpus = ncpus
+        self.fetch_config = fetch or FetchConfig()
+        self.budget = budget
+        line = max(layout.PAGE, self.fetch_config.iline, self.fetch_config.dline)
+        self.text_size = max(line, -(-len(image.text) // line) * line)
+        if self.text_size > layout.TEXT_MAX or len(image.data) > layout.DATA_SIZE:
+            raise GuestError("the image is larger than the memory map allows")
+        text = image.text + bytes(self.text_size - len(image.text))
+        self._keep: list[Any] = []
+        self.dside_text = bytearray(text)
+        self.data = bytearray(layout.DATA_SIZE)
+        self.data[:len(image.data)] = image.data
+        self.percpu = bytearray(layout.PERCPU_SIZE * ncpus)
+        self.iviews = [bytearray(text) for _ in range(ncpus)]
+        self.model = FetchModel(self.fetch_config, text, ncpus,
+                                dside=memoryview(self.dside_text), iviews=self.iviews)
+        self.gic = InterruptController(ncpus)
+        self.step_no = 0
+        self.events: list[Event] = []
+        self.findings: list[Finding] = []
+        self.stopped = False  # a finding ended the run
+        self._ctr = self.fetch_config.ctr_el0
+        self._static_kinds = self._visible_addresses()
+        self.cpus = [self._make_cpu(i) for i in range(ncpus)]
+        self._baseline: _Baseline | None = None
+
+    # -- construction ------------------------------------------------------------------
+    def _visible_addresses(self) -> dict[int, OpKind]:
+        kinds: dict[int, OpKind] = {}
+        for addr in self.image.insn_addrs():
+            off = addr - layout.TEXT_BASE
+            kind = classify(int.from_bytes(self.dside_text[off:off + 4], "little")).kind
+            if kind is not OpKind.INVISIBLE:
+                kinds[addr] = kind
+        return kinds
+
+    def _make_cpu(self, i: int) -> Cpu:
+        u: Any = _Uc(uc_mod.UC_ARCH_ARM64, uc_mod.UC_MODE_ARM)
+        cpu = Cpu(i, u)
+        keep = cpu._keep
+        rx = uc_mod.UC_PROT_READ | uc_mod.UC_PROT_EXEC
+        rw = uc_mod.UC_PROT_READ | uc_mod.UC_PROT_WRITE
+        # The I-view is Unicorn-owned memory mirrored from the model's buffer: with
+        # mem_map_ptr memory, UC_HOOK_MEM_WRITE_PROT returning True does not stop the
+        # store from landing in the buffer (measured), so stores to text would leak in.
+        u.mem_map(layout.TEXT_BASE, self.text_size, rx)
+        u.mem_write(layout.TEXT_BASE, bytes(self.iviews[i]))
+        u.mem_map_ptr(layout.TEXT_ALIAS, self.text_size, rw, _ptr(self.dside_text, self._keep))
+        u.mem_map_ptr(layout.DATA_BASE, layout.DATA_SIZE, rw, _ptr(self.data, self._keep))
+        u.mem_map_ptr(layout.PERCPU_BASE, len(self.percpu), rw, _ptr(self.percpu, self._keep))
+        u.mem_map_ptr(layout.stack_top(i) - layout.STACK_SIZE, layout.STACK_SIZE, rw,
+                      _ptr(cpu.stack, keep))
+        u.mmio_map(layout.GIC_BASE, layout.PAGE, self._gic_read, cpu, self._gic_write, cpu)
+        # Unicorn boots at EL1 but leaves SCR_EL3.RW/NS and HCR_EL2.RW clear, which makes
+        # every ERET to EL1 an illegal exception return (PSTATE.IL set).  Real firmware
+        # sets them; so do we.
+        u.cpr_write(3, 6, 1, 1, 0, u.cpr_read(3, 6, 1, 1, 0) | (1 << 10) | 1)
+        u.cpr_write(3, 4, 1, 1, 0, u.cpr_read(3, 4, 1, 1, 0) | (1 << 31))
+        text_end = layout.TEXT_BASE + self.text_size - 1
+        alias_end = layout.TEXT_ALIAS + self.text_size - 1
+        for lo, hi in _ranges(sorted(self._static_kinds)):
+            u.hook_add(uc_mod.UC_HOOK_CODE, self._on_code, cpu, lo, hi)
+        cpu.kind_at = dict(self._static_kinds)
+        u.hook_add(uc_mod.UC_HOOK_BLOCK, self._on_block, cpu, layout.TEXT_BASE, text_end)
+        u.hook_add(uc_mod.UC_HOOK_MEM_READ, self._on_text_read, cpu, layout.TEXT_BASE, text_end)
+        u.hook_add(uc_mod.UC_HOOK_MEM_WRITE_PROT, self._on_text_write, cpu,
+                   layout.TEXT_BASE, text_end)
+        u.hook_add(uc_mod.UC_HOOK_MEM_WRITE, self._on_alias_write, cpu,
+                   layout.TEXT_ALIAS, alias_end)
+        u.hook_add(uc_mod.UC_HOOK_INTR, self._on_intr, cpu)
+        u.hook_add(uc_mod.UC_HOOK_INSN, self._on_mrs, cpu, 1, 0, A.UC_ARM64_INS_MRS)
+        return cpu
+
+    # -- scenario set-up ---------------------------------------------------------------
+    def addr(self, where: str | int) -> int:
+        if isinstance(where, int):
+            return where
+        try:
+            return self.image.addr(where)
+        except KeyError as e:
+            raise GuestError(str(e.args[0]) if e.args else f"unknown symbol {where!r}") from None
+
+    def start(self, cpu: int, entry: str | int, *args: int) -> None:
+        """Make ``cpu`` start at ``entry`` with ``args`` in X0..X7, returning to cpu_off."""
+        if self._baseline is not None:
+            raise GuestError("start() after seal(): set CPUs up before sealing the machine")
+        if not 0 <= cpu < self.ncpus:
+            raise GuestError(f"CPU{cpu} does not exist (the machine has {self.ncpus})")
+        if len(args) > 8:
+            raise GuestError("at most 8 arguments (X0..X7)")
+        c = self.cpus[cpu]
+        u = c.uc
+        for i, value in enumerate(args):
+            u.reg_write(XREG[i], value & (2**64 - 1))
+        u.reg_write(A.UC_ARM64_REG_SP, layout.stack_top(cpu))
+        u.reg_write(A.UC_ARM64_REG_TPIDR_EL1, layout.percpu_base(cpu))
+        if "cpu_off" in self.image.symbols:
+            u.reg_write(A.UC_ARM64_REG_X30, self.image.addr("cpu_off"))
+        if "vectors" in self.image.symbols:
+            u.reg_write(A.UC_ARM64_REG_VBAR_EL1, self.image.addr("vectors"))
+        c.pc = self.addr(entry)
+        c.state = CpuState.RUNNABLE
+
+    def read(self, addr: int, size: int) -> bytes:
+        buf, off = self._buffer(addr, size)
+        return bytes(buf[off:off + size])
+
+    def write(self, addr: int, data: bytes) -> None:
+        """Write guest memory from the host (set-up only: no model bookkeeping)."""
+        if layout.TEXT_BASE <= addr < layout.TEXT_BASE + self.text_size:
+            raise GuestError("write the text through the model, not from the host")
+        buf, off = self._buffer(addr, len(data))
+        buf[off:off + len(data)] = data
+
+    def read_u32(self, where: str | int) -> int:
+        return int.from_bytes(self.read(self.addr(where), 4), "little")
+
+    def read_u64(self, where: str | int) -> int:
+        return int.from_bytes(self.read(self.addr(where), 8), "little")
+
+    def _buffer(self, addr: int, size: int) -> tuple[bytearray, int]:
+        regions = ((layout.DATA_BASE, self.data), (layout.PERCPU_BASE, self.percpu),
+                   (layout.TEXT_ALIAS, self.dside_text), (layout.TEXT_BASE, self.dside_text))
+        for base, buf in regions:
+            if base <= addr and addr + size <= base + len(buf):
+                return buf, addr - base
+        raise GuestError(f"{addr:#x}+{size} is not host-accessible shared memory")
+
+    def seal(self) -> None:
+        """Run every started CPU to its first visible operation and record the baseline."""
+        self.step_no = 0
+        for c in self.cpus:
+            if c.state is CpuState.RUNNABLE:
+                self._continue(c, c.pc)
+        self._baseline = _Baseline(
+            [c.uc.context_save() for c in self.cpus], bytes(self.data), bytes(self.percpu),
+            [bytes(c.stack) for c in self.cpus],
+            [(c.state, c.pc, c.exc, c.irq_masked, list(c.log)) for c in self.cpus],
+            self.gic.state(), list(self.events), list(self.findings))
+
+    def reset(self) -> None:
+        """Back to the sealed baseline, keeping the Unicorn instances and translations."""
+        base = self._baseline
+        if base is None:
+            raise GuestError("reset() before seal()")
+        for c, words in zip(self.cpus, self.model.reset(), strict=True):
+            self._forget_view(c, words)
+        self.data[:] = base.data
+        self.percpu[:] = base.percpu
+        for c, ctx, stack, (state, pc, exc, masked, log) in zip(
+                self.cpus, base.contexts, base.stacks, base.cpus, strict=True):
+            c.uc.context_restore(ctx)
+            c.stack[:] = stack
+            c.state, c.pc, c.exc, c.irq_masked = state, pc, exc, masked
+            c.log = list(log)
+            c.read_fix = []
+        self.gic.set_state(base.gic)
+        self.events = list(base.events)
+        self.findings = list(base.findings)
+        self.stopped = bool(self.findings)
+        self.step_no = 0
+
+    def _forget_view(self, c: Cpu, words: Iterable[int]) -> None:
+        u, view = c.uc, self.iviews[c.index]
+        for w in words:
+            addr = layout.TEXT_BASE + w
+            u.mem_write(addr, bytes(view[w:w + 4]))
+            u.ctl_remove_cache(addr, addr + 4)
+            if addr in c.kind_at:
+                c.kind_at[addr] = classify(int.from_bytes(view[w:w + 4], "little")).kind
+
+    # -- what the scheduler may choose -------------------------------------------------
+    @property
+    def done(self) -> bool:
+        return self.stopped or (not self.steppable() and not self.irq_choices())
+
+    def steppable(self) -> list[int]:
+        out = []
+        gic = self.gic.pending
+        for c in self.cpus:
+            if c.state is CpuState.RUNNABLE:
+                if c.exc is None and c.kind_at.get(c.pc) is OpKind.WFI and not gic[c.index]:
+                    continue  # asleep until an interrupt is pending
+                out.append(c.index)
+        return out
+
+    def irq_choices(self) -> list[int]:
+        gic = self.gic.pending
+        return [c.index for c in self.cpus if gic[c.index] and not c.irq_masked
+                and c.state is CpuState.RUNNABLE and c.exc is None]
+
+    def pending_kind(self, cpu: int) -> OpKind:
+        """The kind of the operation ``cpu`` performs next (for strategies)."""
+        c = self.cpus[cpu]
+        if c.exc is not None:
+            return OpKind.ERET  # an exception entry: a context synchronization event
+        kind = c.kind_at.get(c.pc)
+        return kind if kind is not None else OpKind.INVISIBLE
+
+    def spinning(self, cpu: int) -> bool:
+        """Whether ``cpu`` waits in a spin loop (its next operation is YIELD or WFE)."""
+        return self.pending_kind(cpu) in (OpKind.YIELD, OpKind.WFE)
+
+    def model_choices(self) -> list[Decision]:
+        m = self.model
+        out: list[Decision] = []
+        for c in self.cpus:
+            if c.state is not CpuState.RUNNABLE:
+                continue
+            i = c.index
+            if m.catch_up_would_change(i):
+                out.append(Decision(DecisionKind.CATCH_UP, i))
+            for w, from_dside in m.fill_choices(i):
+                out.append(Decision(DecisionKind.FILL_DSIDE if from_dside else DecisionKind.FILL,
+                                    i, w))
+            for w in m.evict_choices(i):
+                out.append(Decision(DecisionKind.EVICT, i, w))
+        for line in m.write_back_choices():
+            out.append(Decision(DecisionKind.WRITE_BACK, -1, line))
+        return out
+
+    # -- performing decisions -----------------------------------------------------------
+    def apply(self, d: Decision, index: int = -1) -> None:
+        """Perform one decision; ``InvalidDecision`` if it is not enabled now."""
+        if self.stopped:
+            raise InvalidDecision(index, d, "the run has already stopped")
+        kind = d.kind
+        if kind is not DecisionKind.WRITE_BACK and not 0 <= d.cpu < self.ncpus:
+            raise InvalidDecision(index, d, f"no CPU{d.cpu}")
+        self.step_no += 1
+        if kind is DecisionKind.STEP:
+            c = self.cpus[d.cpu]
+            if d.cpu not in self.steppable():
+                raise InvalidDecision(index, d, f"CPU{d.cpu} cannot step ({c.state.value})")
+            self._step(c)
+        elif kind is DecisionKind.IRQ:
+            if d.cpu not in self.irq_choices():
+                raise InvalidDecision(index, d, f"CPU{d.cpu} has no IRQ it can take")
+            self._take_irq(self.cpus[d.cpu])
+        else:
+            self._apply_model(d, index)
+
+    def _apply_model(self, d: Decision, index: int) -> None:
+        m, kind = self.model, d.kind
+        try:
+            if kind is DecisionKind.CATCH_UP:
+                if not m.catch_up_would_change(d.cpu):
+                    raise ModelError("the catch-up would change nothing")
+                self._catch_up(self.cpus[d.cpu], "chosen")
+                return
+            if kind is DecisionKind.WRITE_BACK:
+                m.write_back(d.addr)
+                self._event(-1, EventKind.WRITE_BACK, layout.TEXT_BASE + d.addr)
+            elif kind is DecisionKind.EVICT:
+                m.evict(d.cpu, d.addr)
+                self._event(d.cpu, EventKind.EVICT, layout.TEXT_BASE + d.addr)
+            else:
+                from_dside = kind is DecisionKind.FILL_DSIDE
+                m.fill(d.cpu, d.addr, from_dside)
+                self._event(d.cpu, EventKind.FILL, layout.TEXT_BASE + d.addr,
+                            int.from_bytes(m.cpus[d.cpu].icache[d.addr:d.addr + 4], "little"),
+                            "from D-side" if from_dside else "from PoU")
+        except (ModelError, IndexError) as e:
+            self.step_no -= 1
+            raise InvalidDecision(index, d, str(e)) from None
+
+    def _step(self, c: Cpu) -> None:
+        if c.exc is not None:
+            esr, elr, _ = c.exc
+            c.exc = None
+            vector = self._enter(c, 0x000, esr, elr)
+            if c.state is CpuState.RUNNABLE:
+                self._continue(c, vector)
+            return
+        pc = c.pc
+        kind = c.kind_at.get(pc, OpKind.INVISIBLE)
+        if kind <= OpKind.DAIF:  # INVISIBLE, MEMORY, ERET, DAIF: the emulator executes it
+            if kind is OpKind.ERET:
+                self._catch_up(c, "ERET")
+                self._event(c.index, EventKind.ERET, pc)
+            self._run(c, pc)
+            if kind >= OpKind.ERET and c.state is CpuState.RUNNABLE:
+                c.irq_masked = bool(c.uc.reg_read(A.UC_ARM64_REG_PSTATE) & PSTATE_I)
+            return
+        if kind is OpKind.TORN:
+            word = self.model.fetch(c.index, pc - layout.TEXT_BASE)
+            self._finding(c, "torn-word", f"CPU{c.index} executes a torn instruction word "
+                          f"{word:#010x} at {self.image.symbolize(pc)}", pc, (word,))
+            return
+        c.log.append((self.step_no, pc, pc + 4))
+        if kind is OpKind.ISB:
+            self._catch_up(c, "ISB")
+        elif kind is OpKind.DC or kind is OpKind.IC:
+            self._cache_op(c, pc)
+        self._continue(c, pc + 4)
+
+    def _cache_op(self, c: Cpu, pc: int) -> None:
+        info = classify(self.model.fetch(c.index, pc - layout.TEXT_BASE))
+        va = c.uc.reg_read(XREG[info.rt]) if info.rt != 31 else 0
+        off = self._text_offset(va)
+        m = self.model
+        if info.op == "ialluis":
+            m.ic_ialluis()
+        elif info.op == "iallu":
+            m.ic_iallu(c.index)
+        elif off is None:
+            return  # maintenance of a data address: no effect on fetches
+        elif info.op == "ivau":
+            m.ic_ivau(off)
+        elif info.op == "ivac":
+            return  # invalidating the D-side to the PoC would lose data: not modelled
+        else:  # cvau, cvac, civac, cvap, cvadp all clean at least to the PoU
+            m.dc_cvau(off)
+        self._event(c.index, EventKind.IC if info.kind is OpKind.IC else EventKind.DC,
+                    va, detail=info.op)
+
+    def _text_offset(self, va: int) -> int | None:
+        for base in (layout.TEXT_BASE, layout.TEXT_ALIAS):
+            if base <= va < base + self.text_size:
+                return va - base
+        return None
+
+    def _take_irq(self, c: Cpu) -> None:
+        elr = c.pc + 4 if c.kind_at.get(c.pc) is OpKind.WFI else c.pc
+        self._event(c.index, EventKind.IRQ, c.pc)
+        vector = self._enter(c, 0x080, None, elr)
+        if c.state is CpuState.RUNNABLE:
+            self._continue(c, vector)
+
+    def _enter(self, c: Cpu, offset: int, esr: int | None, elr: int) -> int:
+        """Exception entry to EL1h; returns the vector address."""
+        u = c.uc
+        pstate = u.reg_read(A.UC_ARM64_REG_PSTATE)
+        base = {0b0101: 0x200, 0b0100: 0x000, 0b0000: 0x400}.get(pstate & 0xF)
+        vbar = u.reg_read(A.UC_ARM64_REG_VBAR_EL1)
+        if base is None or vbar == 0:
+            self._finding(c, "guest-fault", f"CPU{c.index} takes an exception with no vector "
+                          f"table (VBAR_EL1={vbar:#x}, PSTATE={pstate:#x})", elr)
+            return elr
+        u.reg_write(A.UC_ARM64_REG_ELR_EL1, elr)
+        u.cpr_write(3, 0, 4, 0, 0, pstate)  # SPSR_EL1
+        if esr is not None:
+            u.reg_write(A.UC_ARM64_REG_ESR_EL1, esr)
+        u.reg_write(A.UC_ARM64_REG_PSTATE, (pstate & 0xF000_0000) | 0x3C5)
+        c.irq_masked = True
+        vector: int = vbar + base + offset
+        self._event(c.index, EventKind.EXCEPTION, elr,
+                    esr if esr is not None else -1, f"vector {vector:#x}")
+        self._catch_up(c, "exception entry")
+        return vector
+
+    def _catch_up(self, c: Cpu, why: str) -> None:
+        changed = self.model.catch_up(c.index)
+        if not changed:
+            return
+        u, view, step = c.uc, self.iviews[c.index], self.step_no
+        for w in changed:
+            addr = layout.TEXT_BASE + w
+            word = int.from_bytes(view[w:w + 4], "little")
+            kind = OpKind.TORN if self.model.is_torn(c.index, w) else classify(word).kind
+            if addr not in c.kind_at:
+                u.hook_add(uc_mod.UC_HOOK_CODE, self._on_code, c, addr, addr)
+            c.kind_at[addr] = kind
+            u.mem_write(addr, bytes(view[w:w + 4]))
+            u.ctl_remove_cache(addr, addr + 4)
+            c.log.append((step, ~w, word))
+            self._event(c.index, EventKind.CATCH_UP, addr, word, why)
+
+    # -- running a CPU ---------------------------------------------------------------------
+    def _continue(self, c: Cpu, pc: int) -> None:
+        """Run ``c`` from ``pc`` to its next visible operation (which may be at ``pc``)."""
+        kind = c.kind_at.get(pc)
+        if kind is not None and kind is not OpKind.INVISIBLE:
+            c.pc = pc
+            return
+        self._run(c, pc)
+
+    def _run(self, c: Cpu, pc: int) -> None:
+        """Execute the instruction at ``pc`` and run on to the next visible operation."""
+        u = c.uc
+        while True:
+            c.skip = pc if pc in c.kind_at else -1
+            c.reason = _Stop.NONE
+            try:
+                u.emu_start(pc, UNTIL, 0, self.budget)
+            except UcError as e:
+                where = u.reg_read(A.UC_ARM64_REG_PC)
+                self._cut(c, where)
+                self._finding(c, "guest-fault", f"CPU{c.index} faults at "
+                              f"{self.image.symbolize(where)}: {e}", where)
+                return
+            reason = c.reason
+            if reason is _Stop.VISIBLE:
+                self._cut(c, c.pc)
+                return
+            if reason is _Stop.READ_TEXT:
+                # A load of a text address whose I-view bytes differ from the D-side was
+                # stopped at its hook; the emulator may already have written part of its
+                # effects, so go back to the state before it and single-step it with the
+                # D-side bytes presented in the I-view for the duration of that one step.
+                pc = c.read_pc
+                u.context_restore(c.read_ctx)
+                self._cut(c, pc)
+                c.skip = pc if pc in c.kind_at else -1
+                c.text_read_mode = True
+                try:
+                    u.emu_start(pc, UNTIL, 0, 1)
+                except UcError as e:
+                    self._restore_text_reads(c)
+                    self._finding(c, "guest-fault", f"CPU{c.index} faults at "
+                                  f"{self.image.symbolize(pc)}: {e}", pc)
+                    return
+                finally:
+                    c.text_read_mode = False
+                self._restore_text_reads(c)
+                pc += 4
+                self._cut(c, pc)
+                kind = c.kind_at.get(pc)
+                if kind is not None and kind is not OpKind.INVISIBLE:
+                    c.pc = pc
+                    return
+                continue
+            if reason is _Stop.EXCEPTION:
+                assert c.exc is not None
+                c.pc = c.exc[1] if c.exc[2] == c.exc[1] + 4 else c.exc[2] - 4
+                self._cut(c, c.exc[2])
+                return
+            if reason is _Stop.HALT or reason is _Stop.DIE:
+                return
+            where = u.reg_read(A.UC_ARM64_REG_PC)
+            self._cut(c, where)
+            self._finding(c, "liveness", f"CPU{c.index} ran {self.budget} instructions "
+                          f"without a visible operation, at {self.image.symbolize(where)}",
+                          where)
+            return
+
+    def _cut(self, c: Cpu, end: int) -> None:
+        """The last code block ran only up to ``end``."""
+        log = c.log
+        if log:
+            step, start, stop = log[-1]
+            if 0 <= start <= end < stop:
+                if start == end:
+                    log.pop()
+                else:
+                    log[-1] = (step, start, end)
+
+    def _restore_text_reads(self, c: Cpu) -> None:
+        for addr, old in reversed(c.read_fix):
+            c.uc.mem_write(addr, old)
+        c.read_fix = []
+
+    def _finding(self, c: Cpu | None, oracle: str, message: str, addr: int = -1,
+                 words: tuple[int, ...] = ()) -> None:
+        cpu = -1 if c is None else c.index
+        self.findings.append(Finding(oracle, message, cpu, addr, words, self.step_no))
+        if c is not None:
+            c.state = CpuState.FAULTED
+        self.stopped = True
+
+    def _event(self, cpu: int, kind: EventKind, addr: int = -1, value: int = -1,
+               detail: str = "") -> None:
+        self.events.append(Event(self.step_no, cpu, kind, addr, value, detail))
+
+    # -- Unicorn hooks (called from inside emu_start) ----------------------------------
+    def _on_code(self, u: Any, addr: int, size: int, c: Cpu) -> None:
+        if addr == c.skip:
+            c.skip = -1
+            return
+        if c.kind_at[addr]:
+            c.pc = addr
+            c.reason = _Stop.VISIBLE
+            u.emu_stop()
+
+    def _on_block(self, u: Any, addr: int, size: int, c: Cpu) -> None:
+        c.log.append((self.step_no, addr, addr + size))
+
+    def _on_text_read(self, u: Any, access: int, addr: int, size: int, value: int,
+                      c: Cpu) -> None:
+        off = addr - layout.TEXT_BASE
+        view, dside = self.iviews[c.index], self.dside_text
+        if view[off:off + size] == dside[off:off + size]:
+            return  # e.g. a literal pool: the I-view holds what the D-side holds
+        if c.text_read_mode:  # single-stepping this load: present the D-side bytes
+            c.read_fix.append((addr, bytes(view[off:off + size])))
+            u.mem_write(addr, bytes(dside[off:off + size]))
+            return
+        c.read_ctx = u.context_save()  # the registers before the load
+        c.read_pc = u.reg_read(A.UC_ARM64_REG_PC)
+        c.reason = _Stop.READ_TEXT
+        u.emu_stop()
+
+    def _on_text_write(self, u: Any, access: int, addr: int, size: int, value: int,
+                       c: Cpu) -> bool:
+        if not layout.TEXT_BASE <= addr < layout.TEXT_BASE + self.text_size:
+            return False  # a genuine protection fault: let it fault
+        self._text_store(c, addr - layout.TEXT_BASE, size, value)
+        return True  # the D-side took the store; the I-view page stays as it was
+
+    def _on_alias_write(self, u: Any, access: int, addr: int, size: int, value: int,
+                        c: Cpu) -> None:
+        self._text_store(c, addr - layout.TEXT_ALIAS, size, value)
+
+    def _text_store(self, c: Cpu, off: int, size: int, value: int) -> None:
+        value &= (1 << (8 * size)) - 1
+        self.model.store(off, value.to_bytes(size, "little"))
+        self._event(c.index, EventKind.TEXT_STORE, layout.TEXT_BASE + off, value, f"size {size}")
+
+    def _on_intr(self, u: Any, intno: int, c: Cpu) -> None:
+        pc = u.reg_read(A.UC_ARM64_REG_PC)
+        if intno == EXCP_BKPT:
+            word = self.model.fetch(c.index, pc - layout.TEXT_BASE)
+            c.exc = (ESR_IL | EC_BRK64 << 26 | (word >> 5) & 0xFFFF, pc, pc + 4)
+        elif intno == EXCP_UDEF:
+            c.exc = (ESR_IL | EC_UNKNOWN << 26, pc, pc + 4)
+        elif intno == EXCP_SWI:  # QEMU has already stepped PC past the SVC
+            word = self.model.fetch(c.index, pc - 4 - layout.TEXT_BASE)
+            c.exc = (ESR_IL | EC_SVC64 << 26 | (word >> 5) & 0xFFFF, pc, pc)
+        else:
+            self._finding(c, "guest-fault", f"CPU{c.index} raises unsupported exception "
+                          f"{intno} at {self.image.symbolize(pc)}", pc)
+            c.reason = _Stop.DIE
+            u.emu_stop()
+            return
+        c.reason = _Stop.EXCEPTION
+        u.emu_stop()
+
+    def _on_mrs(self, u: Any, reg: int, cp: Any, c: Cpu) -> int:
+        if (cp.op0, cp.op1, cp.crn, cp.crm, cp.op2) == (3, 3, 0, 0, 1):  # CTR_EL0
+            u.reg_write(reg, self._ctr)
+            return 1
+        return 0
+
+    def _gic_read(self, u: Any, offset: int, size: int, c: Cpu) -> int:
+        value, access = self.gic.read(c.index, offset)
+        if access.kind == "ack" and access.ipi != layout.GIC_SPURIOUS:
+            self._event(c.index, EventKind.IPI_ACK, value=access.ipi)
+        return value
+
+    def _gic_write(self, u: Any, offset: int, size: int, value: int, c: Cpu) -> None:
+        try:
+            access = self.gic.write(c.index, offset, value)
+        except IndexError as e:
+            self._finding(c, "guest-fault", f"CPU{c.index}: {e}")
+            c.reason = _Stop.DIE
+            u.emu_stop()
+            return
+        if access.kind == "send":
+            self._event(c.index, EventKind.IPI_SEND, value=access.ipi,
+                        detail="to " + ",".join(f"CPU{t}" for t in access.targets))
+        elif access.kind == "off":
+            pc = u.reg_read(A.UC_ARM64_REG_PC)
+            self._cut(c, pc + 4)
+            c.state = CpuState.OFF
+            c.reason = _Stop.HALT
+            self._event(c.index, EventKind.HALT, pc)
+            u.emu_stop()
+        elif access.kind == "die":
+            pc = u.reg_read(A.UC_ARM64_REG_PC)
+            self._cut(c, pc + 4)
+            self._finding(c, "kernel-die", f"CPU{c.index}: kernel died (reason "
+                          f"{access.value:#x}) at {self.image.symbolize(pc)}", pc)
+            c.reason = _Stop.DIE
+            u.emu_stop()
+
+    # -- ground truth ---------------------------------------------------------------------
+    def logs(self) -> list[list[tuple[int, int, int]]]:
+        """The raw ground-truth logs of this run (see trace.py); reset() starts new ones."""
+        return [c.log for c in self.cpus]
+
+    def ground_truth(self) -> list[list[trace.Entry]]:
+        """Per CPU, every executed instruction: (global step, address, word)."""
+        return trace.expand(self.model.initial, self.logs())
+
+    def trace_digest(self) -> str:
+        return trace.digest(self.ground_truth())
+
+    def instructions(self) -> int:
+        """Instructions executed so far in this run."""
+        return trace.instructions(self.logs())
+
+    def config_dict(self) -> dict[str, Any]:
+        return {"ncpus": self.ncpus, "cache": self.fetch_config.cache.value,
+                "iline": self.fetch_config.iline,
+                "iallu_broadcast": self.fetch_config.iallu_broadcast}
+
+    def registers(self, cpu: int, names: Sequence[str]) -> dict[str, int]:
+        """Read registers by name (``x0``..``x30``, ``sp``, ``pc``, ``elr_el1``...)."""
+        u = self.cpus[cpu].uc
+        out = {}
+        for name in names:
+            reg = getattr(A, f"UC_ARM64_REG_{name.upper()}", None)
+            if reg is None:
+                raise GuestError(f"unknown register {name!r}")
+            out[name] = int(u.reg_read(reg))
+        return out
+
+
+def _ranges(addrs: Sequence[int]) -> list[tuple[int, int]]:
+    """Group sorted word addresses into inclusive [first, last byte] runs."""
+    out: list[tuple[int, int]] = []
+    for a in addrs:
+        if out and out[-1][1] + 1 == a:
+            out[-1] = (out[-1][0], a + 3)
+        else:
+            out.append((a, a + 3))
+    return out

@@ -1,0 +1,157 @@
+"""Scenarios: kernel code, CPU roles and checks, built once and run many times.
+
+A scenario names the ``kernels/*.S`` files it links, how many CPUs it needs, the cache
+configuration, what each CPU runs (``setup``) and what must hold after a run
+(``check``, returning findings).  A ``Session`` links the image and builds the machine
+once; every run resets it to the sealed baseline.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import ClassVar
+
+from . import layout
+from .asm import Image, link_files
+from .machine import Finding, Machine
+from .memory import CacheType, FetchConfig
+from .resources import kernels_dir, scenarios_dir
+from .schedule import Schedule
+from .scheduler import RunResult, run
+from .strategies import RandomWalk, Replay, Strategy
+
+__all__ = [
+    "Scenario",
+    "ScenarioError",
+    "Session",
+    "link_kernels",
+    "list_scenarios",
+    "load_scenario",
+]
+
+
+class ScenarioError(Exception):
+    """A scenario that cannot be found or loaded."""
+
+
+class Scenario:
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    kernels: ClassVar[tuple[str, ...]] = ()
+    ncpus: ClassVar[int] = 2
+    cache: ClassVar[CacheType] = CacheType.IDC0
+    max_decisions: ClassVar[int] = 20_000
+
+    def setup(self, m: Machine) -> None:
+        """Start CPUs and initialise data (before the machine is sealed)."""
+        raise NotImplementedError
+
+    def check(self, m: Machine) -> list[Finding]:
+        """Scenario assertions after a run (the machine still holds the final state)."""
+        return []
+
+    def observe(self, m: Machine) -> dict[str, object]:
+        """Values worth reporting from the final state (not verdicts)."""
+        return {}
+
+
+def link_kernels(names: Sequence[str]) -> Image:
+    base = kernels_dir()
+    paths = []
+    for name in names:
+        path = base / name
+        if not path.is_file():
+            raise ScenarioError(f"kernel file {name!r} not found in {base}")
+        paths.append(path)
+    return link_files(paths, text_base=layout.TEXT_BASE, data_base=layout.DATA_BASE,
+                      defines=layout.ASM_DEFINES)
+
+
+class Session:
+    """One scenario, linked and set up once, run under any number of schedules."""
+
+    def __init__(self, scenario: Scenario, *, ncpus: int | None = None,
+                 cache: CacheType | None = None, budget: int = 200_000) -> None:
+        self.scenario = scenario
+        self.image = link_kernels(scenario.kernels)
+        self.cache = cache or scenario.cache
+        self.machine = Machine(self.image, ncpus or scenario.ncpus, FetchConfig(self.cache),
+                               budget=budget)
+        scenario.setup(self.machine)
+        self.machine.seal()
+
+    def run(self, strategy: Strategy, *, max_decisions: int | None = None) -> RunResult:
+        m = self.machine
+        result = run(m, strategy, scenario=self.scenario.name,
+                     max_decisions=max_decisions or self.scenario.max_decisions)
+        if not m.stopped or all(f.oracle != "guest-fault" for f in result.findings):
+            result.findings.extend(self.scenario.check(m))
+        result.observations = self.scenario.observe(m)
+        return result
+
+    def run_random(self, seed: int, **kw: float) -> RunResult:
+        return self.run(RandomWalk(seed, **kw))
+
+    def replay(self, schedule: Schedule) -> RunResult:
+        schedule.check_against(self.scenario.name, self.image.digest,
+                               self.machine.config_dict())
+        return self.run(Replay(schedule.decisions),
+                        max_decisions=max(len(schedule.decisions), 1))
+
+
+def _load_module(path: Path) -> ModuleType:
+    modname = f"testbed_scenario_{path.stem}"
+    if modname in sys.modules:
+        return sys.modules[modname]
+    spec = importlib.util.spec_from_file_location(modname, path)
+    if spec is None or spec.loader is None:
+        raise ScenarioError(f"{path}: cannot load as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[modname] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        del sys.modules[modname]
+        raise ScenarioError(f"{path}: {type(e).__name__}: {e}") from e
+    return module
+
+
+def _scenarios_in(module: ModuleType) -> list[type[Scenario]]:
+    return [obj for obj in vars(module).values()
+            if inspect.isclass(obj) and issubclass(obj, Scenario) and obj.name
+            and obj.__module__ == module.__name__]
+
+
+def list_scenarios() -> dict[str, type[Scenario]]:
+    found: dict[str, type[Scenario]] = {}
+    for path in sorted(scenarios_dir().glob("*.py")):
+        if path.name.startswith("_"):
+            continue
+        for cls in _scenarios_in(_load_module(path)):
+            found[cls.name] = cls
+    return found
+
+
+def load_scenario(name: str) -> type[Scenario]:
+    """A scenario by its name, or by ``path/to/file.py[:name]``."""
+    if name.endswith(".py") or ".py:" in name:
+        file, _, which = name.partition(":")
+        path = Path(file)
+        if not path.is_file():
+            raise ScenarioError(f"{file}: no such scenario file")
+        classes = _scenarios_in(_load_module(path.resolve()))
+        if which:
+            classes = [c for c in classes if c.name == which]
+        if len(classes) != 1:
+            names = ", ".join(c.name for c in _scenarios_in(_load_module(path.resolve())))
+            raise ScenarioError(f"{file}: name one scenario with {file}:NAME (has: {names})")
+        return classes[0]
+    known = list_scenarios()
+    if name not in known:
+        raise ScenarioError(f"unknown scenario {name!r}; known: {', '.join(sorted(known))}")
+    return known[name]

@@ -1,0 +1,207 @@
+"""Schedules: the recorded decisions of a run, as data.
+
+A run is a pure function of (scenario, configuration, schedule).  A schedule
+serialises to JSON with the scenario's name, the configuration and the digest of the
+linked image it was recorded against, so that replaying it against another image is
+refused with a clear message instead of silently meaning something else.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "Decision",
+    "DecisionKind",
+    "InvalidDecision",
+    "Schedule",
+    "ScheduleError",
+    "ScheduleMismatch",
+]
+
+FORMAT = "cmodx-testbed/schedule"
+VERSION = 1
+
+
+class ScheduleError(Exception):
+    """A schedule file that cannot be read (names the file and the reason)."""
+
+
+class ScheduleMismatch(ScheduleError):
+    """A schedule recorded against another image, scenario or configuration."""
+
+
+class InvalidDecision(Exception):
+    """A decision that is not enabled in the current state (e.g. replay diverged)."""
+
+    def __init__(self, index: int, decision: Decision, reason: str) -> None:
+        super().__init__(f"decision {index} {decision.describe()} is not possible: {reason}")
+        self.index = index
+        self.decision = decision
+        self.reason = reason
+
+
+class DecisionKind(enum.Enum):
+    STEP = "step"  # the CPU performs its next visible operation and runs to the one after
+    IRQ = "irq"  # the CPU takes its pending IRQ and runs to its next visible operation
+    CATCH_UP = "catchup"  # rule 7 at a point that is not a context synchronization event
+    FILL = "fill"  # rule 4 from the PoU
+    FILL_DSIDE = "fill-dside"  # rule 4 from the D-side (IDC=0)
+    EVICT = "evict"  # rule 5
+    WRITE_BACK = "writeback"  # rule 6 (IDC=0)
+
+
+_CPU_KINDS = frozenset({DecisionKind.STEP, DecisionKind.IRQ, DecisionKind.CATCH_UP,
+                        DecisionKind.FILL, DecisionKind.FILL_DSIDE, DecisionKind.EVICT})
+_ADDR_KINDS = frozenset({DecisionKind.FILL, DecisionKind.FILL_DSIDE, DecisionKind.EVICT,
+                         DecisionKind.WRITE_BACK})
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    kind: DecisionKind
+    cpu: int = -1  # every kind but WRITE_BACK names a CPU
+    addr: int = -1  # FILL/FILL_DSIDE/EVICT: text word offset; WRITE_BACK: line offset
+
+    @property
+    def is_model(self) -> bool:
+        """A memory-model choice rather than a CPU running."""
+        return self.kind not in (DecisionKind.STEP, DecisionKind.IRQ)
+
+    def describe(self) -> str:
+        parts = [self.kind.value]
+        if self.cpu >= 0:
+            parts.append(f"CPU{self.cpu}")
+        if self.addr >= 0:
+            parts.append(f"+{self.addr:#x}")
+        return " ".join(parts)
+
+    def to_json(self) -> list[Any]:
+        out: list[Any] = [self.kind.value]
+        if self.kind in _CPU_KINDS:
+            out.append(self.cpu)
+        if self.kind in _ADDR_KINDS:
+            out.append(self.addr)
+        return out
+
+    @classmethod
+    def from_json(cls, item: Any) -> Decision:
+        if not isinstance(item, list) or not item or not isinstance(item[0], str):
+            raise ValueError(f"a decision is a list like [\"step\", 0], not {item!r}")
+        try:
+            kind = DecisionKind(item[0])
+        except ValueError:
+            known = ", ".join(k.value for k in DecisionKind)
+            raise ValueError(f"unknown decision kind {item[0]!r} (known: {known})") from None
+        want = 1 + (kind in _CPU_KINDS) + (kind in _ADDR_KINDS)
+        if len(item) != want or not all(isinstance(x, int) and x >= 0 for x in item[1:]):
+            raise ValueError(f"decision {item!r}: expected {want - 1} non-negative integers")
+        args = list(item[1:])
+        cpu = args.pop(0) if kind in _CPU_KINDS else -1
+        addr = args.pop(0) if kind in _ADDR_KINDS else -1
+        return cls(kind, cpu, addr)
+
+
+# Interned STEP decisions: the hot path creates none.
+_STEPS = tuple(Decision(DecisionKind.STEP, c) for c in range(256))
+
+
+def step(cpu: int) -> Decision:
+    return _STEPS[cpu] if cpu < len(_STEPS) else Decision(DecisionKind.STEP, cpu)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    scenario: str
+    image_digest: str
+    config: Mapping[str, Any]
+    decisions: tuple[Decision, ...]
+    strategy: str = ""
+    seed: int | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        doc = {
+            "format": FORMAT,
+            "version": VERSION,
+            "scenario": self.scenario,
+            "image": self.image_digest,
+            "config": dict(self.config),
+            "strategy": self.strategy,
+            "seed": self.seed,
+            "meta": dict(self.meta),
+            "decisions": [d.to_json() for d in self.decisions],
+        }
+        return json.dumps(doc, indent=None, separators=(",", ":")) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "<schedule>") -> Schedule:
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ScheduleError(f"{source}:{e.lineno}: not JSON: {e.msg}") from None
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise ScheduleError(f"{source}: not a testbed schedule (no \"format\": \"{FORMAT}\")")
+        if doc.get("version") != VERSION:
+            raise ScheduleError(f"{source}: schedule format version {doc.get('version')!r}; "
+                                f"this testbed reads version {VERSION}")
+        for key, typ in (("scenario", str), ("image", str), ("config", dict),
+                         ("decisions", list)):
+            if not isinstance(doc.get(key), typ):
+                raise ScheduleError(f"{source}: field {key!r} missing or not a {typ.__name__}")
+        decisions = []
+        for i, item in enumerate(doc["decisions"]):
+            try:
+                decisions.append(Decision.from_json(item))
+            except ValueError as e:
+                raise ScheduleError(f"{source}: decision {i}: {e}") from None
+        seed = doc.get("seed")
+        meta = doc.get("meta")
+        return cls(doc["scenario"], doc["image"], doc["config"], tuple(decisions),
+                   str(doc.get("strategy", "")), seed if isinstance(seed, int) else None,
+                   meta if isinstance(meta, dict) else {})
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write atomically: a reader never sees half a schedule."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(self.to_json())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Schedule:
+        try:
+            text = Path(path).read_text()
+        except OSError as e:
+            raise ScheduleError(f"{path}: cannot read: {e.strerror}") from None
+        return cls.from_json(text, str(path))
+
+    def check_against(self, scenario: str, image_digest: str,
+                      config: Mapping[str, Any]) -> None:
+        """Refuse to replay against anything but what the schedule was recorded on."""
+        if self.scenario != scenario:
+            raise ScheduleMismatch(f"schedule was recorded for scenario {self.scenario!r}, "
+                                   f"not {scenario!r}")
+        if self.image_digest != image_digest:
+            raise ScheduleMismatch(
+                f"schedule was recorded against kernel image {self.image_digest[:12]}, but "
+                f"scenario {scenario!r} now links to image {image_digest[:12]}: the kernel "
+                "code changed since the schedule was recorded, so its decisions would mean "
+                "something else. Re-find the race with the current code instead.")
+        for key, value in self.config.items():
+            if key in config and config[key] != value:
+                raise ScheduleMismatch(f"schedule was recorded with {key}={value!r}, "
+                                       f"not {key}={config[key]!r}")

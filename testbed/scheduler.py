@@ -1,0 +1,81 @@
+"""Running a machine under a strategy: one decision at a time, all recorded.
+
+CPUs run freely between visible operations; the strategy picks who performs the next
+one and when memory-model choices happen (DESIGN.md section 5).  A run is a pure
+function of (scenario, configuration, schedule): the recorded schedule replays it
+exactly, down to the byte-identical ground-truth trace.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from . import trace
+from .machine import CpuState, Event, Finding, Machine
+from .schedule import Decision, Schedule
+
+if TYPE_CHECKING:
+    from .strategies import Strategy
+
+__all__ = ["RunResult", "run"]
+
+
+@dataclass
+class RunResult:
+    """What one run did.  Holds the machine's logs of this run (reset() starts new ones)."""
+
+    scenario: str
+    schedule: Schedule
+    findings: list[Finding]
+    events: list[Event]
+    decisions: int
+    instructions: int
+    finished: bool  # every CPU switched itself off
+    logs: list[list[tuple[int, int, int]]] = field(repr=False)
+    initial_text: bytes = field(repr=False)
+    observations: dict[str, object] = field(default_factory=dict)
+
+    def ground_truth(self) -> list[list[trace.Entry]]:
+        return trace.expand(self.initial_text, self.logs)
+
+    def trace_digest(self) -> str:
+        return trace.digest(self.ground_truth())
+
+
+def run(machine: Machine, strategy: Strategy, *, scenario: str,
+        max_decisions: int = 20_000) -> RunResult:
+    """Reset ``machine`` to its baseline and run it to the end under ``strategy``."""
+    machine.reset()
+    strategy.begin(machine)
+    decisions: list[Decision] = []
+    append = decisions.append
+    apply = machine.apply
+    choose = strategy.choose
+    while not machine.stopped:
+        d = choose(machine)
+        if d is None:
+            break
+        if len(decisions) >= max_decisions:
+            running = [c.index for c in machine.cpus if c.state is CpuState.RUNNABLE]
+            machine.findings.append(Finding(
+                "liveness", f"no end after {max_decisions} decisions; CPUs still running: "
+                + ", ".join(f"CPU{c}" for c in running), step=machine.step_no))
+            machine.stopped = True
+            break
+        apply(d, len(decisions))
+        append(d)
+    finished = all(c.state is CpuState.OFF for c in machine.cpus)
+    if not finished and not machine.stopped and not machine.steppable() \
+            and not machine.irq_choices():
+        waiting = [c.index for c in machine.cpus if c.state is CpuState.RUNNABLE]
+        if waiting:
+            machine.findings.append(Finding(
+                "liveness", "deadlock: " + ", ".join(f"CPU{c}" for c in waiting)
+                + " wait for an interrupt that cannot come", step=machine.step_no))
+    schedule = Schedule(scenario, machine.image.digest, machine.config_dict(),
+                        tuple(decisions), strategy.name,
+                        getattr(strategy, "seed", None), strategy.describe())
+    logs = machine.logs()
+    return RunResult(scenario, schedule, machine.findings, machine.events, len(decisions),
+                     trace.instructions(logs), finished, logs, machine.model.initial)
