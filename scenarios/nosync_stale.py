@@ -18,7 +18,7 @@ flag it read and the path it took.
 
 from __future__ import annotations
 
-from testbed.isa import b
+from testbed.isa import NOP, b
 from testbed.machine import Finding, Machine
 from testbed.scenario import Scenario
 
@@ -50,12 +50,14 @@ class NosyncStale(Scenario):
         return {"passes": self.passes_seen(m), "patch_result": m.read_u32("patch_result")}
 
     def check(self, m: Machine) -> list[Finding]:
-        stale = [i for i, (flag, path) in enumerate(self.passes_seen(m))
-                 if flag == 1 and path == OLD_PATH]
-        if not stale:
+        passes = self.passes_seen(m)
+        if (1, OLD_PATH) not in passes:
             return []
+        stale = [i for i, p in enumerate(passes) if p == (1, OLD_PATH)]
         site = m.addr("patch_site")
-        old = int.from_bytes(m.read(site, 4), "little")  # text reads see the D-side: new
+        new = int.from_bytes(m.read(site, 4), "little")  # text reads see the D-side
+        # The i-th pass is CPU1's i-th execution of the site in the ground truth.
+        runs = [step for step, addr, _ in m.ground_truth()[1] if addr == site]
         return [Finding(
             "stale-after-flush",
             f"CPU1 ran the old instruction at {m.image.symbolize(site)} in pass {stale[0]} "
@@ -63,7 +65,7 @@ class NosyncStale(Scenario):
             f"had completed its flush"
             + (" and CPU1 had executed ISB" if self.isb_after_flag else
                " (no context synchronization on CPU1: allowed by the architecture)"),
-            cpu=1, addr=site, words=(0xD503201F, old))]
+            cpu=1, addr=site, words=(NOP, new), step=runs[stale[0]])]
 
 
 class NosyncIsb(NosyncStale):

@@ -31,7 +31,7 @@ from typing import Any
 import unicorn as uc_mod
 from unicorn import arm64_const as A
 
-from . import layout, trace
+from . import emulator, layout, trace
 from .asm import Image
 from .interrupts import InterruptController
 from .isa import OpKind, classify
@@ -68,7 +68,7 @@ class _Stop(enum.IntEnum):
     VISIBLE = 1
     EXCEPTION = 2
     HALT = 3
-    READ_TEXT = 4
+    TEXT = 4  # a data access to a text address: redone in text mode
     DIE = 5
 
 
@@ -121,10 +121,12 @@ class Cpu:
     __slots__ = (
         "_keep",
         "exc",
+        "hook_error",
         "index",
         "irq_masked",
         "kind_at",
         "log",
+        "on_code",
         "pc",
         "read_ctx",
         "read_fix",
@@ -132,7 +134,9 @@ class Cpu:
         "reason",
         "skip",
         "stack",
+        "start",
         "state",
+        "stop",
         "text_read_mode",
         "uc",
     )
@@ -150,11 +154,15 @@ class Cpu:
         # Ground truth, in order: (step, start, end) for code run, (step, ~word, value)
         # for an I-view change; start/end are addresses, ~word is negative.
         self.log: list[tuple[int, int, int]] = []
-        self.read_fix: list[tuple[int, bytes]] = []  # (address, I-view bytes) to put back
+        self.read_fix: list[tuple[int, bytes]] = []  # (text offset, I-view bytes) to put back
         self.read_pc = 0
         self.read_ctx: Any = None
         self.text_read_mode = False
         self.stack = bytearray(layout.STACK_SIZE)
+        self.start = emulator.starter(uc)
+        self.stop = emulator.stopper(uc)
+        self.on_code: emulator.HookFn = _no_hook
+        self.hook_error: BaseException | None = None
         self._keep: list[Any] = []
 
 
@@ -214,6 +222,8 @@ class Machine:
         self.stopped = False  # a finding ended the run
         self._ctr = self.fetch_config.ctr_el0
         self._static_kinds = self._visible_addresses()
+        self._has_wfi = OpKind.WFI in self._static_kinds.values()
+        self._runnable: list[int] = []
         self.cpus = [self._make_cpu(i) for i in range(ncpus)]
         self._baseline: _Baseline | None = None
 
@@ -233,11 +243,9 @@ class Machine:
         keep = cpu._keep
         rx = uc_mod.UC_PROT_READ | uc_mod.UC_PROT_EXEC
         rw = uc_mod.UC_PROT_READ | uc_mod.UC_PROT_WRITE
-        # The I-view is Unicorn-owned memory mirrored from the model's buffer: with
-        # mem_map_ptr memory, UC_HOOK_MEM_WRITE_PROT returning True does not stop the
-        # store from landing in the buffer (measured), so stores to text would leak in.
-        u.mem_map(layout.TEXT_BASE, self.text_size, rx)
-        u.mem_write(layout.TEXT_BASE, bytes(self.iviews[i]))
+        # The I-view is the model's own buffer.  (mem_write on Unicorn-owned pages costs
+        # ~65 us as it drops every translation of the page; a buffer write costs nothing.)
+        u.mem_map_ptr(layout.TEXT_BASE, self.text_size, rx, _ptr(self.iviews[i], keep))
         u.mem_map_ptr(layout.TEXT_ALIAS, self.text_size, rw, _ptr(self.dside_text, self._keep))
         u.mem_map_ptr(layout.DATA_BASE, layout.DATA_SIZE, rw, _ptr(self.data, self._keep))
         u.mem_map_ptr(layout.PERCPU_BASE, len(self.percpu), rw, _ptr(self.percpu, self._keep))
@@ -251,10 +259,12 @@ class Machine:
         u.cpr_write(3, 4, 1, 1, 0, u.cpr_read(3, 4, 1, 1, 0) | (1 << 31))
         text_end = layout.TEXT_BASE + self.text_size - 1
         alias_end = layout.TEXT_ALIAS + self.text_size - 1
-        for lo, hi in _ranges(sorted(self._static_kinds)):
-            u.hook_add(uc_mod.UC_HOOK_CODE, self._on_code, cpu, lo, hi)
         cpu.kind_at = dict(self._static_kinds)
-        u.hook_add(uc_mod.UC_HOOK_BLOCK, self._on_block, cpu, layout.TEXT_BASE, text_end)
+        cpu.on_code = self._code_hook(cpu)
+        for lo, hi in _ranges(sorted(self._static_kinds)):
+            emulator.add_hook(u, uc_mod.UC_HOOK_CODE, cpu.on_code, lo, hi)
+        emulator.add_hook(u, uc_mod.UC_HOOK_BLOCK, self._block_hook(cpu), layout.TEXT_BASE,
+                          text_end)
         u.hook_add(uc_mod.UC_HOOK_MEM_READ, self._on_text_read, cpu, layout.TEXT_BASE, text_end)
         u.hook_add(uc_mod.UC_HOOK_MEM_WRITE_PROT, self._on_text_write, cpu,
                    layout.TEXT_BASE, text_end)
@@ -293,6 +303,7 @@ class Machine:
             u.reg_write(A.UC_ARM64_REG_VBAR_EL1, self.image.addr("vectors"))
         c.pc = self.addr(entry)
         c.state = CpuState.RUNNABLE
+        self._states_changed()
 
     def read(self, addr: int, size: int) -> bytes:
         buf, off = self._buffer(addr, size)
@@ -325,6 +336,7 @@ class Machine:
         for c in self.cpus:
             if c.state is CpuState.RUNNABLE:
                 self._continue(c, c.pc)
+        self._states_changed()
         self._baseline = _Baseline(
             [c.uc.context_save() for c in self.cpus], bytes(self.data), bytes(self.percpu),
             [bytes(c.stack) for c in self.cpus],
@@ -352,12 +364,12 @@ class Machine:
         self.findings = list(base.findings)
         self.stopped = bool(self.findings)
         self.step_no = 0
+        self._states_changed()
 
     def _forget_view(self, c: Cpu, words: Iterable[int]) -> None:
         u, view = c.uc, self.iviews[c.index]
         for w in words:
             addr = layout.TEXT_BASE + w
-            u.mem_write(addr, bytes(view[w:w + 4]))
             u.ctl_remove_cache(addr, addr + 4)
             if addr in c.kind_at:
                 c.kind_at[addr] = classify(int.from_bytes(view[w:w + 4], "little")).kind
@@ -368,14 +380,20 @@ class Machine:
         return self.stopped or (not self.steppable() and not self.irq_choices())
 
     def steppable(self) -> list[int]:
-        out = []
-        gic = self.gic.pending
-        for c in self.cpus:
-            if c.state is CpuState.RUNNABLE:
-                if c.exc is None and c.kind_at.get(c.pc) is OpKind.WFI and not gic[c.index]:
-                    continue  # asleep until an interrupt is pending
-                out.append(c.index)
-        return out
+        """CPUs that can perform their next operation now (do not mutate the list)."""
+        if not self._has_wfi:
+            return self._runnable
+        return [i for i in self._runnable if self._can_step(self.cpus[i])]
+
+    def _can_step(self, c: Cpu) -> bool:
+        if c.state is not CpuState.RUNNABLE:
+            return False
+        # A CPU at WFI sleeps until an interrupt is pending (masked or not).
+        return (not self._has_wfi or c.exc is not None or self.gic.pending[c.index] != 0
+                or c.kind_at.get(c.pc) is not OpKind.WFI)
+
+    def _states_changed(self) -> None:
+        self._runnable = [c.index for c in self.cpus if c.state is CpuState.RUNNABLE]
 
     def irq_choices(self) -> list[int]:
         gic = self.gic.pending
@@ -423,13 +441,18 @@ class Machine:
         self.step_no += 1
         if kind is DecisionKind.STEP:
             c = self.cpus[d.cpu]
-            if d.cpu not in self.steppable():
+            if not self._can_step(c):
+                self.step_no -= 1
                 raise InvalidDecision(index, d, f"CPU{d.cpu} cannot step ({c.state.value})")
             self._step(c)
+            if c.state is not CpuState.RUNNABLE:
+                self._states_changed()
         elif kind is DecisionKind.IRQ:
             if d.cpu not in self.irq_choices():
+                self.step_no -= 1
                 raise InvalidDecision(index, d, f"CPU{d.cpu} has no IRQ it can take")
             self._take_irq(self.cpus[d.cpu])
+            self._states_changed()
         else:
             self._apply_model(d, index)
 
@@ -466,13 +489,13 @@ class Machine:
                 self._continue(c, vector)
             return
         pc = c.pc
-        kind = c.kind_at.get(pc, OpKind.INVISIBLE)
-        if kind <= OpKind.DAIF:  # INVISIBLE, MEMORY, ERET, DAIF: the emulator executes it
-            if kind is OpKind.ERET:
+        kind = c.kind_at.get(pc, _INVISIBLE)
+        if kind <= 3:  # INVISIBLE, MEMORY, ERET, DAIF: the emulator executes it
+            if kind is _ERET:
                 self._catch_up(c, "ERET")
                 self._event(c.index, EventKind.ERET, pc)
             self._run(c, pc)
-            if kind >= OpKind.ERET and c.state is CpuState.RUNNABLE:
+            if kind >= 2 and c.state is CpuState.RUNNABLE:
                 c.irq_masked = bool(c.uc.reg_read(A.UC_ARM64_REG_PSTATE) & PSTATE_I)
             return
         if kind is OpKind.TORN:
@@ -552,9 +575,10 @@ class Machine:
             word = int.from_bytes(view[w:w + 4], "little")
             kind = OpKind.TORN if self.model.is_torn(c.index, w) else classify(word).kind
             if addr not in c.kind_at:
-                u.hook_add(uc_mod.UC_HOOK_CODE, self._on_code, c, addr, addr)
+                emulator.add_hook(u, uc_mod.UC_HOOK_CODE, c.on_code, addr, addr + 3)
+            if kind is OpKind.WFI:
+                self._has_wfi = True
             c.kind_at[addr] = kind
-            u.mem_write(addr, bytes(view[w:w + 4]))
             u.ctl_remove_cache(addr, addr + 4)
             c.log.append((step, ~w, word))
             self._event(c.index, EventKind.CATCH_UP, addr, word, why)
@@ -573,31 +597,42 @@ class Machine:
         u = c.uc
         while True:
             c.skip = pc if pc in c.kind_at else -1
-            c.reason = _Stop.NONE
+            c.reason = _NONE
             try:
-                u.emu_start(pc, UNTIL, 0, self.budget)
+                c.start(pc, UNTIL, self.budget)
             except UcError as e:
                 where = u.reg_read(A.UC_ARM64_REG_PC)
                 self._cut(c, where)
                 self._finding(c, "guest-fault", f"CPU{c.index} faults at "
                               f"{self.image.symbolize(where)}: {e}", where)
                 return
+            if c.hook_error is not None:
+                raise RuntimeError("internal error in a code hook") from c.hook_error
             reason = c.reason
-            if reason is _Stop.VISIBLE:
-                self._cut(c, c.pc)
+            if reason is _VISIBLE:  # the common case: _cut() inlined
+                log = c.log
+                step, start, stop = log[-1]
+                end = c.pc
+                if start == end:
+                    log.pop()
+                elif start < end < stop:
+                    log[-1] = (step, start, end)
                 return
-            if reason is _Stop.READ_TEXT:
-                # A load of a text address whose I-view bytes differ from the D-side was
-                # stopped at its hook; the emulator may already have written part of its
-                # effects, so go back to the state before it and single-step it with the
-                # D-side bytes presented in the I-view for the duration of that one step.
+            if reason is _Stop.TEXT:
+                # A data access to a text address was stopped at its hook.  The emulator
+                # may already have done part of it (a store lands in the I-view buffer,
+                # a load's register is written, its base writeback is not), so undo
+                # that, go back to the registers before it, and single-step it in text
+                # mode: loads see the D-side bytes, stores go to the D-side through the
+                # model, and the I-view is put back right after.
                 pc = c.read_pc
+                self._restore_text_reads(c)
                 u.context_restore(c.read_ctx)
                 self._cut(c, pc)
                 c.skip = pc if pc in c.kind_at else -1
                 c.text_read_mode = True
                 try:
-                    u.emu_start(pc, UNTIL, 0, 1)
+                    c.start(pc, UNTIL, 1)
                 except UcError as e:
                     self._restore_text_reads(c)
                     self._finding(c, "guest-fault", f"CPU{c.index} faults at "
@@ -639,8 +674,10 @@ class Machine:
                     log[-1] = (step, start, end)
 
     def _restore_text_reads(self, c: Cpu) -> None:
-        for addr, old in reversed(c.read_fix):
-            c.uc.mem_write(addr, old)
+        view = self.iviews[c.index]
+        for off, old in reversed(c.read_fix):
+            view[off:off + len(old)] = old
+            c.uc.ctl_remove_cache(layout.TEXT_BASE + off, layout.TEXT_BASE + off + len(old))
         c.read_fix = []
 
     def _finding(self, c: Cpu | None, oracle: str, message: str, addr: int = -1,
@@ -656,17 +693,32 @@ class Machine:
         self.events.append(Event(self.step_no, cpu, kind, addr, value, detail))
 
     # -- Unicorn hooks (called from inside emu_start) ----------------------------------
-    def _on_code(self, u: Any, addr: int, size: int, c: Cpu) -> None:
-        if addr == c.skip:
-            c.skip = -1
-            return
-        if c.kind_at[addr]:
-            c.pc = addr
-            c.reason = _Stop.VISIBLE
-            u.emu_stop()
+    def _code_hook(self, c: Cpu) -> emulator.HookFn:
+        """The hook on visible addresses: stop before a visible operation."""
+        kind_at, stop, visible = c.kind_at, c.stop, _Stop.VISIBLE
 
-    def _on_block(self, u: Any, addr: int, size: int, c: Cpu) -> None:
-        c.log.append((self.step_no, addr, addr + size))
+        def on_code(handle: int, addr: int, size: int, key: int) -> None:
+            if addr == c.skip:
+                c.skip = -1
+                return
+            try:
+                if kind_at[addr]:
+                    c.pc = addr
+                    c.reason = visible
+                    stop()
+            except BaseException as e:  # a ctypes callback must not raise
+                c.hook_error = e
+                stop()
+
+        return on_code
+
+    def _block_hook(self, c: Cpu) -> emulator.HookFn:
+        """The ground truth: every block of code as it starts (cut where the run stops)."""
+
+        def on_block(handle: int, addr: int, size: int, key: int) -> None:
+            c.log.append((self.step_no, addr, addr + size))
+
+        return on_block
 
     def _on_text_read(self, u: Any, access: int, addr: int, size: int, value: int,
                       c: Cpu) -> None:
@@ -674,21 +726,33 @@ class Machine:
         view, dside = self.iviews[c.index], self.dside_text
         if view[off:off + size] == dside[off:off + size]:
             return  # e.g. a literal pool: the I-view holds what the D-side holds
-        if c.text_read_mode:  # single-stepping this load: present the D-side bytes
-            c.read_fix.append((addr, bytes(view[off:off + size])))
-            u.mem_write(addr, bytes(dside[off:off + size]))
+        if c.text_read_mode:  # present the D-side bytes to this one load
+            c.read_fix.append((off, bytes(view[off:off + size])))
+            view[off:off + size] = dside[off:off + size]
             return
-        c.read_ctx = u.context_save()  # the registers before the load
-        c.read_pc = u.reg_read(A.UC_ARM64_REG_PC)
-        c.reason = _Stop.READ_TEXT
-        u.emu_stop()
+        self._stop_for_text(u, c)
 
     def _on_text_write(self, u: Any, access: int, addr: int, size: int, value: int,
                        c: Cpu) -> bool:
         if not layout.TEXT_BASE <= addr < layout.TEXT_BASE + self.text_size:
             return False  # a genuine protection fault: let it fault
-        self._text_store(c, addr - layout.TEXT_BASE, size, value)
-        return True  # the D-side took the store; the I-view page stays as it was
+        off = addr - layout.TEXT_BASE
+        # With mem_map_ptr memory, returning True does not keep the store out of the
+        # buffer (measured): remember the I-view bytes to put them back.
+        view = self.iviews[c.index]
+        c.read_fix.append((off, bytes(view[off:off + size])))
+        if c.text_read_mode:
+            self._text_store(c, off, size, value)
+        else:
+            self._stop_for_text(u, c)
+        return True
+
+    def _stop_for_text(self, u: Any, c: Cpu) -> None:
+        if c.reason is not _Stop.TEXT:  # the first access of the instruction
+            c.read_ctx = u.context_save()  # the registers before it
+            c.read_pc = u.reg_read(A.UC_ARM64_REG_PC)
+            c.reason = _Stop.TEXT
+            u.emu_stop()
 
     def _on_alias_write(self, u: Any, access: int, addr: int, size: int, value: int,
                         c: Cpu) -> None:
@@ -787,6 +851,14 @@ class Machine:
                 raise GuestError(f"unknown register {name!r}")
             out[name] = int(u.reg_read(reg))
         return out
+
+
+_INVISIBLE, _ERET = OpKind.INVISIBLE, OpKind.ERET
+_NONE, _VISIBLE = _Stop.NONE, _Stop.VISIBLE
+
+
+def _no_hook(handle: int, addr: int, size: int, key: int) -> None:
+    return None
 
 
 def _ranges(addrs: Sequence[int]) -> list[tuple[int, int]]:

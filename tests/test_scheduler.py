@@ -111,3 +111,20 @@ def test_decision_json_round_trip() -> None:
     for d in (Decision(DecisionKind.STEP, 3), Decision(DecisionKind.FILL_DSIDE, 1, 0x40),
               Decision(DecisionKind.WRITE_BACK, -1, 0x80), Decision(DecisionKind.IRQ, 0)):
         assert Decision.from_json(json.loads(json.dumps(d.to_json()))) == d
+
+
+def test_random_walk_model_probability(session: Session) -> None:
+    none = session.run(RandomWalk(8, p_model=0.0))
+    assert all(d.kind is DecisionKind.STEP for d in none.schedule.decisions)
+    many = session.run(RandomWalk(8, p_model=0.9, p_irq=0.0))
+    model = [d for d in many.schedule.decisions if d.is_model]
+    assert len(model) >= 3  # each chosen whenever one could change an outcome
+    with pytest.raises(ValueError):
+        RandomWalk(1, p_model=0.8, p_irq=0.5)
+
+
+def test_runs_reuse_the_unicorn_instances(session: Session) -> None:
+    ucs = [id(c.uc) for c in session.machine.cpus]
+    for seed in range(5):
+        session.run(RandomWalk(seed))
+    assert [id(c.uc) for c in session.machine.cpus] == ucs

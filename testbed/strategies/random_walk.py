@@ -28,9 +28,12 @@ class RandomWalk:
         self.p_model = p_model
         self.p_irq = p_irq
         self.rng = random.Random(seed)
+        self._fresh = True  # invariant: rng is in its seeded state and unused
 
     def begin(self, machine: Machine) -> None:
-        self.rng = random.Random(self.seed)
+        if not self._fresh:
+            self.rng.seed(self.seed)
+        self._fresh = False
 
     def choose(self, machine: Machine) -> Decision | None:
         rng = self.rng
@@ -43,8 +46,11 @@ class RandomWalk:
             if choices:
                 return rng.choice(choices)
         ready = machine.steppable()
-        if ready:
-            return step(ready[rng.randrange(len(ready))] if len(ready) > 1 else ready[0])
+        n = len(ready)
+        if n == 1:
+            return step(ready[0])
+        if n:
+            return step(ready[rng.randrange(n)])
         if irqs:
             return Decision(DecisionKind.IRQ, rng.choice(irqs))
         return None

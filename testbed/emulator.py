@@ -1,0 +1,65 @@
+"""Thin fast paths into Unicorn's C API for the hooks that run at every decision.
+
+The Python binding wraps every callback in two Python frames (an exception guard and
+an argument adapter) and ``emu_start`` in another; at a few million callbacks per
+campaign that is most of the cost of a decision.  Here the hot hooks (code, block) are
+registered with ``uc_hook_add`` directly and call one Python function; ``start``
+calls ``uc_emu_start`` directly.  Rare hooks keep using the binding.
+
+A callback registered here must not raise: ctypes would print and swallow the error.
+The machine's hot callbacks are written so that they cannot, and guard the rest.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Callable
+from typing import Any
+
+import unicorn as _unicorn
+from unicorn.unicorn_py3 import unicorn as _ucpy
+
+__all__ = ["HookFn", "add_hook", "starter", "stopper"]
+
+_lib: Any = _ucpy.uclib
+_uc_hook_h: Any = getattr(_ucpy, "uc_hook_h")  # noqa: B009 (not re-exported for mypy)
+_UcError: Any = _unicorn.UcError  # type: ignore[attr-defined]
+_HOOK_CODE_CFUNC = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint32,
+                                    ctypes.c_void_p)
+
+HookFn = Callable[[int, int, int, int], None]  # (handle, address, size, key)
+
+
+def add_hook(u: Any, htype: int, fn: HookFn, begin: int, end: int) -> int:
+    """Register a UC_HOOK_CODE or UC_HOOK_BLOCK callback without the binding's wrappers."""
+    if htype not in (_unicorn.UC_HOOK_CODE, _unicorn.UC_HOOK_BLOCK):
+        raise ValueError("only code and block hooks have a fast path")
+    fptr = _HOOK_CODE_CFUNC(fn)
+    handle = _uc_hook_h()
+    status = _lib.uc_hook_add(u._uch, ctypes.byref(handle), htype, fptr,
+                              ctypes.c_void_p(0), ctypes.c_uint64(begin), ctypes.c_uint64(end))
+    if status != _unicorn.UC_ERR_OK:
+        raise _UcError(status)
+    u._callbacks[handle.value] = fptr  # the binding's table keeps it alive with the Uc
+    return int(handle.value)
+
+
+def starter(u: Any) -> Callable[[int, int, int], None]:
+    """``start(begin, until, count)``: uc_emu_start, raising what a hook raised."""
+    lib_start, uch = _lib.uc_emu_start, u._uch
+
+    def start(begin: int, until: int, count: int) -> None:
+        u._hook_exception = None
+        status = lib_start(uch, begin, until, 0, count)
+        if status != 0:
+            raise _UcError(status)
+        if u._hook_exception is not None:
+            raise u._hook_exception
+
+    return start
+
+
+def stopper(u: Any) -> Callable[[], int]:
+    """``stop()``: uc_emu_stop with no checks (safe inside hooks)."""
+    lib_stop, uch = _lib.uc_emu_stop, u._uch
+    return lambda: int(lib_stop(uch))
