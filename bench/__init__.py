@@ -1,0 +1,1 @@
+"""Benchmarks: deterministic counts first, wall-time figures as medians with spread."""

@@ -1,0 +1,3 @@
+from .engine import main
+
+raise SystemExit(main())

@@ -1,0 +1,200 @@
+"""The ``testbed`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .asm import AsmError
+from .isa import NOP
+from .isa import b as branch
+from .machine import Finding, GuestError
+from .memory import CacheType
+from .scenario import ScenarioError, Session, list_scenarios, load_scenario
+from .schedule import InvalidDecision, Schedule, ScheduleError
+from .scheduler import RunResult
+from .strategies import RandomWalk, RoundRobin, Strategy
+
+ENV_SEED = "TESTBED_SEED"
+
+
+class CliError(Exception):
+    pass
+
+
+def _cache(text: str) -> CacheType:
+    try:
+        return CacheType.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _session(name: str, cpus: int | None, cache: CacheType | None) -> Session:
+    return Session(load_scenario(name)(), ncpus=cpus, cache=cache)
+
+
+def _finding_text(f: Finding) -> str:
+    words = " ".join(f"{w:#010x}" for w in f.words)
+    return f"[{f.oracle}] step {f.step}: {f.message}" + (f" (words {words})" if words else "")
+
+
+def _save(result: RunResult, out: Path, tag: str) -> Path:
+    path = out / f"{result.scenario}-{tag}.json"
+    result.schedule.save(path)
+    return path
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    for name, cls in sorted(list_scenarios().items()):
+        print(f"{name:<20} {cls.ncpus} CPUs  {cls.cache.value:<5} {cls.description}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    session = _session(args.scenario, args.cpus, args.cache)
+    seed0 = args.seed if args.seed is not None else int(os.environ.get(ENV_SEED, "0"))
+    out = Path(args.out)
+    seen: dict[tuple[str, int, tuple[int, ...]], Path] = {}
+    decisions = instructions = 0
+    t0 = time.perf_counter()
+    for i in range(args.runs):
+        strategy: Strategy = (RoundRobin() if args.strategy == "round-robin"
+                              else RandomWalk(seed0 + i, p_model=args.p_model))
+        result = session.run(strategy)
+        decisions += result.decisions
+        instructions += result.instructions
+        for f in result.findings:
+            if f.signature() not in seen:
+                seen[f.signature()] = _save(result, out, f"{f.oracle}-{seed0 + i}")
+                print(_finding_text(f))
+                print(f"  reproduce: testbed replay {seen[f.signature()]}")
+    dt = time.perf_counter() - t0
+    print(f"{args.runs} runs of {args.scenario}: {decisions} decisions, {instructions} "
+          f"instructions, {len(seen)} distinct findings ({dt:.2f}s)")
+    return 1 if seen and args.fail_on_finding else 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    schedule = Schedule.load(args.file)
+    cfg = schedule.config
+    ncpus = cfg.get("ncpus")
+    cache = cfg.get("cache")
+    session = _session(schedule.scenario, ncpus if isinstance(ncpus, int) else None,
+                       CacheType.parse(cache) if isinstance(cache, str) else None)
+    result = session.replay(schedule)
+    print(f"replayed {result.decisions} decisions of {schedule.scenario} "
+          f"({result.instructions} instructions), trace {result.trace_digest()[:16]}")
+    for f in result.findings:
+        print(_finding_text(f))
+    if args.trace:
+        for cpu, seq in enumerate(result.ground_truth()):
+            for step, addr, word in seq:
+                print(f"CPU{cpu} {step:>5} {addr:#x} {word:08x} {session.image.symbolize(addr)}")
+    if args.timeline:
+        from .timeline import render
+        print(render(result, session.image, session.machine.ncpus))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .timeline import render
+    demos = {"nosync-stale": "nosync_stale"}
+    if args.name is None:
+        print("demos:")
+        print("  nosync-stale   CPU1 runs the old instruction after CPU0's nosync patch "
+              "has completed its flush")
+        print("run one with: testbed demo nosync-stale")
+        return 0
+    if args.name not in demos:
+        raise CliError(f"unknown demo {args.name!r}; known: {', '.join(demos)}")
+    session = _session(demos[args.name], None, None)
+    image = session.image
+    site = image.addr("patch_site")
+    watch = {site: {NOP: "OLD nop", branch(site, image.addr("site_new")): "NEW b"}}
+    seed = args.seed if args.seed is not None else 0
+    for attempt in range(200):
+        result = session.run(RandomWalk(seed + attempt))
+        hits = [f for f in result.findings if f.oracle == "stale-after-flush"]
+        if hits:
+            break
+    else:
+        raise CliError("no stale execution found in 200 seeds")
+    path = _save(result, Path(args.out), f"demo-{seed + attempt}")
+    print(f"Demo nosync-stale: a real schedule (random seed {seed + attempt}), not a script.")
+    print("CPU0 patches `nop` at patch_site into `b site_new` with "
+          "aarch64_insn_patch_text_nosync;")
+    print("CPU1 loops through the site, reading patch_done first (no ISB).\n")
+    print(render(result, image, 2, watch=watch, width=60))
+    print()
+    for f in hits:
+        print(_finding_text(f))
+    print(f"\nreplay it: testbed replay {path} --timeline")
+    return 0
+
+
+def cmd_disasm(args: argparse.Namespace) -> int:
+    session = _session(args.scenario, None, None)
+    for line in session.image.listing:
+        print(f"{line.addr:#x}  {line.word:08x}  {line.text:<32} {line.symbol}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="testbed", description="Live code-patching races on "
+                                "AArch64: real kernel code on emulated CPUs, scheduled "
+                                "deterministically under an instruction-fetch model.")
+    p.add_argument("--version", action="version", version=f"testbed {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sp = sub.add_parser("list", help="list the scenarios")
+    sp.set_defaults(func=cmd_list)
+    sp = sub.add_parser("run", help="run a scenario under many schedules, report findings")
+    sp.add_argument("scenario", help="scenario name or path/to/file.py[:name]")
+    sp.add_argument("--runs", type=int, default=100)
+    sp.add_argument("--seed", type=int, help=f"first seed (default: ${ENV_SEED} or 0)")
+    sp.add_argument("--strategy", choices=["random", "round-robin"], default="random")
+    sp.add_argument("--p-model", type=float, default=0.05,
+                    help="probability of a memory-model choice at each decision")
+    sp.add_argument("--cpus", type=int)
+    sp.add_argument("--cache", type=_cache, help="IDC0, IDC1 or DIC1")
+    sp.add_argument("--out", default="testbed-findings", help="where reproducers go")
+    sp.add_argument("--fail-on-finding", action="store_true", help="exit 1 on a finding")
+    sp.set_defaults(func=cmd_run)
+    sp = sub.add_parser("replay", help="replay a saved schedule exactly")
+    sp.add_argument("file")
+    sp.add_argument("--trace", action="store_true", help="print the ground-truth trace")
+    sp.add_argument("--timeline", action="store_true", help="print the timeline")
+    sp.set_defaults(func=cmd_replay)
+    sp = sub.add_parser("demo", help="watch a race happen (no NAME: list the demos)")
+    sp.add_argument("name", nargs="?")
+    sp.add_argument("--seed", type=int)
+    sp.add_argument("--out", default="testbed-findings")
+    sp.set_defaults(func=cmd_demo)
+    sp = sub.add_parser("disasm", help="print a scenario's linked kernel image")
+    sp.add_argument("scenario")
+    sp.set_defaults(func=cmd_disasm)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args))
+    except (CliError, AsmError, ScheduleError, ScenarioError, GuestError,
+            InvalidDecision) as e:
+        print(f"testbed: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("testbed: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `testbed disasm X | head`
+        sys.stderr.close()
+        return 0

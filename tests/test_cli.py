@@ -1,0 +1,58 @@
+"""The command line: version, help, run -> reproducer -> replay, clear errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from testbed import __version__
+from testbed.cli import main
+
+
+def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == f"testbed {__version__}"
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for command in ("list", "run", "replay", "demo", "disasm"):
+        assert f"    {command}" in out
+
+
+def test_run_saves_a_reproducer_that_replays(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "nosync_stale", "--runs", "40", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "[stale-after-flush]" in out and "reproduce: testbed replay" in out
+    saved = sorted(tmp_path.glob("nosync_stale-stale-after-flush-*.json"))
+    assert len(saved) == 1
+    assert main(["replay", str(saved[0]), "--timeline"]) == 0
+    out = capsys.readouterr().out
+    assert "[stale-after-flush]" in out and "<== FINDING" in out
+
+
+def test_demo_lists_and_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo"]) == 0
+    assert "nosync-stale" in capsys.readouterr().out
+    assert main(["demo", "nosync-stale", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "OLD nop" in out and "stale-after-flush" in out and "testbed replay" in out
+
+
+def test_errors_are_one_line_not_tracebacks(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{\n  nope\n}\n")
+    cases = [["replay", str(bad)], ["run", "no_such_scenario"], ["demo", "nope"]]
+    for argv in cases:
+        proc = subprocess.run([sys.executable, "-m", "testbed", *argv],
+                              capture_output=True, text=True, check=False)
+        assert proc.returncode == 2, argv
+        assert proc.stderr.startswith("testbed: error: "), proc.stderr
+        assert "Traceback" not in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "testbed", "replay", str(bad)],
+                          capture_output=True, text=True, check=False)
+    assert f"{bad}:2: not JSON" in proc.stderr
