@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.resources
 from pathlib import Path
 
-_ROOT = Path(__file__).resolve().parent.parent
+_PACKAGE = Path(__file__).resolve().parent
+_ROOT = _PACKAGE.parent
 
 
 def _dir(name: str) -> Path:
     local = _ROOT / name
     if local.is_dir() and (_ROOT / "pyproject.toml").is_file():
-        return local
-    return Path(str(importlib.resources.files(f"testbed.{name}")))
+        return local  # a checkout (plain or editable install)
+    return _PACKAGE / name  # a wheel: pyproject maps kernels/ and scenarios/ in here
 
 
 def kernels_dir() -> Path:
