@@ -33,6 +33,7 @@ class OpKind(enum.IntEnum):
     WFI = 10  # waits for an interrupt
     SEV = 11  # SEV/SEVL: no effect since WFE never blocks
     TORN = 12  # set by the machine for a torn word in an I-view, never by classify()
+    HALT = 13  # set by the machine where a litmus thread ends, never by classify()
 
 
 # Kinds the machine performs in Python without letting the emulator execute them.

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import enum
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +36,7 @@ from . import emulator, layout, trace
 from .asm import Image
 from .interrupts import InterruptController
 from .isa import OpKind, classify
-from .memory import FetchConfig, FetchModel, ModelError
+from .memory import FetchConfig, FetchModel, ModelError, Snapshot
 from .schedule import Decision, DecisionKind, InvalidDecision
 
 __all__ = ["CpuState", "Event", "EventKind", "Finding", "GuestError", "Machine"]
@@ -166,6 +167,23 @@ class Cpu:
         self._keep: list[Any] = []
 
 
+@dataclass(frozen=True)
+class MachineState:
+    """A saved machine state (see Machine.save)."""
+
+    contexts: list[Any]
+    data: bytes
+    percpu: bytes
+    stacks: list[bytes]
+    cpus: list[tuple[CpuState, int, tuple[int, int, int] | None, bool, int]]
+    model: Snapshot
+    gic: tuple[int, ...]
+    step_no: int
+    events: int
+    findings: int
+    stopped: bool
+
+
 @dataclass
 class _Baseline:
     contexts: list[Any]
@@ -211,6 +229,7 @@ class Machine:
         self.dside_text = bytearray(text)
         self.data = bytearray(layout.DATA_SIZE)
         self.data[:len(image.data)] = image.data
+        self._data_extent = -(-len(image.data) // 64) * 64
         self.percpu = bytearray(layout.PERCPU_SIZE * ncpus)
         self.iviews = [bytearray(text) for _ in range(ncpus)]
         self.model = FetchModel(self.fetch_config, text, ncpus,
@@ -223,6 +242,7 @@ class Machine:
         self._ctr = self.fetch_config.ctr_el0
         self._static_kinds = self._visible_addresses()
         self._has_wfi = OpKind.WFI in self._static_kinds.values()
+        self._fixed_kinds: dict[int, OpKind] = {}  # kinds set by the machine, not the text
         self._runnable: list[int] = []
         self.cpus = [self._make_cpu(i) for i in range(ncpus)]
         self._baseline: _Baseline | None = None
@@ -305,6 +325,23 @@ class Machine:
         c.state = CpuState.RUNNABLE
         self._states_changed()
 
+    def set_register(self, cpu: int, name: str, value: int) -> None:
+        """Set a register (``x0``..``x30``, ``sp``, ``vbar_el1``, ``elr_el1``...) before seal()."""
+        if self._baseline is not None:
+            raise GuestError("set_register() after seal(): set CPUs up before sealing")
+        self.cpus[cpu].uc.reg_write(_register(name), value & (2**64 - 1))
+
+    def add_halt(self, addr: int) -> None:
+        """Make reaching ``addr`` switch a CPU off, registers untouched (litmus threads)."""
+        if self._baseline is not None:
+            raise GuestError("add_halt() after seal()")
+        self._fixed_kinds[addr] = OpKind.HALT
+        for c in self.cpus:
+            if addr not in c.kind_at:
+                emulator.add_hook(c.uc, uc_mod.UC_HOOK_CODE, c.on_code, addr, addr + 3)
+            c.kind_at[addr] = OpKind.HALT
+            c.uc.ctl_remove_cache(addr, addr + 4)
+
     def read(self, addr: int, size: int) -> bytes:
         buf, off = self._buffer(addr, size)
         return bytes(buf[off:off + size])
@@ -371,8 +408,61 @@ class Machine:
         for w in words:
             addr = layout.TEXT_BASE + w
             u.ctl_remove_cache(addr, addr + 4)
-            if addr in c.kind_at:
+            if addr in self._fixed_kinds:
+                c.kind_at[addr] = self._fixed_kinds[addr]
+            elif addr in c.kind_at:
                 c.kind_at[addr] = classify(int.from_bytes(view[w:w + 4], "little")).kind
+
+    # -- saving and restoring whole states (for exhaustive search) -----------------------
+    def save(self) -> MachineState:
+        """Everything a run can change, so that load() can come back here.
+
+        Shared memory is saved up to the end of the image's data: nothing in the project
+        uses the free shared memory beyond it.
+        """
+        return MachineState(
+            [c.uc.context_save() for c in self.cpus], bytes(self.data[:self._data_extent]),
+            bytes(self.percpu), [bytes(c.stack) for c in self.cpus],
+            [(c.state, c.pc, c.exc, c.irq_masked, len(c.log)) for c in self.cpus],
+            self.model.snapshot(), self.gic.state(), self.step_no, len(self.events),
+            len(self.findings), self.stopped)
+
+    def load(self, st: MachineState) -> None:
+        for c, words in zip(self.cpus, self.model.restore(st.model), strict=True):
+            self._forget_view(c, words)
+        self.data[:self._data_extent] = st.data
+        self.percpu[:] = st.percpu
+        for c, ctx, stack, (state, pc, exc, masked, loglen) in zip(
+                self.cpus, st.contexts, st.stacks, st.cpus, strict=True):
+            c.uc.context_restore(ctx)
+            c.stack[:] = stack
+            c.state, c.pc, c.exc, c.irq_masked = state, pc, exc, masked
+            del c.log[loglen:]
+        self.gic.set_state(st.gic)
+        self.step_no = st.step_no
+        del self.events[st.events:]
+        del self.findings[st.findings:]
+        self.stopped = st.stopped
+        self._states_changed()
+
+    def state_key(self) -> bytes:
+        """A digest of everything that can affect the rest of a run or its final state.
+
+        The ground-truth log and the step counter are history, not state: two paths that
+        reach the same key continue identically.
+        """
+        h = hashlib.blake2b(digest_size=16)
+        for c in self.cpus:
+            u = c.uc
+            h.update(repr((c.state.value, c.pc, c.exc, c.irq_masked,
+                           u.reg_read_batch(_KEY_REGS), u.cpr_read(3, 0, 4, 0, 0))).encode())
+            h.update(c.stack)
+        h.update(self.data[:self._data_extent])
+        h.update(self.percpu)
+        h.update(self.model.state_key())
+        h.update(repr((self.gic.state(), self.stopped,
+                       [f.signature() for f in self.findings])).encode())
+        return h.digest()
 
     # -- what the scheduler may choose -------------------------------------------------
     @property
@@ -498,6 +588,10 @@ class Machine:
             if kind >= 2 and c.state is CpuState.RUNNABLE:
                 c.irq_masked = bool(c.uc.reg_read(A.UC_ARM64_REG_PSTATE) & PSTATE_I)
             return
+        if kind is OpKind.HALT:
+            c.state = CpuState.OFF
+            self._event(c.index, EventKind.HALT, pc)
+            return
         if kind is OpKind.TORN:
             word = self.model.fetch(c.index, pc - layout.TEXT_BASE)
             self._finding(c, "torn-word", f"CPU{c.index} executes a torn instruction word "
@@ -574,6 +668,7 @@ class Machine:
             addr = layout.TEXT_BASE + w
             word = int.from_bytes(view[w:w + 4], "little")
             kind = OpKind.TORN if self.model.is_torn(c.index, w) else classify(word).kind
+            kind = self._fixed_kinds.get(addr, kind)
             if addr not in c.kind_at:
                 emulator.add_hook(u, uc_mod.UC_HOOK_CODE, c.on_code, addr, addr + 3)
             if kind is OpKind.WFI:
@@ -842,19 +937,33 @@ class Machine:
                 "iallu_broadcast": self.fetch_config.iallu_broadcast}
 
     def registers(self, cpu: int, names: Sequence[str]) -> dict[str, int]:
-        """Read registers by name (``x0``..``x30``, ``sp``, ``pc``, ``elr_el1``...)."""
+        """Read registers by name (``x0``..``x30``, ``w0``.., ``sp``, ``elr_el1``...)."""
         u = self.cpus[cpu].uc
         out = {}
         for name in names:
-            reg = getattr(A, f"UC_ARM64_REG_{name.upper()}", None)
-            if reg is None:
-                raise GuestError(f"unknown register {name!r}")
-            out[name] = int(u.reg_read(reg))
+            value = int(u.reg_read(_register(name)))
+            out[name] = value & 0xFFFF_FFFF if name.lower().startswith("w") else value
         return out
 
 
+_KEY_REGS = [*XREG[:31], A.UC_ARM64_REG_SP, A.UC_ARM64_REG_PSTATE, A.UC_ARM64_REG_ELR_EL1,
+             A.UC_ARM64_REG_ESR_EL1, A.UC_ARM64_REG_VBAR_EL1, A.UC_ARM64_REG_TPIDR_EL1]
+_SPECIAL_REGS = {"sp": A.UC_ARM64_REG_SP, "lr": A.UC_ARM64_REG_X30, "fp": A.UC_ARM64_REG_X29,
+                 "elr_el1": A.UC_ARM64_REG_ELR_EL1, "esr_el1": A.UC_ARM64_REG_ESR_EL1,
+                 "vbar_el1": A.UC_ARM64_REG_VBAR_EL1, "tpidr_el1": A.UC_ARM64_REG_TPIDR_EL1,
+                 "nzcv": A.UC_ARM64_REG_NZCV, "pstate": A.UC_ARM64_REG_PSTATE,
+                 "pc": A.UC_ARM64_REG_PC}
 _INVISIBLE, _ERET = OpKind.INVISIBLE, OpKind.ERET
 _NONE, _VISIBLE = _Stop.NONE, _Stop.VISIBLE
+
+
+def _register(name: str) -> int:
+    key = name.lower()
+    if key[:1] in ("x", "w") and key[1:].isdigit() and int(key[1:]) <= 30:
+        return XREG[int(key[1:])]
+    if key in _SPECIAL_REGS:
+        return _SPECIAL_REGS[key]
+    raise GuestError(f"unknown register {name!r}")
 
 
 def _no_hook(handle: int, addr: int, size: int, key: int) -> None:
