@@ -63,3 +63,48 @@ def stopper(u: Any) -> Callable[[], int]:
     """``stop()``: uc_emu_stop with no checks (safe inside hooks)."""
     lib_stop, uch = _lib.uc_emu_stop, u._uch
     return lambda: int(lib_stop(uch))
+
+
+def register_reader(u: Any, reg_ids: list[int]) -> Callable[[], bytes]:
+    """``read()``: the 64-bit values of ``reg_ids`` as raw bytes, in one C call.
+
+    The binding's reg_read_batch costs about 100 us for 40 registers (Python per
+    register); this costs a few.  Only for plain 64-bit registers.
+    """
+    n = len(reg_ids)
+    ids = (ctypes.c_int * n)(*reg_ids)
+    values = (ctypes.c_uint64 * n)()
+    base = ctypes.addressof(values)
+    ptrs = (ctypes.c_void_p * n)(*[base + 8 * i for i in range(n)])
+    lib_batch, uch = _lib.uc_reg_read_batch, u._uch
+
+    def read() -> bytes:
+        status = lib_batch(uch, ids, ptrs, n)
+        if status != 0:
+            raise _UcError(status)
+        return bytes(values)
+
+    read.keep = (ids, values, ptrs)  # type: ignore[attr-defined]
+    return read
+
+
+class _CpReg(ctypes.Structure):
+    _fields_ = [("crn", ctypes.c_uint32), ("crm", ctypes.c_uint32), ("op0", ctypes.c_uint32),
+                ("op1", ctypes.c_uint32), ("op2", ctypes.c_uint32), ("val", ctypes.c_uint64)]
+
+
+def cp_reader(u: Any, op0: int, op1: int, crn: int, crm: int, op2: int) -> Callable[[], int]:
+    """``read()``: one AArch64 system register (MRS encoding) in one C call."""
+    reg = _CpReg(crn, crm, op0, op1, op2, 0)
+    ref = ctypes.byref(reg)
+    lib_read, uch = _lib.uc_reg_read, u._uch
+    cp_id = _unicorn.arm64_const.UC_ARM64_REG_CP_REG
+
+    def read() -> int:
+        status = lib_read(uch, cp_id, ref)
+        if status != 0:
+            raise _UcError(status)
+        return int(reg.val)
+
+    read.keep = reg  # type: ignore[attr-defined]
+    return read

@@ -52,7 +52,7 @@ def enabled(m: Machine, model_choices: bool = True) -> list[Decision]:
     out: list[Decision] = [step(c) for c in m.steppable()]
     out += [Decision(DecisionKind.IRQ, c) for c in m.irq_choices()]
     if out and model_choices:
-        out += m.model_choices()
+        out += m.model_choices(compact=True)
     return out
 
 

@@ -20,20 +20,22 @@ ERET = 0xD69F03E0
 
 
 class OpKind(enum.IntEnum):
+    # Kinds up to FETCH are executed by the emulator; the others are performed in Python.
     INVISIBLE = 0  # runs freely: registers, stack, branches, literal loads
     MEMORY = 1  # a load, store, exclusive or atomic through a non-SP base register
     ERET = 2  # exception return: a context synchronization event
     DAIF = 3  # MSR DAIFSet/DAIFClr/DAIF: changes whether IRQs can be taken
-    BARRIER = 4  # DMB, DSB: no effect in a sequentially consistent D-side
-    ISB = 5  # context synchronization: forces a catch-up
-    DC = 6  # data cache maintenance by VA
-    IC = 7  # instruction cache maintenance
-    YIELD = 8  # spin-loop hint: tells the scheduler the CPU is waiting
-    WFE = 9  # treated as YIELD (WFE may always complete spuriously)
-    WFI = 10  # waits for an interrupt
-    SEV = 11  # SEV/SEVL: no effect since WFE never blocks
-    TORN = 12  # set by the machine for a torn word in an I-view, never by classify()
-    HALT = 13  # set by the machine where a litmus thread ends, never by classify()
+    FETCH = 4  # set by the machine: fetching a text word that stores have touched
+    BARRIER = 5  # DMB, DSB: no effect in a sequentially consistent D-side
+    ISB = 6  # context synchronization: forces a catch-up
+    DC = 7  # data cache maintenance by VA
+    IC = 8  # instruction cache maintenance
+    YIELD = 9  # spin-loop hint: tells the scheduler the CPU is waiting
+    WFE = 10  # treated as YIELD (WFE may always complete spuriously)
+    WFI = 11  # waits for an interrupt
+    SEV = 12  # SEV/SEVL: no effect since WFE never blocks
+    TORN = 13  # set by the machine for a torn word in an I-view, never by classify()
+    HALT = 14  # set by the machine where a litmus thread ends, never by classify()
 
 
 # Kinds the machine performs in Python without letting the emulator execute them.

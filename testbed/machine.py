@@ -132,6 +132,8 @@ class Cpu:
         "read_ctx",
         "read_fix",
         "read_pc",
+        "read_regs",
+        "read_spsr",
         "reason",
         "skip",
         "stack",
@@ -155,7 +157,8 @@ class Cpu:
         # Ground truth, in order: (step, start, end) for code run, (step, ~word, value)
         # for an I-view change; start/end are addresses, ~word is negative.
         self.log: list[tuple[int, int, int]] = []
-        self.read_fix: list[tuple[int, bytes]] = []  # (text offset, I-view bytes) to put back
+        # (buffer, offset, bytes) to put back after a data access to text is redone.
+        self.read_fix: list[tuple[bytearray, int, bytes]] = []
         self.read_pc = 0
         self.read_ctx: Any = None
         self.text_read_mode = False
@@ -163,6 +166,8 @@ class Cpu:
         self.start = emulator.starter(uc)
         self.stop = emulator.stopper(uc)
         self.on_code: emulator.HookFn = _no_hook
+        self.read_regs = emulator.register_reader(uc, _KEY_REGS)
+        self.read_spsr = emulator.cp_reader(uc, 3, 0, 4, 0, 0)
         self.hook_error: BaseException | None = None
         self._keep: list[Any] = []
 
@@ -243,6 +248,8 @@ class Machine:
         self._static_kinds = self._visible_addresses()
         self._has_wfi = OpKind.WFI in self._static_kinds.values()
         self._fixed_kinds: dict[int, OpKind] = {}  # kinds set by the machine, not the text
+        self._fetch_points: set[int] = set()  # text addresses ever touched by a store
+        self._new_fetch_points: list[int] = []
         self._runnable: list[int] = []
         self.cpus = [self._make_cpu(i) for i in range(ncpus)]
         self._baseline: _Baseline | None = None
@@ -342,6 +349,16 @@ class Machine:
             c.kind_at[addr] = OpKind.HALT
             c.uc.ctl_remove_cache(addr, addr + 4)
 
+    def set_fetch_scope(self, cpu: int, addrs: Iterable[int]) -> None:
+        """Declare every text address ``cpu`` can ever fetch (a pruning hint for search).
+
+        Fetching a modified word outside the scope is reported as a "fetch-scope"
+        finding: the hint was wrong and the search may have missed outcomes.
+        """
+        if self._baseline is not None:
+            raise GuestError("set_fetch_scope() after seal()")
+        self.model.scopes[cpu] = frozenset(a - layout.TEXT_BASE for a in addrs)
+
     def read(self, addr: int, size: int) -> bytes:
         buf, off = self._buffer(addr, size)
         return bytes(buf[off:off + size])
@@ -368,11 +385,12 @@ class Machine:
         raise GuestError(f"{addr:#x}+{size} is not host-accessible shared memory")
 
     def seal(self) -> None:
-        """Run every started CPU to its first visible operation and record the baseline."""
+        """Record the baseline: every started CPU poised at its entry point.
+
+        A CPU's first stretch of code is its first decision, not run here: it may fetch
+        words that another CPU's first operation modifies.
+        """
         self.step_no = 0
-        for c in self.cpus:
-            if c.state is CpuState.RUNNABLE:
-                self._continue(c, c.pc)
         self._states_changed()
         self._baseline = _Baseline(
             [c.uc.context_save() for c in self.cpus], bytes(self.data), bytes(self.percpu),
@@ -387,6 +405,7 @@ class Machine:
             raise GuestError("reset() before seal()")
         for c, words in zip(self.cpus, self.model.reset(), strict=True):
             self._forget_view(c, words)
+        self._refresh_fetch_points()
         self.data[:] = base.data
         self.percpu[:] = base.percpu
         for c, ctx, stack, (state, pc, exc, masked, log) in zip(
@@ -404,14 +423,12 @@ class Machine:
         self._states_changed()
 
     def _forget_view(self, c: Cpu, words: Iterable[int]) -> None:
-        u, view = c.uc, self.iviews[c.index]
+        u = c.uc
         for w in words:
             addr = layout.TEXT_BASE + w
             u.ctl_remove_cache(addr, addr + 4)
-            if addr in self._fixed_kinds:
-                c.kind_at[addr] = self._fixed_kinds[addr]
-            elif addr in c.kind_at:
-                c.kind_at[addr] = classify(int.from_bytes(view[w:w + 4], "little")).kind
+            if addr in c.kind_at:
+                c.kind_at[addr] = self._kind_for(c, w)
 
     # -- saving and restoring whole states (for exhaustive search) -----------------------
     def save(self) -> MachineState:
@@ -430,6 +447,7 @@ class Machine:
     def load(self, st: MachineState) -> None:
         for c, words in zip(self.cpus, self.model.restore(st.model), strict=True):
             self._forget_view(c, words)
+        self._refresh_fetch_points()
         self.data[:self._data_extent] = st.data
         self.percpu[:] = st.percpu
         for c, ctx, stack, (state, pc, exc, masked, loglen) in zip(
@@ -452,13 +470,16 @@ class Machine:
         reach the same key continue identically.
         """
         h = hashlib.blake2b(digest_size=16)
-        for c in self.cpus:
-            u = c.uc
-            h.update(repr((c.state.value, c.pc, c.exc, c.irq_masked,
-                           u.reg_read_batch(_KEY_REGS), u.cpr_read(3, 0, 4, 0, 0))).encode())
-            h.update(c.stack)
+        base = self._baseline
+        for i, c in enumerate(self.cpus):
+            h.update(repr((c.state.value, c.pc, c.exc, c.irq_masked, c.read_spsr())).encode())
+            h.update(c.read_regs())
+            # Stacks and per-CPU areas rarely change: compare (memcmp) before hashing.
+            if base is None or c.stack != base.stacks[i]:
+                h.update(c.stack)
         h.update(self.data[:self._data_extent])
-        h.update(self.percpu)
+        if base is None or self.percpu != base.percpu:
+            h.update(self.percpu)
         h.update(self.model.state_key())
         h.update(repr((self.gic.state(), self.stopped,
                        [f.signature() for f in self.findings])).encode())
@@ -502,7 +523,13 @@ class Machine:
         """Whether ``cpu`` waits in a spin loop (its next operation is YIELD or WFE)."""
         return self.pending_kind(cpu) in (OpKind.YIELD, OpKind.WFE)
 
-    def model_choices(self) -> list[Decision]:
+    def model_choices(self, compact: bool = False) -> list[Decision]:
+        """Memory-model choices that can change an outcome now.
+
+        ``compact``: fills are refills (evict if valid, then fill) and there are no bare
+        evictions; the same I-view histories are reachable with fewer states, which
+        exhaustive exploration uses.
+        """
         m = self.model
         out: list[Decision] = []
         for c in self.cpus:
@@ -511,13 +538,16 @@ class Machine:
             i = c.index
             if m.catch_up_would_change(i):
                 out.append(Decision(DecisionKind.CATCH_UP, i))
-            for w, from_dside in m.fill_choices(i):
+            fills = m.refill_choices(i) if compact else m.fill_choices(i)
+            for w, from_dside in fills:
                 out.append(Decision(DecisionKind.FILL_DSIDE if from_dside else DecisionKind.FILL,
                                     i, w))
-            for w in m.evict_choices(i):
-                out.append(Decision(DecisionKind.EVICT, i, w))
-        for line in m.write_back_choices():
-            out.append(Decision(DecisionKind.WRITE_BACK, -1, line))
+            if not compact:
+                for w in m.evict_choices(i):
+                    out.append(Decision(DecisionKind.EVICT, i, w))
+        if any(c.state is CpuState.RUNNABLE for c in self.cpus):
+            for line in m.write_back_choices():
+                out.append(Decision(DecisionKind.WRITE_BACK, -1, line))
         return out
 
     # -- performing decisions -----------------------------------------------------------
@@ -562,7 +592,7 @@ class Machine:
                 self._event(d.cpu, EventKind.EVICT, layout.TEXT_BASE + d.addr)
             else:
                 from_dside = kind is DecisionKind.FILL_DSIDE
-                m.fill(d.cpu, d.addr, from_dside)
+                m.refill(d.cpu, d.addr, from_dside)  # a valid word is evicted first
                 self._event(d.cpu, EventKind.FILL, layout.TEXT_BASE + d.addr,
                             int.from_bytes(m.cpus[d.cpu].icache[d.addr:d.addr + 4], "little"),
                             "from D-side" if from_dside else "from PoU")
@@ -580,12 +610,19 @@ class Machine:
             return
         pc = c.pc
         kind = c.kind_at.get(pc, _INVISIBLE)
-        if kind <= 3:  # INVISIBLE, MEMORY, ERET, DAIF: the emulator executes it
+        if kind is _FETCH:
+            scope = self.model.scopes[c.index]
+            if scope is not None and pc - layout.TEXT_BASE not in scope:
+                self._finding(c, "fetch-scope", f"CPU{c.index} fetches modified code at "
+                              f"{self.image.symbolize(pc)}, outside its declared fetch "
+                              "scope: the search may have pruned outcomes", pc)
+                return
+        if kind <= 4:  # INVISIBLE, MEMORY, ERET, DAIF, FETCH: the emulator executes it
             if kind is _ERET:
                 self._catch_up(c, "ERET")
                 self._event(c.index, EventKind.ERET, pc)
             self._run(c, pc)
-            if kind >= 2 and c.state is CpuState.RUNNABLE:
+            if (kind == 2 or kind == 3) and c.state is CpuState.RUNNABLE:
                 c.irq_masked = bool(c.uc.reg_read(A.UC_ARM64_REG_PSTATE) & PSTATE_I)
             return
         if kind is OpKind.HALT:
@@ -659,6 +696,39 @@ class Machine:
         self._catch_up(c, "exception entry")
         return vector
 
+    def _kind_for(self, c: Cpu, w: int) -> OpKind:
+        """What the code hook must do at text word ``w`` given ``c``'s I-view now."""
+        addr = layout.TEXT_BASE + w
+        fixed = self._fixed_kinds.get(addr)
+        if fixed is not None:
+            return fixed
+        if self.model.is_torn(c.index, w):
+            return OpKind.TORN
+        kind = classify(int.from_bytes(self.iviews[c.index][w:w + 4], "little")).kind
+        if kind is OpKind.INVISIBLE and w in self.model.touched:
+            # A fetch of a word that stores touched is a schedule point: catch-ups,
+            # fills and evictions may happen just before it.
+            return OpKind.FETCH
+        return kind
+
+    def _install_fetch_points(self) -> None:
+        for w in self._new_fetch_points:
+            addr = layout.TEXT_BASE + w
+            self._fetch_points.add(addr)
+            for c in self.cpus:
+                if addr not in c.kind_at:
+                    emulator.add_hook(c.uc, uc_mod.UC_HOOK_CODE, c.on_code, addr, addr + 3)
+                    c.uc.ctl_remove_cache(addr, addr + 4)
+                c.kind_at[addr] = self._kind_for(c, w)
+        self._new_fetch_points = []
+
+    def _refresh_fetch_points(self) -> None:
+        """After the model state was replaced (reset, load): kinds follow it again."""
+        for addr in self._fetch_points:
+            w = addr - layout.TEXT_BASE
+            for c in self.cpus:
+                c.kind_at[addr] = self._kind_for(c, w)
+
     def _catch_up(self, c: Cpu, why: str) -> None:
         changed = self.model.catch_up(c.index)
         if not changed:
@@ -667,8 +737,7 @@ class Machine:
         for w in changed:
             addr = layout.TEXT_BASE + w
             word = int.from_bytes(view[w:w + 4], "little")
-            kind = OpKind.TORN if self.model.is_torn(c.index, w) else classify(word).kind
-            kind = self._fixed_kinds.get(addr, kind)
+            kind = self._kind_for(c, w)
             if addr not in c.kind_at:
                 emulator.add_hook(u, uc_mod.UC_HOOK_CODE, c.on_code, addr, addr + 3)
             if kind is OpKind.WFI:
@@ -736,6 +805,7 @@ class Machine:
                 finally:
                     c.text_read_mode = False
                 self._restore_text_reads(c)
+                self._install_fetch_points()
                 pc += 4
                 self._cut(c, pc)
                 kind = c.kind_at.get(pc)
@@ -769,10 +839,10 @@ class Machine:
                     log[-1] = (step, start, end)
 
     def _restore_text_reads(self, c: Cpu) -> None:
-        view = self.iviews[c.index]
-        for off, old in reversed(c.read_fix):
-            view[off:off + len(old)] = old
-            c.uc.ctl_remove_cache(layout.TEXT_BASE + off, layout.TEXT_BASE + off + len(old))
+        for buf, off, old in reversed(c.read_fix):
+            buf[off:off + len(old)] = old
+            if buf is not self.dside_text:
+                c.uc.ctl_remove_cache(layout.TEXT_BASE + off, layout.TEXT_BASE + off + len(old))
         c.read_fix = []
 
     def _finding(self, c: Cpu | None, oracle: str, message: str, addr: int = -1,
@@ -822,7 +892,7 @@ class Machine:
         if view[off:off + size] == dside[off:off + size]:
             return  # e.g. a literal pool: the I-view holds what the D-side holds
         if c.text_read_mode:  # present the D-side bytes to this one load
-            c.read_fix.append((off, bytes(view[off:off + size])))
+            c.read_fix.append((view, off, bytes(view[off:off + size])))
             view[off:off + size] = dside[off:off + size]
             return
         self._stop_for_text(u, c)
@@ -835,7 +905,7 @@ class Machine:
         # With mem_map_ptr memory, returning True does not keep the store out of the
         # buffer (measured): remember the I-view bytes to put them back.
         view = self.iviews[c.index]
-        c.read_fix.append((off, bytes(view[off:off + size])))
+        c.read_fix.append((view, off, bytes(view[off:off + size])))
         if c.text_read_mode:
             self._text_store(c, off, size, value)
         else:
@@ -851,11 +921,19 @@ class Machine:
 
     def _on_alias_write(self, u: Any, access: int, addr: int, size: int, value: int,
                         c: Cpu) -> None:
-        self._text_store(c, addr - layout.TEXT_ALIAS, size, value)
+        off = addr - layout.TEXT_ALIAS
+        if c.text_read_mode:
+            self._text_store(c, off, size, value)
+            return
+        # Redo the store in text mode (after its fetch points exist): undo this attempt.
+        c.read_fix.append((self.dside_text, off, bytes(self.dside_text[off:off + size])))
+        self._stop_for_text(u, c)
 
     def _text_store(self, c: Cpu, off: int, size: int, value: int) -> None:
         value &= (1 << (8 * size)) - 1
+        fresh = [w for w in range(off & ~3, off + size, 4) if w not in self.model.touched]
         self.model.store(off, value.to_bytes(size, "little"))
+        self._new_fetch_points += fresh
         self._event(c.index, EventKind.TEXT_STORE, layout.TEXT_BASE + off, value, f"size {size}")
 
     def _on_intr(self, u: Any, intno: int, c: Cpu) -> None:
@@ -953,7 +1031,7 @@ _SPECIAL_REGS = {"sp": A.UC_ARM64_REG_SP, "lr": A.UC_ARM64_REG_X30, "fp": A.UC_A
                  "vbar_el1": A.UC_ARM64_REG_VBAR_EL1, "tpidr_el1": A.UC_ARM64_REG_TPIDR_EL1,
                  "nzcv": A.UC_ARM64_REG_NZCV, "pstate": A.UC_ARM64_REG_PSTATE,
                  "pc": A.UC_ARM64_REG_PC}
-_INVISIBLE, _ERET = OpKind.INVISIBLE, OpKind.ERET
+_INVISIBLE, _ERET, _FETCH = OpKind.INVISIBLE, OpKind.ERET, OpKind.FETCH
 _NONE, _VISIBLE = _Stop.NONE, _Stop.VISIBLE
 
 

@@ -152,6 +152,10 @@ class FetchModel:
         self._dmask = ~(config.dline - 1)
         # Words the D-side ever stored to in this run: only they can differ anywhere.
         self.touched: set[int] = set()
+        # Per CPU, the words it can ever fetch (None: any).  A hint from whoever knows
+        # the code (e.g. a litmus test's control flow): choices and state-key parts for
+        # words a CPU never fetches cannot change any outcome, so they are left out.
+        self.scopes: list[frozenset[int] | None] = [None] * ncpus
         # Torn-word bookkeeping: word -> (value before the first piece, bytes written).
         self._pieces: dict[int, tuple[int, int]] = {}
         self._torn: dict[int, set[int]] = {}  # word -> values that mixed two writes
@@ -227,7 +231,9 @@ class FetchModel:
             h.update(w.to_bytes(4, "little"))
             h.update(bytes(self.dside[w:w + 4]))
             h.update(bytes(self.pou[w:w + 4]))
-            for cpu in self.cpus:
+            for cpu, scope in zip(self.cpus, self.scopes, strict=True):
+                if scope is not None and w not in scope:
+                    continue  # this CPU never fetches w: its copies cannot matter
                 h.update(b"i" if w in cpu.invalid else bytes(cpu.icache[w:w + 4]))
                 h.update(bytes(cpu.iview[w:w + 4]))
         # Invalid untouched words refill to the initial text, so they cannot matter.
@@ -326,6 +332,34 @@ class FetchModel:
         c.invalid.discard(word)
         c.pending.add(word)
 
+    def refill(self, cpu: int, word: int, from_dside: bool = False) -> None:
+        """Rules 5 then 4 as one choice: the word is evicted if valid, then filled.
+
+        For exploration this loses nothing: an eviction only matters through the fill
+        that follows it, either chosen or done by the next catch-up (which a refill from
+        the PoU just before that catch-up reproduces).
+        """
+        c = self.cpus[cpu]
+        if word not in c.invalid:
+            self.evict(cpu, word)
+        self.fill(cpu, word, from_dside)
+
+    def refill_choices(self, cpu: int) -> list[tuple[int, bool]]:
+        """Refills that change the I-cache word (its value, or its being invalid)."""
+        c = self.cpus[cpu]
+        out: list[tuple[int, bool]] = []
+        for w in sorted(self._in_scope(cpu, self.touched)):
+            invalid = w in c.invalid
+            cached = c.icache[w:w + 4]
+            pou = self.pou[w:w + 4]
+            if invalid or cached != pou:
+                out.append((w, False))
+            if not self.config.cache.idc:
+                dside = self.dside[w:w + 4]
+                if dside != pou and (invalid or cached != dside):
+                    out.append((w, True))
+        return out
+
     def evict(self, cpu: int, word: int) -> None:
         """A valid I-cache word becomes invalid."""
         c = self.cpus[cpu]
@@ -364,7 +398,10 @@ class FetchModel:
     def catch_up_would_change(self, cpu: int) -> bool:
         """Whether a catch-up of ``cpu`` now would change its I-view."""
         c = self.cpus[cpu]
+        scope = self.scopes[cpu]
         for w in c.pending:
+            if scope is not None and w not in scope:
+                continue
             src = self.pou if w in c.invalid else c.icache
             if src[w:w + 4] != c.iview[w:w + 4]:
                 return True
@@ -398,7 +435,7 @@ class FetchModel:
         """
         c = self.cpus[cpu]
         out: list[tuple[int, bool]] = []
-        for w in sorted(self.touched & c.invalid):
+        for w in sorted(self._in_scope(cpu, self.touched & c.invalid)):
             out.append((w, False))
             if not self.config.cache.idc and self.dside[w:w + 4] != self.pou[w:w + 4]:
                 out.append((w, True))
@@ -408,7 +445,7 @@ class FetchModel:
         """Valid words whose refill could give another value than the one cached."""
         c = self.cpus[cpu]
         out = []
-        for w in sorted(self.touched - c.invalid):
+        for w in sorted(self._in_scope(cpu, self.touched - c.invalid)):
             cached = c.icache[w:w + 4]
             if cached != self.pou[w:w + 4] or cached != self.dside[w:w + 4]:
                 out.append(w)
@@ -421,6 +458,10 @@ class FetchModel:
         lines = sorted({w & self._dmask for w in self.touched})
         return [ln for ln in lines
                 if self.pou[ln:ln + self.config.dline] != self.dside[ln:ln + self.config.dline]]
+
+    def _in_scope(self, cpu: int, words: set[int]) -> set[int]:
+        scope = self.scopes[cpu]
+        return words if scope is None else words & scope
 
     def _check(self, off: int) -> None:
         if not 0 <= off < self.size:

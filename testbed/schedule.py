@@ -52,8 +52,8 @@ class DecisionKind(enum.Enum):
     STEP = "step"  # the CPU performs its next visible operation and runs to the one after
     IRQ = "irq"  # the CPU takes its pending IRQ and runs to its next visible operation
     CATCH_UP = "catchup"  # rule 7 at a point that is not a context synchronization event
-    FILL = "fill"  # rule 4 from the PoU
-    FILL_DSIDE = "fill-dside"  # rule 4 from the D-side (IDC=0)
+    FILL = "fill"  # rule 4 from the PoU (a valid word is evicted first: rule 5)
+    FILL_DSIDE = "fill-dside"  # rule 4 from the D-side (IDC=0), likewise
     EVICT = "evict"  # rule 5
     WRITE_BACK = "writeback"  # rule 6 (IDC=0)
 

@@ -345,3 +345,30 @@ def test_reset_and_snapshot_restore_everything() -> None:
     assert m.fetch(1, 8) == B_NEW and m.state_key() == key1
     assert m.reset() == [[], [8]]
     assert m.fetch(1, 8) == NOP and pou(m, 8) == NOP and not m.touched
+
+
+def test_refill_is_evict_then_fill_and_only_offered_when_it_changes_something() -> None:
+    m = model(CacheType.IDC0)
+    assert m.refill_choices(1) == []
+    put(m, 8, B_NEW)  # D-side new, PoU and I-caches old
+    assert m.refill_choices(1) == [(8, True)]  # from the PoU would give the same word
+    m.refill(1, 8, from_dside=True)
+    assert m.cpus[1].icache[8:12] == B_NEW.to_bytes(4, "little")
+    assert m.refill_choices(1) == [(8, False)]  # back to the stale PoU value
+    m.refill(1, 8)
+    m.catch_up(1)
+    assert m.fetch(1, 8) == NOP
+
+
+def test_fetch_scope_prunes_choices_and_state_key() -> None:
+    m = model(CacheType.IDC0)
+    m.scopes[1] = frozenset({0})  # CPU1 never fetches word 8
+    put(m, 8, B_NEW)
+    m.ic_ivau(8)
+    assert m.fill_choices(1) == [] and m.refill_choices(1) == []
+    assert not m.catch_up_would_change(1)  # word 0 (in scope) would not change
+    key = m.state_key()
+    m.catch_up(1)  # changes only word 8 of CPU1: outside its scope
+    assert m.state_key() == key
+    m.catch_up(0)  # CPU0 has no scope: its copy matters
+    assert m.state_key() != key
