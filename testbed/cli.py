@@ -137,6 +137,45 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _litmus_files(paths: Sequence[str]) -> list[Path]:
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(p.rglob("*.litmus"))
+            if not found:
+                raise CliError(f"{p}: no .litmus files in this folder")
+            files += found
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise CliError(f"{p}: no such file or folder")
+    return files
+
+
+def cmd_litmus(args: argparse.Namespace) -> int:
+    from .exploration import Bounds
+    from .litmus import LitmusError, parse_file
+    from .litmus_run import report_text, results_json, run_test
+    results = []
+    failed = 0
+    bounds = Bounds(max_states=args.max_states, max_seconds=args.max_seconds)
+    for path in _litmus_files(args.paths):
+        try:
+            result = run_test(parse_file(path), args.cache, bounds=bounds,
+                              random_runs=args.random, seed=args.seed)
+        except LitmusError as e:
+            print(f"testbed: error: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        results.append(result)
+        if not args.json:
+            print(report_text(result))
+            print()
+    if args.json:
+        print(results_json(results))
+    return 2 if failed else 0
+
+
 def cmd_disasm(args: argparse.Namespace) -> int:
     session = _session(args.scenario, None, None)
     for line in session.image.listing:
@@ -174,6 +213,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int)
     sp.add_argument("--out", default="testbed-findings")
     sp.set_defaults(func=cmd_demo)
+    sp = sub.add_parser("litmus", help="run herd-format litmus tests, herd7-style verdicts")
+    sp.add_argument("paths", nargs="+", metavar="PATH", help=".litmus files or folders")
+    sp.add_argument("--cache", type=_cache, help="IDC0, IDC1 or DIC1 (default: the file's)")
+    sp.add_argument("--json", action="store_true", help="print a JSON list of results")
+    sp.add_argument("--max-states", type=int, default=500_000)
+    sp.add_argument("--max-seconds", type=float, default=120.0)
+    sp.add_argument("--random", type=int, default=0, metavar="N",
+                    help="sample N random schedules instead of exploring exhaustively")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.set_defaults(func=cmd_litmus)
     sp = sub.add_parser("disasm", help="print a scenario's linked kernel image")
     sp.add_argument("scenario")
     sp.set_defaults(func=cmd_disasm)

@@ -1,0 +1,408 @@
+"""Running herd litmus tests on the machine, with herd7-shaped verdicts.
+
+Each thread's code is assembled at its own page of text, its labels renamed
+``P<n>_<label>`` so that every label is a global symbol: usable as a branch target and
+as a data address (a store through it reaches the D-side; fetches see it only through
+the fetch model).  A thread ends at ``P<n>__exit``, which switches the CPU off with its
+registers intact.  Each thread has its own vector table: its synchronous entries branch
+to the thread's fault handler (``P<n>.F``) if it has one, else to its exit.  Memory
+locations live in the image's data, eight bytes each.  The cache configuration comes
+from the file (``CacheType=``) unless overridden.
+
+Outcomes are counted as distinct final states (herd7 counts candidate executions, so
+the Positive/Negative numbers differ from herd7's while Ok/No and the Observation kind
+compare directly).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import layout
+from .asm import AsmError, Image, Source, link
+from .exploration import Bounds, Exploration, explore
+from .litmus import (
+    Atom,
+    AtomKind,
+    LitmusError,
+    LitmusTest,
+    LitmusUnsupported,
+    Prop,
+    Quantifier,
+    Value,
+    ValueKind,
+    atoms,
+    evaluate,
+    format_prop,
+)
+from .machine import Finding, Machine
+from .memory import CacheType, FetchConfig
+from .schedule import Decision
+from .strategies import RandomWalk
+
+__all__ = ["LitmusProgram", "LitmusResult", "build", "report_text", "results_json", "run_test"]
+
+NOP = 0xD503201F
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@dataclass
+class LitmusProgram:
+    """A litmus test mapped onto a machine."""
+
+    test: LitmusTest
+    image: Image
+    machine: Machine
+    cache: CacheType
+    observed: tuple[Atom, ...]  # the atoms whose values make up a final state
+    _instr_cache: dict[str, int] = field(default_factory=dict)
+
+    def label(self, thread: int, name: str) -> int:
+        return self.image.addr(_label(thread, name))
+
+    def location(self, name: str) -> int:
+        return self.image.addr(_loc(name))
+
+    def resolve(self, v: Value) -> int:
+        """The number a litmus value stands for on this machine."""
+        if v.kind is ValueKind.INT:
+            return v.number & (2**64 - 1)
+        if v.kind is ValueKind.LABEL:
+            return self.label(v.thread, v.name)
+        if v.kind is ValueKind.LOCATION:
+            return self.location(v.name)
+        return _encode(v.text, self._instr_cache, self.test.path)
+
+    def value_of(self, m: Machine, atom: Atom) -> int:
+        if atom.kind is AtomKind.REG:
+            return m.registers(atom.thread, [atom.reg])[atom.reg]
+        return m.read_u64(self.location(atom.loc))
+
+    def observe(self, m: Machine) -> tuple[tuple[str, int], ...]:
+        state = tuple((_atom_name(a), self.value_of(m, a)) for a in self.observed)
+        if m.findings:
+            state += (("fault", len(m.findings)),)
+        return state
+
+    def holds(self, state: tuple[tuple[str, int], ...], prop: Prop) -> bool:
+        values = dict(state)
+        return evaluate(prop, lambda a: values[_atom_name(a)] == self.resolve(a.value))
+
+    def show(self, name: str, value: int) -> str:
+        """A value as herd prints it: labels by name, small numbers in decimal."""
+        for (thread, label), addr in self._labels().items():
+            if addr == value:
+                return f"P{thread}:{label}"
+        if value == NOP:
+            return "NOP"
+        return str(value) if value < 0x10000 else f"{value:#x}"
+
+    def _labels(self) -> dict[tuple[int, str], int]:
+        out = {}
+        for t in (*self.test.threads, *self.test.handlers.values()):
+            for line in t.lines:
+                for lab in line.labels:
+                    out[(t.index, lab)] = self.label(t.index, lab)
+        return out
+
+
+def _label(thread: int, name: str) -> str:
+    return f"P{thread}_{name}"
+
+
+def _loc(name: str) -> str:
+    return f"loc_{name}"
+
+
+def _atom_name(a: Atom) -> str:
+    return f"{a.thread}:{a.reg}" if a.kind is AtomKind.REG else a.loc
+
+
+def _encode(text: str, cache: dict[str, int], path: str) -> int:
+    if text.upper() == "NOP":
+        return NOP
+    if text not in cache:
+        try:
+            img = link([Source(f"{path}: instr:\"{text}\"", f"\t.text\n\t{text}\n")],
+                       text_base=layout.TEXT_BASE, data_base=layout.DATA_BASE)
+        except AsmError as e:
+            raise LitmusError(path, 0, f"instr:\"{text}\": {e.reason}") from None
+        cache[text] = int.from_bytes(img.text[:4], "little")
+    return cache[text]
+
+
+def _source(test: LitmusTest) -> tuple[str, dict[int, int]]:
+    """The whole test as one assembly file, and generated line -> litmus line."""
+    out = ["\t.text"]
+    origin: dict[int, int] = {}  # index in out -> line of the litmus file
+    ncpus = len(test.threads)
+    for t in test.threads:
+        i = t.index
+        labels = {lab for line in t.lines for lab in line.labels}
+        handler = test.handlers.get(i)
+        if handler is not None:
+            hlabels = {lab for line in handler.lines for lab in line.labels}
+            clash = labels & hlabels
+            if clash:
+                raise LitmusUnsupported(test.path, handler.lines[0].line if handler.lines else 0,
+                                        f"unsupported: label {sorted(clash)[0]} defined in both "
+                                        f"P{i} and P{i}.F")
+            labels |= hlabels
+
+        def rename(text: str, labels: set[str] = labels, i: int = i) -> str:
+            mnemonic, _, operands = text.strip().partition(" ")
+            if not operands:
+                return mnemonic
+            return mnemonic + " " + _IDENT.sub(
+                lambda mo: _label(i, mo.group(0)) if mo.group(0) in labels else mo.group(0),
+                operands)
+
+        out += ["\t.align\t12", f"P{i}__start:"]
+        for line in t.lines:
+            out += [f"{_label(i, lab)}:" for lab in line.labels]
+            if line.text:
+                origin[len(out)] = line.line
+                out.append(f"\t{rename(line.text)}")
+        out += [f"P{i}__exit:", f"\tb\tP{i}__exit"]
+        if handler is not None:
+            out.append(f"P{i}F__start:")
+            for line in handler.lines:
+                out += [f"{_label(i, lab)}:" for lab in line.labels]
+                if line.text:
+                    origin[len(out)] = line.line
+                    out.append(f"\t{rename(line.text)}")
+            out.append(f"\tb\tP{i}__exit")
+    for i in range(ncpus):
+        target = f"P{i}F__start" if i in test.handlers else f"P{i}__exit"
+        out += ["\t.align\t11", f"P{i}__vectors:"]
+        for entry in range(16):
+            sync = entry % 4 == 0  # the synchronous entry of each of the four groups
+            out += ["\t.align\t7", f"\tb\t{target if sync else f'P{i}__exit'}"]
+    out += ["\t.data", "\t.align\t3"]
+    inits = {loc.name: loc.value for loc in test.locs}
+    for name in test.location_names():
+        v = inits.get(name)
+        if v is None or v.kind is ValueKind.INT:
+            init = str((v.number if v else 0) & (2**64 - 1))
+        elif v.kind is ValueKind.LABEL:
+            init = _label(v.thread, v.name)
+        elif v.kind is ValueKind.LOCATION:
+            init = _loc(v.name)
+        else:
+            init = "0"  # an instruction value: written after linking
+        out += [f"\t.global\t{_loc(name)}", f"{_loc(name)}:", f"\t.quad\t{init}"]
+    # Every label is global so that init values and other threads can name it.
+    syms = [f"\t.global\t{_label(t.index, lab)}"
+            for t in (*test.threads, *test.handlers.values())
+            for line in t.lines for lab in line.labels]
+    syms += [f"\t.global\tP{i}__{what}" for i in range(ncpus)
+             for what in ("start", "exit", "vectors")]
+    syms += [f"\t.global\tP{i}F__start" for i in test.handlers]
+    # Generated line n (1-based) is out[n - len(syms) - 1] once syms precede out[1:].
+    lines = ["\t.text", *syms, *out[1:]]
+    shift = len(syms)
+    return "\n".join(lines) + "\n", {k + shift + 1: v for k, v in origin.items()}
+
+
+def build(test: LitmusTest, cache: CacheType | None = None, *,
+          budget: int = 20_000) -> LitmusProgram:
+    """Map ``test`` onto a fresh machine (sealed at its initial state)."""
+    if cache is None:
+        cache = CacheType.parse(test.cache_type) if test.cache_type else CacheType.IDC0
+    text, origin = _source(test)
+    try:
+        image = link([Source(test.path, text)], text_base=layout.TEXT_BASE,
+                     data_base=layout.DATA_BASE, defines=layout.ASM_DEFINES)
+    except AsmError as e:
+        raise LitmusError(test.path, origin.get(e.line, 0),
+                          f"thread code does not assemble: {e.reason}") from None
+    ncpus = len(test.threads)
+    m = Machine(image, ncpus, FetchConfig(cache), budget=budget)
+    observed = _observed(test)
+    prog = LitmusProgram(test, image, m, cache, observed)
+    for loc in test.locs:
+        if loc.value is not None and loc.value.kind is ValueKind.INSTR:
+            m.write(prog.location(loc.name), prog.resolve(loc.value).to_bytes(8, "little"))
+    code_values = _code_values(prog)
+    for i in range(ncpus):
+        m.start(i, f"P{i}__start")
+        m.set_register(i, "vbar_el1", image.addr(f"P{i}__vectors"))
+        m.add_halt(image.addr(f"P{i}__exit"))
+    for i in range(ncpus):
+        m.set_fetch_scope(i, _reachable(prog, i, code_values))
+    for r in test.regs:
+        if r.value is not None:
+            if not 0 <= r.thread < ncpus:
+                raise LitmusError(test.path, r.line, f"P{r.thread} has no code")
+            m.set_register(r.thread, r.reg, prog.resolve(r.value))
+    m.seal()
+    return prog
+
+
+def _code_values(prog: LitmusProgram) -> set[int]:
+    """Every code address a thread could jump to through a register or a location."""
+    test = prog.test
+    values = [r.value for r in test.regs] + [loc.value for loc in test.locs]
+    return {prog.resolve(v) for v in values if v is not None and v.kind is ValueKind.LABEL}
+
+
+def _reachable(prog: LitmusProgram, thread: int, indirect: set[int]) -> set[int]:
+    """The text addresses thread ``thread`` can fetch: a walk of its control flow.
+
+    Direct branches are followed; BR/BLR may reach any code address held in an
+    initial register or location; a fault enters the thread's handler, whose ERET may
+    return to any label of the thread; an instruction at a label (where a test may
+    store another one) may also fall through or branch to any of the thread's labels.
+    The machine reports a "fetch-scope" finding if a modified word outside this set is
+    ever fetched, so a wrong walk cannot silently hide outcomes.
+    """
+    image = prog.image
+    text, base = image.text, layout.TEXT_BASE
+    exit_addr = image.addr(f"P{thread}__exit")
+    labels = [a for (t, _), a in prog._labels().items() if t == thread]
+    patchable = set(prog._labels().values())  # where a test can store an instruction
+    work = [image.addr(f"P{thread}__start")]
+    if thread in prog.test.handlers:
+        work += [image.addr(f"P{thread}F__start"), *labels]
+    seen: set[int] = set()
+    while work:
+        a = work.pop()
+        if a in seen or not base <= a < base + len(text) - 3:
+            continue
+        seen.add(a)
+        if a == exit_addr:
+            continue
+        w = int.from_bytes(text[a - base:a - base + 4], "little")
+        nxt = [a + 4]
+        if w & 0x7C000000 == 0x14000000:  # B, BL (BL returns to a + 4)
+            target = a + (((w & 0x3FFFFFF) ^ 0x2000000) - 0x2000000) * 4
+            nxt = [target, a + 4] if w & 0x80000000 else [target]
+        elif w & 0xFF000010 == 0x54000000 or w & 0x7E000000 == 0x34000000:  # B.cond, CB(N)Z
+            nxt = [a + 4, a + ((((w >> 5) & 0x7FFFF) ^ 0x40000) - 0x40000) * 4]
+        elif w & 0x7E000000 == 0x36000000:  # TB(N)Z
+            nxt = [a + 4, a + ((((w >> 5) & 0x3FFF) ^ 0x2000) - 0x2000) * 4]
+        elif w & 0xFFFFFC1F in (0xD61F0000, 0xD63F0000):  # BR, BLR
+            nxt = [*indirect, a + 4]
+        elif w & 0xFFFFFC1F == 0xD65F0000 or w == 0xD69F03E0:  # RET, ERET
+            nxt = []
+        if a in patchable:  # whatever is patched in may fall through or branch to a label
+            nxt += [a + 4, *labels]
+        work += nxt
+    return seen
+
+
+def _observed(test: LitmusTest) -> tuple[Atom, ...]:
+    seen: dict[str, Atom] = {}
+    extra = [a for a in test.locations if isinstance(a, Atom)]
+    for a in [*atoms(test.condition.prop), *extra]:
+        seen.setdefault(_atom_name(a), a)
+    return tuple(seen.values())
+
+
+@dataclass
+class LitmusResult:
+    name: str
+    cache: CacheType
+    quantifier: Quantifier
+    condition: str
+    finals: dict[tuple[tuple[str, int], ...], int]
+    positive: int  # final states satisfying the proposition
+    negative: int
+    complete: bool
+    reason: str
+    explored: int  # distinct machine states explored (or schedules sampled)
+    seconds: float
+    program: LitmusProgram = field(repr=False)
+    witnesses: dict[Hashable, tuple[Decision, ...]] = field(default_factory=dict, repr=False)
+    findings: list[Finding] = field(default_factory=list)  # faults etc. in final states
+
+    @property
+    def witnessed(self) -> bool:
+        """Some reachable final state satisfies the condition's proposition."""
+        return self.positive > 0
+
+    @property
+    def ok(self) -> bool:
+        if self.quantifier is Quantifier.EXISTS:
+            return self.positive > 0
+        if self.quantifier is Quantifier.NOT_EXISTS:
+            return self.positive == 0
+        return self.negative == 0
+
+    @property
+    def observation(self) -> str:
+        if self.positive == 0:
+            return "Never"
+        return "Always" if self.negative == 0 else "Sometimes"
+
+    def to_json(self) -> dict[str, Any]:
+        prog = self.program
+        return {
+            "name": self.name, "path": prog.test.path, "cache": self.cache.value,
+            "condition": self.condition, "verdict": "Ok" if self.ok else "No",
+            "observation": self.observation, "positive": self.positive,
+            "negative": self.negative, "states": len(self.finals), "witnessed": self.witnessed,
+            "complete": self.complete, "reason": self.reason, "explored": self.explored,
+            "seconds": round(self.seconds, 3),
+            "finals": [{k: prog.show(k, v) for k, v in state} for state in self.finals],
+            "findings": [f"[{f.oracle}] {f.message}" for f in self.findings],
+        }
+
+
+def run_test(test: LitmusTest, cache: CacheType | None = None, *,
+             bounds: Bounds | None = None, random_runs: int = 0,
+             seed: int = 0) -> LitmusResult:
+    """Explore ``test`` exhaustively (or sample ``random_runs`` random schedules)."""
+    bounds = bounds or Bounds(max_seconds=60.0)
+    prog = build(test, cache)
+    m = prog.machine
+    if random_runs:
+        import time
+        t0 = time.perf_counter()
+        finals: dict[Hashable, int] = {}
+        for i in range(random_runs):
+            from .scheduler import run
+            run(m, RandomWalk(seed + i, p_model=0.2, p_irq=0.0), scenario=test.name)
+            obs = prog.observe(m)
+            finals[obs] = finals.get(obs, 0) + 1
+        exp = Exploration(finals=finals, states=random_runs, complete=False,
+                          reason=f"random sampling of {random_runs} schedules",
+                          seconds=time.perf_counter() - t0)
+    else:
+        exp = explore(m, prog.observe, bounds)
+    prop = test.condition.prop
+    states: dict[tuple[tuple[str, int], ...], int] = {
+        k: v for k, v in exp.finals.items() if isinstance(k, tuple)}
+    positive = sum(1 for s in states if prog.holds(s, prop))
+    return LitmusResult(test.name, prog.cache, test.condition.quantifier, test.condition.text,
+                        states, positive, len(states) - positive, exp.complete, exp.reason,
+                        exp.states, exp.seconds, prog, exp.witnesses,
+                        list(exp.findings.values()))
+
+
+def report_text(r: LitmusResult) -> str:
+    """herd7's output shape, plus a line on the completeness of the exploration."""
+    prog = r.program
+    kind = "Allowed" if r.quantifier is Quantifier.EXISTS else "Required"
+    lines = [f"Test {r.name} {kind}", f"States {len(r.finals)}"]
+    for state in sorted(r.finals):
+        lines.append(" ".join(f"{k}={prog.show(k, v)};" for k, v in state))
+    lines += ["Ok" if r.ok else "No", "Witnesses",
+              f"Positive: {r.positive} Negative: {r.negative}",
+              f"Condition {r.quantifier.value} ({format_prop(prog.test.condition.prop)})",
+              f"Observation {r.name} {r.observation} {r.positive} {r.negative}"]
+    if r.complete:
+        lines.append(f"Exploration complete: {r.explored} states, {r.seconds:.2f} s, "
+                     f"cache {r.cache.value}")
+    else:
+        lines.append(f"Exploration INCOMPLETE ({r.reason}): {r.explored} states, "
+                     f"{r.seconds:.2f} s, cache {r.cache.value}; Never/Ok may be wrong")
+    return "\n".join(lines)
+
+
+def results_json(results: Sequence[LitmusResult]) -> str:
+    return json.dumps([r.to_json() for r in results], indent=2)

@@ -1,0 +1,109 @@
+"""The litmus runner and `testbed litmus`: herd7-shaped output, JSON, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from testbed.cli import main
+from testbed.litmus import parse
+from testbed.litmus_run import run_test
+from testbed.memory import CacheType
+from testbed.scheduler import run
+from testbed.strategies import Replay
+
+# herd-ifetch's SM.B+isb (Arm's catalogue), inline so these tests stand alone.
+SM_B_ISB = """AArch64 SM.B+isb
+{ 0:X0=NOP; 0:X1=P0:L0; 0:X9=0; }
+P0              ;
+    STR W0,[X1] ;
+    ISB         ;
+L0: B L1        ;
+    MOV W9,#1   ;
+L1:             ;
+exists 0:X9=0
+"""
+
+FAULT = """AArch64 fault-handler
+{ 0:X0=0; 0:X1=P0:m0; 0:X3=x; }
+P0              | P0.F           ;
+    STR W0,[X1] | MOV W4,#2      ;
+    DC CVAU,X1  | STR W4,[X3]    ;
+    DSB ISH     | ADR X9,l0      ;
+    IC IVAU,X1  | MSR ELR_EL1,X9 ;
+    DSB ISH     | ERET           ;
+    ISB         |                ;
+m0: B l0        |                ;
+l0:             |                ;
+exists (x=2)
+"""
+
+
+def test_herd_shaped_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "SM.B+isb.litmus"
+    f.write_text(SM_B_ISB)
+    assert main(["litmus", str(f)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[:9] == ["Test SM.B+isb Allowed", "States 2", "0:X9=0;", "0:X9=1;", "Ok",
+                       "Witnesses", "Positive: 1 Negative: 1", "Condition exists (0:X9=0)",
+                       "Observation SM.B+isb Sometimes 1 1"]
+    assert out[9].startswith("Exploration complete: ")
+
+
+def test_json_cache_override_and_folders(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "SM.B+isb.litmus").write_text(SM_B_ISB)
+    (tmp_path / "a" / "fault.litmus").write_text(FAULT)
+    assert main(["litmus", str(tmp_path), "--json", "--cache", "DIC1"]) == 0
+    results = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(results) == {"SM.B+isb", "fault-handler"}
+    sm = results["SM.B+isb"]
+    for key in ("name", "cache", "observation", "positive", "negative", "states",
+                "complete", "witnessed"):
+        assert key in sm
+    # With DIC=1 the store invalidated the I-cache and the ISB fetches the NOP.
+    assert (sm["cache"], sm["observation"], sm["witnessed"]) == ("DIC1", "Never", False)
+    assert sm["complete"] is True and sm["states"] == 1
+
+
+def test_fault_handler_is_entered_and_left_with_eret() -> None:
+    r = run_test(parse(FAULT, "fault.litmus"))
+    assert r.complete
+    # The full maintenance sequence and ISB: the invalid word always faults.
+    assert [dict(s) for s in r.finals] == [{"x": 2}]
+    assert r.ok and r.observation == "Always"
+
+
+def test_every_outcome_has_a_witness_schedule_that_replays() -> None:
+    r = run_test(parse(SM_B_ISB, "SM.B+isb.litmus"), CacheType.IDC0)
+    prog = r.program
+    assert set(r.witnesses) == set(r.finals)
+    for state, path in r.witnesses.items():
+        run(prog.machine, Replay(path), scenario="t")
+        assert prog.observe(prog.machine) == state
+
+
+def test_random_sampling_is_reported_as_incomplete() -> None:
+    r = run_test(parse(SM_B_ISB, "SM.B+isb.litmus"), random_runs=50)
+    assert not r.complete and "random sampling" in r.reason
+    assert set(r.finals) <= {(("0:X9", 0),), (("0:X9", 1),)}
+
+
+def test_bad_litmus_files_are_one_line_errors(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.litmus"
+    bad.write_text(SM_B_ISB.replace("    ISB         ;\n", "    ISB         \n"))
+    good = tmp_path / "good.litmus"
+    good.write_text(SM_B_ISB)
+    assert main(["litmus", str(bad), str(good)]) == 2  # the good one still runs
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"testbed: error: {bad}:")
+    assert "Test SM.B+isb Allowed" in captured.out
+    weird = tmp_path / "weird.litmus"
+    weird.write_text(SM_B_ISB.replace("ISB ", "FOO "))
+    assert main(["litmus", str(weird)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"testbed: error: {weird}:5: thread code does not assemble")
