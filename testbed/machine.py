@@ -189,18 +189,6 @@ class MachineState:
     stopped: bool
 
 
-@dataclass
-class _Baseline:
-    contexts: list[Any]
-    data: bytes
-    percpu: bytes
-    stacks: list[bytes]
-    cpus: list[tuple[CpuState, int, tuple[int, int, int] | None, bool, list[tuple[int, int, int]]]]
-    gic: tuple[int, ...]
-    events: list[Event]
-    findings: list[Finding]
-
-
 def _ptr(buf: bytearray, keep: list[Any]) -> int:
     c = (ctypes.c_char * len(buf)).from_buffer(buf)
     keep.append(c)
@@ -252,7 +240,7 @@ class Machine:
         self._new_fetch_points: list[int] = []
         self._runnable: list[int] = []
         self.cpus = [self._make_cpu(i) for i in range(ncpus)]
-        self._baseline: _Baseline | None = None
+        self._baseline: MachineState | None = None
 
     # -- construction ------------------------------------------------------------------
     def _visible_addresses(self) -> dict[int, OpKind]:
@@ -369,6 +357,8 @@ class Machine:
             raise GuestError("write the text through the model, not from the host")
         buf, off = self._buffer(addr, len(data))
         buf[off:off + len(data)] = data
+        if buf is self.data:  # saved states must cover what set-up wrote
+            self._data_extent = max(self._data_extent, -(-(off + len(data)) // 64) * 64)
 
     def read_u32(self, where: str | int) -> int:
         return int.from_bytes(self.read(self.addr(where), 4), "little")
@@ -392,35 +382,18 @@ class Machine:
         """
         self.step_no = 0
         self._states_changed()
-        self._baseline = _Baseline(
-            [c.uc.context_save() for c in self.cpus], bytes(self.data), bytes(self.percpu),
-            [bytes(c.stack) for c in self.cpus],
-            [(c.state, c.pc, c.exc, c.irq_masked, list(c.log)) for c in self.cpus],
-            self.gic.state(), list(self.events), list(self.findings))
+        self._baseline = self.save()
 
     def reset(self) -> None:
         """Back to the sealed baseline, keeping the Unicorn instances and translations."""
-        base = self._baseline
-        if base is None:
+        if self._baseline is None:
             raise GuestError("reset() before seal()")
-        for c, words in zip(self.cpus, self.model.reset(), strict=True):
-            self._forget_view(c, words)
-        self._refresh_fetch_points()
-        self.data[:] = base.data
-        self.percpu[:] = base.percpu
-        for c, ctx, stack, (state, pc, exc, masked, log) in zip(
-                self.cpus, base.contexts, base.stacks, base.cpus, strict=True):
-            c.uc.context_restore(ctx)
-            c.stack[:] = stack
-            c.state, c.pc, c.exc, c.irq_masked = state, pc, exc, masked
-            c.log = list(log)
-            c.read_fix = []
-        self.gic.set_state(base.gic)
-        self.events = list(base.events)
-        self.findings = list(base.findings)
-        self.stopped = bool(self.findings)
-        self.step_no = 0
-        self._states_changed()
+        # A finished run's result keeps its logs, events and findings: start new lists.
+        for c in self.cpus:
+            c.log = []
+        self.events = []
+        self.findings = []
+        self.load(self._baseline)
 
     def _forget_view(self, c: Cpu, words: Iterable[int]) -> None:
         u = c.uc
@@ -458,6 +431,8 @@ class Machine:
             del c.log[loglen:]
         self.gic.set_state(st.gic)
         self.step_no = st.step_no
+        for c in self.cpus:
+            c.read_fix = []
         del self.events[st.events:]
         del self.findings[st.findings:]
         self.stopped = st.stopped
