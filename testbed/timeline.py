@@ -49,8 +49,9 @@ def rows(result: RunResult, image: Image,
         for step, addr, word in seq:
             if step not in seen:
                 seen.add(step)
-                by_step.setdefault(step, []).append(Row(
-                    step, cpu, f"{_disasm(cs, word, addr):<28} {image.symbolize(addr)}"))
+                if addr not in watch:  # a watched address gets its own, marked row
+                    by_step.setdefault(step, []).append(Row(
+                        step, cpu, f"{_disasm(cs, word, addr):<28} {image.symbolize(addr)}"))
             if addr in watch:
                 label = watch[addr].get(word, f"{word:#010x}")
                 by_step.setdefault(step, []).append(Row(
