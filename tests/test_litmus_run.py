@@ -107,3 +107,23 @@ def test_bad_litmus_files_are_one_line_errors(tmp_path: Path,
     assert main(["litmus", str(weird)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"testbed: error: {weird}:5: thread code does not assemble")
+
+
+def test_instr_and_label_values_are_resolved() -> None:
+    src = """AArch64 values
+{ 0:X0=instr:"B .+8"; 0:X1=label:"P0:L0"; [x]=P0:L0; 0:X3=x; }
+P0              ;
+    STR W0,[X1] ;
+    LDR X4,[X3] ;
+    ISB         ;
+L0: NOP         ;
+    MOV W9,#1   ;
+    MOV W8,#2   ;
+exists (0:X9=0 /\\ 0:X4=P0:L0)
+"""
+    r = run_test(parse(src, "values.litmus"), CacheType.DIC1)
+    prog = r.program
+    assert prog.resolve(parse(src, "v").regs[0].value) == 0x14000002  # type: ignore[arg-type]
+    # DIC=1 and an ISB: the B .+8 always runs, skipping MOV W9, and x held the label.
+    assert [dict(s) for s in r.finals] == [{"0:X9": 0, "0:X4": prog.label(0, "L0")}]
+    assert r.witnessed
