@@ -1,0 +1,126 @@
+// jump_label.S: static keys, after include/linux/jump_label.h, kernel/jump_label.c
+// and arch/arm64/kernel/jump_label.c (v5.4; the v6.11 batch "apply" step as an option).
+//
+// struct static_key { int enabled; }  (the entries pointer is not needed: the whole
+// table is scanned, as jump_label_update() does for core kernel text).
+// struct jump_entry { u64 code; u64 target; u64 key; }  (absolute, not the relative
+// s32 form of CONFIG_HAVE_ARCH_JUMP_LABEL_RELATIVE: simpler, same behaviour).
+// The table lies between __start___jump_table and __stop___jump_table, which the
+// scenario's workload file defines (no linker sections here).
+//
+// jump_label_patch_mode selects what happens after the sites are patched:
+//   0  nothing: aarch64_insn_patch_text_nosync only (arm64 v5.0 .. v6.10)
+//   1  kick_all_cpus_sync() (v6.11, commit cfb00a357864, arch_jump_label_transform_apply)
+
+	.equ JUMP_LABEL_NOP, 0
+	.equ JUMP_LABEL_JMP, 1
+	.equ JE_CODE, 0
+	.equ JE_TARGET, 8
+	.equ JE_KEY, 16
+	.equ JE_SIZE, 24
+
+	.text
+
+// u32 aarch64_insn_gen_branch_imm(u64 pc, u64 addr): B addr at pc (NOLINK).
+	.global aarch64_insn_gen_branch_imm
+aarch64_insn_gen_branch_imm:
+	sub	x2, x1, x0
+	ubfx	x2, x2, #2, #26
+	movz	w0, #0x1400, lsl #16
+	orr	w0, w0, w2
+	ret
+
+// void arch_jump_label_transform(struct jump_entry *entry, int type)
+	.global arch_jump_label_transform
+arch_jump_label_transform:
+	stp	x29, x30, [sp, #-32]!
+	mov	x29, sp
+	str	x19, [sp, #16]
+	ldr	x19, [x0, #JE_CODE]
+	cmp	w1, #JUMP_LABEL_JMP
+	b.ne	1f
+	ldr	x1, [x0, #JE_TARGET]
+	mov	x0, x19
+	bl	aarch64_insn_gen_branch_imm
+	mov	w1, w0
+	b	2f
+1:	movz	w1, #0x201f			// aarch64_insn_gen_nop(): 0xd503201f
+	movk	w1, #0xd503, lsl #16
+2:	mov	x0, x19
+	bl	aarch64_insn_patch_text_nosync
+	ldr	x19, [sp, #16]
+	ldp	x29, x30, [sp], #32
+	ret
+
+// void jump_label_update(struct static_key *key, int type): every entry of the key.
+	.global jump_label_update
+jump_label_update:
+	stp	x29, x30, [sp, #-48]!
+	mov	x29, sp
+	stp	x19, x20, [sp, #16]
+	str	x21, [sp, #32]
+	mov	x19, x0
+	mov	w21, w1
+	ldr	x20, =__start___jump_table
+1:	ldr	x9, =__stop___jump_table
+	cmp	x20, x9
+	b.hs	3f
+	ldr	x10, [x20, #JE_KEY]
+	cmp	x10, x19
+	b.ne	2f
+	mov	x0, x20
+	mov	w1, w21
+	bl	arch_jump_label_transform
+2:	add	x20, x20, #JE_SIZE
+	b	1b
+3:	ldr	x9, =jump_label_patch_mode
+	ldr	w9, [x9]
+	cbz	w9, 4f
+	bl	kick_all_cpus_sync		// arch_jump_label_transform_apply() (v6.11)
+4:	ldr	x21, [sp, #32]
+	ldp	x19, x20, [sp, #16]
+	ldp	x29, x30, [sp], #48
+	ret
+
+// void static_key_enable(struct static_key *key): static_key_enable_cpuslocked().
+	.global static_key_enable
+static_key_enable:
+	stp	x29, x30, [sp, #-32]!
+	mov	x29, sp
+	str	x19, [sp, #16]
+	mov	x19, x0
+	ldr	w9, [x19]
+	cbnz	w9, 1f				// already enabled
+	mov	w9, #-1				// atomic_set(&key->enabled, -1): in progress
+	str	w9, [x19]
+	mov	x0, x19
+	mov	w1, #JUMP_LABEL_JMP
+	bl	jump_label_update
+	mov	w9, #1
+	stlr	w9, [x19]			// atomic_set_release(&key->enabled, 1)
+1:	ldr	x19, [sp, #16]
+	ldp	x29, x30, [sp], #32
+	ret
+
+// void static_key_disable(struct static_key *key)
+	.global static_key_disable
+static_key_disable:
+	stp	x29, x30, [sp, #-32]!
+	mov	x29, sp
+	str	x19, [sp, #16]
+	mov	x19, x0
+	ldr	w9, [x19]
+	cbz	w9, 1f				// already disabled
+	mov	x0, x19
+	mov	w1, #JUMP_LABEL_NOP
+	bl	jump_label_update
+	stlr	wzr, [x19]
+1:	ldr	x19, [sp, #16]
+	ldp	x29, x30, [sp], #32
+	ret
+
+	.data
+	.align	3
+	.global jump_label_patch_mode
+jump_label_patch_mode:
+	.word	0

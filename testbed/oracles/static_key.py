@@ -1,0 +1,58 @@
+"""Static-key incoherence: a CPU saw the key's new state yet ran an old branch.
+
+The workload reads, with a load-acquire, a flag the patcher sets once
+``static_key_enable()`` has returned, then runs through the key's sites and logs which
+way each went.  After ``static_key_enable()`` returns, every site of the key must behave
+as enabled on every CPU that can see that it returned: a CPU that read the flag set and
+still took a site's old (NOP) path is the race v6.11's ``kick_all_cpus_sync()`` closed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..isa import NOP, b
+from ..machine import Finding, Machine
+
+
+@dataclass(frozen=True)
+class SiteLog:
+    """Where one worker CPU logs its iterations, and how an entry is laid out."""
+
+    cpu: int
+    log: int  # address of its u32 entries
+    iterations: int
+    sites: Sequence[tuple[str, str]]  # (site symbol, its "yes" target symbol), log order
+    flag_shift: int = 12  # entry = flag << flag_shift | path of site k << 4 * (n - 1 - k)
+
+
+OLD_PATH, NEW_PATH = 1, 2
+
+
+def static_key_incoherence(m: Machine, logs: Sequence[SiteLog]) -> list[Finding]:
+    """One finding per (CPU, site) whose old path ran after the flag was seen set."""
+    findings: list[Finding] = []
+    truth = m.ground_truth()
+    for wl in logs:
+        raw = m.read(wl.log, 4 * wl.iterations)
+        n = len(wl.sites)
+        for k, (site_sym, yes_sym) in enumerate(wl.sites):
+            site = m.addr(site_sym)
+            runs = [step for step, addr, _ in truth[wl.cpu] if addr == site]
+            for i in range(wl.iterations):
+                entry = int.from_bytes(raw[4 * i:4 * i + 4], "little")
+                if not entry:
+                    break  # the worker did not get that far
+                flag = entry >> wl.flag_shift
+                path = (entry >> (4 * (n - 1 - k))) & 0xF
+                if flag == 1 and path == OLD_PATH:
+                    findings.append(Finding(
+                        "static-key-incoherence",
+                        f"CPU{wl.cpu} saw static_key_enable() return (flag read with a "
+                        f"load-acquire) and then ran the old NOP at "
+                        f"{m.image.symbolize(site)} (iteration {i})",
+                        cpu=wl.cpu, addr=site, words=(NOP, b(site, m.addr(yes_sym))),
+                        step=runs[i] if i < len(runs) else -1))
+                    break
+    return findings
