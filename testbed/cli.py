@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from . import __version__
@@ -43,9 +45,18 @@ def _finding_text(f: Finding) -> str:
     return f"[{f.oracle}] step {f.step}: {f.message}" + (f" (words {words})" if words else "")
 
 
-def _save(result: RunResult, out: Path, tag: str) -> Path:
+def _finding_json(f: Finding, session: Session) -> dict[str, object]:
+    return {"oracle": f.oracle, "cpu": f.cpu, "address": f.addr,
+            "symbol": session.image.symbolize(f.addr) if f.addr >= 0 else "",
+            "message": f.message, "words": list(f.words), "step": f.step}
+
+
+def _save(result: RunResult, session: Session, out: Path, tag: str) -> Path:
+    """The reproducer: the schedule, with the findings it produced recorded in it."""
     path = out / f"{result.scenario}-{tag}.json"
-    result.schedule.save(path)
+    meta = dict(result.schedule.meta)
+    meta["findings"] = [_finding_json(f, session) for f in result.findings]
+    replace(result.schedule, meta=meta).save(path)
     return path
 
 
@@ -59,24 +70,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     session = _session(args.scenario, args.cpus, args.cache)
     seed0 = args.seed if args.seed is not None else int(os.environ.get(ENV_SEED, "0"))
     out = Path(args.out)
-    seen: dict[tuple[str, int, tuple[int, ...]], Path] = {}
+    seen: dict[tuple[str, int, tuple[int, ...]], dict[str, object]] = {}
     decisions = instructions = 0
     t0 = time.perf_counter()
-    for i in range(args.runs):
-        strategy: Strategy = (RoundRobin() if args.strategy == "round-robin"
+    for i in range(args.schedules):
+        strategy: Strategy = (RoundRobin() if args.strategy in ("rr", "round-robin")
                               else RandomWalk(seed0 + i, p_model=args.p_model))
         result = session.run(strategy)
         decisions += result.decisions
         instructions += result.instructions
-        for f in result.findings:
-            if f.signature() not in seen:
-                seen[f.signature()] = _save(result, out, f"{f.oracle}-{seed0 + i}")
+        fresh = [f for f in result.findings if f.signature() not in seen]
+        if not fresh:
+            continue
+        path = _save(result, session, out, f"{fresh[0].oracle}-{seed0 + i}")
+        for f in fresh:
+            seen[f.signature()] = {**_finding_json(f, session), "reproducer": str(path)}
+            if not args.json:
                 print(_finding_text(f))
-                print(f"  reproduce: testbed replay {seen[f.signature()]}")
+                print(f"  reproduce: testbed replay {path}")
     dt = time.perf_counter() - t0
-    print(f"{args.runs} runs of {args.scenario}: {decisions} decisions, {instructions} "
-          f"instructions, {len(seen)} distinct findings ({dt:.2f}s)")
-    return 1 if seen and args.fail_on_finding else 0
+    if args.json:
+        print(json.dumps({
+            "scenario": args.scenario, "strategy": args.strategy, "seed": seed0,
+            "schedules_run": args.schedules, "decisions": decisions,
+            "instructions": instructions, "seconds": round(dt, 3),
+            "findings": list(seen.values())}, indent=2))
+    else:
+        print(f"{args.schedules} schedules of {args.scenario}: {decisions} decisions, "
+              f"{instructions} instructions, {len(seen)} distinct findings ({dt:.2f}s)")
+    return 1 if seen else 0
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -91,6 +113,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
           f"({result.instructions} instructions), trace {result.trace_digest()[:16]}")
     for f in result.findings:
         print(_finding_text(f))
+    recorded = schedule.meta.get("findings")
+    wanted = {(str(f["oracle"]), int(f["address"])) for f in recorded or []
+              if isinstance(f, dict)}
+    got = {(f.oracle, f.addr) for f in result.findings}
     if args.trace:
         for cpu, seq in enumerate(result.ground_truth()):
             for step, addr, word in seq:
@@ -98,7 +124,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.timeline:
         from .timeline import render
         print(render(result, session.image, session.machine.ncpus))
-    return 0
+    if wanted and not wanted <= got:
+        print("the recorded finding did NOT reproduce")
+        return 0
+    return 1 if result.findings else 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -124,7 +153,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             break
     else:
         raise CliError("no stale execution found in 200 seeds")
-    path = _save(result, Path(args.out), f"demo-{seed + attempt}")
+    path = _save(result, session, Path(args.out), f"demo-{seed + attempt}")
     print(f"Demo nosync-stale: a real schedule (random seed {seed + attempt}), not a script.")
     print("CPU0 patches `nop` at patch_site into `b site_new` with "
           "aarch64_insn_patch_text_nosync;")
@@ -191,19 +220,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sp = sub.add_parser("list", help="list the scenarios")
     sp.set_defaults(func=cmd_list)
-    sp = sub.add_parser("run", help="run a scenario under many schedules, report findings")
+    sp = sub.add_parser("run", help="run a scenario under many schedules (exit 1 on a "
+                        "finding, 2 on bad input)")
     sp.add_argument("scenario", help="scenario name or path/to/file.py[:name]")
-    sp.add_argument("--runs", type=int, default=100)
+    sp.add_argument("--schedules", "--runs", type=int, default=100, dest="schedules")
     sp.add_argument("--seed", type=int, help=f"first seed (default: ${ENV_SEED} or 0)")
-    sp.add_argument("--strategy", choices=["random", "round-robin"], default="random")
+    sp.add_argument("--strategy", choices=["random", "rr", "round-robin"], default="random")
+    sp.add_argument("--json", action="store_true", help="print one JSON object")
     sp.add_argument("--p-model", type=float, default=0.05,
                     help="probability of a memory-model choice at each decision")
     sp.add_argument("--cpus", type=int)
     sp.add_argument("--cache", type=_cache, help="IDC0, IDC1 or DIC1")
     sp.add_argument("--out", default="testbed-findings", help="where reproducers go")
-    sp.add_argument("--fail-on-finding", action="store_true", help="exit 1 on a finding")
     sp.set_defaults(func=cmd_run)
-    sp = sub.add_parser("replay", help="replay a saved schedule exactly")
+    sp = sub.add_parser("replay", help="replay a saved schedule exactly (exit 1 if its "
+                        "finding reproduces, 0 if not, 2 on bad input)")
     sp.add_argument("file")
     sp.add_argument("--trace", action="store_true", help="print the ground-truth trace")
     sp.add_argument("--timeline", action="store_true", help="print the timeline")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -25,14 +26,27 @@ def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_run_saves_a_reproducer_that_replays(tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run", "nosync_stale", "--runs", "40", "--out", str(tmp_path)]) == 0
+    assert main(["run", "nosync_stale", "--schedules", "40", "--out", str(tmp_path)]) == 1
     out = capsys.readouterr().out
     assert "[stale-after-flush]" in out and "reproduce: testbed replay" in out
     saved = sorted(tmp_path.glob("nosync_stale-stale-after-flush-*.json"))
     assert len(saved) == 1
-    assert main(["replay", str(saved[0]), "--timeline"]) == 0
+    assert main(["replay", str(saved[0]), "--timeline"]) == 1  # the finding reproduces
     out = capsys.readouterr().out
     assert "[stale-after-flush]" in out and "<== FINDING" in out
+    assert main(["run", "nosync_isb", "--schedules", "40", "--out", str(tmp_path)]) == 0
+
+
+def test_run_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "jump_label_nosync", "--schedules", "300", "--seed", "1", "--json",
+                 "--out", str(tmp_path)]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["scenario"] == "jump_label_nosync" and doc["schedules_run"] == 300
+    assert doc["decisions"] > 0 and doc["instructions"] > doc["decisions"]
+    f = doc["findings"][0]
+    assert f["oracle"] == "static-key-incoherence" and f["symbol"].startswith("jl_")
+    assert Path(f["reproducer"]).is_file()
+    assert main(["replay", f["reproducer"]]) == 1
 
 
 def test_demo_lists_and_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
