@@ -221,7 +221,8 @@ def build(test: LitmusTest, cache: CacheType | None = None, *,
         raise LitmusError(test.path, origin.get(e.line, 0),
                           f"thread code does not assemble: {e.reason}") from None
     ncpus = len(test.threads)
-    m = Machine(image, ncpus, FetchConfig(cache), budget=budget)
+    # Litmus tests modify code concurrently on purpose: no CMODX oracle here.
+    m = Machine(image, ncpus, FetchConfig(cache), budget=budget, cmodx_oracle=False)
     observed = _observed(test)
     prog = LitmusProgram(test, image, m, cache, observed)
     for loc in test.locs:

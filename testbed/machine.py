@@ -35,7 +35,7 @@ from unicorn import arm64_const as A
 from . import emulator, layout, trace
 from .asm import Image
 from .interrupts import InterruptController
-from .isa import OpKind, classify
+from .isa import OpKind, classify, is_cmodx
 from .memory import FetchConfig, FetchModel, ModelError, Snapshot
 from .schedule import Decision, DecisionKind, InvalidDecision
 
@@ -126,6 +126,7 @@ class Cpu:
         "index",
         "irq_masked",
         "kind_at",
+        "last_cse",
         "log",
         "on_code",
         "pc",
@@ -153,6 +154,7 @@ class Cpu:
         self.reason = _Stop.NONE
         self.exc: tuple[int, int, int] | None = None  # (ESR, ELR, executed-through) pending
         self.irq_masked = True
+        self.last_cse = 0  # step of this CPU's last context synchronization event
         self.kind_at: dict[int, OpKind] = {}  # every hooked address -> its current kind
         # Ground truth, in order: (step, start, end) for code run, (step, ~word, value)
         # for an I-view change; start/end are addresses, ~word is negative.
@@ -180,13 +182,14 @@ class MachineState:
     data: bytes
     percpu: bytes
     stacks: list[bytes]
-    cpus: list[tuple[CpuState, int, tuple[int, int, int] | None, bool, int]]
+    cpus: list[tuple[CpuState, int, tuple[int, int, int] | None, bool, int, int]]
     model: Snapshot
     gic: tuple[int, ...]
     step_no: int
     events: int
     findings: int
     stopped: bool
+    text_stores: int
 
 
 def _ptr(buf: bytearray, keep: list[Any]) -> int:
@@ -204,7 +207,7 @@ class Machine:
     """
 
     def __init__(self, image: Image, ncpus: int, fetch: FetchConfig | None = None, *,
-                 budget: int = 200_000) -> None:
+                 budget: int = 200_000, cmodx_oracle: bool = True) -> None:
         if not 1 <= ncpus <= layout.MAX_CPUS:
             raise GuestError(f"ncpus must be 1..{layout.MAX_CPUS}, not {ncpus}")
         if image.text_base != layout.TEXT_BASE or image.data_base != layout.DATA_BASE:
@@ -213,6 +216,9 @@ class Machine:
         self.ncpus = ncpus
         self.fetch_config = fetch or FetchConfig()
         self.budget = budget
+        self.cmodx_oracle = cmodx_oracle
+        # Whole-word stores to text, in order: (step, cpu, word, old value, new value).
+        self.text_stores: list[tuple[int, int, int, int, int]] = []
         line = max(layout.PAGE, self.fetch_config.iline, self.fetch_config.dline)
         self.text_size = max(line, -(-len(image.text) // line) * line)
         if self.text_size > layout.TEXT_MAX or len(image.data) > layout.DATA_SIZE:
@@ -413,9 +419,9 @@ class Machine:
         return MachineState(
             [c.uc.context_save() for c in self.cpus], bytes(self.data[:self._data_extent]),
             bytes(self.percpu), [bytes(c.stack) for c in self.cpus],
-            [(c.state, c.pc, c.exc, c.irq_masked, len(c.log)) for c in self.cpus],
+            [(c.state, c.pc, c.exc, c.irq_masked, len(c.log), c.last_cse) for c in self.cpus],
             self.model.snapshot(), self.gic.state(), self.step_no, len(self.events),
-            len(self.findings), self.stopped)
+            len(self.findings), self.stopped, len(self.text_stores))
 
     def load(self, st: MachineState) -> None:
         for c, words in zip(self.cpus, self.model.restore(st.model), strict=True):
@@ -423,12 +429,13 @@ class Machine:
         self._refresh_fetch_points()
         self.data[:self._data_extent] = st.data
         self.percpu[:] = st.percpu
-        for c, ctx, stack, (state, pc, exc, masked, loglen) in zip(
+        for c, ctx, stack, (state, pc, exc, masked, loglen, cse) in zip(
                 self.cpus, st.contexts, st.stacks, st.cpus, strict=True):
             c.uc.context_restore(ctx)
             c.stack[:] = stack
-            c.state, c.pc, c.exc, c.irq_masked = state, pc, exc, masked
+            c.state, c.pc, c.exc, c.irq_masked, c.last_cse = state, pc, exc, masked, cse
             del c.log[loglen:]
+        del self.text_stores[st.text_stores:]
         self.gic.set_state(st.gic)
         self.step_no = st.step_no
         for c in self.cpus:
@@ -456,6 +463,10 @@ class Machine:
         if base is None or self.percpu != base.percpu:
             h.update(self.percpu)
         h.update(self.model.state_key())
+        if self.cmodx_oracle:  # what the CMODX oracle will judge at each CPU's next fetches
+            h.update(repr([sorted({(w, o, n) for st, cpu, w, o, n in self.text_stores
+                                   if st > c.last_cse and cpu != c.index})
+                           for c in self.cpus]).encode())
         h.update(repr((self.gic.state(), self.stopped,
                        [f.signature() for f in self.findings])).encode())
         return h.digest()
@@ -586,6 +597,8 @@ class Machine:
         pc = c.pc
         kind = c.kind_at.get(pc, _INVISIBLE)
         if kind is _FETCH:
+            if self.cmodx_oracle and self._cmodx_violation(c, pc):
+                return
             scope = self.model.scopes[c.index]
             if scope is not None and pc - layout.TEXT_BASE not in scope:
                 self._finding(c, "fetch-scope", f"CPU{c.index} fetches modified code at "
@@ -615,6 +628,28 @@ class Machine:
         elif kind is OpKind.DC or kind is OpKind.IC:
             self._cache_op(c, pc)
         self._continue(c, pc + 4)
+
+    def _cmodx_violation(self, c: Cpu, pc: int) -> bool:
+        """The CMODX oracle, at a CPU's fetch of a word that stores have touched.
+
+        The word is concurrently modified for this CPU if another CPU stored to it after
+        this CPU's last context synchronization event; the architecture then only
+        promises "old or new" when both are in the CMODX set (B, BL, B.cond, CB(N)Z,
+        TB(N)Z, NOP, BRK, SVC, HVC, SMC, ISB).
+        """
+        w = pc - layout.TEXT_BASE
+        for step, cpu, word, old, new in reversed(self.text_stores):
+            if step <= c.last_cse:
+                break
+            if word != w or cpu == c.index or (is_cmodx(old) and is_cmodx(new)):
+                continue
+            ran = self.model.fetch(c.index, w)
+            self._finding(c, "cmodx-violation", f"CPU{c.index} executes {ran:#010x} at "
+                          f"{self.image.symbolize(pc)} while CPU{cpu} modifies it from "
+                          f"{old:#010x} to {new:#010x}, and not both are instructions the "
+                          "architecture allows to be modified concurrently", pc, (old, new))
+            return True
+        return False
 
     def _cache_op(self, c: Cpu, pc: int) -> None:
         info = classify(self.model.fetch(c.index, pc - layout.TEXT_BASE))
@@ -705,6 +740,8 @@ class Machine:
                 c.kind_at[addr] = self._kind_for(c, w)
 
     def _catch_up(self, c: Cpu, why: str) -> None:
+        if why != "chosen":  # ISB, exception entry, ERET: context synchronization events
+            c.last_cse = self.step_no
         changed = self.model.catch_up(c.index)
         if not changed:
             return
@@ -906,8 +943,14 @@ class Machine:
 
     def _text_store(self, c: Cpu, off: int, size: int, value: int) -> None:
         value &= (1 << (8 * size)) - 1
-        fresh = [w for w in range(off & ~3, off + size, 4) if w not in self.model.touched]
+        words = range(off & ~3, off + size, 4)
+        fresh = [w for w in words if w not in self.model.touched]
+        old = [int.from_bytes(self.dside_text[w:w + 4], "little") for w in words]
         self.model.store(off, value.to_bytes(size, "little"))
+        for w, before in zip(words, old, strict=True):
+            if off <= w and w + 4 <= off + size:  # a store of part of a word is left to
+                after = int.from_bytes(self.dside_text[w:w + 4], "little")  # the torn oracle
+                self.text_stores.append((self.step_no, c.index, w, before, after))
         self._new_fetch_points += fresh
         self._event(c.index, EventKind.TEXT_STORE, layout.TEXT_BASE + off, value, f"size {size}")
 
