@@ -8,9 +8,11 @@
 // The table lies between __start___jump_table and __stop___jump_table, which the
 // scenario's workload file defines (no linker sections here).
 //
-// jump_label_patch_mode selects what happens after the sites are patched:
-//   0  nothing: aarch64_insn_patch_text_nosync only (arm64 v5.0 .. v6.10)
-//   1  kick_all_cpus_sync() (v6.11, commit cfb00a357864, arch_jump_label_transform_apply)
+// jump_label_patch_mode, a bit mask:
+//   bit 0  kick_all_cpus_sync() after the sites are patched (v6.11, commit
+//          cfb00a357864, arch_jump_label_transform_apply); clear: nosync only
+//          (arm64 v5.0 .. v6.10)
+//   bit 1  patch with the broken aarch64_insn_patch_text_nosync_nodc (broken_patch.S)
 
 	.equ JUMP_LABEL_NOP, 0
 	.equ JUMP_LABEL_JMP, 1
@@ -47,8 +49,13 @@ arch_jump_label_transform:
 1:	movz	w1, #0x201f			// aarch64_insn_gen_nop(): 0xd503201f
 	movk	w1, #0xd503, lsl #16
 2:	mov	x0, x19
+	ldr	x9, =jump_label_patch_mode
+	ldr	w9, [x9]
+	tbnz	w9, #1, 3f
 	bl	aarch64_insn_patch_text_nosync
-	ldr	x19, [sp, #16]
+	b	4f
+3:	bl	aarch64_insn_patch_text_nosync_nodc
+4:	ldr	x19, [sp, #16]
 	ldp	x29, x30, [sp], #32
 	ret
 
@@ -75,7 +82,7 @@ jump_label_update:
 	b	1b
 3:	ldr	x9, =jump_label_patch_mode
 	ldr	w9, [x9]
-	cbz	w9, 4f
+	tbz	w9, #0, 4f
 	bl	kick_all_cpus_sync		// arch_jump_label_transform_apply() (v6.11)
 4:	ldr	x21, [sp, #32]
 	ldp	x19, x20, [sp, #16]

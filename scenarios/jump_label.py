@@ -8,6 +8,8 @@ read (load-acquire) and the path each site took.
   ``aarch64_insn_patch_text_nosync`` and nothing else.  A worker that has seen
   ``static_key_enable()`` return can still run a site's old NOP, since nothing made it
   synchronise its instruction stream: static-key incoherence.
+* ``missing_dc`` / ``missing_dc_idc1``: the kick, but a patcher that forgets
+  ``DC CVAU``: incoherent with IDC=0, correct with IDC=1.
 * ``jump_label_kick``: v6.11 (commit cfb00a357864): ``kick_all_cpus_sync()`` after the
   sites are patched.  Every worker takes the IPI (an exception entry: a context
   synchronization event) before the enable returns, so none can run an old site
@@ -29,11 +31,12 @@ IPI_CALL_FUNC = 1
 class JumpLabelNosync(Scenario):
     name = "jump_label_nosync"
     description = "static key flipped with nosync patching, no IPI (arm64 v5.0-v6.10)"
-    kernels = ("boot.S", "insn.S", "smp.S", "jump_label.S", "jl_workload.S")
+    kernels = ("boot.S", "insn.S", "smp.S", "jump_label.S", "jl_workload.S",
+               "broken_patch.S")
     ncpus = 3
     cache = CacheType.IDC0
     iterations = 12
-    patch_mode = 0  # jump_label_patch_mode: 0 nosync, 1 kick_all_cpus_sync
+    patch_mode = 0  # jump_label_patch_mode: bit 0 kick_all_cpus_sync, bit 1 no DC CVAU
 
     def setup(self, m: Machine) -> None:
         m.write(m.addr("nr_cpus"), m.ncpus.to_bytes(4, "little"))
@@ -62,3 +65,18 @@ class JumpLabelKick(JumpLabelNosync):
     name = "jump_label_kick"
     description = "as jump_label_nosync plus kick_all_cpus_sync() (v6.11, cfb00a357864)"
     patch_mode = 1
+
+
+class MissingDc(JumpLabelNosync):
+    """A patcher without DC CVAU, even with the kick: with IDC=0 the invalidated lines
+    refill from a PoU that still holds the old instruction."""
+
+    name = "missing_dc"
+    description = "jump labels patched without DC CVAU (with kick), IDC=0: incoherent"
+    patch_mode = 3
+
+
+class MissingDcIdc1(MissingDc):
+    name = "missing_dc_idc1"
+    description = "as missing_dc on a CPU with CTR_EL0.IDC=1: the clean is not needed"
+    cache = CacheType.IDC1

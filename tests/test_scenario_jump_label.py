@@ -53,3 +53,16 @@ def test_kick_all_cpus_sync_makes_every_site_coherent(kick: Session) -> None:
             entries = [int.from_bytes(raw[i:i + 4], "little") for i in range(0, len(raw), 4)]
             flag_seen += sum(1 for e in entries if e >> 12 == 1)
     assert flag_seen > 100  # workers really ran the sites after seeing the enable return
+
+
+def test_missing_dc_is_incoherent_with_idc0_only() -> None:
+    broken = Session(load_scenario("missing_dc")())
+    oracles = set()
+    for seed in range(200):
+        oracles |= {f.oracle for f in broken.run(RandomWalk(seed)).findings}
+        if oracles:
+            break
+    assert oracles == {"static-key-incoherence"}
+    idc1 = Session(load_scenario("missing_dc_idc1")())
+    for seed in range(300):
+        assert idc1.run(RandomWalk(seed)).findings == []
