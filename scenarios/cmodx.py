@@ -30,6 +30,7 @@ class CmodxViolation(Scenario):
     ncpus = 2
     cache = CacheType.IDC0
     passes = 8
+    expect = "cmodx-violation"
 
     def setup(self, m: Machine) -> None:
         site = m.addr("add_site")
@@ -44,6 +45,7 @@ class TornWrite(Scenario):
     kernels = ("boot.S", "insn.S", "nosync_race.S", "cmodx_race.S")
     ncpus = 2
     cache = CacheType.DIC1
+    expect = "torn-word"
     passes = 8
 
     def setup(self, m: Machine) -> None:

@@ -37,6 +37,7 @@ class JumpLabelNosync(Scenario):
     cache = CacheType.IDC0
     iterations = 12
     patch_mode = 0  # jump_label_patch_mode: bit 0 kick_all_cpus_sync, bit 1 no DC CVAU
+    expect = "static-key-incoherence"
 
     def setup(self, m: Machine) -> None:
         m.write(m.addr("nr_cpus"), m.ncpus.to_bytes(4, "little"))
@@ -65,6 +66,7 @@ class JumpLabelKick(JumpLabelNosync):
     name = "jump_label_kick"
     description = "as jump_label_nosync plus kick_all_cpus_sync() (v6.11, cfb00a357864)"
     patch_mode = 1
+    expect = None
 
 
 class MissingDc(JumpLabelNosync):
@@ -74,9 +76,11 @@ class MissingDc(JumpLabelNosync):
     name = "missing_dc"
     description = "jump labels patched without DC CVAU (with kick), IDC=0: incoherent"
     patch_mode = 3
+    expect = "static-key-incoherence"
 
 
 class MissingDcIdc1(MissingDc):
     name = "missing_dc_idc1"
     description = "as missing_dc on a CPU with CTR_EL0.IDC=1: the clean is not needed"
     cache = CacheType.IDC1
+    expect = None

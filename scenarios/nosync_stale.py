@@ -32,6 +32,7 @@ class NosyncStale(Scenario):
     ncpus = 2
     passes = 8
     isb_after_flag = 0
+    expect = "stale-after-flush"
 
     def setup(self, m: Machine) -> None:
         site = m.addr("patch_site")
@@ -72,3 +73,4 @@ class NosyncIsb(NosyncStale):
     name = "nosync_isb"
     description = "as nosync_stale, but CPU1 executes ISB after seeing the flag: never stale"
     isb_after_flag = 1
+    expect = None

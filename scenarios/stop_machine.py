@@ -24,6 +24,7 @@ class StopMachinePatch(Scenario):
     ncpus = 3
     cache = CacheType.IDC0
     passes = 6
+    expect = None
 
     def setup(self, m: Machine) -> None:
         m.write(m.addr("nr_cpus"), m.ncpus.to_bytes(4, "little"))

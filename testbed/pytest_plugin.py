@@ -1,0 +1,99 @@
+"""pytest plugin: scenario files are collected as tests.
+
+Every ``Scenario`` subclass in a collected scenario file (a ``.py`` file under a
+folder named ``scenarios``, or any file given with ``--testbed-scenarios``) becomes one
+test item that runs ``--testbed-schedules`` schedules from ``--testbed-seed`` with
+``--testbed-strategy``.  A scenario whose ``expect`` names an oracle passes when that
+oracle finds something; one whose ``expect`` is None passes when nothing is found.
+A failure prints the finding and the command that replays it, and the reproducer is
+kept under ``--testbed-out``.  With pytest-xdist (``-n auto``) the scenarios spread
+over the cores like any other tests.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .scenario import Scenario, Session, _load_module, _scenarios_in
+from .scheduler import RunResult
+from .strategies import RandomWalk, RoundRobin, Strategy
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("testbed", "cmodx-testbed scenarios")
+    group.addoption("--testbed-schedules", type=int, default=200,
+                    help="schedules to run per scenario (default 200)")
+    group.addoption("--testbed-seed", type=int,
+                    default=int(os.environ.get("TESTBED_SEED", "0")),
+                    help="first seed (default: $TESTBED_SEED or 0)")
+    group.addoption("--testbed-strategy", choices=["random", "rr"], default="random")
+    group.addoption("--testbed-out", default="testbed-findings",
+                    help="where reproducers of failures are written")
+    group.addoption("--testbed-scenarios", action="store_true",
+                    help="collect Scenario classes from every .py file given")
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    if file_path.suffix != ".py" or file_path.name.startswith("_"):
+        return None
+    if file_path.parent.name == "scenarios" or parent.config.getoption("--testbed-scenarios"):
+        return ScenarioFile.from_parent(parent, path=file_path)
+    return None
+
+
+class ScenarioFile(pytest.File):
+    def collect(self) -> Iterator[pytest.Item]:
+        for cls in _scenarios_in(_load_module(self.path.resolve())):
+            yield ScenarioItem.from_parent(self, name=cls.name, scenario=cls)
+
+
+class ScenarioItem(pytest.Item):
+    def __init__(self, *, scenario: type[Scenario], **kw: Any) -> None:
+        super().__init__(**kw)
+        self.scenario = scenario
+
+    def runtest(self) -> None:
+        cfg = self.config
+        n = cfg.getoption("--testbed-schedules")
+        seed0 = cfg.getoption("--testbed-seed")
+        rr = cfg.getoption("--testbed-strategy") == "rr"
+        session = Session(self.scenario())
+        expect = self.scenario.expect
+        for i in range(n):
+            strategy: Strategy = RoundRobin() if rr else RandomWalk(seed0 + i)
+            result = session.run(strategy)
+            wrong = [f for f in result.findings if f.oracle != expect]
+            if wrong:
+                self._fail(result, f"unexpected finding in schedule {i} (seed {seed0 + i})",
+                           wrong)
+            if expect is not None and result.findings:
+                return  # the race the scenario exists to show was found
+        if expect is not None:
+            raise ScenarioFailure(f"expected a {expect!r} finding in {n} schedules from "
+                                  f"seed {seed0}, found none")
+
+    def _fail(self, result: RunResult, why: str, findings: list[Any]) -> None:
+        out = Path(self.config.getoption("--testbed-out"))
+        path = out / f"{result.scenario}-{findings[0].oracle}.json"
+        result.schedule.save(path)
+        lines = [why] + [f"  [{f.oracle}] step {f.step}: {f.message}" for f in findings]
+        lines.append(f"  replay: testbed replay {path} --timeline")
+        raise ScenarioFailure("\n".join(lines))
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],
+                     style: Any = None) -> str:
+        if isinstance(excinfo.value, ScenarioFailure):
+            return str(excinfo.value)
+        return str(super().repr_failure(excinfo))
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, 0, f"scenario {self.name}"
+
+
+class ScenarioFailure(Exception):
+    """A scenario did not give its expected result."""
