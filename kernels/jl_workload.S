@@ -5,7 +5,9 @@
 
 	.text
 
-	.macro jl_site name
+	// Each site's branch has its own offset (pad NOPs before the yes path), so the
+	// B instructions of different sites are different words.
+	.macro jl_site name, pad
 	.global jl_func_\name
 jl_func_\name:
 	.global jl_site_\name
@@ -13,15 +15,18 @@ jl_site_\name:					// static_branch_unlikely(&jl_key)
 	nop
 	mov	w0, #1
 	ret
+	.rept	\pad
+	nop
+	.endr
 	.global jl_site_\name\()_yes
 jl_site_\name\()_yes:
 	mov	w0, #2
 	ret
 	.endm
 
-	jl_site	a
-	jl_site	b
-	jl_site	c
+	jl_site	a, 0
+	jl_site	b, 2
+	jl_site	c, 4
 
 // void jl_patcher(struct static_key *key): static_key_enable(), then tell the world.
 	.global jl_patcher

@@ -13,6 +13,8 @@
 //          cfb00a357864, arch_jump_label_transform_apply); clear: nosync only
 //          (arm64 v5.0 .. v6.10)
 //   bit 1  patch with the broken aarch64_insn_patch_text_nosync_nodc (broken_patch.S)
+//   bit 2  patch with the 2019 BRK sketch, text_poke_brk_single (text_poke_brk.S)
+//   bit 3  patch with the fixed BRK protocol, text_poke_brk_sync (text_poke_brk.S)
 
 	.equ JUMP_LABEL_NOP, 0
 	.equ JUMP_LABEL_JMP, 1
@@ -52,9 +54,15 @@ arch_jump_label_transform:
 	ldr	x9, =jump_label_patch_mode
 	ldr	w9, [x9]
 	tbnz	w9, #1, 3f
+	tbnz	w9, #2, 5f
+	tbnz	w9, #3, 6f
 	bl	aarch64_insn_patch_text_nosync
 	b	4f
 3:	bl	aarch64_insn_patch_text_nosync_nodc
+	b	4f
+5:	bl	text_poke_brk_single
+	b	4f
+6:	bl	text_poke_brk_sync
 4:	ldr	x19, [sp, #16]
 	ldp	x29, x30, [sp], #32
 	ret

@@ -10,6 +10,8 @@ read (load-acquire) and the path each site took.
   synchronise its instruction stream: static-key incoherence.
 * ``missing_dc`` / ``missing_dc_idc1``: the kick, but a patcher that forgets
   ``DC CVAU``: incoherent with IDC=0, correct with IDC=1.
+* ``brk_single_slot`` / ``brk_refcount_sync``: the BRK text-poke protocol of the 2019
+  discussion, as sketched (one global slot) and fixed (descriptor, refcount, IPIs).
 * ``jump_label_kick``: v6.11 (commit cfb00a357864): ``kick_all_cpus_sync()`` after the
   sites are patched.  Every worker takes the IPI (an exception entry: a context
   synchronization event) before the enable returns, so none can run an old site
@@ -18,9 +20,10 @@ read (load-acquire) and the path each site took.
 
 from __future__ import annotations
 
+from testbed.isa import b
 from testbed.machine import Finding, Machine
 from testbed.memory import CacheType
-from testbed.oracles import SiteLog, static_key_incoherence
+from testbed.oracles import SiteLog, brk_emulation, static_key_incoherence
 from testbed.scenario import Scenario
 
 SITES = (("jl_site_a", "jl_site_a_yes"), ("jl_site_b", "jl_site_b_yes"),
@@ -32,7 +35,7 @@ class JumpLabelNosync(Scenario):
     name = "jump_label_nosync"
     description = "static key flipped with nosync patching, no IPI (arm64 v5.0-v6.10)"
     kernels = ("boot.S", "insn.S", "smp.S", "jump_label.S", "jl_workload.S",
-               "broken_patch.S")
+               "broken_patch.S", "text_poke_brk.S")
     ncpus = 3
     cache = CacheType.IDC0
     iterations = 12
@@ -84,3 +87,38 @@ class MissingDcIdc1(MissingDc):
     description = "as missing_dc on a CPU with CTR_EL0.IDC=1: the clean is not needed"
     cache = CacheType.IDC1
     expect = None
+
+
+class BrkSingleSlot(JumpLabelNosync):
+    """The 2019 BRK sketch as posted: one global {nosync_addr, nosync_insn} slot and no
+    IPI.  The key has three sites patched in a loop; a handler that matched the slot's
+    address can read the instruction after the patcher published the next site's, and
+    emulate it: a B with the wrong offset."""
+
+    name = "brk_single_slot"
+    description = "the 2019 BRK text-poke sketch: one global slot, no IPI"
+    patch_mode = 4
+    # No IPI either: the static-key incoherence of jump_label_nosync shows up too.
+    expect = ("brk-emulation", "static-key-incoherence")
+    break_handler = "text_poke_single_handler"
+
+    def setup(self, m: Machine) -> None:
+        hook = (m.addr(self.break_handler), 7, 0)  # {fn, imm, mask}: BRK #7
+        m.write(m.addr("break_hooks"), b"".join(v.to_bytes(8, "little") for v in hook))
+        super().setup(m)
+
+    def check(self, m: Machine) -> list[Finding]:
+        expected = {m.addr(site): b(m.addr(site), m.addr(yes)) for site, yes in SITES}
+        return brk_emulation(m, expected) + super().check(m)
+
+
+class BrkRefcountSync(BrkSingleSlot):
+    """The fixed protocol: a descriptor per patch with a refcount the handler takes and
+    the patcher waits on (x86 text_poke_bp_batch), and kick_all_cpus_sync() after the
+    BRK and after the final instruction."""
+
+    name = "brk_refcount_sync"
+    description = "BRK text-poke with descriptor + refcount + kick_all_cpus_sync: correct"
+    patch_mode = 8
+    expect = None
+    break_handler = "text_poke_sync_handler"

@@ -39,6 +39,8 @@ GIC_DIE = 0x18  # W: the guest kernel died (value: a reason code); the run stops
 GIC_SPURIOUS = 0x3FF
 # Offsets inside a per-CPU area.
 PERCPU_IPI_COUNT = 0x00  # u64: IPIs this CPU handled
+PERCPU_EMUL_COUNT = 0x10  # u64: instructions this CPU's BRK handler emulated
+PERCPU_EMUL_LOG = 0x18  # {u64 address, u64 instruction} per emulation, 64 at most
 GIC_NR_IPIS = 16
 
 
@@ -72,4 +74,6 @@ ASM_DEFINES: dict[str, int] = {
     "GIC_SPURIOUS": GIC_SPURIOUS,
     "MAX_CPUS": MAX_CPUS,
     "PERCPU_IPI_COUNT": PERCPU_IPI_COUNT,
+    "PERCPU_EMUL_COUNT": PERCPU_EMUL_COUNT,
+    "PERCPU_EMUL_LOG": PERCPU_EMUL_LOG,
 }

@@ -46,8 +46,9 @@ class Scenario:
     ncpus: ClassVar[int] = 2
     cache: ClassVar[CacheType] = CacheType.IDC0
     max_decisions: ClassVar[int] = 20_000
-    # The oracle this scenario exists to make fire, or None if it must find nothing.
-    expect: ClassVar[str | None] = None
+    # The oracle this scenario exists to make fire (or a tuple: that oracle, then others
+    # it may also make fire), or None if it must find nothing.
+    expect: ClassVar[str | tuple[str, ...] | None] = None
 
     def setup(self, m: Machine) -> None:
         """Start CPUs and initialise data (before the machine is sealed)."""

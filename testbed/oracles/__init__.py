@@ -5,6 +5,7 @@ liveness (instruction and decision budgets).  The oracles here read a run's fina
 state and ground truth for properties a scenario declares.
 """
 
+from .brk import brk_emulation
 from .static_key import SiteLog, static_key_incoherence
 
-__all__ = ["SiteLog", "static_key_incoherence"]
+__all__ = ["SiteLog", "brk_emulation", "static_key_incoherence"]

@@ -1,0 +1,235 @@
+// text_poke_brk.S: the BRK text-poke protocol from the November 2019 discussion.
+//
+// While text-poke events are enabled, a site is patched by first writing BRK and
+// flushing, then (after the perf event) the final instruction; a CPU that hits the BRK
+// meanwhile has its BRK handler emulate the instruction being patched on pt_regs, as
+// kprobes' simulate_b_bl()/simulate_nop() do (arch/arm64/kernel/probes/simulate-insn.c).
+//
+// * text_poke_brk_single: the sketch as posted: one global {nosync_addr, nosync_insn}
+//   slot, no IPI.  The handler matches regs->pc against the slot, then reads the
+//   instruction: the patcher may have moved on to the next site in between.
+// * text_poke_brk_sync: a per-patch descriptor with a refcount the handler takes and
+//   the patcher waits on (x86 text_poke_bp_batch), plus kick_all_cpus_sync() after
+//   writing the BRK and after writing the final instruction.
+// A handler that finds no match returns with the PC unchanged: the CPU re-executes
+// the instruction, now through a context synchronization event (the ERET).
+// Each emulation is logged in the CPU's per-CPU area for the emulation oracle.
+
+	.equ TEXT_POKE_BRK, 0xd42000e0		// BRK #7
+	.equ S_LR, 240
+	.equ S_PC, 256
+	.equ D_ADDR, 0				// struct text_poke_desc { u64 addr; u32 insn;
+	.equ D_INSN, 8				//                         atomic_t refs; }
+	.equ D_REFS, 12
+	.equ D_SIZE, 16
+	.equ EMUL_MAX, 64
+
+	.text
+
+// bool simulate_insn(struct pt_regs *regs, u32 insn): B, BL and NOP only.
+	.global simulate_insn
+simulate_insn:
+	ldr	x2, [x0, #S_PC]
+	and	w3, w1, #0x7c000000
+	movz	w4, #0x1400, lsl #16
+	cmp	w3, w4
+	b.ne	2f
+	sbfx	x5, x1, #0, #26			// simulate_b_bl()
+	lsl	x5, x5, #2
+	tbz	w1, #31, 1f
+	add	x6, x2, #4
+	str	x6, [x0, #S_LR]			// BL: regs->regs[30] = pc + 4
+1:	add	x2, x2, x5
+	str	x2, [x0, #S_PC]
+	mov	w0, #1
+	ret
+2:	movz	w4, #0x201f			// simulate_nop()
+	movk	w4, #0xd503, lsl #16
+	cmp	w1, w4
+	b.ne	3f
+	add	x2, x2, #4
+	str	x2, [x0, #S_PC]
+	mov	w0, #1
+	ret
+3:	mov	w0, #0
+	ret
+
+// void log_emulation(u64 addr, u32 insn): append to this CPU's emulation log.
+log_emulation:
+	mrs	x9, tpidr_el1
+	ldr	x10, [x9, #PERCPU_EMUL_COUNT]
+	cmp	x10, #EMUL_MAX
+	b.hs	1f
+	add	x11, x9, #PERCPU_EMUL_LOG
+	add	x11, x11, x10, lsl #4
+	str	x0, [x11]
+	str	x1, [x11, #8]
+	add	x10, x10, #1
+	str	x10, [x9, #PERCPU_EMUL_COUNT]
+1:	ret
+
+// int emulate_and_log(struct pt_regs *regs, u32 insn)
+emulate_and_log:
+	stp	x29, x30, [sp, #-32]!
+	mov	x29, sp
+	stp	x19, x20, [sp, #16]
+	mov	x19, x0
+	mov	w20, w1
+	ldr	x0, [x19, #S_PC]
+	mov	w1, w20
+	bl	log_emulation
+	mov	x0, x19
+	mov	w1, w20
+	bl	simulate_insn
+	ldp	x19, x20, [sp, #16]
+	ldp	x29, x30, [sp], #32
+	ret
+
+// ---- the sketch as posted: one global slot ----------------------------------------
+
+// int text_poke_brk_single(void *addr, u32 insn)
+	.global text_poke_brk_single
+text_poke_brk_single:
+	stp	x29, x30, [sp, #-32]!
+	mov	x29, sp
+	stp	x19, x20, [sp, #16]
+	mov	x19, x0
+	mov	w20, w1
+	ldr	x9, =nosync_addr
+	str	x19, [x9]			// publish {nosync_addr, nosync_insn}
+	ldr	x9, =nosync_insn
+	str	w20, [x9]
+	mov	x0, x19
+	movz	w1, #(TEXT_POKE_BRK & 0xffff)
+	movk	w1, #(TEXT_POKE_BRK >> 16), lsl #16
+	bl	aarch64_insn_patch_text_nosync	// BRK, flush
+	mov	x0, x19
+	mov	w1, w20
+	bl	aarch64_insn_patch_text_nosync	// the final instruction, flush
+	ldr	x9, =nosync_addr
+	str	xzr, [x9]			// clear the slot
+	mov	w0, #0
+	ldp	x19, x20, [sp, #16]
+	ldp	x29, x30, [sp], #32
+	ret
+
+// int text_poke_single_handler(struct pt_regs *regs, unsigned int esr): break hook.
+	.global text_poke_single_handler
+text_poke_single_handler:
+	stp	x29, x30, [sp, #-16]!
+	mov	x29, sp
+	ldr	x9, =nosync_addr
+	ldr	x10, [x9]
+	ldr	x11, [x0, #S_PC]
+	cmp	x10, x11			// regs->pc == nosync_addr ?
+	b.ne	1f
+	ldr	x9, =nosync_insn
+	ldr	w1, [x9]			// ... then the instruction: a second load
+	bl	emulate_and_log
+1:	mov	x0, #0				// DBG_HOOK_HANDLED (PC unchanged if no match)
+	ldp	x29, x30, [sp], #16
+	ret
+
+// ---- the fixed protocol: descriptor, refcount, IPIs ----------------------------------
+
+// int text_poke_brk_sync(void *addr, u32 insn)
+	.global text_poke_brk_sync
+text_poke_brk_sync:
+	stp	x29, x30, [sp, #-48]!
+	mov	x29, sp
+	stp	x19, x20, [sp, #16]
+	str	x21, [sp, #32]
+	mov	x19, x0
+	mov	w20, w1
+	ldr	x9, =text_poke_next			// a fresh descriptor per patch
+	ldr	x10, [x9]
+	add	x11, x10, #1
+	and	x11, x11, #15
+	str	x11, [x9]
+	ldr	x21, =text_poke_descs
+	add	x21, x21, x10, lsl #4
+	str	x19, [x21, #D_ADDR]
+	str	w20, [x21, #D_INSN]
+	mov	w9, #1
+	str	w9, [x21, #D_REFS]			// atomic_set(&desc->refs, 1)
+	ldr	x9, =text_poke_desc
+	stlr	x21, [x9]				// smp_store_release(&bp_desc, desc)
+	mov	x0, x19
+	movz	w1, #(TEXT_POKE_BRK & 0xffff)
+	movk	w1, #(TEXT_POKE_BRK >> 16), lsl #16
+	bl	aarch64_insn_patch_text_nosync
+	bl	kick_all_cpus_sync			// every CPU now sees the BRK
+	mov	x0, x19
+	mov	w1, w20
+	bl	aarch64_insn_patch_text_nosync
+	bl	kick_all_cpus_sync			// every CPU now sees the final insn
+	ldr	x9, =text_poke_desc
+	str	xzr, [x9]				// WRITE_ONCE(bp_desc, NULL)
+	add	x9, x21, #D_REFS			// if (!atomic_dec_and_test(&refs))
+1:	ldaxr	w10, [x9]
+	sub	w10, w10, #1
+	stlxr	w11, w10, [x9]
+	cbnz	w11, 1b
+2:	ldar	w10, [x9]				//   atomic_cond_read_acquire(&refs, !VAL)
+	cbz	w10, 3f
+	yield
+	b	2b
+3:	mov	w0, #0
+	ldr	x21, [sp, #32]
+	ldp	x19, x20, [sp, #16]
+	ldp	x29, x30, [sp], #48
+	ret
+
+// int text_poke_sync_handler(struct pt_regs *regs, unsigned int esr): break hook.
+	.global text_poke_sync_handler
+text_poke_sync_handler:
+	stp	x29, x30, [sp, #-32]!
+	mov	x29, sp
+	stp	x19, x20, [sp, #16]
+	mov	x19, x0
+	ldr	x9, =text_poke_desc
+	ldar	x20, [x9]				// desc = READ_ONCE(bp_desc)
+	cbz	x20, 4f
+	add	x9, x20, #D_REFS			// try_get_desc(): inc_not_zero
+1:	ldaxr	w10, [x9]
+	cbz	w10, 3f
+	add	w10, w10, #1
+	stlxr	w11, w10, [x9]
+	cbnz	w11, 1b
+	ldr	x10, [x20, #D_ADDR]
+	ldr	x11, [x19, #S_PC]
+	cmp	x10, x11
+	b.ne	2f
+	mov	x0, x19
+	ldr	w1, [x20, #D_INSN]
+	bl	emulate_and_log
+2:	add	x9, x20, #D_REFS			// put_desc()
+5:	ldaxr	w10, [x9]
+	sub	w10, w10, #1
+	stlxr	w11, w10, [x9]
+	cbnz	w11, 5b
+	b	4f
+3:	clrex
+4:	mov	x0, #0
+	ldp	x19, x20, [sp, #16]
+	ldp	x29, x30, [sp], #32
+	ret
+
+	.data
+	.align	3
+	.global nosync_addr
+nosync_addr:
+	.quad	0
+	.global nosync_insn
+nosync_insn:
+	.word	0
+	.align	3
+	.global text_poke_desc
+text_poke_desc:
+	.quad	0
+	.global text_poke_next
+text_poke_next:
+	.quad	0
+	.global text_poke_descs
+text_poke_descs:
+	.space	D_SIZE * 16
