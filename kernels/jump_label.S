@@ -15,6 +15,7 @@
 //   bit 1  patch with the broken aarch64_insn_patch_text_nosync_nodc (broken_patch.S)
 //   bit 2  patch with the 2019 BRK sketch, text_poke_brk_single (text_poke_brk.S)
 //   bit 3  patch with the fixed BRK protocol, text_poke_brk_sync (text_poke_brk.S)
+//   bit 4  patch with text_poke_pre_post: nosync between PRE and POST records (perf.S)
 
 	.equ JUMP_LABEL_NOP, 0
 	.equ JUMP_LABEL_JMP, 1
@@ -56,6 +57,7 @@ arch_jump_label_transform:
 	tbnz	w9, #1, 3f
 	tbnz	w9, #2, 5f
 	tbnz	w9, #3, 6f
+	tbnz	w9, #4, 7f
 	bl	aarch64_insn_patch_text_nosync
 	b	4f
 3:	bl	aarch64_insn_patch_text_nosync_nodc
@@ -63,6 +65,8 @@ arch_jump_label_transform:
 5:	bl	text_poke_brk_single
 	b	4f
 6:	bl	text_poke_brk_sync
+	b	4f
+7:	bl	text_poke_pre_post
 4:	ldr	x19, [sp, #16]
 	ldp	x29, x30, [sp], #32
 	ret

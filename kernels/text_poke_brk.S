@@ -1,6 +1,6 @@
 // text_poke_brk.S: the BRK text-poke protocol from the November 2019 discussion.
 //
-// While text-poke events are enabled, a site is patched by first writing BRK and
+// While text-poke events are enabled (perf.S records them), a site is patched by first writing BRK and
 // flushing, then (after the perf event) the final instruction; a CPU that hits the BRK
 // meanwhile has its BRK handler emulate the instruction being patched on pt_regs, as
 // kprobes' simulate_b_bl()/simulate_nop() do (arch/arm64/kernel/probes/simulate-insn.c).
@@ -90,11 +90,13 @@ emulate_and_log:
 // int text_poke_brk_single(void *addr, u32 insn)
 	.global text_poke_brk_single
 text_poke_brk_single:
-	stp	x29, x30, [sp, #-32]!
+	stp	x29, x30, [sp, #-48]!
 	mov	x29, sp
 	stp	x19, x20, [sp, #16]
+	str	x21, [sp, #32]
 	mov	x19, x0
 	mov	w20, w1
+	ldr	w21, [x19]			// the old instruction (a data load: the D-side)
 	ldr	x9, =nosync_addr
 	str	x19, [x9]			// publish {nosync_addr, nosync_insn}
 	ldr	x9, =nosync_insn
@@ -104,13 +106,18 @@ text_poke_brk_single:
 	movk	w1, #(TEXT_POKE_BRK >> 16), lsl #16
 	bl	aarch64_insn_patch_text_nosync	// BRK, flush
 	mov	x0, x19
+	mov	w1, w21
+	mov	w2, w20
+	bl	perf_text_poke_insn		// PERF_RECORD_TEXT_POKE old -> new
+	mov	x0, x19
 	mov	w1, w20
 	bl	aarch64_insn_patch_text_nosync	// the final instruction, flush
 	ldr	x9, =nosync_addr
 	str	xzr, [x9]			// clear the slot
 	mov	w0, #0
+	ldr	x21, [sp, #32]
 	ldp	x19, x20, [sp, #16]
-	ldp	x29, x30, [sp], #32
+	ldp	x29, x30, [sp], #48
 	ret
 
 // int text_poke_single_handler(struct pt_regs *regs, unsigned int esr): break hook.
@@ -138,9 +145,10 @@ text_poke_brk_sync:
 	stp	x29, x30, [sp, #-48]!
 	mov	x29, sp
 	stp	x19, x20, [sp, #16]
-	str	x21, [sp, #32]
+	stp	x21, x22, [sp, #32]
 	mov	x19, x0
 	mov	w20, w1
+	ldr	w22, [x19]				// the old instruction (the D-side)
 	ldr	x9, =text_poke_next			// a fresh descriptor per patch
 	ldr	x10, [x9]
 	add	x11, x10, #1
@@ -160,6 +168,10 @@ text_poke_brk_sync:
 	bl	aarch64_insn_patch_text_nosync
 	bl	kick_all_cpus_sync			// every CPU now sees the BRK
 	mov	x0, x19
+	mov	w1, w22
+	mov	w2, w20
+	bl	perf_text_poke_insn			// PERF_RECORD_TEXT_POKE old -> new
+	mov	x0, x19
 	mov	w1, w20
 	bl	aarch64_insn_patch_text_nosync
 	bl	kick_all_cpus_sync			// every CPU now sees the final insn
@@ -175,7 +187,7 @@ text_poke_brk_sync:
 	yield
 	b	2b
 3:	mov	w0, #0
-	ldr	x21, [sp, #32]
+	ldp	x21, x22, [sp, #32]
 	ldp	x19, x20, [sp, #16]
 	ldp	x29, x30, [sp], #48
 	ret

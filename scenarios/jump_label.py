@@ -35,7 +35,7 @@ class JumpLabelNosync(Scenario):
     name = "jump_label_nosync"
     description = "static key flipped with nosync patching, no IPI (arm64 v5.0-v6.10)"
     kernels = ("boot.S", "insn.S", "smp.S", "jump_label.S", "jl_workload.S",
-               "broken_patch.S", "text_poke_brk.S")
+               "broken_patch.S", "text_poke_brk.S", "perf.S")
     ncpus = 3
     cache = CacheType.IDC0
     iterations = 12

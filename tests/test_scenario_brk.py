@@ -51,3 +51,26 @@ def test_refcount_and_ipis_make_every_emulation_right() -> None:
             assert right[addr] == insn
             emulated += 1
     assert emulated > 10  # CPUs really hit the BRKs and had them emulated
+
+
+def test_each_brk_patch_emits_a_text_poke_record() -> None:
+    from testbed.isa import NOP
+    from testbed.textpoke import RecordError, parse_records, read_ring
+    session = Session(load_scenario("brk_refcount_sync")())
+    session.run(RandomWalk(3))
+    image = session.image
+    records = read_ring(session.machine)
+    assert [r.addr for r in records] == [image.addr(s) for s in SITES]  # table order
+    for r, site in zip(records, SITES, strict=True):
+        assert r.old == NOP.to_bytes(4, "little")
+        assert r.new == b(image.addr(site), image.addr(site + "_yes")).to_bytes(4, "little")
+    assert [r.time for r in records] == [1, 2, 3]
+    ring = session.machine.read(image.addr("perf_ring"), 4096)
+    broken = bytearray(ring)
+    broken[0] = 19  # not PERF_RECORD_TEXT_POKE
+    try:
+        parse_records(bytes(broken), records[-1].offset + 40)
+    except RecordError as e:
+        assert "bad record header at 0x0" in str(e)
+    else:
+        raise AssertionError("a bad record type was accepted")

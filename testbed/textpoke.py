@@ -1,0 +1,61 @@
+"""PERF_RECORD_TEXT_POKE records, read back from the guest's ring buffer (kernels/perf.S).
+
+The layout is the kernel's (include/uapi/linux/perf_event.h): a perf_event_header
+{u32 type = 20, u16 misc, u16 size}, u64 addr, u16 old_len, u16 new_len, the old bytes
+then the new bytes, padding to 8 bytes, and sample_id {u64 time}.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .machine import Machine
+
+__all__ = ["PERF_RECORD_TEXT_POKE", "RecordError", "TextPoke", "parse_records", "read_ring"]
+
+PERF_RECORD_TEXT_POKE = 20
+
+
+class RecordError(Exception):
+    """A ring buffer that does not hold well-formed text-poke records."""
+
+
+@dataclass(frozen=True)
+class TextPoke:
+    offset: int  # of the record in the ring
+    addr: int
+    old: bytes
+    new: bytes
+    time: int
+
+
+def parse_records(ring: bytes, head: int) -> list[TextPoke]:
+    """The records in ``ring[:head]``."""
+    out: list[TextPoke] = []
+    off = 0
+    while off < head:
+        if off + 28 > len(ring):
+            raise RecordError(f"record at {off:#x} runs past the ring")
+        rtype = int.from_bytes(ring[off:off + 4], "little")
+        size = int.from_bytes(ring[off + 6:off + 8], "little")
+        if rtype != PERF_RECORD_TEXT_POKE or size < 28 or size % 8 or off + size > head:
+            raise RecordError(f"bad record header at {off:#x}: type {rtype}, size {size}")
+        addr = int.from_bytes(ring[off + 8:off + 16], "little")
+        old_len = int.from_bytes(ring[off + 16:off + 18], "little")
+        new_len = int.from_bytes(ring[off + 18:off + 20], "little")
+        body = off + 20
+        if 20 + old_len + new_len + 8 > size:
+            raise RecordError(f"record at {off:#x}: {old_len}+{new_len} bytes do not fit")
+        old = bytes(ring[body:body + old_len])
+        new = bytes(ring[body + old_len:body + old_len + new_len])
+        time = int.from_bytes(ring[off + size - 8:off + size], "little")
+        out.append(TextPoke(off, addr, old, new, time))
+        off += size
+    return out
+
+
+def read_ring(m: Machine) -> list[TextPoke]:
+    """The text-poke records a run left in the guest's ring buffer."""
+    head = m.read_u64("perf_ring_head")
+    size = 4096
+    return parse_records(m.read(m.addr("perf_ring"), size), min(head, size))
