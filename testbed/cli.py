@@ -40,15 +40,23 @@ def _session(name: str, cpus: int | None, cache: CacheType | None) -> Session:
     return Session(load_scenario(name)(), ncpus=cpus, cache=cache)
 
 
+def _disasm(word: int) -> str:
+    from capstone import CS_ARCH_ARM64, CS_MODE_ARM, Cs
+    for insn in Cs(CS_ARCH_ARM64, CS_MODE_ARM).disasm(word.to_bytes(4, "little"), 0, 1):
+        return f"{insn.mnemonic} {insn.op_str}".strip()
+    return "(undefined)"
+
+
 def _finding_text(f: Finding) -> str:
-    words = " ".join(f"{w:#010x}" for w in f.words)
-    return f"[{f.oracle}] step {f.step}: {f.message}" + (f" (words {words})" if words else "")
+    words = ", ".join(f"{w:#010x} ({_disasm(w)})" for w in f.words)
+    return f"[{f.oracle}] step {f.step}: {f.message}" + (f"; words: {words}" if words else "")
 
 
 def _finding_json(f: Finding, session: Session) -> dict[str, object]:
     return {"oracle": f.oracle, "cpu": f.cpu, "address": f.addr,
             "symbol": session.image.symbolize(f.addr) if f.addr >= 0 else "",
-            "message": f.message, "words": list(f.words), "step": f.step}
+            "message": f.message, "words": list(f.words),
+            "instructions": [_disasm(w) for w in f.words], "step": f.step}
 
 
 def _save(result: RunResult, session: Session, out: Path, tag: str) -> Path:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from .. import layout
-from ..machine import Finding, Machine
+from ..machine import EventKind, Finding, Machine
 
 
 def brk_emulation(m: Machine, expected: Mapping[int, int]) -> list[Finding]:
@@ -28,10 +28,13 @@ def brk_emulation(m: Machine, expected: Mapping[int, int]) -> list[Finding]:
             if want is None or insn != want:
                 what = (f"{want:#010x}, the instruction being patched there" if want is not None
                         else "nothing: no patch targets that address")
+                steps = [e.step for e in m.events if e.kind is EventKind.EXCEPTION
+                         and e.cpu == cpu and e.addr == addr]  # BRKs taken there
                 out.append(Finding(
                     "brk-emulation",
                     f"CPU{cpu}'s BRK handler emulated {insn:#010x} at "
                     f"{m.image.symbolize(addr)} instead of {what}", cpu=cpu, addr=addr,
-                    words=(insn,) if want is None else (insn, want)))
+                    words=(insn,) if want is None else (insn, want),
+                    step=steps[-1] if steps else -1))
                 break
     return out
