@@ -36,20 +36,30 @@ perf_event_text_poke:
 	strh	w2, [x10, #16]
 	strh	w4, [x10, #18]
 	add	x11, x10, #20
-	mov	w12, #0
-2:	cmp	w12, w2				// old bytes
-	b.hs	3f
-	ldrb	w13, [x1, x12]
-	strb	w13, [x11], #1
-	add	w12, w12, #1
+	mov	w12, w2				// old bytes: words first, then single bytes
+2:	cmp	w12, #4
+	b.lo	3f
+	ldr	w13, [x1], #4
+	str	w13, [x11], #4
+	sub	w12, w12, #4
 	b	2b
-3:	mov	w12, #0
-4:	cmp	w12, w4				// new bytes
-	b.hs	5f
-	ldrb	w13, [x3, x12]
+3:	cbz	w12, 8f
+	ldrb	w13, [x1], #1
 	strb	w13, [x11], #1
-	add	w12, w12, #1
+	sub	w12, w12, #1
+	b	3b
+8:	mov	w12, w4				// new bytes, likewise
+4:	cmp	w12, #4
+	b.lo	9f
+	ldr	w13, [x3], #4
+	str	w13, [x11], #4
+	sub	w12, w12, #4
 	b	4b
+9:	cbz	w12, 5f
+	ldrb	w13, [x3], #1
+	strb	w13, [x11], #1
+	sub	w12, w12, #1
+	b	9b
 5:	ldr	x11, =perf_clock		// sample_id.time
 7:	ldaxr	x12, [x11]
 	add	x12, x12, #1

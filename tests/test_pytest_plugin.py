@@ -43,6 +43,6 @@ def test_scenarios_are_collected_and_judged(pytester: pytest.Pytester) -> None:
 
 def test_project_scenarios_meet_their_expectations(pytester: pytest.Pytester) -> None:
     from testbed.resources import scenarios_dir
-    result = pytester.runpytest(str(scenarios_dir()), "--testbed-schedules", "150",
+    result = pytester.runpytest(str(scenarios_dir()), "--testbed-schedules", "300",
                                 "-p", "no:xdist", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=11)
