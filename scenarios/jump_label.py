@@ -21,7 +21,7 @@ read (load-acquire) and the path each site took.
 from __future__ import annotations
 
 from testbed.isa import b
-from testbed.machine import Finding, Machine
+from testbed.machine import Finding, GuestError, Machine
 from testbed.memory import CacheType
 from testbed.oracles import SiteLog, brk_emulation, static_key_incoherence
 from testbed.scenario import Scenario
@@ -43,6 +43,8 @@ class JumpLabelNosync(Scenario):
     expect = "static-key-incoherence"
 
     def setup(self, m: Machine) -> None:
+        if not 2 <= m.ncpus <= 8:
+            raise GuestError(f"{self.name} runs on 2 to 8 CPUs (jl_log holds 7 workers)")
         m.write(m.addr("nr_cpus"), m.ncpus.to_bytes(4, "little"))
         m.write(m.addr("jump_label_patch_mode"), self.patch_mode.to_bytes(4, "little"))
         m.write(m.addr("ipi_handlers") + 8 * IPI_CALL_FUNC,
