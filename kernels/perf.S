@@ -4,7 +4,8 @@
 //   struct perf_event_header { u32 type = 20; u16 misc; u16 size; }
 //   u64 addr; u16 old_len; u16 new_len; u8 bytes[old_len + new_len];
 //   padding to 8 bytes; struct sample_id { u64 time; }
-// The time is a global counter, taken atomically, so records order like the patches.
+// The time is the machine's clock (GIC_CLOCK: the global step), the timebase the
+// hardware trace's timestamps use too, as perf_clock() is shared by PT/ETM and records.
 
 	.equ PERF_RECORD_TEXT_POKE, 20
 	.equ PERF_RING_SIZE, 4096
@@ -60,11 +61,10 @@ perf_event_text_poke:
 	strb	w13, [x11], #1
 	sub	w12, w12, #1
 	b	9b
-5:	ldr	x11, =perf_clock		// sample_id.time
-7:	ldaxr	x12, [x11]
-	add	x12, x12, #1
-	stlxr	w13, x12, [x11]
-	cbnz	w13, 7b
+5:	ldr	x11, =GIC_BASE			// sample_id.time = perf_clock()
+	ldr	x12, [x11, #GIC_CLOCK]
+	ldr	x11, =perf_clock		// the last time handed out, for the reader
+	str	x12, [x11]
 	sub	x13, x9, #8
 	str	x12, [x10, x13]
 	ret

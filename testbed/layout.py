@@ -36,6 +36,7 @@ GIC_ACK = 0x0C  # R: lowest pending IPI number, now acknowledged; GIC_SPURIOUS i
 GIC_CPUID = 0x10  # R: this CPU's number
 GIC_CPU_OFF = 0x14  # W: this CPU stops (its work is done)
 GIC_DIE = 0x18  # W: the guest kernel died (value: a reason code); the run stops with a finding
+GIC_CLOCK = 0x20  # R (64-bit): the machine's global step: the timebase of traces and records
 GIC_SPURIOUS = 0x3FF
 # Offsets inside a per-CPU area.
 PERCPU_IPI_COUNT = 0x00  # u64: IPIs this CPU handled
@@ -71,6 +72,7 @@ ASM_DEFINES: dict[str, int] = {
     "GIC_CPUID": GIC_CPUID,
     "GIC_CPU_OFF": GIC_CPU_OFF,
     "GIC_DIE": GIC_DIE,
+    "GIC_CLOCK": GIC_CLOCK,
     "GIC_SPURIOUS": GIC_SPURIOUS,
     "MAX_CPUS": MAX_CPUS,
     "PERCPU_IPI_COUNT": PERCPU_IPI_COUNT,
