@@ -166,12 +166,12 @@ text_poke_brk_sync:
 	movz	w1, #(TEXT_POKE_BRK & 0xffff)
 	movk	w1, #(TEXT_POKE_BRK >> 16), lsl #16
 	bl	aarch64_insn_patch_text_nosync
-	bl	kick_all_cpus_sync			// every CPU now sees the BRK
 	mov	x0, x19
 	mov	w1, w22
 	mov	w2, w20
-	bl	perf_text_poke_insn			// PERF_RECORD_TEXT_POKE old -> new
-	mov	x0, x19
+	bl	perf_text_poke_insn			// PERF_RECORD_TEXT_POKE old -> new,
+	bl	kick_all_cpus_sync			// then every CPU sees the BRK: each
+	mov	x0, x19					// CPU's IPI (timestamped) follows it
 	mov	w1, w20
 	bl	aarch64_insn_patch_text_nosync
 	bl	kick_all_cpus_sync			// every CPU now sees the final insn
