@@ -152,18 +152,34 @@ aarch64_insn_patch_text:
 	ldp	x29, x30, [sp], #16
 	ret
 
-// void sm_patcher(void **addrs, u32 *insns, int cnt): patch, then publish patch_done.
+// void sm_patcher(void **addrs, u32 *insns, int cnt): one text-poke record for the
+// first instruction (before stop_machine: every other CPU's stop IPI follows it), then
+// patch, then publish patch_done.
 	.global sm_patcher
 sm_patcher:
-	stp	x29, x30, [sp, #-16]!
+	stp	x29, x30, [sp, #-48]!
 	mov	x29, sp
+	stp	x19, x20, [sp, #16]
+	str	x21, [sp, #32]
+	mov	x19, x0
+	mov	x20, x1
+	mov	w21, w2
+	ldr	x0, [x19]			// perf_event_text_poke(addrs[0], old, new)
+	ldr	w1, [x0]
+	ldr	w2, [x20]
+	bl	perf_text_poke_insn
+	mov	x0, x19
+	mov	x1, x20
+	mov	w2, w21
 	bl	aarch64_insn_patch_text
 	ldr	x2, =patch_result
 	str	w0, [x2]
 	ldr	x2, =patch_done
 	mov	w3, #1
 	stlr	w3, [x2]
-	ldp	x29, x30, [sp], #16
+	ldr	x21, [sp, #32]
+	ldp	x19, x20, [sp, #16]
+	ldp	x29, x30, [sp], #48
 	ret
 
 // void sm_worker(u64 passes): runs add_site with IRQs on; stays online (IRQs on) until

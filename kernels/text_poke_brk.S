@@ -170,11 +170,11 @@ text_poke_brk_sync:
 	mov	w1, w22
 	mov	w2, w20
 	bl	perf_text_poke_insn			// PERF_RECORD_TEXT_POKE old -> new,
-	bl	kick_all_cpus_sync			// then every CPU sees the BRK: each
+	bl	text_poke_kick				// then every CPU sees the BRK: each
 	mov	x0, x19					// CPU's IPI (timestamped) follows it
 	mov	w1, w20
 	bl	aarch64_insn_patch_text_nosync
-	bl	kick_all_cpus_sync			// every CPU now sees the final insn
+	bl	text_poke_kick				// every CPU now sees the final insn
 	ldr	x9, =text_poke_desc
 	str	xzr, [x9]				// WRITE_ONCE(bp_desc, NULL)
 	add	x9, x21, #D_REFS			// if (!atomic_dec_and_test(&refs))
@@ -191,6 +191,14 @@ text_poke_brk_sync:
 	ldp	x19, x20, [sp, #16]
 	ldp	x29, x30, [sp], #48
 	ret
+
+// kick_all_cpus_sync(), unless text_poke_brk_ipis is 0 (the brk_no_sync variant).
+text_poke_kick:
+	ldr	x9, =text_poke_brk_ipis
+	ldr	w9, [x9]
+	cbz	w9, 1f
+	b	kick_all_cpus_sync
+1:	ret
 
 // int text_poke_sync_handler(struct pt_regs *regs, unsigned int esr): break hook.
 	.global text_poke_sync_handler
@@ -235,6 +243,10 @@ nosync_addr:
 	.global nosync_insn
 nosync_insn:
 	.word	0
+	.align	3
+	.global text_poke_brk_ipis
+text_poke_brk_ipis:
+	.word	1
 	.align	3
 	.global text_poke_desc
 text_poke_desc:

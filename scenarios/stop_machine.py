@@ -20,11 +20,12 @@ IPI_STOP = 2
 class StopMachinePatch(Scenario):
     name = "stop_machine_patch"
     description = "ADD -> SUB via aarch64_insn_patch_text (stop_machine): correct"
-    kernels = ("boot.S", "insn.S", "smp.S", "nosync_race.S", "stop_machine.S")
+    kernels = ("boot.S", "insn.S", "smp.S", "nosync_race.S", "stop_machine.S", "perf.S")
     ncpus = 3
     cache = CacheType.IDC0
-    passes = 6
+    passes = 16
     expect = None
+    trace_decode = True  # one text-poke record, written before stop_machine starts
 
     def setup(self, m: Machine) -> None:
         m.write(m.addr("nr_cpus"), m.ncpus.to_bytes(4, "little"))

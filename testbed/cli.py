@@ -79,7 +79,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     seed0 = args.seed if args.seed is not None else int(os.environ.get(ENV_SEED, "0"))
     out = Path(args.out)
     seen: dict[tuple[str, int, tuple[int, ...]], dict[str, object]] = {}
-    decisions = instructions = 0
+    decisions = instructions = decode_runs = 0
     t0 = time.perf_counter()
     for i in range(args.schedules):
         strategy: Strategy = (RoundRobin() if args.strategy in ("rr", "round-robin")
@@ -87,6 +87,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         result = session.run(strategy)
         decisions += result.decisions
         instructions += result.instructions
+        decode_runs += any(f.oracle == "trace-decode" for f in result.findings)
         fresh = [f for f in result.findings if f.signature() not in seen]
         if not fresh:
             continue
@@ -102,6 +103,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             "scenario": args.scenario, "strategy": args.strategy, "seed": seed0,
             "schedules_run": args.schedules, "decisions": decisions,
             "instructions": instructions, "seconds": round(dt, 3),
+            "decoder": {"checked": session.scenario.trace_decode,
+                        "schedules_decoded": (args.schedules - decode_runs
+                                              if session.scenario.trace_decode else 0),
+                        "schedules_not_decodable": decode_runs},
             "findings": list(seen.values())}, indent=2))
     else:
         print(f"{args.schedules} schedules of {args.scenario}: {decisions} decisions, "

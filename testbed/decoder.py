@@ -2,11 +2,14 @@
 
 The decoder knows only what perf knows: the initial text image, the guest's
 ``PERF_RECORD_TEXT_POKE`` records and each CPU's ETM-like trace.  It keeps a code image,
-applies each record's new bytes once the trace's time has reached the record's time (as
-``intel_pt_text_poke`` does: trace before it decodes with the old bytes, after it with
-the new ones), and walks the image consuming atoms, indirect targets and exceptions.
-Between timestamps it can only assume the last time it saw, which is exactly where a
-PRE/POST pair of records leaves it guessing.
+applies each record's new bytes once the trace's time has reached the record's time
+(trace before it decodes with the old bytes, after it with the new ones), and walks the
+image consuming atoms, indirect targets and exceptions.  By default ("sync" policy) only
+a timestamped exception switches the image, since only a context synchronization event
+guarantees the CPU fetches the new bytes; the "time" policy, as perf's
+``intel_pt_text_poke``, also switches at periodic timestamps.  Either way a record cannot
+tell the decoder when a CPU that takes no exception starts running the new instruction,
+which is where a PRE/POST pair of records leaves it guessing.
 
 The oracle compares the reconstruction with the ground truth and reports the first
 step where they part: the CPU, the address, what the decoder assumed and what ran,
@@ -61,8 +64,17 @@ class _Image:
 
 
 def decode(trace: Sequence[Element], text: bytes, base: int,
-           records: Sequence[TextPoke]) -> Decoded:
-    """Reconstruct one CPU's executed addresses from its trace."""
+           records: Sequence[TextPoke], policy: str = "sync") -> Decoded:
+    """Reconstruct one CPU's executed addresses from its trace.
+
+    ``policy`` says when a record's new bytes take effect for this CPU:
+    ``"time"``: at the first timestamp at or after the record's time (perf's
+    intel_pt_text_poke); ``"sync"``: only at a timestamped exception (or the trace
+    start) at or after it: a CPU is only sure to fetch the new bytes after a context
+    synchronization event, and a periodic timestamp is not one.
+    """
+    if policy not in ("time", "sync"):
+        raise ValueError(f"unknown decode policy {policy!r}")
     out = Decoded([], [])
     if not trace:
         return out
@@ -78,7 +90,8 @@ def decode(trace: Sequence[Element], text: bytes, base: int,
         while i < len(trace):
             el = trace[i]
             if el.kind is ElementKind.TIMESTAMP:
-                image.advance(el.time)
+                if policy == "time":
+                    image.advance(el.time)
                 i += 1
                 continue
             if el.kind is ElementKind.EXCEPTION:
@@ -138,12 +151,13 @@ def decode(trace: Sequence[Element], text: bytes, base: int,
 def decode_oracle(truth: Sequence[Sequence[tuple[int, int, int]]],
                   traces: Sequence[Sequence[Element]], text: bytes, base: int,
                   records: Sequence[TextPoke],
-                  symbolize: Callable[[int], str] | None = None) -> list[Finding]:
+                  symbolize: Callable[[int], str] | None = None,
+                  policy: str = "sync") -> list[Finding]:
     """One finding per CPU whose reconstruction differs from what it really ran."""
     sym: Callable[[int], str] = symbolize or (lambda a: f"{a:#x}")
     findings: list[Finding] = []
     for cpu, (gt, trace) in enumerate(zip(truth, traces, strict=True)):
-        got = decode(trace, text, base, records)
+        got = decode(trace, text, base, records, policy)
         for k, (step, addr, word) in enumerate(gt):
             if k >= len(got.addresses):
                 if got.error:

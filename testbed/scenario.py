@@ -49,6 +49,8 @@ class Scenario:
     # The oracle this scenario exists to make fire (or a tuple: that oracle, then others
     # it may also make fire), or None if it must find nothing.
     expect: ClassVar[str | tuple[str, ...] | None] = None
+    # Check every run with the trace decoder (needs kernels/perf.S's ring buffer).
+    trace_decode: ClassVar[bool] = False
 
     def setup(self, m: Machine) -> None:
         """Start CPUs and initialise data (before the machine is sealed)."""
@@ -61,6 +63,18 @@ class Scenario:
     def observe(self, m: Machine) -> dict[str, object]:
         """Values worth reporting from the final state (not verdicts)."""
         return {}
+
+
+def decode_check(m: Machine, result: RunResult) -> list[Finding]:
+    """The decode oracle on a finished run: traces from its ground truth, records from
+    the guest's ring buffer, the decoder's reconstruction against what ran."""
+    from .decoder import decode_oracle
+    from .etm import encode
+    from .textpoke import read_ring
+    truth = result.ground_truth()
+    traces = [encode(truth[c], result.events, c) for c in range(m.ncpus)]
+    return decode_oracle(truth, traces, m.model.initial, layout.TEXT_BASE, read_ring(m),
+                         m.image.symbolize)
 
 
 def link_kernels(names: Sequence[str]) -> Image:
@@ -94,6 +108,8 @@ class Session:
                      max_decisions=max_decisions or self.scenario.max_decisions)
         # Checks run even after a fault: what the workload logged before it still counts.
         result.findings.extend(self.scenario.check(m))
+        if self.scenario.trace_decode:
+            result.findings.extend(decode_check(m, result))
         result.observations = self.scenario.observe(m)
         return result
 

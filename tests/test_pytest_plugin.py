@@ -45,4 +45,4 @@ def test_project_scenarios_meet_their_expectations(pytester: pytest.Pytester) ->
     from testbed.resources import scenarios_dir
     result = pytester.runpytest(str(scenarios_dir()), "--testbed-schedules", "300",
                                 "-p", "no:xdist", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=11)
+    result.assert_outcomes(passed=13)
