@@ -20,7 +20,7 @@ from .memory import CacheType
 from .scenario import ScenarioError, Session, list_scenarios, load_scenario
 from .schedule import InvalidDecision, Schedule, ScheduleError
 from .scheduler import RunResult
-from .strategies import RandomWalk, RoundRobin, Strategy
+from .strategies import PCT, RandomWalk, RoundRobin, Strategy
 
 ENV_SEED = "TESTBED_SEED"
 
@@ -80,11 +80,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     seen: dict[tuple[str, int, tuple[int, ...]], dict[str, object]] = {}
     decisions = instructions = decode_runs = 0
+    k = 200  # PCT's expected steps per run: the longest run seen so far
     t0 = time.perf_counter()
     for i in range(args.schedules):
-        strategy: Strategy = (RoundRobin() if args.strategy in ("rr", "round-robin")
-                              else RandomWalk(seed0 + i, p_model=args.p_model))
+        strategy: Strategy
+        if args.strategy in ("rr", "round-robin"):
+            strategy = RoundRobin()
+        elif args.strategy == "pct":
+            strategy = PCT(seed0 + i, depth=args.depth, k=k)
+        else:
+            strategy = RandomWalk(seed0 + i, p_model=args.p_model)
         result = session.run(strategy)
+        k = max(k, result.decisions)
         decisions += result.decisions
         instructions += result.instructions
         decode_runs += any(f.oracle == "trace-decode" for f in result.findings)
@@ -238,7 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("scenario", help="scenario name or path/to/file.py[:name]")
     sp.add_argument("--schedules", "--runs", type=int, default=100, dest="schedules")
     sp.add_argument("--seed", type=int, help=f"first seed (default: ${ENV_SEED} or 0)")
-    sp.add_argument("--strategy", choices=["random", "rr", "round-robin"], default="random")
+    sp.add_argument("--strategy", choices=["random", "pct", "rr", "round-robin"],
+                    default="random")
+    sp.add_argument("--depth", type=int, default=3, help="PCT's bug depth d (default 3)")
     sp.add_argument("--json", action="store_true", help="print one JSON object")
     sp.add_argument("--p-model", type=float, default=0.05,
                     help="probability of a memory-model choice at each decision")

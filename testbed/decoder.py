@@ -69,9 +69,9 @@ def decode(trace: Sequence[Element], text: bytes, base: int,
 
     ``policy`` says when a record's new bytes take effect for this CPU:
     ``"time"``: at the first timestamp at or after the record's time (perf's
-    intel_pt_text_poke); ``"sync"``: only at a timestamped exception (or the trace
-    start) at or after it: a CPU is only sure to fetch the new bytes after a context
-    synchronization event, and a periodic timestamp is not one.
+    intel_pt_text_poke); ``"sync"``: only at a timestamped exception at or after it: a
+    CPU is only sure to fetch the new bytes after a context synchronization event, and
+    neither a periodic timestamp nor the start of the trace is one.
     """
     if policy not in ("time", "sync"):
         raise ValueError(f"unknown decode policy {policy!r}")
@@ -83,7 +83,10 @@ def decode(trace: Sequence[Element], text: bytes, base: int,
     if first.kind is not ElementKind.START:
         out.error = "the trace does not begin with a start element"
         return out
-    image.advance(first.time)
+    if policy == "time":
+        image.advance(first.time)
+    # With "sync", not even the trace start switches images: a CPU that starts after a
+    # record still runs what its I-view held, the old bytes, until it synchronizes.
     pc = first.address
     i = 1
     try:

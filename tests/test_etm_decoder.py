@@ -70,10 +70,22 @@ def test_text_poke_records_apply_at_their_time() -> None:
     text, s = image()
     b_to_func = (0x14000000 | ((0x1C - 0x10) >> 2)).to_bytes(4, "little")
     poke = TextPoke(0, s + 0x10, (0xD503201F).to_bytes(4, "little"), b_to_func, time=10)
+    base = layout.TEXT_BASE
+    # perf's rule ("time"): the record applies once the trace's time reaches it.
     trace = [Element(ElementKind.START, s + 0x10, time=9)]
-    assert decode(trace, text, layout.TEXT_BASE, [poke]).addresses[:2] == [s + 0x10, s + 0x14]
+    assert decode(trace, text, base, [poke], "time").addresses[:2] == [s + 0x10, s + 0x14]
     trace = [Element(ElementKind.START, s + 0x10, time=10), E]
-    assert decode(trace, text, layout.TEXT_BASE, [poke]).addresses[:2] == [s + 0x10, s + 0x1C]
+    assert decode(trace, text, base, [poke], "time").addresses[:2] == [s + 0x10, s + 0x1C]
+    # The default rule ("sync"): only a traced exception after the record switches the
+    # CPU to the new bytes; neither the trace start nor a periodic timestamp does.
+    trace = [Element(ElementKind.START, s + 0x10, time=10),
+             Element(ElementKind.TIMESTAMP, time=11)]
+    assert decode(trace, text, base, [poke]).addresses[:2] == [s + 0x10, s + 0x14]
+    trace = [Element(ElementKind.START, s + 0x1C, time=10),
+             Element(ElementKind.EXCEPTION, s + 0x1C, s + 0x10, False, 12), E]
+    assert decode(trace, text, base, [poke]).addresses[:2] == [s + 0x10, s + 0x1C]
+    with pytest.raises(ValueError):
+        decode(trace, text, base, [poke], "never")
 
 
 def test_encoder_on_a_hand_written_ground_truth() -> None:

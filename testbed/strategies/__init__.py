@@ -6,8 +6,9 @@ stop.  Each strategy lives in its own module whose docstring says what it does.
 """
 
 from .base import Strategy
+from .pct import PCT
 from .random_walk import RandomWalk
 from .replay import Replay
 from .round_robin import RoundRobin
 
-__all__ = ["RandomWalk", "Replay", "RoundRobin", "Strategy"]
+__all__ = ["PCT", "RandomWalk", "Replay", "RoundRobin", "Strategy"]
