@@ -186,6 +186,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_shrink(args: argparse.Namespace) -> int:
+    from .shrink import shrink
+    schedule = Schedule.load(args.file)
+    cfg = schedule.config
+    ncpus, cache = cfg.get("ncpus"), cfg.get("cache")
+    session = _session(schedule.scenario, ncpus if isinstance(ncpus, int) else None,
+                       CacheType.parse(cache) if isinstance(cache, str) else None)
+    try:
+        res = shrink(session, schedule, max_runs=args.max_runs)
+    except ValueError as e:
+        raise CliError(f"{args.file}: {e}") from None
+    findings = [f for f in res.result.findings]
+    meta = dict(res.shrunk.meta)
+    meta["findings"] = [_finding_json(f, session) for f in findings]
+    replace(res.shrunk, meta=meta).save(args.output)
+    print(f"shrunk {len(res.original.decisions)} decisions to {len(res.shrunk.decisions)} "
+          f"in {res.runs} runs; the finding still reproduces:")
+    for f in findings:
+        print(_finding_text(f))
+    print(f"replay it: testbed replay {args.output} --timeline")
+    return 0
+
+
 def _litmus_files(paths: Sequence[str]) -> list[Path]:
     files: list[Path] = []
     for p in map(Path, paths):
@@ -266,6 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int)
     sp.add_argument("--out", default="testbed-findings")
     sp.set_defaults(func=cmd_demo)
+    sp = sub.add_parser("shrink", help="shrink a reproducer, keeping its finding")
+    sp.add_argument("file")
+    sp.add_argument("-o", "--output", required=True, help="where the shrunk schedule goes")
+    sp.add_argument("--max-runs", type=int, default=2000)
+    sp.set_defaults(func=cmd_shrink)
     sp = sub.add_parser("litmus", help="run herd-format litmus tests, herd7-style verdicts")
     sp.add_argument("paths", nargs="+", metavar="PATH", help=".litmus files or folders")
     sp.add_argument("--cache", type=_cache, help="IDC0, IDC1 or DIC1 (default: the file's)")

@@ -70,10 +70,15 @@ def decode_check(m: Machine, result: RunResult) -> list[Finding]:
     the guest's ring buffer, the decoder's reconstruction against what ran."""
     from .decoder import decode_oracle
     from .etm import encode
-    from .textpoke import read_ring
+    from .textpoke import RecordError, read_ring
     truth = result.ground_truth()
     traces = [encode(truth[c], result.events, c) for c in range(m.ncpus)]
-    return decode_oracle(truth, traces, m.model.initial, layout.TEXT_BASE, read_ring(m),
+    try:
+        records = read_ring(m)
+    except RecordError as e:
+        return [Finding("perf-ring", f"the guest's text-poke ring buffer is malformed: {e}",
+                        step=m.step_no)]
+    return decode_oracle(truth, traces, m.model.initial, layout.TEXT_BASE, records,
                          m.image.symbolize)
 
 

@@ -30,7 +30,12 @@ class TextPoke:
 
 
 def parse_records(ring: bytes, head: int) -> list[TextPoke]:
-    """The records in ``ring[:head]``."""
+    """The records in ``ring[:head]``.
+
+    The guest reserves a record (moves the head) before it writes it, so a run that
+    stopped in between leaves the last record unwritten: a record whose size or time is
+    still zero ends the list.
+    """
     out: list[TextPoke] = []
     off = 0
     while off < head:
@@ -38,6 +43,9 @@ def parse_records(ring: bytes, head: int) -> list[TextPoke]:
             raise RecordError(f"record at {off:#x} runs past the ring")
         rtype = int.from_bytes(ring[off:off + 4], "little")
         size = int.from_bytes(ring[off + 6:off + 8], "little")
+        if size == 0 or (off + size <= len(ring)
+                         and not int.from_bytes(ring[off + size - 8:off + size], "little")):
+            break  # reserved but not written yet
         if rtype != PERF_RECORD_TEXT_POKE or size < 28 or size % 8 or off + size > head:
             raise RecordError(f"bad record header at {off:#x}: type {rtype}, size {size}")
         addr = int.from_bytes(ring[off + 8:off + 16], "little")
