@@ -10,6 +10,23 @@
 	.equ PERF_RECORD_TEXT_POKE, 20
 	.equ PERF_RING_SIZE, 4096
 
+	// Copy \len bytes from \src to x11, advancing both: words first, then bytes.
+	.macro copy_bytes src, len
+	mov	w12, \len
+91:	cmp	w12, #4
+	b.lo	92f
+	ldr	w13, [\src], #4
+	str	w13, [x11], #4
+	sub	w12, w12, #4
+	b	91b
+92:	cbz	w12, 93f
+	ldrb	w13, [\src], #1
+	strb	w13, [x11], #1
+	sub	w12, w12, #1
+	b	92b
+93:
+	.endm
+
 	.text
 
 // void perf_event_text_poke(const void *addr, const void *old, int old_len,
@@ -37,31 +54,9 @@ perf_event_text_poke:
 	strh	w2, [x10, #16]
 	strh	w4, [x10, #18]
 	add	x11, x10, #20
-	mov	w12, w2				// old bytes: words first, then single bytes
-2:	cmp	w12, #4
-	b.lo	3f
-	ldr	w13, [x1], #4
-	str	w13, [x11], #4
-	sub	w12, w12, #4
-	b	2b
-3:	cbz	w12, 8f
-	ldrb	w13, [x1], #1
-	strb	w13, [x11], #1
-	sub	w12, w12, #1
-	b	3b
-8:	mov	w12, w4				// new bytes, likewise
-4:	cmp	w12, #4
-	b.lo	9f
-	ldr	w13, [x3], #4
-	str	w13, [x11], #4
-	sub	w12, w12, #4
-	b	4b
-9:	cbz	w12, 5f
-	ldrb	w13, [x3], #1
-	strb	w13, [x11], #1
-	sub	w12, w12, #1
-	b	9b
-5:	ldr	x11, =GIC_BASE			// sample_id.time = perf_clock()
+	copy_bytes x1, w2			// the old bytes, then the new ones
+	copy_bytes x3, w4
+	ldr	x11, =GIC_BASE			// sample_id.time = perf_clock()
 	ldr	x12, [x11, #GIC_CLOCK]
 	ldr	x11, =perf_clock		// the last time handed out, for the reader
 	str	x12, [x11]
