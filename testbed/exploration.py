@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
-from .machine import Finding, Machine
+from .machine import Finding, Machine, MachineState
 from .schedule import Decision, DecisionKind, step
 
 __all__ = ["Bounds", "Exploration", "enabled", "explore"]
@@ -65,7 +65,7 @@ def explore(m: Machine, observe: Callable[[Machine], Hashable],
     m.reset()
     seen = {m.state_key()}
     # Each entry: a saved state and the decisions that led to it (for witnesses).
-    stack: list[tuple[object, tuple[Decision, ...]]] = [(m.save(), ())]
+    stack: list[tuple[MachineState, tuple[Decision, ...]]] = [(m.save(), ())]
     result.states = 1
     while stack:
         if result.states >= bounds.max_states:
@@ -75,7 +75,7 @@ def explore(m: Machine, observe: Callable[[Machine], Hashable],
             result.reason = f"time bound ({bounds.max_seconds:g} s) reached"
             break
         saved, path = stack.pop()
-        m.load(saved)  # type: ignore[arg-type]
+        m.load(saved)
         choices = enabled(m, bounds.model_choices)
         if not choices:
             obs = observe(m)
@@ -87,7 +87,7 @@ def explore(m: Machine, observe: Callable[[Machine], Hashable],
         first = True
         for d in choices:
             if not first:
-                m.load(saved)  # type: ignore[arg-type]
+                m.load(saved)
             first = False
             m.apply(d)
             result.transitions += 1

@@ -20,6 +20,7 @@ import json
 import re
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from . import layout
@@ -94,14 +95,16 @@ class LitmusProgram:
 
     def show(self, name: str, value: int) -> str:
         """A value as herd prints it: labels by name, small numbers in decimal."""
-        for (thread, label), addr in self._labels().items():
+        for (thread, label), addr in self.labels.items():
             if addr == value:
                 return f"P{thread}:{label}"
         if value == NOP:
             return "NOP"
         return str(value) if value < 0x10000 else f"{value:#x}"
 
-    def _labels(self) -> dict[tuple[int, str], int]:
+    @cached_property
+    def labels(self) -> dict[tuple[int, str], int]:
+        """Every label of every thread and handler: (thread, name) -> address."""
         out = {}
         for t in (*self.test.threads, *self.test.handlers.values()):
             for line in t.lines:
@@ -264,8 +267,8 @@ def _reachable(prog: LitmusProgram, thread: int, indirect: set[int]) -> set[int]
     image = prog.image
     text, base = image.text, layout.TEXT_BASE
     exit_addr = image.addr(f"P{thread}__exit")
-    labels = [a for (t, _), a in prog._labels().items() if t == thread]
-    patchable = set(prog._labels().values())  # where a test can store an instruction
+    labels = [a for (t, _), a in prog.labels.items() if t == thread]
+    patchable = set(prog.labels.values())  # where a test can store an instruction
     work = [image.addr(f"P{thread}__start")]
     if thread in prog.test.handlers:
         work += [image.addr(f"P{thread}F__start"), *labels]

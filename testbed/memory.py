@@ -422,10 +422,6 @@ class FetchModel:
         value = self.fetch(cpu, off)
         return value in torn and value not in self._whole.get(off, ())
 
-    def is_torn_value(self, off: int, value: int) -> bool:
-        torn = self._torn.get(off)
-        return bool(torn) and value in torn and value not in self._whole.get(off, ())  # type: ignore[operator]
-
     # -- choices a scheduler may make -------------------------------------------------
     def fill_choices(self, cpu: int) -> list[tuple[int, bool]]:
         """Fills that can change an outcome: ``(word, from_dside)``.
