@@ -13,8 +13,6 @@ from pathlib import Path
 
 from . import __version__
 from .asm import AsmError
-from .isa import NOP
-from .isa import b as branch
 from .machine import Finding, GuestError
 from .memory import CacheType
 from .scenario import ScenarioError, Session, list_scenarios, load_scenario
@@ -150,42 +148,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 1 if result.findings else 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from .timeline import render
-    demos = {"nosync-stale": "nosync_stale"}
-    if args.name is None:
-        print("demos:")
-        print("  nosync-stale   CPU1 runs the old instruction after CPU0's nosync patch "
-              "has completed its flush")
-        print("run one with: testbed demo nosync-stale")
-        return 0
-    if args.name not in demos:
-        raise CliError(f"unknown demo {args.name!r}; known: {', '.join(demos)}")
-    session = _session(demos[args.name], None, None)
-    image = session.image
-    site = image.addr("patch_site")
-    watch = {site: {NOP: "OLD nop", branch(site, image.addr("site_new")): "NEW b"}}
-    seed = args.seed if args.seed is not None else 0
-    for attempt in range(200):
-        result = session.run(RandomWalk(seed + attempt))
-        hits = [f for f in result.findings if f.oracle == "stale-after-flush"]
-        if hits:
-            break
-    else:
-        raise CliError("no stale execution found in 200 seeds")
-    path = _save(result, session, Path(args.out), f"demo-{seed + attempt}")
-    print(f"Demo nosync-stale: a real schedule (random seed {seed + attempt}), not a script.")
-    print("CPU0 patches `nop` at patch_site into `b site_new` with "
-          "aarch64_insn_patch_text_nosync;")
-    print("CPU1 loops through the site, reading patch_done first (no ISB).\n")
-    print(render(result, image, 2, watch=watch, width=60))
-    print()
-    for f in hits:
-        print(_finding_text(f))
-    print(f"\nreplay it: testbed replay {path} --timeline")
-    return 0
-
-
 def cmd_shrink(args: argparse.Namespace) -> int:
     from .shrink import shrink
     schedule = Schedule.load(args.file)
@@ -284,11 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--trace", action="store_true", help="print the ground-truth trace")
     sp.add_argument("--timeline", action="store_true", help="print the timeline")
     sp.set_defaults(func=cmd_replay)
-    sp = sub.add_parser("demo", help="watch a race happen (no NAME: list the demos)")
-    sp.add_argument("name", nargs="?")
-    sp.add_argument("--seed", type=int)
-    sp.add_argument("--out", default="testbed-findings")
-    sp.set_defaults(func=cmd_demo)
+    from .demo import add_parser as add_demo_parser
+    add_demo_parser(sub)
     sp = sub.add_parser("shrink", help="shrink a reproducer, keeping its finding")
     sp.add_argument("file")
     sp.add_argument("-o", "--output", required=True, help="where the shrunk schedule goes")
