@@ -15,7 +15,7 @@ from . import __version__
 from .asm import AsmError
 from .machine import Finding, GuestError
 from .memory import CacheType
-from .scenario import ScenarioError, Session, list_scenarios, load_scenario
+from .scenario import ScenarioError, Session, list_scenarios, load_scenario, session_for
 from .schedule import InvalidDecision, Schedule, ScheduleError
 from .scheduler import RunResult
 from .strategies import PCT, RandomWalk, RoundRobin, Strategy
@@ -121,11 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     schedule = Schedule.load(args.file)
-    cfg = schedule.config
-    ncpus = cfg.get("ncpus")
-    cache = cfg.get("cache")
-    session = _session(schedule.scenario, ncpus if isinstance(ncpus, int) else None,
-                       CacheType.parse(cache) if isinstance(cache, str) else None)
+    session = session_for(schedule)
     result = session.replay(schedule)
     print(f"replayed {result.decisions} decisions of {schedule.scenario} "
           f"({result.instructions} instructions), trace {result.trace_digest()[:16]}")
@@ -151,10 +147,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_shrink(args: argparse.Namespace) -> int:
     from .shrink import shrink
     schedule = Schedule.load(args.file)
-    cfg = schedule.config
-    ncpus, cache = cfg.get("ncpus"), cfg.get("cache")
-    session = _session(schedule.scenario, ncpus if isinstance(ncpus, int) else None,
-                       CacheType.parse(cache) if isinstance(cache, str) else None)
+    session = session_for(schedule)
     try:
         res = shrink(session, schedule, max_runs=args.max_runs)
     except ValueError as e:

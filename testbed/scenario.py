@@ -8,10 +8,11 @@ once; every run resets it to the sealed baseline.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import inspect
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import ClassVar
@@ -21,7 +22,7 @@ from .asm import Image, link_files
 from .machine import Finding, Machine
 from .memory import CacheType, FetchConfig
 from .resources import kernels_dir, scenarios_dir
-from .schedule import Schedule
+from .schedule import Schedule, ScheduleMismatch
 from .scheduler import RunResult, run
 from .strategies import RandomWalk, Replay, Strategy
 
@@ -32,6 +33,7 @@ __all__ = [
     "link_kernels",
     "list_scenarios",
     "load_scenario",
+    "session_for",
 ]
 
 
@@ -51,6 +53,9 @@ class Scenario:
     expect: ClassVar[str | tuple[str, ...] | None] = None
     # Check every run with the trace decoder (needs kernels/perf.S's ring buffer).
     trace_decode: ClassVar[bool] = False
+    # The small scope exhaustive search explores by default (``testbed search``): integer
+    # attributes of the scenario (``iterations``, ``passes``...) and ``ncpus``.
+    search_scope: ClassVar[dict[str, int]] = {}
 
     def setup(self, m: Machine) -> None:
         """Start CPUs and initialise data (before the machine is sealed)."""
@@ -98,8 +103,22 @@ class Session:
     """One scenario, linked and set up once, run under any number of schedules."""
 
     def __init__(self, scenario: Scenario, *, ncpus: int | None = None,
-                 cache: CacheType | None = None, budget: int = 200_000) -> None:
+                 cache: CacheType | None = None, budget: int = 200_000,
+                 params: Mapping[str, int] | None = None) -> None:
         self.scenario = scenario
+        self.params = dict(params or {})
+        for key, value in self.params.items():
+            if key == "ncpus":
+                ncpus = value
+                continue
+            current = getattr(scenario, key, None)
+            if key.startswith("_") or not isinstance(current, int) \
+                    or isinstance(current, bool) or not isinstance(value, int):
+                known = sorted(k for k in dir(scenario) if not k.startswith("_")
+                               and type(getattr(scenario, k)) is int)
+                raise ScenarioError(f"scenario {scenario.name!r} has no integer parameter "
+                                    f"{key!r} (it has: {', '.join(known)})")
+            setattr(scenario, key, value)
         self.image = link_kernels(scenario.kernels)
         self.cache = cache or scenario.cache
         self.machine = Machine(self.image, ncpus or scenario.ncpus, FetchConfig(self.cache),
@@ -107,10 +126,19 @@ class Session:
         scenario.setup(self.machine)
         self.machine.seal()
 
+    def config(self) -> dict[str, object]:
+        """What a schedule records besides the image: the machine and any parameters."""
+        cfg: dict[str, object] = dict(self.machine.config_dict())
+        if self.params:
+            cfg["params"] = dict(sorted(self.params.items()))
+        return cfg
+
     def run(self, strategy: Strategy, *, max_decisions: int | None = None) -> RunResult:
         m = self.machine
         result = run(m, strategy, scenario=self.scenario.name,
                      max_decisions=max_decisions or self.scenario.max_decisions)
+        if self.params:
+            result.schedule = dataclasses.replace(result.schedule, config=self.config())
         # Checks run even after a fault: what the workload logged before it still counts.
         result.findings.extend(self.scenario.check(m))
         if self.scenario.trace_decode:
@@ -122,10 +150,29 @@ class Session:
         return self.run(RandomWalk(seed, **kw))
 
     def replay(self, schedule: Schedule) -> RunResult:
-        schedule.check_against(self.scenario.name, self.image.digest,
-                               self.machine.config_dict())
+        schedule.check_against(self.scenario.name, self.image.digest, self.config())
+        if dict(schedule.config.get("params") or {}) != self.params:
+            raise ScheduleMismatch(
+                f"schedule was recorded with scenario parameters "
+                f"{dict(schedule.config.get('params') or {})}, this session has {self.params}")
         return self.run(Replay(schedule.decisions),
                         max_decisions=max(len(schedule.decisions), 1))
+
+
+def session_for(schedule: Schedule) -> Session:
+    """A session configured as ``schedule`` was recorded (CPUs, cache, parameters)."""
+    cfg = schedule.config
+    ncpus, cache, params = cfg.get("ncpus"), cfg.get("cache"), cfg.get("params")
+    if params is not None and not (isinstance(params, Mapping) and all(
+            isinstance(k, str) and isinstance(v, int) for k, v in params.items())):
+        raise ScheduleMismatch(f"schedule parameters {params!r} are not name: integer pairs")
+    try:
+        cache_type = CacheType.parse(cache) if isinstance(cache, str) else None
+    except ValueError as e:
+        raise ScheduleMismatch(f"schedule configuration: {e}") from None
+    return Session(load_scenario(schedule.scenario)(),
+                   ncpus=ncpus if isinstance(ncpus, int) else None, cache=cache_type,
+                   params=params)
 
 
 def _load_module(path: Path) -> ModuleType:
