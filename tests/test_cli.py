@@ -54,7 +54,11 @@ def test_demo_lists_and_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "nosync-stale" in capsys.readouterr().out
     assert main(["demo", "nosync-stale", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "OLD nop" in out and "stale-after-flush" in out and "testbed replay" in out
+    assert any(line.lstrip(" 0123456789").startswith("@  nop") and
+               line.endswith("patch_site  <== OLD, stale") for line in out.splitlines())
+    assert "!! stale-after-flush  <== FINDING" in out
+    saved = next(tmp_path.glob("nosync_stale-demo-*.json"))
+    assert f"Replay it: testbed replay {saved} --timeline" in out
 
 
 def test_errors_are_one_line_not_tracebacks(tmp_path: Path) -> None:
