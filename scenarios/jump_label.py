@@ -41,6 +41,7 @@ class JumpLabelNosync(Scenario):
     iterations = 12
     patch_mode = 0  # jump_label_patch_mode: bit 0 kick_all_cpus_sync, bit 1 no DC CVAU
     expect = "static-key-incoherence"
+    search_scope = {"iterations": 2, "ncpus": 2}  # what `testbed search` covers
 
     def setup(self, m: Machine) -> None:
         if not 2 <= m.ncpus <= 8:
@@ -105,6 +106,7 @@ class BrkSingleSlot(JumpLabelNosync):
     expect = ("brk-emulation", "static-key-incoherence", "trace-decode")
     trace_decode = True
     break_handler = "text_poke_single_handler"
+    search_scope = {"iterations": 1, "ncpus": 2}
 
     def setup(self, m: Machine) -> None:
         hook = (m.addr(self.break_handler), 7, 0)  # {fn, imm, mask}: BRK #7
@@ -167,3 +169,4 @@ class TextPokePrePost(JumpLabelNosync):
     patch_mode = 16
     expect = ("trace-decode", "static-key-incoherence")
     trace_decode = True
+    search_scope = {"iterations": 1, "ncpus": 2}

@@ -25,6 +25,7 @@ class StopMachinePatch(Scenario):
     cache = CacheType.IDC0
     passes = 16
     expect = None
+    search_scope = {"passes": 2, "ncpus": 2}  # what `testbed search` covers
     trace_decode = True  # one text-poke record, written before stop_machine starts
 
     def setup(self, m: Machine) -> None:

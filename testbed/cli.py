@@ -16,7 +16,7 @@ from .asm import AsmError
 from .machine import Finding, GuestError
 from .memory import CacheType
 from .scenario import ScenarioError, Session, list_scenarios, load_scenario, session_for
-from .schedule import InvalidDecision, Schedule, ScheduleError
+from .schedule import Decision, InvalidDecision, Schedule, ScheduleError
 from .scheduler import RunResult
 from .strategies import PCT, RandomWalk, RoundRobin, Strategy
 
@@ -164,6 +164,73 @@ def cmd_shrink(args: argparse.Namespace) -> int:
     return 0
 
 
+def _params(items: Sequence[str] | None) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        try:
+            out[key.strip()] = int(value, 0)
+        except ValueError:
+            raise CliError(f"--set {item!r}: expected NAME=INTEGER") from None
+        if not sep or not key.strip():
+            raise CliError(f"--set {item!r}: expected NAME=INTEGER")
+    return out
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .search import CheckpointError, SearchBounds, search
+    cls = load_scenario(args.scenario)
+    params = {} if args.full else dict(cls.search_scope)
+    params.update(_params(args.set))
+    if args.cpus:
+        params["ncpus"] = args.cpus
+    session = Session(cls(), cache=args.cache, params=params)
+    bounds = SearchBounds(args.preemptions, args.model_events, max_states=args.max_states,
+                          max_seconds=args.max_seconds)
+    out = Path(args.out)
+    scope = ", ".join(f"{k}={v}" for k, v in sorted(params.items())) or "as the scenario runs"
+    if not args.json:
+        print(f"searching {cls.name} ({scope}): at most {args.preemptions} preemptions and "
+              f"{args.model_events} memory-model events")
+    saved: dict[tuple[str, int, tuple[int, ...]], str] = {}
+
+    def report(f: Finding, path: tuple[Decision, ...]) -> None:
+        sched = Schedule(cls.name, session.image.digest, session.config(), path, "search",
+                         None, {"strategy": "search", **bounds.space()})
+        tag = f"{f.oracle}-search-{len(saved)}"
+        result = session.replay(sched)  # records the findings as a run gives them
+        saved[f.signature()] = str(_save(result, session, out, tag))
+        if not args.json:
+            print(_finding_text(f))
+            print(f"  reproduce: testbed replay {saved[f.signature()]}")
+
+    try:
+        res = search(session, bounds, checkpoint=args.checkpoint, resume=args.resume,
+                     on_finding=report)
+    except CheckpointError as e:
+        raise CliError(str(e)) from None
+    verdict = ("covered: every schedule within the bounds was explored" if res.covered
+               else f"NOT covered: {res.reason}")
+    if args.json:
+        print(json.dumps({
+            "scenario": cls.name, "params": params, **bounds.space(), "covered": res.covered,
+            "reason": res.reason, "states": res.states, "transitions": res.transitions,
+            "final_states": res.finals, "seconds": round(res.total_seconds, 3),
+            "resumed": res.resumed, "history_oracle": res.history_oracle,
+            "findings": [{**_finding_json(f, session), "reproducer": saved.get(sig, "")}
+                         for sig, (f, _) in res.findings.items()]}, indent=2))
+    else:
+        print(f"{res.states} states, {res.transitions} transitions, {res.finals} final states "
+              f"in {res.total_seconds:.1f}s; {len(res.findings)} distinct findings; {verdict}")
+        if res.history_oracle:
+            print("note: the trace decoder judges history; state hashing can prune a path "
+                  "only it would flag (see testbed/search.py)")
+        if not res.covered and args.checkpoint:
+            print(f"resume with: testbed search {args.scenario} --checkpoint "
+                  f"{args.checkpoint} --resume (same bounds and scope)")
+    return 1 if res.findings else 0
+
+
 def _litmus_files(paths: Sequence[str]) -> list[Path]:
     files: list[Path] = []
     for p in map(Path, paths):
@@ -246,6 +313,25 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-o", "--output", required=True, help="where the shrunk schedule goes")
     sp.add_argument("--max-runs", type=int, default=2000)
     sp.set_defaults(func=cmd_shrink)
+    sp = sub.add_parser("search", help="preemption-bounded exhaustive search of a scenario "
+                        "(exit 1 on a finding)")
+    sp.add_argument("scenario")
+    sp.add_argument("--preemptions", type=int, default=2, help="preemption bound (default 2)")
+    sp.add_argument("--model-events", type=int, default=1,
+                    help="memory-model choices per schedule (default 1)")
+    sp.add_argument("--set", action="append", metavar="NAME=VALUE",
+                    help="a scenario parameter (e.g. iterations=2), repeatable")
+    sp.add_argument("--full", action="store_true",
+                    help="search the scenario as it runs, not its small search scope")
+    sp.add_argument("--cpus", type=int)
+    sp.add_argument("--cache", type=_cache)
+    sp.add_argument("--max-states", type=int, default=5_000_000)
+    sp.add_argument("--max-seconds", type=float, default=3600.0)
+    sp.add_argument("--checkpoint", help="checkpoint file, written every 30 s and at the end")
+    sp.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--out", default="testbed-findings", help="where reproducers go")
+    sp.set_defaults(func=cmd_search)
     sp = sub.add_parser("litmus", help="run herd-format litmus tests, herd7-style verdicts")
     sp.add_argument("paths", nargs="+", metavar="PATH", help=".litmus files or folders")
     sp.add_argument("--cache", type=_cache, help="IDC0, IDC1 or DIC1 (default: the file's)")

@@ -187,9 +187,9 @@ class MachineState:
     gic: tuple[int, ...]
     step_no: int
     events: int
-    findings: int
+    findings: tuple[Finding, ...]
     stopped: bool
-    text_stores: int
+    text_stores: tuple[tuple[int, int, int, int, int], ...]
 
 
 def _ptr(buf: bytearray, keep: list[Any]) -> int:
@@ -421,9 +421,12 @@ class Machine:
             bytes(self.percpu), [bytes(c.stack) for c in self.cpus],
             [(c.state, c.pc, c.exc, c.irq_masked, len(c.log), c.last_cse) for c in self.cpus],
             self.model.snapshot(), self.gic.state(), self.step_no, len(self.events),
-            len(self.findings), self.stopped, len(self.text_stores))
+            tuple(self.findings), self.stopped, tuple(self.text_stores))
 
     def load(self, st: MachineState) -> None:
+        """Back to ``st``.  The ground-truth logs and events are history, not state: they
+        are cut to their length at ``st``, which is this state's history only when the
+        machine has not run another branch since; replay the path for a history."""
         for c, words in zip(self.cpus, self.model.restore(st.model), strict=True):
             self._forget_view(c, words)
         self._refresh_fetch_points()
@@ -435,13 +438,15 @@ class Machine:
             c.stack[:] = stack
             c.state, c.pc, c.exc, c.irq_masked, c.last_cse = state, pc, exc, masked, cse
             del c.log[loglen:]
-        del self.text_stores[st.text_stores:]
+        # State, not history: a depth-first search loads states of other branches, so a
+        # truncation would keep another branch's entries.
+        self.text_stores[:] = st.text_stores
         self.gic.set_state(st.gic)
         self.step_no = st.step_no
         for c in self.cpus:
             c.read_fix = []
         del self.events[st.events:]
-        del self.findings[st.findings:]
+        self.findings[:] = st.findings
         self.stopped = st.stopped
         self._states_changed()
 
