@@ -10,9 +10,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .asm import AsmError
+from .faildb import default_db
 from .machine import Finding, GuestError
 from .memory import CacheType
 from .scenario import ScenarioError, Session, list_scenarios, load_scenario, session_for
@@ -80,6 +82,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     decisions = instructions = decode_runs = 0
     k = 200  # PCT's expected steps per run: the longest run seen so far
     t0 = time.perf_counter()
+    db = default_db() if not args.no_db else None
+    if db is not None:
+        for known in db.replay_all(session):
+            fresh = [f for f in known.result.findings if f.signature() not in seen]
+            if not fresh:
+                continue
+            path = _save(known.result, session, out, f"{fresh[0].oracle}-db")
+            for f in fresh:
+                seen[f.signature()] = {**_finding_json(f, session), "reproducer": str(path),
+                                       "from_failure_db": str(known.path)}
+                if not args.json:
+                    print(_finding_text(f) + " (a known failure, from " + str(known.path)
+                          + ")")
+                    print(f"  reproduce: testbed replay {path}")
     for i in range(args.schedules):
         strategy: Strategy
         if args.strategy in ("rr", "round-robin"):
@@ -97,6 +113,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not fresh:
             continue
         path = _save(result, session, out, f"{fresh[0].oracle}-{seed0 + i}")
+        if db is not None:
+            db.save(Schedule.load(path))
         for f in fresh:
             seen[f.signature()] = {**_finding_json(f, session), "reproducer": str(path)}
             if not args.json:
@@ -162,6 +180,120 @@ def cmd_shrink(args: argparse.Namespace) -> int:
         print(_finding_text(f))
     print(f"replay it: testbed replay {args.output} --timeline")
     return 0
+
+
+def cmd_fuzz(args: argparse.Namespace) -> int:
+    from .campaign import Campaign, CampaignError, CampaignSpec
+    if args.schedules is None and args.time is None and not args.resume:
+        raise CliError("say how long: --schedules N or --time SECONDS")
+    if args.workers < 1 or (args.schedules is not None and args.schedules < 1):
+        raise CliError("--workers and --schedules are at least 1")
+    campaign = Campaign(args.out)
+    try:
+        if args.resume:
+            spec = campaign.load()
+            if spec.scenario != load_scenario(args.scenario).name:
+                raise CliError(f"{args.out}: that campaign fuzzes {spec.scenario!r}, "
+                               f"not {args.scenario!r}")
+        else:
+            load_scenario(args.scenario)  # a clear error for an unknown name, first
+            spec = campaign.create(CampaignSpec(
+                args.scenario, args.strategy, args.seed, args.batch, args.depth, args.k,
+                args.p_model, args.cpus, args.cache.value if args.cache else None))
+    except CampaignError as e:
+        raise CliError(str(e)) from None
+    schedules = args.schedules
+    if args.resume and schedules is None and args.time is None:
+        previous = campaign._read_stats().get("target_schedules")
+        schedules = previous if isinstance(previous, int) else None
+        if schedules is None:
+            raise CliError("say how much more: --schedules N (the total) or --time SECONDS")
+    target = f"{schedules} schedules" if schedules is not None else f"{args.time:g} s"
+    quiet = not sys.stderr.isatty()
+    print(f"fuzzing {spec.scenario} with {spec.strategy} (campaign seed {spec.seed}"
+          + (f", d={spec.depth}, k={spec.k}" if spec.strategy == "pct" else "")
+          + f"), {target}, {args.workers if not args.dask else 'dask'} workers, "
+          f"out: {args.out}" + (f" (resuming: {campaign.stats.schedules} schedules done, "
+                                f"{len(campaign.stats.findings)} findings)"
+                                if args.resume else ""))
+
+    def say(text: str) -> None:
+        if progress is not None:
+            progress.console.print(text, markup=False, highlight=False)
+        else:
+            print(text, flush=True)
+
+    db = default_db()
+
+    def found(key: str, summary: dict[str, object], path: Path) -> None:
+        if db is not None:
+            db.save(Schedule.load(path))
+        say(f"[{summary['oracle']}] run {summary['run']}: {summary['message']}")
+        say(f"  reproduce: testbed replay {path}")
+
+    progress: Any = None
+    task = None
+    if not quiet:
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+        progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                            TextColumn("{task.completed:>9,.0f} schedules"),
+                            TextColumn("{task.fields[rate]:>8,.0f}/s"),
+                            TextColumn("{task.fields[found]} findings"),
+                            TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+        task = progress.add_task(spec.scenario, total=schedules, rate=0.0,
+                                 found=len(campaign.stats.findings),
+                                 completed=campaign.stats.schedules)
+        progress.start()
+    done_before = campaign.stats.schedules
+
+    def tick(stats: object, elapsed: float) -> None:
+        if progress is not None and task is not None:
+            s = campaign.stats
+            progress.update(task, completed=s.schedules, found=len(s.findings),
+                            rate=(s.schedules - done_before) / elapsed if elapsed else 0.0)
+
+    campaign.on_finding = found
+    campaign.on_progress = tick
+    campaign.on_problem = lambda text: say(f"testbed: {text}")
+    try:
+        stats = campaign.run(schedules=schedules, seconds=args.time, workers=args.workers,
+                             dask=args.dask)
+    except KeyboardInterrupt:
+        if progress is not None:
+            progress.stop()
+        s = campaign.stats
+        print(f"interrupted after {s.schedules} schedules; {len(s.findings)} findings are "
+              f"in {campaign.findings_dir}. Continue with: testbed fuzz {args.scenario} "
+              f"--out {args.out} --resume", file=sys.stderr)
+        return 130
+    except CampaignError as e:
+        raise CliError(str(e)) from None
+    finally:
+        if progress is not None:
+            progress.stop()
+    if schedules is not None:
+        _record_target(campaign, schedules)
+    lost = stats["lost_batches"]
+    print(f"{stats['schedules']} schedules, {stats['decisions']} decisions, "
+          f"{stats['instructions']} instructions in {stats['wall_seconds']:.1f}s "
+          f"({stats['schedules_per_second']:.0f} schedules/s); {stats['findings']} distinct "
+          f"findings" + (f"; {len(lost)} batches lost: {lost}" if lost else "")
+          + f"; stats: {Path(args.out) / 'stats.json'}")
+    return 1 if stats["findings"] else 0
+
+
+def _record_target(campaign: object, schedules: int) -> None:
+    from .campaign import Campaign, _atomic_write
+    assert isinstance(campaign, Campaign)
+    doc = campaign._read_stats()
+    doc["target_schedules"] = schedules
+    _atomic_write(campaign.out / "stats.json", json.dumps(doc, indent=2) + "\n")
 
 
 def _params(items: Sequence[str] | None) -> dict[str, int]:
@@ -299,6 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--cpus", type=int)
     sp.add_argument("--cache", type=_cache, help="IDC0, IDC1 or DIC1")
     sp.add_argument("--out", default="testbed-findings", help="where reproducers go")
+    sp.add_argument("--no-db", action="store_true", help="do not replay or record known "
+                    "failures (.testbed/, or $TESTBED_DB)")
     sp.set_defaults(func=cmd_run)
     sp = sub.add_parser("replay", help="replay a saved schedule exactly (exit 1 if its "
                         "finding reproduces, 0 if not, 2 on bad input)")
@@ -313,6 +447,28 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-o", "--output", required=True, help="where the shrunk schedule goes")
     sp.add_argument("--max-runs", type=int, default=2000)
     sp.set_defaults(func=cmd_shrink)
+    sp = sub.add_parser("fuzz", help="a parallel, resumable fuzz campaign (exit 1 on a "
+                        "finding)")
+    sp.add_argument("scenario")
+    sp.add_argument("--strategy", choices=["pct", "random"], default="pct")
+    how = sp.add_mutually_exclusive_group()
+    how.add_argument("--schedules", type=int, help="total schedules of the campaign")
+    how.add_argument("--time", type=float, metavar="SECONDS", help="run for this long")
+    sp.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    sp.add_argument("--dask", metavar="ADDRESS", help="a Dask scheduler (tcp://host:port) "
+                    "instead of local worker processes")
+    sp.add_argument("--out", required=True, help="the campaign folder")
+    sp.add_argument("--resume", action="store_true",
+                    help="continue the campaign in --out, skipping finished batches")
+    sp.add_argument("--seed", type=int, default=0, help="campaign seed (default 0)")
+    sp.add_argument("--batch", type=int, default=200, help="schedules per batch")
+    sp.add_argument("--depth", type=int, default=3, help="PCT's bug depth d (default 3)")
+    sp.add_argument("--k", type=int, default=0,
+                    help="PCT's steps per run (default: calibrated on 20 runs)")
+    sp.add_argument("--p-model", type=float, default=0.05)
+    sp.add_argument("--cpus", type=int)
+    sp.add_argument("--cache", type=_cache)
+    sp.set_defaults(func=cmd_fuzz)
     sp = sub.add_parser("search", help="preemption-bounded exhaustive search of a scenario "
                         "(exit 1 on a finding)")
     sp.add_argument("scenario")

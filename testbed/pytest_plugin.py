@@ -6,6 +6,8 @@ test item that runs ``--testbed-schedules`` schedules from ``--testbed-seed`` wi
 ``--testbed-strategy``.  A scenario whose ``expect`` names an oracle passes when that
 oracle finds something (a tuple names it first, then other oracles it may also make
 fire); one whose ``expect`` is None passes when nothing is found.
+Schedules that failed before (the failure database, ``testbed/faildb.py``) are replayed
+first.
 A failure prints the finding and the command that replays it, and the reproducer is
 kept under ``--testbed-out``.  With pytest-xdist (``-n auto``) the scenarios spread
 over the cores like any other tests.
@@ -20,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from .faildb import FailureDB, default_db
 from .scenario import Scenario, Session, _load_module, _scenarios_in
 from .scheduler import RunResult
 from .strategies import RandomWalk, RoundRobin, Strategy
@@ -66,23 +69,37 @@ class ScenarioItem(pytest.Item):
         session = Session(self.scenario())
         expect = self.scenario.expect
         wanted = (expect,) if isinstance(expect, str) else tuple(expect or ())
+        db = default_db()
+        # Known failing schedules first (the failure database, like Hypothesis's).
+        for known in db.replay_all(session) if db is not None else []:
+            wrong = [f for f in known.result.findings if f.oracle not in wanted]
+            if wrong:
+                self._fail(known.result, f"a known failing schedule ({known.path}) still "
+                           "fails", wrong, db)
+            if wanted and any(f.oracle == wanted[0] for f in known.result.findings):
+                return
         for i in range(n):
             strategy: Strategy = RoundRobin() if rr else RandomWalk(seed0 + i)
             result = session.run(strategy)
             wrong = [f for f in result.findings if f.oracle not in wanted]
             if wrong:
                 self._fail(result, f"unexpected finding in schedule {i} (seed {seed0 + i})",
-                           wrong)
+                           wrong, db)
             if wanted and any(f.oracle == wanted[0] for f in result.findings):
+                if db is not None:
+                    db.save(result.schedule)
                 return  # the race the scenario exists to show was found
         if wanted:
             raise ScenarioFailure(f"expected a {wanted[0]!r} finding in {n} schedules from "
                                   f"seed {seed0}, found none")
 
-    def _fail(self, result: RunResult, why: str, findings: list[Any]) -> None:
+    def _fail(self, result: RunResult, why: str, findings: list[Any],
+              db: FailureDB | None = None) -> None:
         out = Path(self.config.getoption("--testbed-out"))
         path = out / f"{result.scenario}-{findings[0].oracle}.json"
         result.schedule.save(path)
+        if db is not None:
+            db.save(result.schedule)
         lines = [why] + [f"  [{f.oracle}] step {f.step}: {f.message}" for f in findings]
         lines.append(f"  replay: testbed replay {path} --timeline")
         raise ScenarioFailure("\n".join(lines))

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable, Sequence
 
 import pytest
@@ -9,6 +11,10 @@ from testbed.asm import Image, Source, link
 from testbed.machine import Machine
 from testbed.memory import CacheType, FetchConfig
 from testbed.resources import kernels_dir
+
+# The failure database (.testbed/ in the current folder) stays out of the checkout:
+# tests that use it say where.
+os.environ.setdefault("TESTBED_DB", tempfile.mkdtemp(prefix="testbed-db-"))
 
 BOOT = kernels_dir() / "boot.S"
 INSN = kernels_dir() / "insn.S"

@@ -132,7 +132,7 @@ def test_a_checkpoint_from_other_bounds_or_not_a_checkpoint_is_refused(
         search(s, SearchBounds(2, 0), checkpoint=ckpt, resume=True)
     bad = tmp_path / "bad.ckpt"
     bad.write_text("hello")
-    with pytest.raises(CheckpointError, match="bad.ckpt"):
+    with pytest.raises(CheckpointError, match=r"bad\.ckpt"):
         search(s, SearchBounds(1, 0), checkpoint=bad, resume=True)
 
 
