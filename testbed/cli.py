@@ -175,7 +175,9 @@ def cmd_shrink(args: argparse.Namespace) -> int:
     meta["findings"] = [_finding_json(f, session) for f in findings]
     replace(res.shrunk, meta=meta).save(args.output)
     print(f"shrunk {len(res.original.decisions)} decisions to {len(res.shrunk.decisions)} "
-          f"in {res.runs} runs; the finding still reproduces:")
+          f"(preemptions {res.preemptions[0]} -> {res.preemptions[1]}, model events "
+          f"{res.model_events[0]} -> {res.model_events[1]}) in {res.runs} runs; the "
+          "finding still reproduces:")
     for f in findings:
         print(_finding_text(f))
     print(f"replay it: testbed replay {args.output} --timeline")

@@ -8,8 +8,9 @@ that actually ran is what is kept, so every shrunk schedule replays strictly.  A
 candidate is kept when it reproduces the same finding: same oracle, same address.
 
 Order: ddmin over all decisions (Zeller and Hildebrandt, "Simplifying and Isolating
-Failure-Inducing Input", TSE 2002), then each remaining model choice alone, then again
-ddmin until nothing more can go.
+Failure-Inducing Input", TSE 2002), then fewer preemptions (a stretch of one CPU is
+moved next to its previous stretch), then each remaining model choice alone, and again
+until nothing improves.  Candidates compare by (decisions, preemptions, model events).
 """
 
 from __future__ import annotations
@@ -37,10 +38,18 @@ class LenientReplay:
         self.decisions = tuple(decisions)
         self._next = 0
         self._last = -1
+        self.preemptions = 0  # of the run as it went (CHESS's count, as in search.py)
 
     def begin(self, machine: Machine) -> None:
         self._next = 0
         self._last = -1
+        self.preemptions = 0
+
+    def _ran(self, m: Machine, cpu: int) -> None:
+        last = self._last
+        if last >= 0 and cpu != last and last in m.steppable() and not m.spinning(last):
+            self.preemptions += 1
+        self._last = cpu
 
     def _possible(self, m: Machine, d: Decision) -> bool:
         if d.kind is DecisionKind.STEP:
@@ -54,17 +63,19 @@ class LenientReplay:
             d = self.decisions[self._next]
             self._next += 1
             if self._possible(machine, d):
-                if d.kind is DecisionKind.STEP:
-                    self._last = d.cpu
+                if not d.is_model:
+                    self._ran(machine, d.cpu)
                 return d
         irqs = machine.irq_choices()
         if irqs:
-            return Decision(DecisionKind.IRQ, irqs[0])
+            cpu = self._last if self._last in irqs else irqs[0]
+            self._ran(machine, cpu)
+            return Decision(DecisionKind.IRQ, cpu)
         ready = machine.steppable()
         if not ready:
             return None
         cpu = self._last if self._last in ready else ready[0]
-        self._last = cpu
+        self._ran(machine, cpu)
         return step(cpu)
 
     def describe(self) -> dict[str, object]:
@@ -77,15 +88,39 @@ class ShrinkResult:
     shrunk: Schedule
     result: RunResult
     runs: int  # candidate runs tried
+    preemptions: tuple[int, int]  # before, after
+    model_events: tuple[int, int]  # before, after
 
 
 def _target(result: RunResult, oracle: str, addr: int) -> bool:
     return any(f.oracle == oracle and f.addr == addr for f in result.findings)
 
 
+def _blocks(decisions: Sequence[Decision]) -> list[list[Decision]]:
+    """Runs of consecutive decisions of one CPU (model choices stay where they are)."""
+    blocks: list[list[Decision]] = []
+    cpu = -2
+    for d in decisions:
+        if not d.is_model and d.cpu != cpu:
+            blocks.append([])
+            cpu = d.cpu
+        if not blocks:
+            blocks.append([])
+        blocks[-1].append(d)
+    return blocks
+
+
+def _who(block: list[Decision]) -> int:
+    return next((d.cpu for d in block if not d.is_model), -1)
+
+
 def shrink(session: Session, schedule: Schedule, *, oracle: str = "", addr: int = -1,
            max_runs: int = 2000) -> ShrinkResult:
-    """Shrink ``schedule`` keeping its finding (the first one, or ``oracle``/``addr``)."""
+    """Shrink ``schedule`` keeping its finding (the first one, or ``oracle``/``addr``).
+
+    Candidates are compared by (decisions, preemptions, model events): shorter first,
+    then fewer preemptions at the same length, then fewer model events.
+    """
     first = session.replay(schedule)
     if not oracle:
         if not first.findings:
@@ -94,17 +129,27 @@ def shrink(session: Session, schedule: Schedule, *, oracle: str = "", addr: int 
     elif not _target(first, oracle, addr):
         raise ValueError(f"the schedule does not produce a {oracle} finding at {addr:#x}")
     runs = 0
+    limit = max(len(schedule.decisions) * 3, 2000)
+    probe = LenientReplay(schedule.decisions)
+    session.run(probe, max_decisions=limit)
+    start_pre = probe.preemptions
     best = list(schedule.decisions)
     best_result = first
-    limit = max(len(best) * 3, 2000)
+
+    def key(ds: Sequence[Decision], pre: int) -> tuple[int, int, int]:
+        return (len(ds), pre, sum(d.is_model for d in ds))
+
+    best_key = key(best, start_pre)
 
     def attempt(candidate: list[Decision]) -> bool:
-        nonlocal runs, best, best_result
+        nonlocal runs, best, best_result, best_key
         runs += 1
-        result = session.run(LenientReplay(candidate), max_decisions=limit)
+        strategy = LenientReplay(candidate)
+        result = session.run(strategy, max_decisions=limit)
         ran = list(result.schedule.decisions)
-        if _target(result, oracle, addr) and len(ran) < len(best):
-            best, best_result = ran, result
+        k = key(ran, strategy.preemptions)
+        if _target(result, oracle, addr) and k < best_key:
+            best, best_result, best_key = ran, result, k
             return True
         return False
 
@@ -126,13 +171,31 @@ def shrink(session: Session, schedule: Schedule, *, oracle: str = "", addr: int 
                 if chunk == 1:
                     break
                 n = min(n * 2, len(best))
+        # Fewer preemptions: in A B A, run the second A right after the first, or B
+        # after the second A.
+        i = 0
+        while runs < max_runs:
+            blocks = _blocks(best)
+            if i + 2 >= len(blocks):
+                break
+            a, b, c = blocks[i], blocks[i + 1], blocks[i + 2]
+            if _who(a) == _who(c) != _who(b):
+                head, tail = blocks[:i], blocks[i + 3:]
+                flat = [d for blk in head for d in blk]
+                rest = [d for blk in tail for d in blk]
+                if attempt(flat + a + c + b + rest) or attempt(flat + b + a + c + rest):
+                    changed = True
+                    continue  # the same position again, on the new blocks
+            i += 1
         # Then each model choice alone.
-        for i in reversed(range(len(best))):
+        for j in reversed(range(len(best))):
             if runs >= max_runs:
                 break
-            if i < len(best) and best[i].is_model and attempt(best[:i] + best[i + 1:]):
+            if j < len(best) and best[j].is_model and attempt(best[:j] + best[j + 1:]):
                 changed = True
     shrunk = Schedule(schedule.scenario, schedule.image_digest, schedule.config,
                       tuple(best), "shrunk", schedule.seed,
-                      {**dict(schedule.meta), "shrunk_from": len(schedule.decisions)})
-    return ShrinkResult(schedule, shrunk, best_result, runs)
+                      {**dict(schedule.meta), "shrunk_from": len(schedule.decisions),
+                       "preemptions": best_key[1]})
+    return ShrinkResult(schedule, shrunk, best_result, runs, (start_pre, best_key[1]),
+                        (sum(d.is_model for d in schedule.decisions), best_key[2]))

@@ -67,3 +67,26 @@ def test_shrink_command(tmp_path: Path) -> None:
                            str(tmp_path / "x.json")], capture_output=True, text=True,
                           check=False)
     assert proc.returncode == 2 and "produces no finding" in proc.stderr
+
+
+def test_a_found_brk_single_slot_schedule_shrinks_and_replays() -> None:
+    session, result = failing("brk_single_slot", "brk-emulation")
+    original = result.schedule  # type: ignore[attr-defined]
+    target = next(f for f in result.findings  # type: ignore[attr-defined]
+                  if f.oracle == "brk-emulation")
+    res = shrink(session, original, oracle="brk-emulation", addr=target.addr, max_runs=300)
+    assert len(res.shrunk.decisions) < len(original.decisions)
+    assert res.preemptions[1] <= res.preemptions[0]
+    assert res.model_events[1] <= res.model_events[0]
+    again = session.replay(res.shrunk)  # strict: every decision possible, same finding
+    assert any(f.oracle == "brk-emulation" and f.addr == target.addr for f in again.findings)
+
+
+def test_fewer_preemptions_at_the_same_length_is_progress() -> None:
+    # A B A with the finding kept either way: the shrinker prefers A A B.
+    session, result = failing("nosync_stale", "stale-after-flush")
+    res = shrink(session, result.schedule)  # type: ignore[attr-defined]
+    assert res.preemptions[1] <= res.preemptions[0]
+    assert res.shrunk.meta["preemptions"] == res.preemptions[1]
+    from testbed.search import preemptions
+    assert preemptions(session.machine, res.shrunk.decisions) == res.preemptions[1]
