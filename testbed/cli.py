@@ -80,7 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     seen: dict[tuple[str, int, tuple[int, ...]], dict[str, object]] = {}
     decisions = instructions = decode_runs = 0
-    k = 200  # PCT's expected steps per run: the longest run seen so far
+    k = args.k or 200  # PCT's expected steps per run: the longest run seen so far
     t0 = time.perf_counter()
     db = default_db() if not args.no_db else None
     if db is not None:
@@ -105,7 +105,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             strategy = RandomWalk(seed0 + i, p_model=args.p_model)
         result = session.run(strategy)
-        k = max(k, result.decisions)
+        if not args.k:
+            k = max(k, result.decisions)
         decisions += result.decisions
         instructions += result.instructions
         decode_runs += any(f.oracle == "trace-decode" for f in result.findings)
@@ -427,6 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--strategy", choices=["random", "pct", "rr", "round-robin"],
                     default="random")
     sp.add_argument("--depth", type=int, default=3, help="PCT's bug depth d (default 3)")
+    sp.add_argument("--k", type=int, default=0, help="PCT's steps per run, fixed (default: "
+                    "the longest run so far, from 200)")
     sp.add_argument("--json", action="store_true", help="print one JSON object")
     sp.add_argument("--p-model", type=float, default=0.05,
                     help="probability of a memory-model choice at each decision")

@@ -205,3 +205,17 @@ def test_fuzz_command_end_to_end(tmp_path: Path) -> None:
     assert "\x1b[" not in proc.stdout + proc.stderr  # no progress bar off a terminal
     stats = json.loads((out / "stats.json").read_text())
     assert stats["schedules"] == 400 and stats["findings_by_oracle"]["static-key-incoherence"]
+
+
+def test_a_campaign_run_is_recreated_by_testbed_run(tmp_path: Path) -> None:
+    c = campaign(tmp_path / "c", scenario="jump_label_nosync", batch=20)
+    c.run(schedules=40, workers=1)
+    repro = Schedule.load(next((tmp_path / "c" / "findings").glob("*.json")))
+    spec = c.spec
+    assert spec is not None
+    seed = derive_seed(spec.seed, repro.meta["campaign"]["run"])
+    out = tmp_path / "again"
+    assert main(["run", "jump_label_nosync", "--strategy", "pct", "--seed", str(seed),
+                 "--k", str(spec.k), "--schedules", "1", "--out", str(out), "--no-db"]) == 1
+    again = Schedule.load(next(out.glob("*.json")))
+    assert again.decisions == repro.decisions
