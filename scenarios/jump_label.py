@@ -20,6 +20,8 @@ read (load-acquire) and the path each site took.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from testbed.isa import b
 from testbed.machine import Finding, GuestError, Machine
 from testbed.memory import CacheType
@@ -41,7 +43,7 @@ class JumpLabelNosync(Scenario):
     iterations = 12
     patch_mode = 0  # jump_label_patch_mode: bit 0 kick_all_cpus_sync, bit 1 no DC CVAU
     expect = "static-key-incoherence"
-    search_scope = {"iterations": 2, "ncpus": 2}  # what `testbed search` covers
+    search_scope: ClassVar[dict[str, int]] = {"iterations": 2, "ncpus": 2}
 
     def setup(self, m: Machine) -> None:
         if not 2 <= m.ncpus <= 8:
@@ -106,7 +108,7 @@ class BrkSingleSlot(JumpLabelNosync):
     expect = ("brk-emulation", "static-key-incoherence", "trace-decode")
     trace_decode = True
     break_handler = "text_poke_single_handler"
-    search_scope = {"iterations": 1, "ncpus": 2}
+    search_scope: ClassVar[dict[str, int]] = {"iterations": 1, "ncpus": 2}
 
     def setup(self, m: Machine) -> None:
         hook = (m.addr(self.break_handler), 7, 0)  # {fn, imm, mask}: BRK #7
@@ -169,4 +171,4 @@ class TextPokePrePost(JumpLabelNosync):
     patch_mode = 16
     expect = ("trace-decode", "static-key-incoherence")
     trace_decode = True
-    search_scope = {"iterations": 1, "ncpus": 2}
+    search_scope: ClassVar[dict[str, int]] = {"iterations": 1, "ncpus": 2}

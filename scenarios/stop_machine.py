@@ -10,6 +10,8 @@ the schedule.  The cost is that every CPU stalls for the whole patch.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from testbed.machine import Machine
 from testbed.memory import CacheType
 from testbed.scenario import Scenario
@@ -25,7 +27,7 @@ class StopMachinePatch(Scenario):
     cache = CacheType.IDC0
     passes = 16
     expect = None
-    search_scope = {"passes": 2, "ncpus": 2}  # what `testbed search` covers
+    search_scope: ClassVar[dict[str, int]] = {"passes": 2, "ncpus": 2}
     trace_decode = True  # one text-poke record, written before stop_machine starts
 
     def setup(self, m: Machine) -> None:
