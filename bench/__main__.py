@@ -1,3 +1,3 @@
-from .engine import main
+from .runner import main
 
 raise SystemExit(main())

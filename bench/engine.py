@@ -1,109 +1,309 @@
-"""Engine throughput on the first scenario (nosync_stale, 2 CPUs), on one core.
+"""Engine throughput on ``jump_label_nosync``, one core, and the raw-Unicorn ceiling.
 
-Prints, for a fixed set of seeds: the deterministic counts (decisions, emulated
-instructions, runs), then decisions/s, instructions/s, runs/s and the reset cost per
-run, each the median of several repetitions with its spread (min..max).  Wall times on
-a shared machine are noisy: compare ratios measured in the same run, not absolutes.
+For 2, 8 and 32 CPUs (32: ``JumpLabelWide``, the same kernel code with room for the
+logs), a fixed set of random-walk seeds (``RandomWalk(seed)``, its default
+probabilities) is run several times in one process:
+
+* deterministic counts: decisions, emulated instructions, schedules (identical on
+  every machine, and checked by tests/test_bench.py);
+* decisions/s, instructions/s, schedules/s, each the median of the repetitions with
+  its spread;
+* reset cost per schedule (``Machine.reset``, timed inside the same runs) and the share
+  of the time spent inside Unicorn's ``uc_emu_start`` (a separate pass, timed per call);
+* for 2 CPUs, the cost split into a per-decision and a per-schedule part, from the same
+  seeds with 12 and 48 iterations of the workers' loop.
+
+The ceiling: one Unicorn instance runs the scenario's worker loop (``jl_worker``, the
+same linked image) with no scheduler, no hooks and no memory model, timed in the same
+process, so the ratio says what the scheduler, the hooks and the model cost.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
+import unicorn as uc_mod
+from unicorn import arm64_const as A
+
+from testbed import emulator, layout
+from testbed.asm import Image
 from testbed.scenario import Session, load_scenario
 from testbed.strategies import RandomWalk
 
+from .sections import Options, Report
+from .workloads import JumpLabelWide
 
-def _median_spread(samples: list[float]) -> dict[str, float]:
+TITLE = "engine throughput on jump_label_nosync, one core"
+TARGET_DECISIONS_PER_S = 300_000
+TARGET_SCHEDULES_PER_S = 1_000
+_Uc: Any = uc_mod.Uc  # type: ignore[attr-defined]
+
+
+def _spread(samples: list[float]) -> dict[str, float]:
     return {"median": statistics.median(samples), "min": min(samples), "max": max(samples)}
 
 
-def measure(scenario: str = "nosync_stale", runs: int = 200, repeats: int = 7,
-            p_model: float = 0.05, passes: int | None = None) -> dict[str, object]:
-    instance = load_scenario(scenario)()
-    if passes is not None:
-        instance.passes = passes  # type: ignore[attr-defined]
-    session = Session(instance)
-    m = session.machine
-    # Deterministic counts for the seed set (identical on every machine).
-    decisions = instructions = 0
-    for seed in range(runs):
-        r = session.run(RandomWalk(seed, p_model=p_model))
+def _session(ncpus: int, iterations: int | None = None) -> Session:
+    scenario: Any = load_scenario("jump_label_nosync")() if ncpus <= 8 else JumpLabelWide()
+    if iterations is not None:
+        scenario.iterations = iterations
+    return Session(scenario, ncpus=ncpus)
+
+
+def _counts(session: Session, seeds: range) -> dict[str, int]:
+    decisions = instructions = findings = 0
+    for seed in seeds:
+        r = session.run(RandomWalk(seed))
         decisions += r.decisions
         instructions += r.instructions
+        findings += bool(r.findings)
+    return {"schedules": len(seeds), "decisions": decisions, "instructions": instructions,
+            "schedules_with_findings": findings}
 
-    def timed(fn: Callable[[], None]) -> float:
+
+def _timed_batches(session: Session, seeds: range, repeats: int
+                   ) -> tuple[list[float], list[float], list[float]]:
+    """Wall time of each batch of ``seeds``, the time ``reset`` took in it, and the
+    batch's CPU time (``process_time``: less disturbed by other processes)."""
+    m = session.machine
+    reset = m.reset
+    spent = [0.0]
+
+    def timed_reset() -> None:
+        t = time.perf_counter()
+        reset()
+        spent[0] += time.perf_counter() - t
+
+    m.reset = timed_reset  # type: ignore[method-assign]
+    batch, resets, cpu = [], [], []
+    try:
+        for _ in range(repeats):
+            spent[0] = 0.0
+            c0, t0 = time.process_time(), time.perf_counter()
+            for seed in seeds:
+                session.run(RandomWalk(seed))
+            batch.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+            resets.append(spent[0])
+    finally:
+        del m.reset
+    return batch, resets, cpu
+
+
+def _unicorn_share(session: Session, seeds: range) -> dict[str, float]:
+    """Time inside uc_emu_start over the whole run time, and emu_start calls per decision."""
+    m = session.machine
+    spent = [0.0, 0]
+    originals = [c.start for c in m.cpus]
+
+    def wrap(start: Callable[[int, int, int], None]) -> Callable[[int, int, int], None]:
+        def timed(begin: int, until: int, count: int) -> None:
+            t = time.perf_counter()
+            try:
+                start(begin, until, count)
+            finally:
+                spent[0] += time.perf_counter() - t
+                spent[1] += 1
+        return timed
+
+    for c in m.cpus:
+        c.start = wrap(c.start)
+    try:
+        decisions = 0
         t0 = time.perf_counter()
-        fn()
-        return time.perf_counter() - t0
+        for seed in seeds:
+            decisions += session.run(RandomWalk(seed)).decisions
+        total = time.perf_counter() - t0
+    finally:
+        for c, start in zip(m.cpus, originals, strict=True):
+            c.start = start
+    return {"share_of_time": spent[0] / total, "calls_per_decision": spent[1] / decisions,
+            "us_per_call": spent[0] / spent[1] * 1e6}
 
-    def batch() -> None:
-        for seed in range(runs):
-            session.run(RandomWalk(seed, p_model=p_model))
 
-    def resets() -> None:
-        for _ in range(runs):
-            m.reset()
-
-    batch_s = [timed(batch) for _ in range(repeats)]
-    reset_s = [timed(resets) for _ in range(repeats)]
+def measure(ncpus: int, runs: int, repeats: int) -> dict[str, Any]:
+    session = _session(ncpus)
+    seeds = range(runs)
+    counts = _counts(session, seeds)  # also warms the translation caches
+    batch, resets, cpu = _timed_batches(session, seeds, repeats)
+    d, i = counts["decisions"], counts["instructions"]
     return {
-        "scenario": scenario, "cpus": m.ncpus, "runs": runs, "repeats": repeats,
-        "counts": {"decisions": decisions, "instructions": instructions, "runs": runs},
-        "decisions_per_s": _median_spread([decisions / t for t in batch_s]),
-        "instructions_per_s": _median_spread([instructions / t for t in batch_s]),
-        "runs_per_s": _median_spread([runs / t for t in batch_s]),
-        "reset_us_per_run": _median_spread([t / runs * 1e6 for t in reset_s]),
-        "us_per_decision": _median_spread([t / decisions * 1e6 for t in batch_s]),
-        "reset_share_of_run": statistics.median(reset_s) / statistics.median(batch_s),
+        "cpus": ncpus, "scenario": session.scenario.name, "runs": runs, "repeats": repeats,
+        "counts": counts,
+        "decisions_per_s": _spread([d / t for t in batch]),
+        "instructions_per_s": _spread([i / t for t in batch]),
+        "schedules_per_s": _spread([runs / t for t in batch]),
+        "decisions_per_cpu_s": _spread([d / t for t in cpu]),
+        "schedules_per_cpu_s": _spread([runs / t for t in cpu]),
+        "us_per_decision": _spread([t / d * 1e6 for t in batch]),
+        "reset_us_per_schedule": _spread([t / runs * 1e6 for t in resets]),
+        "reset_share": statistics.median(r / t for r, t in zip(resets, batch, strict=True)),
+        "unicorn": _unicorn_share(session, seeds),
     }
 
 
-def _fmt(d: object) -> str:
-    assert isinstance(d, dict)
-    return f"{d['median']:>12,.1f}  ({d['min']:,.1f} .. {d['max']:,.1f})"
+def split(runs: int, repeats: int) -> dict[str, Any]:
+    """Cost per decision and per schedule (CPU time) from the slope between two workloads."""
+    points = []
+    for iterations in (12, 48):
+        session = _session(2, iterations)
+        seeds = range(runs)
+        counts = _counts(session, seeds)
+        _, _, cpu = _timed_batches(session, seeds, repeats)
+        points.append((counts["decisions"], statistics.median(cpu)))
+    (d0, t0), (d1, t1) = points
+    per_decision = (t1 - t0) / (d1 - d0)
+    per_schedule = (t0 - per_decision * d0) / runs
+    return {"iterations": [12, 48], "decisions": [d0, d1],
+            "us_per_decision": per_decision * 1e6, "us_per_schedule": per_schedule * 1e6}
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument("--runs", type=int, default=200)
-    p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--quick", action="store_true", help="a small subset (30 runs x 3)")
-    p.add_argument("--json", action="store_true")
-    args = p.parse_args(argv)
-    runs, repeats = (30, 3) if args.quick else (args.runs, args.repeats)
-    res = measure(runs=runs, repeats=repeats)
-    # The same scenario with 6x the passes: the slope separates the cost of a decision
-    # from the fixed cost of a run (reset, scenario checks, schedule record).
-    long = measure(runs=runs, repeats=repeats, passes=48)
-    short_c, long_c = res["counts"], long["counts"]
-    assert isinstance(short_c, dict) and isinstance(long_c, dict)
-    t_short = runs / res["runs_per_s"]["median"]  # type: ignore[index]
-    t_long = runs / long["runs_per_s"]["median"]  # type: ignore[index]
-    marginal = (t_long - t_short) / (long_c["decisions"] - short_c["decisions"]) * 1e6
-    fixed = (t_short - marginal * 1e-6 * short_c["decisions"]) / runs * 1e6
-    res["marginal_us_per_decision"] = marginal
-    res["fixed_us_per_run"] = fixed
-    res["long"] = long
-    if args.json:
-        print(json.dumps(res, indent=2))
-        return 0
-    counts = res["counts"]
-    assert isinstance(counts, dict)
-    print(f"engine: {res['scenario']}, {res['cpus']} CPUs, {runs} seeds x {repeats} repeats, "
-          "one core")
-    print(f"  deterministic: {counts['decisions']} decisions, {counts['instructions']} "
-          f"instructions in {runs} runs")
-    print(f"  decisions/s     {_fmt(res['decisions_per_s'])}")
-    print(f"  instructions/s  {_fmt(res['instructions_per_s'])}")
-    print(f"  runs/s          {_fmt(res['runs_per_s'])}")
-    print(f"  us/decision     {_fmt(res['us_per_decision'])}")
-    print(f"  reset us/run    {_fmt(res['reset_us_per_run'])}")
-    print(f"  reset share of a run: {res['reset_share_of_run']:.1%}")
-    print(f"  from 8 vs 48 passes per run: {res['marginal_us_per_decision']:.2f} us per "
-          f"decision + {res['fixed_us_per_run']:.1f} us per run")
-    return 0
+# -- the ceiling: raw Unicorn, one CPU, no scheduling ------------------------------------
+def _raw_cpu(image: Image, iterations: int, count: int, log_hook: bool
+             ) -> tuple[Any, Callable[[], None]]:
+    """A bare Unicorn instance with the image mapped, ready to run jl_worker once."""
+    u: Any = _Uc(uc_mod.UC_ARCH_ARM64, uc_mod.UC_MODE_ARM)
+    text = image.text + bytes(-len(image.text) % layout.PAGE)
+    u.mem_map(layout.TEXT_BASE, len(text), uc_mod.UC_PROT_READ | uc_mod.UC_PROT_EXEC)
+    u.mem_write(layout.TEXT_BASE, text)
+    u.mem_map(layout.DATA_BASE, layout.DATA_SIZE)
+    u.mem_write(layout.DATA_BASE, image.data)
+    u.mem_map(layout.STACK_BASE, layout.STACK_SIZE)
+    flipped = image.addr("jl_key_flipped")
+    u.mem_write(flipped, (1).to_bytes(4, "little"))  # the worker leaves its wait at once
+    log = -(-(layout.DATA_BASE + len(image.data)) // layout.PAGE) * layout.PAGE
+    if log + 4 * iterations > layout.DATA_BASE + layout.DATA_SIZE:
+        raise ValueError(f"{iterations} iterations do not fit the shared memory's log")
+    entry, back = image.addr("jl_worker"), image.addr("cpu_off")
+    if log_hook:  # what the machine adds to every block: the ground-truth log
+        blocks: list[tuple[int, int, int]] = []
+
+        def on_block(handle: int, addr: int, size: int, key: int) -> None:
+            blocks.append((0, addr, addr + size))
+
+        emulator.add_hook(u, uc_mod.UC_HOOK_BLOCK, on_block, layout.TEXT_BASE,
+                          layout.TEXT_BASE + len(text) - 1)
+
+    def once() -> None:
+        u.reg_write(A.UC_ARM64_REG_SP, layout.STACK_BASE + layout.STACK_SIZE)
+        u.reg_write(A.UC_ARM64_REG_X0, iterations)
+        u.reg_write(A.UC_ARM64_REG_X1, log)
+        u.reg_write(A.UC_ARM64_REG_X30, back)
+        if log_hook:
+            blocks.clear()
+        u.emu_start(entry, back, 0, count)
+
+    return u, once
+
+
+def _raw_instructions(image: Image, iterations: int) -> int:
+    u, once = _raw_cpu(image, iterations, 0, False)
+    n = [0]
+
+    def count(uc: Any, addr: int, size: int, data: Any) -> None:
+        n[0] += size // 4
+
+    u.hook_add(uc_mod.UC_HOOK_BLOCK, count)
+    once()
+    return n[0]
+
+
+def ceiling(image: Image, iterations: int, repeats: int) -> dict[str, Any]:
+    instructions = _raw_instructions(image, iterations)
+    out: dict[str, Any] = {"code": "jl_worker (jump_label_nosync's worker loop)",
+                           "iterations": iterations, "instructions_per_call": instructions}
+    for name, count, hook in (("free", 0, False), ("budget", 1 << 40, False),
+                              ("budget_block_log", 1 << 40, True)):
+        _, once = _raw_cpu(image, iterations, count, hook)
+        once()  # translate
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            once()
+            times.append(time.perf_counter() - t0)
+        out[name] = _spread([instructions / t for t in times])
+    return out
+
+
+# -- the section -------------------------------------------------------------------------
+def run(opts: Options) -> Report:
+    if opts.quick:
+        plan = {2: (30, 2)}
+        split_plan, ceiling_plan = (20, 2), (2_000, 3)
+    else:
+        plan = {2: (400, 9), 8: (100, 7), 32: (20, 7)}
+        split_plan, ceiling_plan = (300, 7), (20_000, 11)
+    results = {n: measure(n, runs, repeats) for n, (runs, repeats) in plan.items()}
+    image = _session(2).image
+    roof = ceiling(image, *ceiling_plan)
+    cut = split(*split_plan)
+    two = results[2]
+    data: dict[str, Any] = {
+        "strategy": "RandomWalk(seed), default p_model=0.05, p_irq=0.25; seeds 0..runs-1",
+        "by_cpus": {str(n): r for n, r in results.items()},
+        "ceiling": roof,
+        "split_2cpus": cut,
+        "targets": {"decisions_per_s": TARGET_DECISIONS_PER_S,
+                    "schedules_per_s": TARGET_SCHEDULES_PER_S,
+                    "decisions_per_s_reached":
+                        two["decisions_per_s"]["median"] >= TARGET_DECISIONS_PER_S,
+                    "schedules_per_s_reached":
+                        two["schedules_per_s"]["median"] >= TARGET_SCHEDULES_PER_S},
+        "engine_over_ceiling": two["instructions_per_s"]["median"] / roof["free"]["median"],
+        "engine_over_block_hook_tier":
+            two["instructions_per_s"]["median"] / roof["budget_block_log"]["median"],
+    }
+    return Report(data, _table(results, roof, cut))
+
+
+def _fmt(d: dict[str, float], scale: float = 1.0, digits: int = 0) -> str:
+    med, lo, hi = d["median"] * scale, d["min"] * scale, d["max"] * scale
+    return f"{med:,.{digits}f} ({lo:,.{digits}f} .. {hi:,.{digits}f})"
+
+
+def _table(results: dict[int, dict[str, Any]], roof: dict[str, Any],
+           cut: dict[str, Any]) -> list[str]:
+    cols = sorted(results)
+    rows: list[tuple[str, list[str]]] = [
+        ("seeds x repeats", [f"{results[n]['runs']} x {results[n]['repeats']}" for n in cols]),
+        ("decisions / schedule (deterministic)",
+         [f"{results[n]['counts']['decisions'] / results[n]['runs']:,.1f}" for n in cols]),
+        ("instructions / schedule (deterministic)",
+         [f"{results[n]['counts']['instructions'] / results[n]['runs']:,.1f}" for n in cols]),
+        ("decisions/s", [_fmt(results[n]["decisions_per_s"]) for n in cols]),
+        ("emulated instructions/s", [_fmt(results[n]["instructions_per_s"]) for n in cols]),
+        ("schedules/s", [_fmt(results[n]["schedules_per_s"]) for n in cols]),
+        ("decisions per CPU-second", [_fmt(results[n]["decisions_per_cpu_s"]) for n in cols]),
+        ("schedules per CPU-second", [_fmt(results[n]["schedules_per_cpu_s"]) for n in cols]),
+        ("us per decision", [_fmt(results[n]["us_per_decision"], digits=2) for n in cols]),
+        ("reset us per schedule", [_fmt(results[n]["reset_us_per_schedule"], digits=1)
+                                   for n in cols]),
+        ("time inside uc_emu_start", [f"{results[n]['unicorn']['share_of_time']:.0%}"
+                                      for n in cols]),
+    ]
+    lines = ["| figure | " + " | ".join(f"{n} CPUs" for n in cols) + " |",
+             "|---|" + "---|" * len(cols)]
+    lines += [f"| {name} | " + " | ".join(vals) + " |" for name, vals in rows]
+    free, budget, logged = roof["free"], roof["budget"], roof["budget_block_log"]
+    two = results[2]["instructions_per_s"]["median"]
+    lines += [
+        "",
+        "| ceiling: raw Unicorn, one CPU, jl_worker, no scheduler | instructions/s |",
+        "|---|---|",
+        f"| free-running (count=0) | {_fmt(free)} |",
+        f"| with an instruction budget (count>0, as the machine runs) | {_fmt(budget)} |",
+        f"| ... plus the machine's Python block hook (ground-truth log) | {_fmt(logged)} |",
+        f"| engine, 2 CPUs, over free-running | {two / free['median']:.1%} |",
+        f"| engine, 2 CPUs, over budget + block hook | {two / logged['median']:.1%} |",
+        "",
+        f"Cost split (2 CPUs, CPU time, {cut['iterations'][0]} vs {cut['iterations'][1]} worker "
+        f"iterations, {cut['decisions'][0]:,} vs {cut['decisions'][1]:,} decisions): "
+        f"about {cut['us_per_decision']:.2f} us per decision + "
+        f"{cut['us_per_schedule']:.0f} us per schedule.",
+        f"Targets (2 CPUs): {TARGET_DECISIONS_PER_S:,} decisions/s, "
+        f"{TARGET_SCHEDULES_PER_S:,} schedules/s.",
+    ]
+    return lines

@@ -16,6 +16,10 @@
 //   bit 2  patch with the 2019 BRK sketch, text_poke_brk_single (text_poke_brk.S)
 //   bit 3  patch with the fixed BRK protocol, text_poke_brk_sync (text_poke_brk.S)
 //   bit 4  patch with text_poke_pre_post: nosync between PRE and POST records (perf.S)
+//   bit 5  patch with the function at jump_label_patch_fn, int fn(void *addr, u32 insn)
+//          (bench/kernels/jl_cost.S: stop_machine per site, or queue for bit 6)
+//   bit 6  instead of bit 0's kick, call the function at jump_label_apply_fn after the
+//          entries are patched, void fn(void): arch_jump_label_transform_apply()
 
 	.equ JUMP_LABEL_NOP, 0
 	.equ JUMP_LABEL_JMP, 1
@@ -58,6 +62,7 @@ arch_jump_label_transform:
 	tbnz	w9, #2, 5f
 	tbnz	w9, #3, 6f
 	tbnz	w9, #4, 7f
+	tbnz	w9, #5, 8f
 	bl	aarch64_insn_patch_text_nosync
 	b	4f
 3:	bl	aarch64_insn_patch_text_nosync_nodc
@@ -67,6 +72,10 @@ arch_jump_label_transform:
 6:	bl	text_poke_brk_sync
 	b	4f
 7:	bl	text_poke_pre_post
+	b	4f
+8:	ldr	x9, =jump_label_patch_fn
+	ldr	x9, [x9]
+	blr	x9
 4:	ldr	x19, [sp, #16]
 	ldp	x29, x30, [sp], #32
 	ret
@@ -94,8 +103,13 @@ jump_label_update:
 	b	1b
 3:	ldr	x9, =jump_label_patch_mode
 	ldr	w9, [x9]
+	tbnz	w9, #6, 5f
 	tbz	w9, #0, 4f
 	bl	kick_all_cpus_sync		// arch_jump_label_transform_apply() (v6.11)
+	b	4f
+5:	ldr	x9, =jump_label_apply_fn
+	ldr	x9, [x9]
+	blr	x9
 4:	ldr	x21, [sp, #32]
 	ldp	x19, x20, [sp, #16]
 	ldp	x29, x30, [sp], #48
@@ -143,3 +157,10 @@ static_key_disable:
 	.global jump_label_patch_mode
 jump_label_patch_mode:
 	.word	0
+	.align	3
+	.global jump_label_patch_fn
+jump_label_patch_fn:
+	.quad	0
+	.global jump_label_apply_fn
+jump_label_apply_fn:
+	.quad	0

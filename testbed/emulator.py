@@ -2,9 +2,11 @@
 
 The Python binding wraps every callback in two Python frames (an exception guard and
 an argument adapter) and ``emu_start`` in another; at a few million callbacks per
-campaign that is most of the cost of a decision.  Here the hot hooks (code, block) are
-registered with ``uc_hook_add`` directly and call one Python function; ``start``
-calls ``uc_emu_start`` directly.  Rare hooks keep using the binding.
+campaign that is most of the cost of a decision.  Here the hot hooks (code, block, MRS)
+are registered with ``uc_hook_add`` directly and call one Python function; ``start``
+calls ``uc_emu_start`` directly, and so do the register, translation-cache and context
+accessors the machine uses at every exception, cache operation and reset.  Rare hooks
+keep using the binding.
 
 A callback registered here must not raise: ctypes would print and swallow the error.
 The machine's hot callbacks are written so that they cannot, and guard the rest.
@@ -19,7 +21,19 @@ from typing import Any
 import unicorn as _unicorn
 from unicorn.unicorn_py3 import unicorn as _ucpy
 
-__all__ = ["HookFn", "add_hook", "starter", "stopper"]
+__all__ = [
+    "HookFn",
+    "SysHookFn",
+    "add_hook",
+    "add_mrs_hook",
+    "cache_remover",
+    "context_restorer",
+    "cp_reader",
+    "cp_writer",
+    "register_access",
+    "starter",
+    "stopper",
+]
 
 _lib: Any = _ucpy.uclib
 _uc_hook_h: Any = getattr(_ucpy, "uc_hook_h")  # noqa: B009 (not re-exported for mypy)
@@ -28,6 +42,10 @@ _HOOK_CODE_CFUNC = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctyp
                                     ctypes.c_void_p)
 
 HookFn = Callable[[int, int, int, int], None]  # (handle, address, size, key)
+# (Xt register id, op0, op1, CRn, CRm, op2) -> 1 to skip the instruction, 0 to run it
+SysHookFn = Callable[[int, int, int, int, int, int], int]
+_HOOK_SYS_CFUNC = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_void_p, ctypes.c_uint32,
+                                   ctypes.c_void_p, ctypes.c_void_p)
 
 
 def add_hook(u: Any, htype: int, fn: HookFn, begin: int, end: int) -> int:
@@ -63,6 +81,85 @@ def stopper(u: Any) -> Callable[[], int]:
     """``stop()``: uc_emu_stop with no checks (safe inside hooks)."""
     lib_stop, uch = _lib.uc_emu_stop, u._uch
     return lambda: int(lib_stop(uch))
+
+
+def cache_remover(u: Any) -> Callable[[int, int], None]:
+    """``remove(begin, end)``: ``ctl_remove_cache`` in one C call (the binding encodes
+    the control word and wraps each argument in Python on every call)."""
+    lib_ctl, uch = _lib.uc_ctl, u._uch
+    code = (_unicorn.UC_CTL_IO_WRITE << 30) | (2 << 26) | _unicorn.UC_CTL_TB_REMOVE_CACHE
+    u64 = ctypes.c_uint64
+
+    def remove(begin: int, end: int) -> None:
+        status = lib_ctl(uch, code, u64(begin), u64(end))
+        if status != 0:
+            raise _UcError(status)
+
+    return remove
+
+
+def context_restorer(u: Any) -> Callable[[Any], None]:
+    """``restore(context)``: ``context_restore`` of a context from ``u.context_save()``."""
+    lib_restore, uch = _lib.uc_context_restore, u._uch
+
+    def restore(context: Any) -> None:
+        status = lib_restore(uch, context.context)
+        if status != 0:
+            raise _UcError(status)
+
+    return restore
+
+
+def add_mrs_hook(u: Any, fn: SysHookFn) -> int:
+    """Register a UC_HOOK_INSN callback on MRS without the binding's wrappers.
+
+    ``fn`` must not raise (a ctypes callback cannot report it): guard its body.
+    """
+    def on_sys(handle: int, reg: int, cp: int, key: int) -> int:
+        r = _CpReg.from_address(cp)
+        return fn(reg, r.op0, r.op1, r.crn, r.crm, r.op2)
+
+    fptr = _HOOK_SYS_CFUNC(on_sys)
+    handle = _uc_hook_h()
+    status = _lib.uc_hook_add(u._uch, ctypes.byref(handle), _unicorn.UC_HOOK_INSN, fptr,
+                              ctypes.c_void_p(0), ctypes.c_uint64(1), ctypes.c_uint64(0),
+                              ctypes.c_int(_unicorn.arm64_const.UC_ARM64_INS_MRS))
+    if status != _unicorn.UC_ERR_OK:
+        raise _UcError(status)
+    u._callbacks[handle.value] = fptr
+    return int(handle.value)
+
+
+class Registers:
+    """``read(reg)`` and ``write(reg, value)`` of one 64-bit register, one C call each
+    (the binding's reg_read/reg_write spend a few microseconds in Python)."""
+
+    __slots__ = ("read", "write")
+
+    def __init__(self, u: Any) -> None:
+        lib_read, lib_write, uch = _lib.uc_reg_read, _lib.uc_reg_write, u._uch
+        value = ctypes.c_uint64()
+        ref = ctypes.byref(value)
+
+        def read(reg: int) -> int:
+            value.value = 0  # registers narrower than 64 bits fill only their bytes
+            status = lib_read(uch, reg, ref)
+            if status != 0:
+                raise _UcError(status)
+            return value.value
+
+        def write(reg: int, v: int) -> None:
+            value.value = v
+            status = lib_write(uch, reg, ref)
+            if status != 0:
+                raise _UcError(status)
+
+        self.read: Callable[[int], int] = read
+        self.write: Callable[[int, int], None] = write
+
+
+def register_access(u: Any) -> Registers:
+    return Registers(u)
 
 
 def register_reader(u: Any, reg_ids: list[int]) -> Callable[[], bytes]:
@@ -108,3 +205,21 @@ def cp_reader(u: Any, op0: int, op1: int, crn: int, crm: int, op2: int) -> Calla
 
     read.keep = reg  # type: ignore[attr-defined]
     return read
+
+
+def cp_writer(u: Any, op0: int, op1: int, crn: int, crm: int,
+              op2: int) -> Callable[[int], None]:
+    """``write(value)``: one AArch64 system register (MSR encoding) in one C call."""
+    reg = _CpReg(crn, crm, op0, op1, op2, 0)
+    ref = ctypes.byref(reg)
+    lib_write, uch = _lib.uc_reg_write, u._uch
+    cp_id = _unicorn.arm64_const.UC_ARM64_REG_CP_REG
+
+    def write(value: int) -> None:
+        reg.val = value
+        status = lib_write(uch, cp_id, ref)
+        if status != 0:
+            raise _UcError(status)
+
+    write.keep = reg  # type: ignore[attr-defined]
+    return write

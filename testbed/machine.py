@@ -22,9 +22,11 @@ synchronization events: each forces a catch-up of the CPU's I-view.
 
 from __future__ import annotations
 
+import array
 import ctypes
 import enum
 import hashlib
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -136,6 +138,9 @@ class Cpu:
         "read_regs",
         "read_spsr",
         "reason",
+        "regs",
+        "remove_cache",
+        "restore",
         "skip",
         "stack",
         "start",
@@ -143,6 +148,7 @@ class Cpu:
         "stop",
         "text_read_mode",
         "uc",
+        "write_spsr",
     )
 
     def __init__(self, index: int, uc: Any) -> None:
@@ -167,6 +173,10 @@ class Cpu:
         self.stack = bytearray(layout.STACK_SIZE)
         self.start = emulator.starter(uc)
         self.stop = emulator.stopper(uc)
+        self.remove_cache = emulator.cache_remover(uc)  # ctl_remove_cache, one C call
+        self.restore = emulator.context_restorer(uc)  # context_restore, one C call
+        self.regs = emulator.register_access(uc)  # reg_read/reg_write, one C call each
+        self.write_spsr = emulator.cp_writer(uc, 3, 0, 4, 0, 0)
         self.on_code: emulator.HookFn = _no_hook
         self.read_regs = emulator.register_reader(uc, _KEY_REGS)
         self.read_spsr = emulator.cp_reader(uc, 3, 0, 4, 0, 0)
@@ -247,6 +257,9 @@ class Machine:
         self._runnable: list[int] = []
         self.cpus = [self._make_cpu(i) for i in range(ncpus)]
         self._baseline: MachineState | None = None
+        self._baseline_model_initial = False  # reset() may use FetchModel.reset()
+        self._initial_kinds: dict[int, OpKind] = {}  # fetch point -> kind in the initial text
+        self._initial_words: list[int] | None = None  # the text as words (ground_truth)
 
     # -- construction ------------------------------------------------------------------
     def _visible_addresses(self) -> dict[int, OpKind]:
@@ -286,13 +299,15 @@ class Machine:
             emulator.add_hook(u, uc_mod.UC_HOOK_CODE, cpu.on_code, lo, hi)
         emulator.add_hook(u, uc_mod.UC_HOOK_BLOCK, self._block_hook(cpu), layout.TEXT_BASE,
                           text_end)
-        u.hook_add(uc_mod.UC_HOOK_MEM_READ, self._on_text_read, cpu, layout.TEXT_BASE, text_end)
+        # Loads from the text need the D-side's bytes only where a store made them differ
+        # from the I-view: a read hook is added per touched word (_install_fetch_points),
+        # so literal pools and other untouched text cost no callback.
         u.hook_add(uc_mod.UC_HOOK_MEM_WRITE_PROT, self._on_text_write, cpu,
                    layout.TEXT_BASE, text_end)
         u.hook_add(uc_mod.UC_HOOK_MEM_WRITE, self._on_alias_write, cpu,
                    layout.TEXT_ALIAS, alias_end)
         u.hook_add(uc_mod.UC_HOOK_INTR, self._on_intr, cpu)
-        u.hook_add(uc_mod.UC_HOOK_INSN, self._on_mrs, cpu, 1, 0, A.UC_ARM64_INS_MRS)
+        emulator.add_mrs_hook(u, self._mrs_hook(cpu))
         return cpu
 
     # -- scenario set-up ---------------------------------------------------------------
@@ -341,7 +356,7 @@ class Machine:
             if addr not in c.kind_at:
                 emulator.add_hook(c.uc, uc_mod.UC_HOOK_CODE, c.on_code, addr, addr + 3)
             c.kind_at[addr] = OpKind.HALT
-            c.uc.ctl_remove_cache(addr, addr + 4)
+            c.remove_cache(addr, addr + 4)
 
     def set_fetch_scope(self, cpu: int, addrs: Iterable[int]) -> None:
         """Declare every text address ``cpu`` can ever fetch (a pruning hint for search).
@@ -389,6 +404,9 @@ class Machine:
         self.step_no = 0
         self._states_changed()
         self._baseline = self.save()
+        m = self.model
+        self._baseline_model_initial = not m.touched and not any(
+            c.invalid or c.pending or c.changed for c in m.cpus)
 
     def reset(self) -> None:
         """Back to the sealed baseline, keeping the Unicorn instances and translations."""
@@ -399,13 +417,30 @@ class Machine:
             c.log = []
         self.events = []
         self.findings = []
-        self.load(self._baseline)
+        if not self._baseline_model_initial:
+            self.load(self._baseline)
+            return
+        # The model's own reset puts back only the words this run touched (a restore
+        # copies every CPU's whole I-cache), and fetch points get their initial kinds.
+        base = layout.TEXT_BASE
+        for c, words in zip(self.cpus, self.model.reset(), strict=True):
+            remove = c.remove_cache
+            for w in words:  # an I-view word changes only where stores touched it:
+                remove(base + w, base + w + 4)  # a fetch point, whose kind is set below
+        kinds = self._initial_kinds
+        for addr in self._fetch_points:
+            kind = kinds.get(addr)
+            if kind is None:
+                kind = kinds[addr] = self._kind_for(self.cpus[0], addr - layout.TEXT_BASE)
+            for c in self.cpus:
+                c.kind_at[addr] = kind
+        self.load(self._baseline, model=False)
 
     def _forget_view(self, c: Cpu, words: Iterable[int]) -> None:
-        u = c.uc
+        remove = c.remove_cache
         for w in words:
             addr = layout.TEXT_BASE + w
-            u.ctl_remove_cache(addr, addr + 4)
+            remove(addr, addr + 4)
             if addr in c.kind_at:
                 c.kind_at[addr] = self._kind_for(c, w)
 
@@ -423,18 +458,20 @@ class Machine:
             self.model.snapshot(), self.gic.state(), self.step_no, len(self.events),
             tuple(self.findings), self.stopped, tuple(self.text_stores))
 
-    def load(self, st: MachineState) -> None:
+    def load(self, st: MachineState, *, model: bool = True) -> None:
         """Back to ``st``.  The ground-truth logs and events are history, not state: they
         are cut to their length at ``st``, which is this state's history only when the
-        machine has not run another branch since; replay the path for a history."""
-        for c, words in zip(self.cpus, self.model.restore(st.model), strict=True):
-            self._forget_view(c, words)
-        self._refresh_fetch_points()
+        machine has not run another branch since; replay the path for a history.
+        ``model=False``: the caller has already put the fetch model back (reset)."""
+        if model:
+            for c, words in zip(self.cpus, self.model.restore(st.model), strict=True):
+                self._forget_view(c, words)
+            self._refresh_fetch_points()
         self.data[:self._data_extent] = st.data
         self.percpu[:] = st.percpu
         for c, ctx, stack, (state, pc, exc, masked, loglen, cse) in zip(
                 self.cpus, st.contexts, st.stacks, st.cpus, strict=True):
-            c.uc.context_restore(ctx)
+            c.restore(ctx)
             c.stack[:] = stack
             c.state, c.pc, c.exc, c.irq_masked, c.last_cse = state, pc, exc, masked, cse
             del c.log[loglen:]
@@ -547,6 +584,14 @@ class Machine:
         if self.stopped:
             raise InvalidDecision(index, d, "the run has already stopped")
         kind = d.kind
+        if kind is _STEP and 0 <= d.cpu < self.ncpus:  # the common case, first
+            c = self.cpus[d.cpu]
+            if c.state is _RUNNABLE and (not self._has_wfi or self._can_step(c)):
+                self.step_no += 1
+                self._step(c)
+                if c.state is not _RUNNABLE:
+                    self._states_changed()
+                return
         if kind is not DecisionKind.WRITE_BACK and not 0 <= d.cpu < self.ncpus:
             raise InvalidDecision(index, d, f"no CPU{d.cpu}")
         self.step_no += 1
@@ -616,7 +661,7 @@ class Machine:
                 self._event(c.index, EventKind.ERET, pc)
             self._run(c, pc)
             if (kind == 2 or kind == 3) and c.state is CpuState.RUNNABLE:
-                c.irq_masked = bool(c.uc.reg_read(A.UC_ARM64_REG_PSTATE) & PSTATE_I)
+                c.irq_masked = bool(c.regs.read(A.UC_ARM64_REG_PSTATE) & PSTATE_I)
             return
         if kind is OpKind.HALT:
             c.state = CpuState.OFF
@@ -658,7 +703,7 @@ class Machine:
 
     def _cache_op(self, c: Cpu, pc: int) -> None:
         info = classify(self.model.fetch(c.index, pc - layout.TEXT_BASE))
-        va = c.uc.reg_read(XREG[info.rt]) if info.rt != 31 else 0
+        va = c.regs.read(XREG[info.rt]) if info.rt != 31 else 0
         off = self._text_offset(va)
         m = self.model
         if info.op == "ialluis":
@@ -691,19 +736,19 @@ class Machine:
 
     def _enter(self, c: Cpu, offset: int, esr: int | None, elr: int) -> int:
         """Exception entry to EL1h; returns the vector address."""
-        u = c.uc
-        pstate = u.reg_read(A.UC_ARM64_REG_PSTATE)
+        read, write = c.regs.read, c.regs.write
+        pstate = read(A.UC_ARM64_REG_PSTATE)
         base = {0b0101: 0x200, 0b0100: 0x000, 0b0000: 0x400}.get(pstate & 0xF)
-        vbar = u.reg_read(A.UC_ARM64_REG_VBAR_EL1)
+        vbar = read(A.UC_ARM64_REG_VBAR_EL1)
         if base is None or vbar == 0:
             self._finding(c, "guest-fault", f"CPU{c.index} takes an exception with no vector "
                           f"table (VBAR_EL1={vbar:#x}, PSTATE={pstate:#x})", elr)
             return elr
-        u.reg_write(A.UC_ARM64_REG_ELR_EL1, elr)
-        u.cpr_write(3, 0, 4, 0, 0, pstate)  # SPSR_EL1
+        write(A.UC_ARM64_REG_ELR_EL1, elr)
+        c.write_spsr(pstate)
         if esr is not None:
-            u.reg_write(A.UC_ARM64_REG_ESR_EL1, esr)
-        u.reg_write(A.UC_ARM64_REG_PSTATE, (pstate & 0xF000_0000) | 0x3C5)
+            write(A.UC_ARM64_REG_ESR_EL1, esr)
+        write(A.UC_ARM64_REG_PSTATE, (pstate & 0xF000_0000) | 0x3C5)
         c.irq_masked = True
         vector: int = vbar + base + offset
         self._event(c.index, EventKind.EXCEPTION, elr,
@@ -729,11 +774,15 @@ class Machine:
     def _install_fetch_points(self) -> None:
         for w in self._new_fetch_points:
             addr = layout.TEXT_BASE + w
+            new = addr not in self._fetch_points
             self._fetch_points.add(addr)
             for c in self.cpus:
+                if new:  # any access of up to 16 bytes that overlaps the word
+                    c.uc.hook_add(uc_mod.UC_HOOK_MEM_READ, self._on_text_read, c,
+                                  max(layout.TEXT_BASE, addr - 15), addr + 3)
                 if addr not in c.kind_at:
                     emulator.add_hook(c.uc, uc_mod.UC_HOOK_CODE, c.on_code, addr, addr + 3)
-                    c.uc.ctl_remove_cache(addr, addr + 4)
+                    c.remove_cache(addr, addr + 4)
                 c.kind_at[addr] = self._kind_for(c, w)
         self._new_fetch_points = []
 
@@ -760,7 +809,7 @@ class Machine:
             if kind is OpKind.WFI:
                 self._has_wfi = True
             c.kind_at[addr] = kind
-            u.ctl_remove_cache(addr, addr + 4)
+            c.remove_cache(addr, addr + 4)
             c.log.append((step, ~w, word))
             self._event(c.index, EventKind.CATCH_UP, addr, word, why)
 
@@ -859,7 +908,7 @@ class Machine:
         for buf, off, old in reversed(c.read_fix):
             buf[off:off + len(old)] = old
             if buf is not self.dside_text:
-                c.uc.ctl_remove_cache(layout.TEXT_BASE + off, layout.TEXT_BASE + off + len(old))
+                c.remove_cache(layout.TEXT_BASE + off, layout.TEXT_BASE + off + len(old))
         c.read_fix = []
 
     def _finding(self, c: Cpu | None, oracle: str, message: str, addr: int = -1,
@@ -932,7 +981,7 @@ class Machine:
     def _stop_for_text(self, u: Any, c: Cpu) -> None:
         if c.reason is not _Stop.TEXT:  # the first access of the instruction
             c.read_ctx = u.context_save()  # the registers before it
-            c.read_pc = u.reg_read(A.UC_ARM64_REG_PC)
+            c.read_pc = c.regs.read(A.UC_ARM64_REG_PC)
             c.reason = _Stop.TEXT
             u.emu_stop()
 
@@ -941,6 +990,15 @@ class Machine:
         off = addr - layout.TEXT_ALIAS
         if c.text_read_mode:
             self._text_store(c, off, size, value)
+            return
+        points = self._fetch_points
+        if c.reason is not _Stop.TEXT and all(layout.TEXT_BASE + w in points
+                                               for w in range(off & ~3, off + size, 4)):
+            # Every word it touches has its hooks on every CPU already (an earlier run
+            # touched it): only kinds change, so the store is performed here and the
+            # CPU runs on.  The hook runs before Unicorn writes the same bytes.
+            self._text_store(c, off, size, value)
+            self._install_fetch_points()
             return
         # Redo the store in text mode (after its fetch points exist): undo this attempt.
         c.read_fix.append((self.dside_text, off, bytes(self.dside_text[off:off + size])))
@@ -960,7 +1018,7 @@ class Machine:
         self._event(c.index, EventKind.TEXT_STORE, layout.TEXT_BASE + off, value, f"size {size}")
 
     def _on_intr(self, u: Any, intno: int, c: Cpu) -> None:
-        pc = u.reg_read(A.UC_ARM64_REG_PC)
+        pc = c.regs.read(A.UC_ARM64_REG_PC)
         if intno == EXCP_BKPT:
             word = self.model.fetch(c.index, pc - layout.TEXT_BASE)
             c.exc = (ESR_IL | EC_BRK64 << 26 | (word >> 5) & 0xFFFF, pc, pc + 4)
@@ -978,11 +1036,21 @@ class Machine:
         c.reason = _Stop.EXCEPTION
         u.emu_stop()
 
-    def _on_mrs(self, u: Any, reg: int, cp: Any, c: Cpu) -> int:
-        if (cp.op0, cp.op1, cp.crn, cp.crm, cp.op2) == (3, 3, 0, 0, 1):  # CTR_EL0
-            u.reg_write(reg, self._ctr)
-            return 1
-        return 0
+    def _mrs_hook(self, c: Cpu) -> emulator.SysHookFn:
+        """MRS: CTR_EL0 reads the machine's cache type; other registers run as they are."""
+        write, ctr = c.regs.write, self._ctr
+
+        def on_mrs(reg: int, op0: int, op1: int, crn: int, crm: int, op2: int) -> int:
+            if op0 == 3 and op1 == 3 and crn == 0 and crm == 0 and op2 == 1:  # CTR_EL0
+                try:
+                    write(reg, ctr)
+                except BaseException as e:  # a ctypes callback must not raise
+                    c.hook_error = e
+                    c.stop()
+                return 1
+            return 0
+
+        return on_mrs
 
     def _gic_read(self, u: Any, offset: int, size: int, c: Cpu) -> int:
         if offset == layout.GIC_CLOCK:
@@ -1024,8 +1092,31 @@ class Machine:
         return [c.log for c in self.cpus]
 
     def ground_truth(self) -> list[list[trace.Entry]]:
-        """Per CPU, every executed instruction: (global step, address, word)."""
-        return trace.expand(self.model.initial, self.logs())
+        """Per CPU, every executed instruction: (global step, address, word).
+
+        The same as ``trace.expand`` on the logs, faster (oracles ask for it after
+        every run): the words come from a list, not from bytes."""
+        if self._initial_words is None:
+            words = array.array("I", self.model.initial)
+            if sys.byteorder == "big":
+                words.byteswap()
+            self._initial_words = words.tolist()
+        base = layout.TEXT_BASE
+        out = []
+        for log in self.logs():
+            view = self._initial_words.copy()
+            seq: list[trace.Entry] = []
+            append = seq.append
+            for step, start, end in log:
+                if start < 0:  # the CPU's I-view changed at a catch-up
+                    view[~start >> 2] = end
+                    continue
+                i = (start - base) >> 2
+                for addr in range(start, end, 4):
+                    append((step, addr, view[i]))
+                    i += 1
+            out.append(seq)
+        return out
 
     def trace_digest(self) -> str:
         return trace.digest(self.ground_truth())
@@ -1058,6 +1149,7 @@ _SPECIAL_REGS = {"sp": A.UC_ARM64_REG_SP, "lr": A.UC_ARM64_REG_X30, "fp": A.UC_A
                  "pc": A.UC_ARM64_REG_PC}
 _INVISIBLE, _ERET, _FETCH = OpKind.INVISIBLE, OpKind.ERET, OpKind.FETCH
 _NONE, _VISIBLE = _Stop.NONE, _Stop.VISIBLE
+_STEP, _RUNNABLE = DecisionKind.STEP, CpuState.RUNNABLE
 
 
 def _register(name: str) -> int:

@@ -1,0 +1,119 @@
+"""The benchmarks run (``python -m bench --quick``) and their deterministic counts hold.
+
+No timing is asserted: wall-time figures depend on the machine.  The counts of the
+protocol table are exact (round-robin schedules): if a kernel change moves them, re-run
+``python -m bench`` and update the README's Performance section and the numbers here.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # bench/ is a folder of the checkout, not an installed package
+    sys.path.insert(0, str(ROOT))
+
+from bench import runner  # noqa: E402
+from bench.sections import SECTIONS  # noqa: E402
+from bench.workloads import BENCH_KERNELS, PROTOCOLS, BenchSession, JumpLabelCost  # noqa: E402
+from testbed.resources import kernels_dir  # noqa: E402
+from testbed.scenario import Session, load_scenario  # noqa: E402
+from testbed.strategies import RandomWalk  # noqa: E402
+
+# (patcher instructions, all-CPU instructions, stalled CPU-steps) for N = 2 and 4.
+PROTOCOL_COUNTS = {
+    "nosync": {"2": (722, 722, 0), "4": (722, 722, 0)},
+    "kick": {"2": (749, 822, 9), "4": (757, 988, 33)},
+    "brk": {"2": (2562, 4794, 296), "4": (2630, 9442, 944)},
+    "stop_machine": {"2": (1690, 2898, 248), "4": (1850, 5762, 888)},
+    "stop_machine_batch": {"2": (1020, 1366, 109), "4": (1040, 2114, 345)},
+}
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("bench")
+    assert runner.main(["--quick", "--out", str(out)]) == 0
+    results: dict[str, Any] = json.loads((out / "quick.json").read_text())
+    results["_out"] = str(out)
+    return results
+
+
+def test_quick_run_writes_every_section(quick: dict[str, Any]) -> None:
+    out = Path(quick["_out"])
+    assert quick["quick"] is True and quick["machine"]["cores"]
+    assert list(quick["sections"]) == list(SECTIONS)
+    for name, sec in quick["sections"].items():
+        assert sec["table"], name
+        if "skipped" not in sec:
+            assert sec["data"] and sec["seconds"] >= 0, name
+    text = (out / "quick.txt").read_text()
+    assert "## engine" in text and "## protocols" in text and "## memory" in text
+    assert (out / "quick-protocols.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (out / "latest.json").exists()  # a quick run never replaces the figures
+
+
+def test_engine_counts_are_deterministic(quick: dict[str, Any]) -> None:
+    data = quick["sections"]["engine"]["data"]
+    two = data["by_cpus"]["2"]
+    counts = two["counts"]
+    assert counts["schedules"] == two["runs"] and counts["decisions"] > 10 * two["runs"]
+    # The same seeds again, on a fresh session: the same counts.
+    session = Session(load_scenario("jump_label_nosync")(), ncpus=2)
+    decisions = instructions = 0
+    for seed in range(two["runs"]):
+        r = session.run(RandomWalk(seed))
+        decisions += r.decisions
+        instructions += r.instructions
+    assert (decisions, instructions) == (counts["decisions"], counts["instructions"])
+    for key in ("decisions_per_s", "schedules_per_s", "reset_us_per_schedule"):
+        d = two[key]
+        assert 0 < d["min"] <= d["median"] <= d["max"], key
+    roof = data["ceiling"]
+    assert roof["instructions_per_call"] > 0 and roof["free"]["median"] > 0
+    assert 0 < data["split_2cpus"]["decisions"][0] < data["split_2cpus"]["decisions"][1]
+
+
+def test_protocol_counts(quick: dict[str, Any]) -> None:
+    table = quick["sections"]["protocols"]["data"]["by_protocol"]
+    got = {p: {n: (r["patcher_instructions"], r["all_instructions"], r["stalled_cpu_steps"])
+               for n, r in by_n.items()} for p, by_n in table.items()}
+    assert got == PROTOCOL_COUNTS
+    for by_n in table.values():
+        for r in by_n.values():
+            assert r["all_instructions"] >= r["patcher_instructions"]
+            assert sum(r["stalled_by_function"].values()) == r["stalled_cpu_steps"]
+
+
+def test_stop_machine_stalls_inside_its_rendezvous(quick: dict[str, Any]) -> None:
+    r = quick["sections"]["protocols"]["data"]["by_protocol"]["stop_machine"]["4"]
+    assert {"multi_cpu_stop", "aarch64_insn_patch_text_cb"} <= set(r["stalled_by_function"])
+
+
+def test_memory_rows(quick: dict[str, Any]) -> None:
+    rows = quick["sections"]["memory"]["data"]["by_cpus"]
+    assert list(rows) == ["2", "8"]
+    assert rows["8"]["peak_mib"] > rows["2"]["peak_mib"] > 0
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS, ids=lambda p: p.name)
+def test_every_protocol_patches_every_site_on_eight_cpus(protocol: Any) -> None:
+    from testbed.strategies import RoundRobin
+
+    r = BenchSession(JumpLabelCost(protocol), 8).run(RoundRobin())
+    assert r.finished and r.findings == []
+
+
+def test_bench_kernel_matches_gnu_as(tmp_path: Path) -> None:
+    from test_asm_gnu import check_against_gnu  # skips without GNU binutils
+
+    from testbed.asm import Source
+
+    names = [k[1:] if k.startswith("@") else k for k in JumpLabelCost.kernels]
+    paths = [BENCH_KERNELS / n if n == "jl_cost.S" else kernels_dir() / n for n in names]
+    check_against_gnu([Source.from_path(p) for p in paths], tmp_path)
