@@ -219,6 +219,7 @@ class Campaign:
         self.spec: CampaignSpec | None = None
         self.stats = Stats()
         self.done: set[int] = set()
+        self.target: int | None = None  # total schedules asked for (kept for --resume)
         self.on_finding: Callable[[str, dict[str, Any], Path], None] | None = None
         self.on_progress: Callable[[Stats, float], None] | None = None
         self.on_problem: Callable[[str], None] | None = None
@@ -295,6 +296,8 @@ class Campaign:
             self.stats.worker_seconds += rec.get("seconds", 0.0)
         old = self._read_stats()
         self.stats.seconds = float(old.get("wall_seconds", 0.0))
+        target = old.get("target_schedules")
+        self.target = target if isinstance(target, int) else None
         ff = old.get("first_finding")
         self.stats.first_finding = ff if isinstance(ff, dict) else None
         for f in sorted(self.findings_dir.glob("*.json")) if self.findings_dir.exists() else []:
@@ -376,6 +379,7 @@ class Campaign:
             "session_seconds": round(elapsed, 3),
             "schedules_per_second": round(s.schedules / wall, 1) if wall > 0 else 0.0,
             "worker_seconds": round(s.worker_seconds, 3),
+            "target_schedules": self.target,
         }
         _atomic_write(self.out / "stats.json", json.dumps(doc, indent=2) + "\n")
         return doc
@@ -396,6 +400,8 @@ class Campaign:
         """Run until ``schedules`` runs are done or ``seconds`` have passed."""
         assert self.spec is not None
         spec = self.spec
+        if schedules is not None:
+            self.target = schedules
         t0 = time.perf_counter()
         deadline = t0 + seconds if seconds is not None else None
         backend = "dask" if dask else "local"

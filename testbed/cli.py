@@ -207,8 +207,7 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
         raise CliError(str(e)) from None
     schedules = args.schedules
     if args.resume and schedules is None and args.time is None:
-        previous = campaign._read_stats().get("target_schedules")
-        schedules = previous if isinstance(previous, int) else None
+        schedules = campaign.target  # what the interrupted campaign was asked for
         if schedules is None:
             raise CliError("say how much more: --schedules N (the total) or --time SECONDS")
     target = f"{schedules} schedules" if schedules is not None else f"{args.time:g} s"
@@ -280,8 +279,6 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     finally:
         if progress is not None:
             progress.stop()
-    if schedules is not None:
-        _record_target(campaign, schedules)
     lost = stats["lost_batches"]
     print(f"{stats['schedules']} schedules, {stats['decisions']} decisions, "
           f"{stats['instructions']} instructions in {stats['wall_seconds']:.1f}s "
@@ -289,14 +286,6 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
           f"findings" + (f"; {len(lost)} batches lost: {lost}" if lost else "")
           + f"; stats: {Path(args.out) / 'stats.json'}")
     return 1 if stats["findings"] else 0
-
-
-def _record_target(campaign: object, schedules: int) -> None:
-    from .campaign import Campaign, _atomic_write
-    assert isinstance(campaign, Campaign)
-    doc = campaign._read_stats()
-    doc["target_schedules"] = schedules
-    _atomic_write(campaign.out / "stats.json", json.dumps(doc, indent=2) + "\n")
 
 
 def _params(items: Sequence[str] | None) -> dict[str, int]:

@@ -219,3 +219,18 @@ def test_a_campaign_run_is_recreated_by_testbed_run(tmp_path: Path) -> None:
                  "--k", str(spec.k), "--schedules", "1", "--out", str(out), "--no-db"]) == 1
     again = Schedule.load(next(out.glob("*.json")))
     assert again.decisions == repro.decisions
+
+
+def test_a_timed_campaign_and_a_resume_that_remembers_its_target(tmp_path: Path) -> None:
+    stats = campaign(tmp_path / "t", batch=50).run(seconds=1.0, workers=1)
+    assert stats["state"] == "done" and stats["schedules"] >= 50
+    assert stats["schedules"] % 50 == 0  # whole batches
+    out = tmp_path / "c"
+    proc = _start(out)  # asked for 400000 schedules
+    _wait_for_batches(out, 2, proc)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert json.loads((out / "stats.json").read_text())["target_schedules"] == 400000
+    c = Campaign(out)
+    c.load()
+    assert c.target == 400000
