@@ -234,3 +234,37 @@ def test_a_timed_campaign_and_a_resume_that_remembers_its_target(tmp_path: Path)
     c = Campaign(out)
     c.load()
     assert c.target == 400000
+
+
+def test_on_a_terminal_a_progress_bar_shows_rate_and_findings(tmp_path: Path) -> None:
+    import pty
+    import re
+    import select
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "testbed", "fuzz", "nosync_stale", "--workers", "1",
+         "--schedules", "3000", "--batch", "100", "--out", str(tmp_path / "c")],
+        stdin=slave, stdout=slave, stderr=slave, env={**os.environ, "TESTBED_DB": "off"})
+    os.close(slave)
+    seen = b""
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            if select.select([master], [], [], 0.2)[0]:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+            elif proc.poll() is not None:
+                break
+        assert proc.wait(timeout=30) == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", seen.decode(errors="replace"))
+    assert "\x1b[" in seen.decode(errors="replace")  # it drew on the terminal
+    assert re.search(r"3,000 schedules\s+[\d,]+/s\s+\d+ findings", text), text[-2000:]
