@@ -37,7 +37,6 @@ import multiprocessing
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -45,6 +44,8 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
+
+from .schedule import atomic_write
 
 __all__ = ["Campaign", "CampaignError", "CampaignSpec", "derive_seed", "run_batch"]
 
@@ -182,20 +183,6 @@ def _worker_init(campaign_pid: int) -> None:
 
 
 # -- the parent side ---------------------------------------------------------------------
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 @dataclass
 class Stats:
     schedules: int = 0
@@ -241,7 +228,7 @@ class Campaign:
         spec = CampaignSpec(**{**asdict(spec), "k": k, "image": session.image.digest})
         self.out.mkdir(parents=True, exist_ok=True)
         doc = {"format": FORMAT, "version": VERSION, **asdict(spec)}
-        _atomic_write(self.out / "campaign.json", json.dumps(doc, indent=2) + "\n")
+        atomic_write(self.out / "campaign.json", json.dumps(doc, indent=2) + "\n")
         self.spec = spec
         return spec
 
@@ -336,7 +323,7 @@ class Campaign:
             summary = {"oracle": item["oracle"], "message": item["message"], "run": run,
                        "seed": derive_seed(self.spec.seed, run)}
             meta = {**dict(schedule.meta), "signature": key, "summary": summary}
-            _atomic_write(path, Schedule(schedule.scenario, schedule.image_digest,
+            atomic_write(path, Schedule(schedule.scenario, schedule.image_digest,
                                          schedule.config, schedule.decisions,
                                          schedule.strategy, schedule.seed, meta).to_json())
             self.stats.findings[key] = {**summary, "reproducer": str(path)}
@@ -381,7 +368,7 @@ class Campaign:
             "worker_seconds": round(s.worker_seconds, 3),
             "target_schedules": self.target,
         }
-        _atomic_write(self.out / "stats.json", json.dumps(doc, indent=2) + "\n")
+        atomic_write(self.out / "stats.json", json.dumps(doc, indent=2) + "\n")
         return doc
 
     # -- the main loop --------------------------------------------------------------

@@ -109,6 +109,22 @@ class Decision:
         return cls(kind, cpu, addr)
 
 
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that a reader (or a kill) never sees half of it:
+    a temporary file in the same folder, flushed to disk, then renamed over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 # Interned STEP decisions: the hot path creates none.
 _STEPS = tuple(Decision(DecisionKind.STEP, c) for c in range(256))
 
@@ -170,16 +186,7 @@ class Schedule:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write atomically: a reader never sees half a schedule."""
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(self.to_json())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(Path(path), self.to_json())
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Schedule:
