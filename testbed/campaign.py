@@ -67,7 +67,7 @@ def derive_seed(campaign_seed: int, run: int) -> int:
 @dataclass(frozen=True)
 class CampaignSpec:
     scenario: str
-    strategy: str = "pct"  # "pct" or "random"
+    strategy: str = "random"  # "random" or "pct"
     seed: int = 0
     batch: int = 200  # runs per batch
     depth: int = 3  # PCT's d

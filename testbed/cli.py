@@ -444,7 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("fuzz", help="a parallel, resumable fuzz campaign (exit 1 on a "
                         "finding)")
     sp.add_argument("scenario")
-    sp.add_argument("--strategy", choices=["pct", "random"], default="pct")
+    sp.add_argument("--strategy", choices=["pct", "random"], default="random",
+                    help="random walk (default: it found every race of the scenario table "
+                    "at least as fast as PCT, see bench/ttff.py) or PCT")
     how = sp.add_mutually_exclusive_group()
     how.add_argument("--schedules", type=int, help="total schedules of the campaign")
     how.add_argument("--time", type=float, metavar="SECONDS", help="run for this long")

@@ -49,7 +49,7 @@ def test_run_seeds_are_deterministic_and_independent_of_batching() -> None:
 
 
 def test_a_campaign_finds_records_and_any_run_can_be_recreated_alone(tmp_path: Path) -> None:
-    c = campaign(tmp_path / "c", batch=50)
+    c = campaign(tmp_path / "c", strategy="pct", batch=50)
     stats = c.run(schedules=300, workers=2)
     assert stats["state"] == "done" and stats["schedules"] == 300 and stats["batches"] == 6
     assert stats["findings"] >= 1 and stats["decisions"] > 0 and stats["instructions"] > 0
@@ -208,7 +208,7 @@ def test_fuzz_command_end_to_end(tmp_path: Path) -> None:
 
 
 def test_a_campaign_run_is_recreated_by_testbed_run(tmp_path: Path) -> None:
-    c = campaign(tmp_path / "c", scenario="jump_label_nosync", batch=20)
+    c = campaign(tmp_path / "c", scenario="jump_label_nosync", strategy="pct", batch=20)
     c.run(schedules=40, workers=1)
     repro = Schedule.load(next((tmp_path / "c" / "findings").glob("*.json")))
     spec = c.spec
