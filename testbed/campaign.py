@@ -493,8 +493,10 @@ class Campaign:
                         give_up_or_retry(job, "its worker process died")
                     executor.shutdown(wait=False, cancel_futures=True)
                     executor = self._pool(workers)
-                    todo = itertools.chain(unsent, todo)  # these never ran
-                    unsent = []
+                    if unsent:  # these never ran: submit them first
+                        todo = itertools.chain(unsent, todo)
+                        unsent = []
+                        exhausted = False
                 if self.on_progress is not None:
                     self.on_progress(self.stats, time.perf_counter() - t0)
             state = "done"

@@ -295,7 +295,6 @@ def search(session: Session, bounds: SearchBounds = SearchBounds(), *,
     def restore(node: _Node) -> MachineState:
         chain: list[_Node] = []
         at = node
-        depth = 0
         while at is not None and id(at) not in cache:
             chain.append(at)
             at = at[0]
