@@ -40,18 +40,11 @@ class JumpLabelWide(_JumpLabelNosync):  # type: ignore[valid-type,misc]
     description = "jump_label_nosync with room for 63 workers' logs"
     LOG_BYTES = 4 * 64  # per worker, as jl_log
 
-    def setup(self, m: Machine) -> None:
+    def prepare_logs(self, m: Machine) -> None:
         image_end = layout.DATA_BASE + len(m.image.data)
         self._log_base = -(-image_end // layout.PAGE) * layout.PAGE
         # Written once so that the machine's saved states cover the logs.
         m.write(self._log_base, bytes(self.LOG_BYTES * (m.ncpus - 1)))
-        m.write(m.addr("nr_cpus"), m.ncpus.to_bytes(4, "little"))
-        m.write(m.addr("jump_label_patch_mode"), self.patch_mode.to_bytes(4, "little"))
-        m.write(m.addr("ipi_handlers") + 8 * IPI_CALL_FUNC,
-                m.addr("ipi_call_function").to_bytes(8, "little"))
-        m.start(0, "jl_patcher", m.addr("jl_key"))
-        for cpu in range(1, m.ncpus):
-            m.start(cpu, "jl_worker", self.iterations, self._log(m, cpu))
 
     def _log(self, m: Machine, cpu: int) -> int:
         return int(self._log_base + self.LOG_BYTES * (cpu - 1))

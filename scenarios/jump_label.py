@@ -46,8 +46,7 @@ class JumpLabelNosync(Scenario):
     search_scope: ClassVar[dict[str, int]] = {"iterations": 2, "ncpus": 2}
 
     def setup(self, m: Machine) -> None:
-        if not 2 <= m.ncpus <= 8:
-            raise GuestError(f"{self.name} runs on 2 to 8 CPUs (jl_log holds 7 workers)")
+        self.prepare_logs(m)
         m.write(m.addr("nr_cpus"), m.ncpus.to_bytes(4, "little"))
         m.write(m.addr("jump_label_patch_mode"), self.patch_mode.to_bytes(4, "little"))
         m.write(m.addr("ipi_handlers") + 8 * IPI_CALL_FUNC,
@@ -55,6 +54,11 @@ class JumpLabelNosync(Scenario):
         m.start(0, "jl_patcher", m.addr("jl_key"))
         for cpu in range(1, m.ncpus):
             m.start(cpu, "jl_worker", self.iterations, self._log(m, cpu))
+
+    def prepare_logs(self, m: Machine) -> None:
+        """Where the workers log (before they start): jl_log, room for 7 workers."""
+        if not 2 <= m.ncpus <= 8:
+            raise GuestError(f"{self.name} runs on 2 to 8 CPUs (jl_log holds 7 workers)")
 
     def _log(self, m: Machine, cpu: int) -> int:
         return m.addr("jl_log") + 4 * 64 * (cpu - 1)
