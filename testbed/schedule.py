@@ -8,14 +8,15 @@ refused with a clear message instead of silently meaning something else.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 __all__ = [
     "Decision",
@@ -109,20 +110,28 @@ class Decision:
         return cls(kind, cpu, addr)
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that a reader (or a kill) never sees half of it:
-    a temporary file in the same folder, flushed to disk, then renamed over ``path``."""
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """A binary file that replaces ``path`` only when the block ends without an error, so
+    that a reader (or a kill) never sees half of it: a temporary file in the same folder,
+    flushed to disk, then renamed over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (see ``atomic_file``)."""
+    with atomic_file(path) as f:
+        f.write(text.encode())
 
 
 # Interned STEP decisions: the hot path creates none.

@@ -32,7 +32,6 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
-import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -41,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .machine import Finding, Machine, MachineState
-from .schedule import Decision, DecisionKind, Schedule, step
+from .schedule import Decision, DecisionKind, Schedule, atomic_file, step
 
 if TYPE_CHECKING:
     from .scenario import Session
@@ -184,16 +183,9 @@ def final_findings(session: Session, path: tuple[Decision, ...]) -> list[Finding
 
 
 def _write_checkpoint(path: Path, doc: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb",
-                                                       compresslevel=1) as f:
-            pickle.dump(doc, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as raw, gzip.GzipFile(fileobj=raw, mode="wb",
+                                                 compresslevel=1) as f:
+        pickle.dump(doc, f, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:
