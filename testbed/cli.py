@@ -83,19 +83,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     k = args.k or 200  # PCT's expected steps per run: the longest run seen so far
     t0 = time.perf_counter()
     db = default_db() if not args.no_db else None
-    if db is not None:
-        for known in db.replay_all(session):
-            fresh = [f for f in known.result.findings if f.signature() not in seen]
-            if not fresh:
-                continue
-            path = _save(known.result, session, out, f"{fresh[0].oracle}-db")
-            for f in fresh:
-                seen[f.signature()] = {**_finding_json(f, session), "reproducer": str(path),
-                                       "from_failure_db": str(known.path)}
-                if not args.json:
-                    print(_finding_text(f) + " (a known failure, from " + str(known.path)
-                          + ")")
-                    print(f"  reproduce: testbed replay {path}")
+
+    def record(result: RunResult, tag: str, known: Path | None = None) -> None:
+        """Save and report the findings of ``result`` not seen yet."""
+        fresh = [f for f in result.findings if f.signature() not in seen]
+        if not fresh:
+            return
+        path = _save(result, session, out, f"{fresh[0].oracle}-{tag}")
+        if db is not None and known is None:
+            db.save(result.schedule)
+        for f in fresh:
+            seen[f.signature()] = {**_finding_json(f, session), "reproducer": str(path)}
+            if known is not None:
+                seen[f.signature()]["from_failure_db"] = str(known)
+            if not args.json:
+                print(_finding_text(f) + (f" (a known failure, from {known})" if known else ""))
+                print(f"  reproduce: testbed replay {path}")
+
+    for replayed in db.replay_all(session) if db is not None else []:
+        record(replayed.result, "db", replayed.path)
     for i in range(args.schedules):
         strategy: Strategy
         if args.strategy in ("rr", "round-robin"):
@@ -110,17 +116,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         decisions += result.decisions
         instructions += result.instructions
         decode_runs += any(f.oracle == "trace-decode" for f in result.findings)
-        fresh = [f for f in result.findings if f.signature() not in seen]
-        if not fresh:
-            continue
-        path = _save(result, session, out, f"{fresh[0].oracle}-{seed0 + i}")
-        if db is not None:
-            db.save(Schedule.load(path))
-        for f in fresh:
-            seen[f.signature()] = {**_finding_json(f, session), "reproducer": str(path)}
-            if not args.json:
-                print(_finding_text(f))
-                print(f"  reproduce: testbed replay {path}")
+        record(result, str(seed0 + i))
     dt = time.perf_counter() - t0
     if args.json:
         print(json.dumps({
