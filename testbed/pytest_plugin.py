@@ -70,23 +70,24 @@ class ScenarioItem(pytest.Item):
         expect = self.scenario.expect
         wanted = (expect,) if isinstance(expect, str) else tuple(expect or ())
         db = default_db()
-        # Known failing schedules first (the failure database, like Hypothesis's).
-        for known in db.replay_all(session) if db is not None else []:
-            wrong = [f for f in known.result.findings if f.oracle not in wanted]
-            if wrong:
-                self._fail(known.result, f"a known failing schedule ({known.path}) still "
-                           "fails", wrong, db)
-            if wanted and any(f.oracle == wanted[0] for f in known.result.findings):
-                return
-        for i in range(n):
-            strategy: Strategy = RoundRobin() if rr else RandomWalk(seed0 + i)
-            result = session.run(strategy)
+
+        def results() -> Iterator[tuple[RunResult, str, bool]]:
+            """(result, what it is, whether it is new): known failing schedules first
+            (the failure database, like Hypothesis's), then the schedules asked for."""
+            for known in db.replay_all(session) if db is not None else []:
+                yield known.result, f"a known failing schedule ({known.path}) still fails", \
+                    False
+            for i in range(n):
+                strategy: Strategy = RoundRobin() if rr else RandomWalk(seed0 + i)
+                yield session.run(strategy), \
+                    f"unexpected finding in schedule {i} (seed {seed0 + i})", True
+
+        for result, what, new in results():
             wrong = [f for f in result.findings if f.oracle not in wanted]
             if wrong:
-                self._fail(result, f"unexpected finding in schedule {i} (seed {seed0 + i})",
-                           wrong, db)
+                self._fail(result, what, wrong, db)
             if wanted and any(f.oracle == wanted[0] for f in result.findings):
-                if db is not None:
+                if db is not None and new:
                     db.save(result.schedule)
                 return  # the race the scenario exists to show was found
         if wanted:
