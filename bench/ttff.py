@@ -19,10 +19,9 @@ import statistics
 import time
 from typing import Any
 
-from testbed.campaign import CampaignSpec, derive_seed
+from testbed.campaign import CampaignSpec, calibrate_k
 from testbed.scenario import Session, list_scenarios
 from testbed.search import SearchBounds, search
-from testbed.strategies import RandomWalk
 
 from .sections import Options, Report
 
@@ -32,12 +31,6 @@ QUICK = ("jump_label_nosync", "brk_single_slot", "text_poke_pre_post")
 
 def _first_oracle(expect: str | tuple[str, ...]) -> str:
     return expect if isinstance(expect, str) else expect[0]
-
-
-def _k(session: Session, seed: int) -> int:
-    """PCT's k as a campaign calibrates it: the longest of 20 random runs."""
-    return max(session.run(RandomWalk(derive_seed(seed, -1 - i))).decisions
-               for i in range(20))
 
 
 def first_finding(session: Session, spec: CampaignSpec, oracle: str,
@@ -79,7 +72,7 @@ def run(opts: Options) -> Report:
             secs: list[float] = []
             misses = 0
             for seed in range(seeds):
-                k = _k(session, seed) if strategy == "pct" else 0
+                k = calibrate_k(session, seed) if strategy == "pct" else 0
                 spec = CampaignSpec(name, strategy, seed, k=k)
                 n, s, found = first_finding(session, spec, oracle, cap)
                 counts.append(n)

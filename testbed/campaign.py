@@ -43,11 +43,15 @@ from collections.abc import Callable, Iterator
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from .schedule import atomic_write
 
-__all__ = ["Campaign", "CampaignError", "CampaignSpec", "derive_seed", "run_batch"]
+if TYPE_CHECKING:
+    from .scenario import Session
+
+__all__ = ["Campaign", "CampaignError", "CampaignSpec", "calibrate_k", "derive_seed",
+           "run_batch"]
 
 FORMAT = "cmodx-testbed/campaign"
 VERSION = 1
@@ -62,6 +66,14 @@ def derive_seed(campaign_seed: int, run: int) -> int:
     """The seed of run ``run`` of a campaign: independent of workers and batching."""
     h = hashlib.blake2b(f"cmodx-testbed:{campaign_seed}:{run}".encode(), digest_size=8)
     return int.from_bytes(h.digest(), "little") >> 1
+
+
+def calibrate_k(session: Session, campaign_seed: int) -> int:
+    """PCT's k for a campaign: the longest of 20 random runs (seeds derived from the
+    campaign's, runs -1..-20), so deterministic and the same for every worker."""
+    from .strategies import RandomWalk
+    return max(session.run(RandomWalk(derive_seed(campaign_seed, -1 - i))).decisions
+               for i in range(20))
 
 
 @dataclass(frozen=True)
@@ -220,11 +232,7 @@ class Campaign:
         session = _session(spec)
         k = spec.k
         if spec.strategy == "pct" and not k:
-            # The longest of 20 random runs (seeds derived from the campaign's, runs -1..
-            # -20): deterministic, so every worker uses the same k.
-            from .strategies import RandomWalk
-            k = max(session.run(RandomWalk(derive_seed(spec.seed, -1 - i))).decisions
-                    for i in range(20))
+            k = calibrate_k(session, spec.seed)
         spec = CampaignSpec(**{**asdict(spec), "k": k, "image": session.image.digest})
         self.out.mkdir(parents=True, exist_ok=True)
         doc = {"format": FORMAT, "version": VERSION, **asdict(spec)}
