@@ -140,6 +140,12 @@ def _unflatten(table: list[tuple[int, Decision]]) -> list[_Node]:
     return nodes
 
 
+def held(m: Machine, last: int) -> bool:
+    """Whether running another CPU than ``last`` now is a preemption (CHESS's count):
+    ``last`` could go on and is not spinning."""
+    return last >= 0 and last in m.steppable() and not m.spinning(last)
+
+
 def _choices(m: Machine, last: int, model: bool) -> list[tuple[Decision, int, int]]:
     """(decision, preemption cost, model cost) of every enabled decision."""
     if m.stopped:
@@ -148,10 +154,9 @@ def _choices(m: Machine, last: int, model: bool) -> list[tuple[Decision, int, in
     irqs = m.irq_choices()
     if not ready and not irqs:
         return []
-    # Leaving `last` is a preemption only if it could go on and is not spinning.
-    held = last >= 0 and last in ready and not m.spinning(last)
-    out = [(step(c), int(held and c != last), 0) for c in ready]
-    out += [(Decision(DecisionKind.IRQ, c), int(held and c != last), 0) for c in irqs]
+    kept = held(m, last)
+    out = [(step(c), int(kept and c != last), 0) for c in ready]
+    out += [(Decision(DecisionKind.IRQ, c), int(kept and c != last), 0) for c in irqs]
     if model:
         out += [(d, 0, 1) for d in m.model_choices(compact=True)]
     return out
@@ -163,9 +168,7 @@ def preemptions(m: Machine, path: tuple[Decision, ...]) -> int:
     last, used = -1, 0
     for d in path:
         if not d.is_model:
-            ready = m.steppable()
-            if last >= 0 and d.cpu != last and last in ready and not m.spinning(last):
-                used += 1
+            used += d.cpu != last and held(m, last)
             last = d.cpu
         m.apply(d)
     return used

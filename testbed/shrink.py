@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .schedule import Decision, DecisionKind, Schedule, step
+from .search import held
 
 if TYPE_CHECKING:
     from .machine import Machine
@@ -46,9 +47,7 @@ class LenientReplay:
         self.preemptions = 0
 
     def _ran(self, m: Machine, cpu: int) -> None:
-        last = self._last
-        if last >= 0 and cpu != last and last in m.steppable() and not m.spinning(last):
-            self.preemptions += 1
+        self.preemptions += cpu != self._last and held(m, self._last)
         self._last = cpu
 
     def _possible(self, m: Machine, d: Decision) -> bool:
