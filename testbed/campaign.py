@@ -39,6 +39,7 @@ import signal
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field, replace
@@ -368,7 +369,8 @@ class Campaign:
             "lost_batches": sorted(s.lost_batches),
             "retried_batches": sorted(s.retried_batches),
             "findings": len(s.findings),
-            "findings_by_oracle": _count(f["oracle"] for f in s.findings.values()),
+            "findings_by_oracle": dict(sorted(Counter(
+                f["oracle"] for f in s.findings.values()).items())),
             "first_finding": s.first_finding,
             "wall_seconds": round(wall, 3),
             "session_seconds": round(elapsed, 3),
@@ -536,10 +538,3 @@ class Campaign:
             self.on_problem(text)
         else:
             print(f"testbed: {text}", file=sys.stderr)
-
-
-def _count(items: Iterator[str] | Any) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for x in items:
-        out[x] = out.get(x, 0) + 1
-    return dict(sorted(out.items()))
