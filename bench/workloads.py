@@ -17,7 +17,8 @@ from pathlib import Path
 
 from testbed import layout
 from testbed.asm import Image, link_files
-from testbed.machine import Finding, Machine
+from testbed.findings import Finding
+from testbed.machine import Machine
 from testbed.memory import CacheType, FetchConfig
 from testbed.resources import kernels_dir
 from testbed.scenario import Scenario, load_scenario

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from testbed.findings import Finding
 from testbed.isa import b
-from testbed.machine import Finding, GuestError, Machine
+from testbed.machine import GuestError, Machine
 from testbed.memory import CacheType
 from testbed.oracles import SiteLog, brk_emulation, static_key_incoherence
 from testbed.scenario import Scenario

@@ -18,8 +18,9 @@ flag it read and the path it took.
 
 from __future__ import annotations
 
+from testbed.findings import Finding
 from testbed.isa import NOP, b
-from testbed.machine import Finding, Machine
+from testbed.machine import Machine
 from testbed.scenario import Scenario
 
 OLD_PATH, NEW_PATH = 1, 2

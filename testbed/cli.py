@@ -15,7 +15,8 @@ from typing import Any
 from . import __version__
 from .asm import AsmError
 from .faildb import default_db
-from .machine import Finding, GuestError
+from .findings import Finding
+from .machine import GuestError
 from .memory import CacheType
 from .scenario import ScenarioError, Session, list_scenarios, load_scenario, session_for
 from .schedule import Decision, InvalidDecision, Schedule, ScheduleError

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .etm import Branch, Element, ElementKind, branch_kind, branch_target
-from .machine import Finding
+from .findings import Finding
 from .textpoke import TextPoke
 
 __all__ = ["DecodeError", "Decoded", "decode", "decode_oracle"]

@@ -21,7 +21,7 @@ from typing import TextIO, TypeVar, cast
 
 from . import layout
 from .cli import CliError, _finding_text, _save, _session
-from .machine import EventKind, Finding
+from .findings import EventKind, Finding
 from .scenario import Scenario, Session, load_scenario
 from .schedule import Schedule
 from .scheduler import RunResult

@@ -19,7 +19,7 @@ import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .machine import Event, EventKind
+from .findings import Event, EventKind
 from .trace import Entry
 
 __all__ = ["Element", "ElementKind", "TraceError", "branch_kind", "branch_target", "encode"]

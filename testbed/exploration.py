@@ -19,7 +19,8 @@ import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
-from .machine import Finding, Machine, MachineState
+from .findings import Finding
+from .machine import Machine, MachineState
 from .schedule import Decision, DecisionKind, step
 
 __all__ = ["Bounds", "Exploration", "enabled", "explore"]

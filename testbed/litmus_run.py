@@ -26,6 +26,7 @@ from typing import Any
 from . import layout
 from .asm import AsmError, Image, Source, link
 from .exploration import Bounds, Exploration, explore
+from .findings import Finding
 from .litmus import (
     Atom,
     AtomKind,
@@ -40,7 +41,7 @@ from .litmus import (
     evaluate,
     format_prop,
 )
-from .machine import Finding, Machine
+from .machine import Machine
 from .memory import CacheType, FetchConfig
 from .schedule import Decision
 from .strategies import RandomWalk

@@ -36,6 +36,7 @@ from unicorn import arm64_const as A
 
 from . import emulator, layout, trace
 from .asm import Image
+from .findings import Event, EventKind, Finding, OracleName
 from .interrupts import InterruptController
 from .isa import OpKind, classify, is_cmodx
 from .memory import FetchConfig, FetchModel, ModelError, Snapshot
@@ -73,49 +74,6 @@ class _Stop(enum.IntEnum):
     HALT = 3
     TEXT = 4  # a data access to a text address: redone in text mode
     DIE = 5
-
-
-class EventKind(enum.Enum):
-    CATCH_UP = "catch-up"
-    FILL = "fill"
-    EVICT = "evict"
-    WRITE_BACK = "write-back"
-    TEXT_STORE = "text-store"
-    DC = "dc"
-    IC = "ic"
-    EXCEPTION = "exception"
-    IRQ = "irq"
-    ERET = "eret"
-    IPI_SEND = "ipi-send"
-    IPI_ACK = "ipi-ack"
-    HALT = "halt"
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """Something the memory model or the machine did, for timelines and oracles."""
-
-    step: int
-    cpu: int
-    kind: EventKind
-    addr: int = -1
-    value: int = -1
-    detail: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """An oracle's verdict that something went wrong, with what a reader needs."""
-
-    oracle: str
-    message: str
-    cpu: int = -1
-    addr: int = -1
-    words: tuple[int, ...] = ()
-    step: int = -1
-
-    def signature(self) -> tuple[str, int, tuple[int, ...]]:
-        return (self.oracle, self.addr, self.words)
 
 
 class Cpu:
@@ -651,7 +609,7 @@ class Machine:
                 return
             scope = self.model.scopes[c.index]
             if scope is not None and pc - layout.TEXT_BASE not in scope:
-                self._finding(c, "fetch-scope", f"CPU{c.index} fetches modified code at "
+                self._finding(c, OracleName.FETCH_SCOPE, f"CPU{c.index} fetches modified code at "
                               f"{self.image.symbolize(pc)}, outside its declared fetch "
                               "scope: the search may have pruned outcomes", pc)
                 return
@@ -669,7 +627,7 @@ class Machine:
             return
         if kind is OpKind.TORN:
             word = self.model.fetch(c.index, pc - layout.TEXT_BASE)
-            self._finding(c, "torn-word", f"CPU{c.index} executes a torn instruction word "
+            self._finding(c, OracleName.TORN_WORD, f"CPU{c.index} executes a torn instruction word "
                           f"{word:#010x} at {self.image.symbolize(pc)}", pc, (word,))
             return
         c.log.append((self.step_no, pc, pc + 4))
@@ -694,7 +652,7 @@ class Machine:
             if word != w or cpu == c.index or (is_cmodx(old) and is_cmodx(new)):
                 continue
             ran = self.model.fetch(c.index, w)
-            self._finding(c, "cmodx-violation", f"CPU{c.index} executes {ran:#010x} at "
+            self._finding(c, OracleName.CMODX_VIOLATION, f"CPU{c.index} executes {ran:#010x} at "
                           f"{self.image.symbolize(pc)} while CPU{cpu} modifies it from "
                           f"{old:#010x} to {new:#010x}, and not both are instructions the "
                           "architecture allows to be modified concurrently", pc, (old, new))
@@ -741,8 +699,8 @@ class Machine:
         base = {0b0101: 0x200, 0b0100: 0x000, 0b0000: 0x400}.get(pstate & 0xF)
         vbar = read(A.UC_ARM64_REG_VBAR_EL1)
         if base is None or vbar == 0:
-            self._finding(c, "guest-fault", f"CPU{c.index} takes an exception with no vector "
-                          f"table (VBAR_EL1={vbar:#x}, PSTATE={pstate:#x})", elr)
+            self._finding(c, OracleName.GUEST_FAULT, f"CPU{c.index} takes an exception "
+                          f"with no vector table (VBAR_EL1={vbar:#x}, PSTATE={pstate:#x})", elr)
             return elr
         write(A.UC_ARM64_REG_ELR_EL1, elr)
         c.write_spsr(pstate)
@@ -833,7 +791,7 @@ class Machine:
             except UcError as e:
                 where = u.reg_read(A.UC_ARM64_REG_PC)
                 self._cut(c, where)
-                self._finding(c, "guest-fault", f"CPU{c.index} faults at "
+                self._finding(c, OracleName.GUEST_FAULT, f"CPU{c.index} faults at "
                               f"{self.image.symbolize(where)}: {e}", where)
                 return
             if c.hook_error is not None:
@@ -865,7 +823,7 @@ class Machine:
                     c.start(pc, UNTIL, 1)
                 except UcError as e:
                     self._restore_text_reads(c)
-                    self._finding(c, "guest-fault", f"CPU{c.index} faults at "
+                    self._finding(c, OracleName.GUEST_FAULT, f"CPU{c.index} faults at "
                                   f"{self.image.symbolize(pc)}: {e}", pc)
                     return
                 finally:
@@ -888,7 +846,7 @@ class Machine:
                 return
             where = u.reg_read(A.UC_ARM64_REG_PC)
             self._cut(c, where)
-            self._finding(c, "liveness", f"CPU{c.index} ran {self.budget} instructions "
+            self._finding(c, OracleName.LIVENESS, f"CPU{c.index} ran {self.budget} instructions "
                           f"without a visible operation, at {self.image.symbolize(where)}",
                           where)
             return
@@ -1028,7 +986,7 @@ class Machine:
             word = self.model.fetch(c.index, pc - 4 - layout.TEXT_BASE)
             c.exc = (ESR_IL | EC_SVC64 << 26 | (word >> 5) & 0xFFFF, pc, pc)
         else:
-            self._finding(c, "guest-fault", f"CPU{c.index} raises unsupported exception "
+            self._finding(c, OracleName.GUEST_FAULT, f"CPU{c.index} raises unsupported exception "
                           f"{intno} at {self.image.symbolize(pc)}", pc)
             c.reason = _Stop.DIE
             u.emu_stop()
@@ -1064,7 +1022,7 @@ class Machine:
         try:
             access = self.gic.write(c.index, offset, value)
         except IndexError as e:
-            self._finding(c, "guest-fault", f"CPU{c.index}: {e}")
+            self._finding(c, OracleName.GUEST_FAULT, f"CPU{c.index}: {e}")
             c.reason = _Stop.DIE
             u.emu_stop()
             return
@@ -1081,7 +1039,7 @@ class Machine:
         elif access.kind == "die":
             pc = u.reg_read(A.UC_ARM64_REG_PC)
             self._cut(c, pc + 4)
-            self._finding(c, "kernel-die", f"CPU{c.index}: kernel died (reason "
+            self._finding(c, OracleName.KERNEL_DIE, f"CPU{c.index}: kernel died (reason "
                           f"{access.value:#x}) at {self.image.symbolize(pc)}", pc)
             c.reason = _Stop.DIE
             u.emu_stop()

@@ -19,7 +19,8 @@ from typing import ClassVar
 
 from . import layout
 from .asm import Image, link_files
-from .machine import Finding, Machine
+from .findings import Finding
+from .machine import Machine
 from .memory import CacheType, FetchConfig
 from .resources import kernels_dir, scenarios_dir
 from .schedule import Schedule, ScheduleMismatch

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from . import trace
-from .machine import CpuState, Event, Finding, Machine
+from .findings import Event, Finding, OracleName
+from .machine import CpuState, Machine
 from .schedule import Decision, Schedule
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ def run(machine: Machine, strategy: Strategy, *, scenario: str,
         if len(decisions) >= max_decisions:
             running = [c.index for c in machine.cpus if c.state is CpuState.RUNNABLE]
             machine.findings.append(Finding(
-                "liveness", f"no end after {max_decisions} decisions; CPUs still running: "
+                OracleName.LIVENESS, f"no end after {max_decisions} decisions; CPUs still running: "
                 + ", ".join(f"CPU{c}" for c in running), step=machine.step_no))
             machine.stopped = True
             break
@@ -71,7 +72,7 @@ def run(machine: Machine, strategy: Strategy, *, scenario: str,
         waiting = [c.index for c in machine.cpus if c.state is CpuState.RUNNABLE]
         if waiting:
             machine.findings.append(Finding(
-                "liveness", "deadlock: " + ", ".join(f"CPU{c}" for c in waiting)
+                OracleName.LIVENESS, "deadlock: " + ", ".join(f"CPU{c}" for c in waiting)
                 + " wait for an interrupt that cannot come", step=machine.step_no))
     schedule = Schedule(scenario, machine.image.digest, machine.config_dict(),
                         tuple(decisions), strategy.name,

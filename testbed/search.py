@@ -39,7 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .machine import Finding, Machine, MachineState
+from .findings import Finding
+from .machine import Machine, MachineState
 from .schedule import Decision, DecisionKind, Schedule, atomic_file, step
 
 if TYPE_CHECKING:

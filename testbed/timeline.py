@@ -29,7 +29,8 @@ from capstone import CS_ARCH_ARM64, CS_MODE_ARM, Cs
 
 from . import layout
 from .asm import Image
-from .machine import EC_BRK64, EC_SVC64, EC_UNKNOWN, Event, EventKind
+from .findings import Event, EventKind
+from .machine import EC_BRK64, EC_SVC64, EC_UNKNOWN
 from .scheduler import RunResult
 from .textpoke import TextPoke
 

@@ -10,7 +10,7 @@ from testbed import layout
 from testbed.asm import Source, link
 from testbed.decoder import decode, decode_oracle
 from testbed.etm import Element, ElementKind, encode
-from testbed.machine import Event, EventKind
+from testbed.findings import Event, EventKind
 from testbed.scheduler import run
 from testbed.strategies import RandomWalk
 from testbed.textpoke import TextPoke

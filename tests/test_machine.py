@@ -7,8 +7,9 @@ import pytest
 from conftest import MachineFactory, build_image
 
 from testbed import layout
+from testbed.findings import EventKind
 from testbed.isa import NOP
-from testbed.machine import EventKind, Machine
+from testbed.machine import Machine
 from testbed.memory import CacheType, FetchConfig
 from testbed.scheduler import run
 from testbed.strategies import RandomWalk, RoundRobin

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from testbed.machine import EventKind
+from testbed.findings import EventKind
 from testbed.scenario import Session, load_scenario
 from testbed.strategies import RandomWalk
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from testbed.machine import EventKind
+from testbed.findings import EventKind
 from testbed.scenario import Session, load_scenario
 from testbed.strategies import RandomWalk
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from .. import layout
-from ..machine import EventKind, Finding, Machine
+from ..findings import EventKind, Finding
+from ..machine import Machine
 
 
 def brk_emulation(m: Machine, expected: Mapping[int, int]) -> list[Finding]:

@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..findings import Finding
 from ..isa import NOP, b
-from ..machine import Finding, Machine
+from ..machine import Machine
 
 
 @dataclass(frozen=True)
