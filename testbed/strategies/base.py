@@ -20,3 +20,10 @@ class Strategy(Protocol):
 
     def describe(self) -> dict[str, object]:
         """Parameters that re-create this strategy (recorded in schedules)."""
+
+
+def held(m: Machine, last: int) -> bool:
+    """Whether running another CPU than ``last`` now is a preemption (CHESS's count):
+    ``last`` could go on and is not spinning.  The one preemption rule: the search's
+    bound, its ``preemptions()`` and the shrinker's replay all count with it."""
+    return last >= 0 and last in m.steppable() and not m.spinning(last)
