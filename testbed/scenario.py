@@ -4,36 +4,52 @@ A scenario names the ``kernels/*.S`` files it links, how many CPUs it needs, the
 configuration, what each CPU runs (``setup``) and what must hold after a run
 (``check``, returning findings).  A ``Session`` links the image and builds the machine
 once; every run resets it to the sealed baseline.
+
+A scenario may live anywhere: ``testbed run path/to/file.py[:NAME]`` imports the file
+the user names, and its ``kernels`` may name ``.S`` files beside it.  A schedule
+recorded on such a scenario records the file and its SHA-256 (``ScenarioSource``); a
+schedule, campaign or failure-database entry never makes the testbed import a file by
+itself: ``resolve_scenario`` asks for the file on the command line and checks its digest.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.util
 import inspect
 import sys
-from collections.abc import Mapping, Sequence
+import traceback
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import ClassVar
 
 from . import layout
-from .asm import Image, link_files
+from .asm import AsmError, Image, link_files
+from .errors import scenario_code_error
 from .findings import Finding
-from .machine import Machine
+from .machine import GuestError, Machine
 from .memory import CacheType, FetchConfig
+from .oracles import MACHINE_ORACLES, default_oracles
+from .oracles import select as select_oracles
 from .resources import kernels_dir, scenarios_dir
-from .schedule import Schedule, ScheduleMismatch
+from .schedule import ScenarioSource, Schedule, ScheduleMismatch
 from .scheduler import RunResult, run
 from .strategies import RandomWalk, Replay, Strategy
 
 __all__ = [
     "Scenario",
     "ScenarioError",
+    "ScenarioFileRequired",
     "Session",
     "link_kernels",
     "list_scenarios",
     "load_scenario",
+    "resolve_scenario",
+    "scenario_ref",
+    "scenario_source",
+    "scenarios_in_file",
     "session_for",
 ]
 
@@ -71,60 +87,96 @@ class Scenario:
         return {}
 
 
-def decode_check(m: Machine, result: RunResult) -> list[Finding]:
-    """The decode oracle on a finished run: traces from its ground truth, records from
-    the guest's ring buffer, the decoder's reconstruction against what ran."""
-    from .decoder import decode_oracle
-    from .etm import encode
-    from .textpoke import RecordError, read_ring
-    truth = result.ground_truth()
-    traces = [encode(truth[c], result.events, c) for c in range(m.ncpus)]
-    try:
-        records = read_ring(m)
-    except RecordError as e:
-        return [Finding("perf-ring", f"the guest's text-poke ring buffer is malformed: {e}",
-                        step=m.step_no)]
-    return decode_oracle(truth, traces, m.model.initial, layout.TEXT_BASE, records,
-                         m.image.symbolize)
-
-
-def link_kernels(names: Sequence[str]) -> Image:
+def link_kernels(names: Sequence[str], here: Path | None = None) -> Image:
+    """Link the kernel files ``names``: each is looked up next to the scenario's file
+    (``here``, for a scenario of one's own) first, then in the project's ``kernels/``;
+    an absolute path is taken as it is."""
     base = kernels_dir()
     paths = []
     for name in names:
-        path = base / name
-        if not path.is_file():
-            raise ScenarioError(f"kernel file {name!r} not found in {base}")
+        if not isinstance(name, str) or not name:
+            raise ScenarioError(f"kernels: {name!r} is not a file name")
+        candidates = ([Path(name)] if Path(name).is_absolute() else
+                      ([here / name] if here is not None else []) + [base / name])
+        path = next((c for c in candidates if c.is_file()), None)
+        if path is None:
+            where = " or ".join(str(c.parent) for c in candidates)
+            raise ScenarioError(f"kernel file {name!r} not found in {where}")
         paths.append(path)
     return link_files(paths, text_base=layout.TEXT_BASE, data_base=layout.DATA_BASE,
                       defines=layout.ASM_DEFINES)
 
 
+def scenario_file(cls: type[Scenario]) -> Path:
+    """The file that defines ``cls``."""
+    return Path(inspect.getfile(cls)).resolve()
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def scenario_source(cls: type[Scenario]) -> ScenarioSource | None:
+    """Where ``cls`` comes from, for a schedule to record: None for the testbed's own
+    scenarios (found again by name), else its file and the file's SHA-256."""
+    path = scenario_file(cls)
+    if path.parent == scenarios_dir().resolve():
+        return None
+    return ScenarioSource(str(path), file_digest(path))
+
+
+MAX_PARAM = 1 << 20  # a scenario parameter above this is a typo, not a workload
+
+
 class Session:
-    """One scenario, linked and set up once, run under any number of schedules."""
+    """One scenario, linked and set up once, run under any number of schedules.
+
+    ``oracles`` names the oracles to run (``testbed.oracles``); by default every one
+    that applies to the scenario."""
 
     def __init__(self, scenario: Scenario, *, ncpus: int | None = None,
                  cache: CacheType | None = None, budget: int = 200_000,
-                 params: Mapping[str, int] | None = None) -> None:
+                 params: Mapping[str, int] | None = None,
+                 oracles: Collection[str] | None = None) -> None:
         self.scenario = scenario
         self.params = dict(params or {})
         for key, value in self.params.items():
+            if not isinstance(value, int) or isinstance(value, bool) \
+                    or not 0 <= value <= MAX_PARAM:
+                raise ScenarioError(f"--set {key}={value!r}: a scenario parameter is an "
+                                    f"integer from 0 to {MAX_PARAM}")
             if key == "ncpus":
                 ncpus = value
                 continue
             current = getattr(scenario, key, None)
             if key.startswith("_") or not isinstance(current, int) \
-                    or isinstance(current, bool) or not isinstance(value, int):
+                    or isinstance(current, bool):
                 known = sorted(k for k in dir(scenario) if not k.startswith("_")
                                and type(getattr(scenario, k)) is int)
-                raise ScenarioError(f"scenario {scenario.name!r} has no integer parameter "
-                                    f"{key!r} (it has: {', '.join(known)})")
+                raise ScenarioError(f"--set {key}: scenario {scenario.name!r} has no integer "
+                                    f"parameter {key!r} (it has: {', '.join(known)})")
             setattr(scenario, key, value)
-        self.image = link_kernels(scenario.kernels)
+        n = ncpus if ncpus is not None else scenario.ncpus
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= layout.MAX_CPUS:
+            what = "--cpus" if ncpus is not None else f"scenario {scenario.name!r}: ncpus"
+            raise ScenarioError(f"{what} must be 1..{layout.MAX_CPUS}, not {n!r}")
+        cls = type(scenario)
+        self.source = scenario_source(cls)
+        self.image = link_kernels(scenario.kernels, scenario_file(cls).parent
+                                  if self.source is not None else None)
         self.cache = cache or scenario.cache
-        self.machine = Machine(self.image, ncpus or scenario.ncpus, FetchConfig(self.cache),
-                               budget=budget)
-        scenario.setup(self.machine)
+        self.machine = Machine(self.image, n, FetchConfig(self.cache), budget=budget)
+        self.oracles = (default_oracles(scenario) if oracles is None
+                        else select_oracles(scenario, oracles))
+        names = {o.name for o in self.oracles}
+        for o in MACHINE_ORACLES:
+            o.configure(self.machine, o.name in names)
+        try:
+            scenario.setup(self.machine)
+        except (GuestError, ScenarioError, AsmError):
+            raise
+        except Exception as e:
+            raise scenario_code_error(scenario.name, "setup", e) from e
         self.machine.seal()
 
     def config(self) -> dict[str, object]:
@@ -138,46 +190,104 @@ class Session:
         m = self.machine
         result = run(m, strategy, scenario=self.scenario.name,
                      max_decisions=max_decisions or self.scenario.max_decisions)
-        if self.params:
-            result.schedule = dataclasses.replace(result.schedule, config=self.config())
+        if self.params or self.source is not None:
+            result.schedule = dataclasses.replace(result.schedule, config=self.config(),
+                                                  source=self.source)
         # Checks run even after a fault: what the workload logged before it still counts.
-        result.findings.extend(self.scenario.check(m))
-        if self.scenario.trace_decode:
-            result.findings.extend(decode_check(m, result))
-        result.observations = self.scenario.observe(m)
+        raised = list(result.findings)
+        result.findings = []
+        for oracle in self.oracles:
+            result.findings.extend(oracle.check(m, result, raised))
+        try:
+            result.observations = self.scenario.observe(m)
+        except Exception as e:
+            raise scenario_code_error(self.scenario.name, "observe", e) from e
         return result
 
     def run_random(self, seed: int, **kw: float) -> RunResult:
         return self.run(RandomWalk(seed, **kw))
 
-    def replay(self, schedule: Schedule) -> RunResult:
+    def replay(self, schedule: Schedule, *,
+               wrap: Callable[[Strategy], Strategy] | None = None) -> RunResult:
+        """Replay ``schedule`` exactly (refused if recorded on another image, scenario or
+        configuration).  ``wrap`` may wrap the replaying strategy (e.g. to observe each
+        decision before it is applied) without changing what it decides."""
         schedule.check_against(self.scenario.name, self.image.digest, self.config())
         if dict(schedule.config.get("params") or {}) != self.params:
             raise ScheduleMismatch(
                 f"schedule was recorded with scenario parameters "
                 f"{dict(schedule.config.get('params') or {})}, this session has {self.params}")
-        return self.run(Replay(schedule.decisions),
+        strategy: Strategy = Replay(schedule.decisions)
+        return self.run(wrap(strategy) if wrap is not None else strategy,
                         max_decisions=max(len(schedule.decisions), 1))
 
 
-def session_for(schedule: Schedule) -> Session:
-    """A session configured as ``schedule`` was recorded (CPUs, cache, parameters)."""
+class ScenarioFileRequired(ScenarioError):
+    """A schedule or campaign whose scenario is a file of the user's: the file runs only
+    when the user names it on the command line."""
+
+    def __init__(self, file: str, name: str) -> None:
+        super().__init__(f"scenario {name!r} comes from {file}, which runs only when you "
+                         "name it")
+        self.file = file
+        self.name = name
+
+
+def resolve_scenario(name: str, source: ScenarioSource | None,
+                     scenario_path: str | None = None) -> type[Scenario]:
+    """The scenario a schedule or campaign recorded, without running any file it names:
+    a scenario of the testbed's own by name, or, when it came from a file of one's own,
+    the file the user named (``scenario_path``), checked against the recorded SHA-256."""
+    legacy = name.rpartition(":")[2] if ".py:" in name else None  # "path/x.py:name"
+    if scenario_path is not None:
+        path = Path(scenario_path)
+        if not path.is_file():
+            raise ScenarioError(f"--scenario {scenario_path}: no such scenario file")
+        wanted = legacy or name
+        classes = _scenarios_in(_load_module(path.resolve()))
+        match = [c for c in classes if c.name == wanted]
+        if not match:
+            raise ScenarioError(f"--scenario {scenario_path}: has no scenario {wanted!r} "
+                                f"(it has: {', '.join(c.name for c in classes) or 'none'})")
+        here = scenario_source(match[0])
+        if source is not None and here is not None and here.sha256 != source.sha256:
+            raise ScheduleMismatch(
+                f"--scenario {scenario_path}: its content (sha256 {here.sha256}) is not the "
+                f"file the schedule was recorded with ({source.file}, sha256 "
+                f"{source.sha256}); the scenario changed, so the schedule would mean "
+                "something else")
+        return match[0]
+    if source is not None:
+        raise ScenarioFileRequired(source.file, name)
+    if legacy is not None or name.endswith(".py"):
+        raise ScenarioFileRequired(name.rpartition(":")[0] if legacy else name,
+                                   legacy or name)
+    known = list_scenarios()
+    if name not in known:
+        raise ScenarioError(f"unknown scenario {name!r}; known: {', '.join(sorted(known))}")
+    return known[name]
+
+
+def session_for(schedule: Schedule, scenario_path: str | None = None, *,
+                oracles: Collection[str] | None = None) -> Session:
+    """A session configured as ``schedule`` was recorded (scenario, CPUs, cache,
+    parameters).  A scenario file of one's own is loaded only from ``scenario_path``."""
+    cls = resolve_scenario(schedule.scenario, schedule.source, scenario_path)
     cfg = schedule.config
     ncpus, cache, params = cfg.get("ncpus"), cfg.get("cache"), cfg.get("params")
-    if params is not None and not (isinstance(params, Mapping) and all(
-            isinstance(k, str) and isinstance(v, int) for k, v in params.items())):
-        raise ScheduleMismatch(f"schedule parameters {params!r} are not name: integer pairs")
     try:
         cache_type = CacheType.parse(cache) if isinstance(cache, str) else None
     except ValueError as e:
         raise ScheduleMismatch(f"schedule configuration: {e}") from None
-    return Session(load_scenario(schedule.scenario)(),
-                   ncpus=ncpus if isinstance(ncpus, int) else None, cache=cache_type,
-                   params=params)
+    return Session(cls(), ncpus=ncpus if isinstance(ncpus, int) else None, cache=cache_type,
+                   params=params if isinstance(params, dict) else None, oracles=oracles)
 
 
 def _load_module(path: Path) -> ModuleType:
-    modname = f"testbed_scenario_{path.stem}"
+    """Import the scenario file ``path`` (once per process).  Only files the user named
+    come here, and the project's own ``scenarios/``."""
+    key = hashlib.sha256(str(path).encode()).hexdigest()[:12]
+    modname = f"testbed_scenario_{path.stem}_{key}"
     if modname in sys.modules:
         return sys.modules[modname]
     spec = importlib.util.spec_from_file_location(modname, path)
@@ -187,9 +297,16 @@ def _load_module(path: Path) -> ModuleType:
     sys.modules[modname] = module
     try:
         spec.loader.exec_module(module)
+    except SyntaxError as e:
+        del sys.modules[modname]
+        raise ScenarioError(f"{e.filename or path}:{e.lineno}: {e.msg}") from None
     except Exception as e:
         del sys.modules[modname]
-        raise ScenarioError(f"{path}: {type(e).__name__}: {e}") from e
+        frames = [f for f in traceback.extract_tb(e.__traceback__)
+                  if Path(f.filename).resolve() == path]
+        line = f":{frames[-1].lineno}" if frames else ""
+        raise ScenarioError(f"{path}{line}: importing it raised {type(e).__name__}: {e}") \
+            from None
     return module
 
 
@@ -200,30 +317,47 @@ def _scenarios_in(module: ModuleType) -> list[type[Scenario]]:
 
 
 def list_scenarios() -> dict[str, type[Scenario]]:
+    """The testbed's own scenarios (``scenarios/``), by name."""
     found: dict[str, type[Scenario]] = {}
     for path in sorted(scenarios_dir().glob("*.py")):
         if path.name.startswith("_"):
             continue
-        for cls in _scenarios_in(_load_module(path)):
+        for cls in _scenarios_in(_load_module(path.resolve())):
             found[cls.name] = cls
     return found
 
 
+def scenarios_in_file(path: Path) -> list[type[Scenario]]:
+    """Every scenario a file defines (the pytest plugin collects them)."""
+    return _scenarios_in(_load_module(path.resolve()))
+
+
 def load_scenario(name: str) -> type[Scenario]:
-    """A scenario by its name, or by ``path/to/file.py[:name]``."""
+    """A scenario by its name, or by ``path/to/file.py[:name]`` (a file the user names:
+    it is imported, so it runs)."""
     if name.endswith(".py") or ".py:" in name:
-        file, _, which = name.partition(":")
+        file, which = (name, "") if name.endswith(".py") else name.rsplit(".py:", 1)
+        file = file if file.endswith(".py") else file + ".py"
         path = Path(file)
         if not path.is_file():
             raise ScenarioError(f"{file}: no such scenario file")
-        classes = _scenarios_in(_load_module(path.resolve()))
-        if which:
-            classes = [c for c in classes if c.name == which]
+        every = _scenarios_in(_load_module(path.resolve()))
+        classes = [c for c in every if c.name == which] if which else every
         if len(classes) != 1:
-            names = ", ".join(c.name for c in _scenarios_in(_load_module(path.resolve())))
-            raise ScenarioError(f"{file}: name one scenario with {file}:NAME (has: {names})")
+            names = ", ".join(c.name for c in every) or "no Scenario subclass with a name"
+            raise ScenarioError(f"{file}: name one scenario with {file}:NAME (it has: "
+                                f"{names})")
         return classes[0]
     known = list_scenarios()
     if name not in known:
         raise ScenarioError(f"unknown scenario {name!r}; known: {', '.join(sorted(known))}")
     return known[name]
+
+
+def scenario_ref(cls: type[Scenario]) -> str:
+    """How the command line names ``cls``: its name, or ``path/file.py:name``."""
+    source = scenario_source(cls)
+    if source is None:
+        return cls.name
+    from .findings import display_path
+    return f"{display_path(Path(source.file))}:{cls.name}"

@@ -22,6 +22,7 @@ __all__ = [
     "Decision",
     "DecisionKind",
     "InvalidDecision",
+    "ScenarioSource",
     "Schedule",
     "ScheduleError",
     "ScheduleMismatch",
@@ -134,12 +135,51 @@ def atomic_write(path: Path, text: str) -> None:
         f.write(text.encode())
 
 
+def _check_config(cfg: Mapping[str, Any], source: str) -> None:
+    """The recorded configuration's fields, type-checked (a bad one names the field)."""
+    ncpus = cfg.get("ncpus")
+    if ncpus is not None and (not isinstance(ncpus, int) or isinstance(ncpus, bool)
+                              or ncpus < 1):
+        raise ScheduleError(f"{source}: field 'config.ncpus' must be a positive integer, "
+                            f"not {ncpus!r}")
+    cache = cfg.get("cache")
+    if cache is not None and not isinstance(cache, str):
+        raise ScheduleError(f"{source}: field 'config.cache' must be a string, not {cache!r}")
+    params = cfg.get("params")
+    if params is not None and not (isinstance(params, dict) and all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+            for k, v in params.items())):
+        raise ScheduleError(f"{source}: field 'config.params' must map names to integers")
+
+
 # Interned STEP decisions: the hot path creates none.
 _STEPS = tuple(Decision(DecisionKind.STEP, c) for c in range(256))
 
 
 def step(cpu: int) -> Decision:
     return _STEPS[cpu] if cpu < len(_STEPS) else Decision(DecisionKind.STEP, cpu)
+
+
+@dataclass(frozen=True)
+class ScenarioSource:
+    """Where a scenario came from when it is not one of the testbed's own: its file
+    (absolute) and the SHA-256 of the file's content when the schedule was recorded."""
+
+    file: str
+    sha256: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"file": self.file, "sha256": self.sha256}
+
+    @classmethod
+    def from_json(cls, item: Any, source: str) -> ScenarioSource:
+        if not isinstance(item, dict) or not isinstance(item.get("file"), str) \
+                or not isinstance(item.get("sha256"), str) \
+                or len(item["sha256"]) != 64 \
+                or any(ch not in "0123456789abcdef" for ch in item["sha256"]):
+            raise ScheduleError(f"{source}: field 'source' must be {{\"file\": PATH, "
+                                "\"sha256\": 64 hex digits}")
+        return cls(item["file"], item["sha256"])
 
 
 @dataclass(frozen=True)
@@ -151,6 +191,7 @@ class Schedule:
     strategy: str = ""
     seed: int | None = None
     meta: Mapping[str, Any] = field(default_factory=dict)
+    source: ScenarioSource | None = None  # None: a scenario of the testbed's own
 
     def to_json(self) -> str:
         doc = {
@@ -164,6 +205,8 @@ class Schedule:
             "meta": dict(self.meta),
             "decisions": [d.to_json() for d in self.decisions],
         }
+        if self.source is not None:
+            doc["source"] = self.source.to_json()
         return json.dumps(doc, indent=None, separators=(",", ":")) + "\n"
 
     @classmethod
@@ -181,6 +224,11 @@ class Schedule:
                          ("decisions", list)):
             if not isinstance(doc.get(key), typ):
                 raise ScheduleError(f"{source}: field {key!r} missing or not a {typ.__name__}")
+        _check_config(doc["config"], source)
+        for key, typs in (("strategy", (str,)), ("seed", (int, type(None))),
+                          ("meta", (dict,))):
+            if key in doc and (not isinstance(doc[key], typs) or isinstance(doc[key], bool)):
+                raise ScheduleError(f"{source}: field {key!r} has the wrong type")
         decisions = []
         for i, item in enumerate(doc["decisions"]):
             try:
@@ -189,9 +237,11 @@ class Schedule:
                 raise ScheduleError(f"{source}: decision {i}: {e}") from None
         seed = doc.get("seed")
         meta = doc.get("meta")
+        where = (ScenarioSource.from_json(doc["source"], source)
+                 if doc.get("source") is not None else None)
         return cls(doc["scenario"], doc["image"], doc["config"], tuple(decisions),
                    str(doc.get("strategy", "")), seed if isinstance(seed, int) else None,
-                   meta if isinstance(meta, dict) else {})
+                   meta if isinstance(meta, dict) else {}, where)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write atomically: a reader never sees half a schedule."""
@@ -200,9 +250,14 @@ class Schedule:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Schedule:
         try:
-            text = Path(path).read_text()
+            text = Path(path).read_bytes().decode("utf-8")
+        except IsADirectoryError:
+            raise ScheduleError(f"{path}: is a folder, not a schedule file") from None
         except OSError as e:
             raise ScheduleError(f"{path}: cannot read: {e.strerror}") from None
+        except UnicodeDecodeError as e:
+            raise ScheduleError(f"{path}: not a testbed schedule (not UTF-8 text: byte "
+                                f"{e.start})") from None
         return cls.from_json(text, str(path))
 
     def check_against(self, scenario: str, image_digest: str,
@@ -213,8 +268,8 @@ class Schedule:
                                    f"not {scenario!r}")
         if self.image_digest != image_digest:
             raise ScheduleMismatch(
-                f"schedule was recorded against kernel image {self.image_digest[:12]}, but "
-                f"scenario {scenario!r} now links to image {image_digest[:12]}: the kernel "
+                f"schedule was recorded against kernel image {self.image_digest}, but "
+                f"scenario {scenario!r} now links to image {image_digest}: the kernel "
                 "code changed since the schedule was recorded, so its decisions would mean "
                 "something else. Re-find the race with the current code instead.")
         for key, value in self.config.items():
