@@ -46,13 +46,15 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from .schedule import atomic_write
+from .findings import reproducer_name, signature_key
+from .schedule import ScenarioSource, ScheduleError, atomic_write
+from .strategies import Strategy, StrategySpec
 
 if TYPE_CHECKING:
     from .scenario import Session
 
 __all__ = ["Campaign", "CampaignError", "CampaignSpec", "calibrate_k", "derive_seed",
-           "run_batch"]
+           "run_batch", "spec_from_json"]
 
 FORMAT = "cmodx-testbed/campaign"
 VERSION = 1
@@ -79,7 +81,7 @@ def calibrate_k(session: Session, campaign_seed: int) -> int:
 
 @dataclass(frozen=True)
 class CampaignSpec:
-    scenario: str
+    scenario: str  # the scenario's name
     strategy: str = "random"  # "random" or "pct"
     seed: int = 0
     batch: int = 200  # runs per batch
@@ -89,34 +91,90 @@ class CampaignSpec:
     ncpus: int | None = None
     cache: str | None = None
     image: str = ""  # the linked kernel image's digest (set when the campaign starts)
+    source: dict[str, str] | None = None  # a scenario of one's own: file and SHA-256
+    # The scenario file the user named on this command line (never read from
+    # campaign.json: a campaign file does not make the testbed import anything).
+    scenario_file: str | None = field(default=None, compare=False)
 
-    def strategy_for(self, run: int) -> Any:
-        from .strategies import PCT, RandomWalk
-        seed = derive_seed(self.seed, run)
-        if self.strategy == "pct":
-            return PCT(seed, depth=self.depth, k=max(self.k, 1))
-        return RandomWalk(seed, p_model=self.p_model)
+    def __post_init__(self) -> None:
+        self.strategy_spec()  # refuses an unknown strategy or a bad option
+
+    def strategy_spec(self) -> StrategySpec:
+        return StrategySpec(self.strategy, depth=self.depth, k=max(self.k, 1),
+                            p_model=self.p_model)
+
+    def strategy_for(self, run: int) -> Strategy:
+        return self.strategy_spec().make(derive_seed(self.seed, run))
+
+    def scenario_source(self) -> ScenarioSource | None:
+        return ScenarioSource(**self.source) if self.source is not None else None
+
+    def to_json(self) -> dict[str, Any]:
+        doc = asdict(self)
+        del doc["scenario_file"]
+        return doc
+
+
+# campaign.json's fields and their types (None allowed where the default is None).
+_FIELDS: dict[str, tuple[type, ...]] = {
+    "scenario": (str,), "strategy": (str,), "seed": (int,), "batch": (int,),
+    "depth": (int,), "k": (int,), "p_model": (float, int), "ncpus": (int, type(None)),
+    "cache": (str, type(None)), "image": (str,), "source": (dict, type(None)),
+}
+
+
+def spec_from_json(doc: Any, path: Path, scenario_file: str | None) -> CampaignSpec:
+    """A campaign's definition from ``campaign.json``: every field type-checked."""
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise CampaignError(f"{path}: not a testbed campaign (no \"format\": \"{FORMAT}\")")
+    if doc.get("version") != VERSION:
+        raise CampaignError(f"{path}: campaign format version {doc.get('version')!r}; "
+                            f"this testbed reads version {VERSION}")
+    fields: dict[str, Any] = {}
+    for name, types in _FIELDS.items():
+        if name not in doc:
+            if name == "scenario":
+                raise CampaignError(f"{path}: field 'scenario' missing")
+            continue
+        value = doc[name]
+        if not isinstance(value, types) or isinstance(value, bool):
+            want = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise CampaignError(f"{path}: field {name!r} must be {want}, not {value!r}")
+        fields[name] = value
+    if fields.get("batch", 1) < 1 or fields.get("seed", 0) < 0 or fields.get("k", 0) < 0:
+        raise CampaignError(f"{path}: fields 'batch' (>= 1), 'seed' and 'k' (>= 0) out of "
+                            "range")
+    if fields.get("source") is not None:
+        try:
+            ScenarioSource.from_json(fields["source"], str(path))
+        except ScheduleError as e:
+            raise CampaignError(str(e)) from None
+    try:
+        return CampaignSpec(**fields, scenario_file=scenario_file)
+    except ValueError as e:
+        raise CampaignError(f"{path}: {e}") from None
 
 
 # -- the worker side ---------------------------------------------------------------------
 _local = threading.local()  # one session per worker thread (Dask workers may have several)
 
 
-def _session(spec: CampaignSpec) -> Any:
+def _session(spec: CampaignSpec) -> Session:
     from .memory import CacheType
-    from .scenario import Session, load_scenario
-    key = (spec.scenario, spec.ncpus, spec.cache)
+    from .scenario import Session, resolve_scenario
+    key = (spec.scenario, spec.scenario_file, spec.ncpus, spec.cache)
     cached = getattr(_local, "sessions", None)
     if cached is None:
         cached = _local.sessions = {}
     if key not in cached:
-        cached[key] = Session(load_scenario(spec.scenario)(), ncpus=spec.ncpus,
-                              cache=CacheType.parse(spec.cache) if spec.cache else None)
-    return cached[key]
-
-
-def signature_key(oracle: str, addr: int, words: tuple[int, ...]) -> str:
-    return f"{oracle}@{addr:#x}:" + ",".join(f"{w:08x}" for w in words)
+        try:
+            cache = CacheType.parse(spec.cache) if spec.cache else None
+        except ValueError as e:
+            raise CampaignError(f"campaign field 'cache': {e}") from None
+        cls = resolve_scenario(spec.scenario, spec.scenario_source(), spec.scenario_file)
+        cached[key] = Session(cls(), ncpus=spec.ncpus, cache=cache)
+    session: Session = cached[key]
+    return session
 
 
 def _inject_fault(spec: str, index: int, attempt: int) -> None:
@@ -137,28 +195,26 @@ def run_batch(spec: CampaignSpec, index: int, first: int, count: int,
 
     ``fault`` is for tests: the parent's ``$TESTBED_CAMPAIGN_FAULT``, passed along
     because worker processes fork from a server started before the test set it."""
-    from .cli import _finding_json
+    from .runs import reproducer, run_schedules
     _inject_fault(fault, index, attempt)
     session = _session(spec)
     if session.image.digest != spec.image:
-        raise CampaignError(f"worker links image {session.image.digest[:12]}, the campaign "
-                            f"was started on {spec.image[:12]}: mixed kernel versions")
+        raise CampaignError(f"worker links image {session.image.digest}, the campaign "
+                            f"was started on {spec.image}: mixed kernel versions")
     t0 = time.perf_counter()
     decisions = instructions = 0
     found: dict[str, dict[str, Any]] = {}
-    for run in range(first, first + count):
-        result = session.run(spec.strategy_for(run))
+    seeds = [derive_seed(spec.seed, run) for run in range(first, first + count)]
+    for r in run_schedules(session, spec.strategy_spec(), seeds):
+        run, result = first + r.index, r.result
         decisions += result.decisions
         instructions += result.instructions
         for f in result.findings:
-            key = signature_key(*f.signature())
+            key = signature_key(f.signature())
             if key in found:
                 continue
-            meta = dict(result.schedule.meta)
-            meta["findings"] = [_finding_json(g, session) for g in result.findings]
-            meta["campaign"] = {"seed": spec.seed, "run": run}
-            schedule = replace(result.schedule, meta=meta)
-            found[key] = {"run": run, "oracle": f.oracle, "message": f.message,
+            schedule = reproducer(result, session, campaign={"seed": spec.seed, "run": run})
+            found[key] = {"run": run, "oracle": str(f.oracle), "message": f.message,
                           "schedule": schedule.to_json()}
     return {"index": index, "first": first, "count": count, "decisions": decisions,
             "instructions": instructions, "seconds": time.perf_counter() - t0,
@@ -234,38 +290,35 @@ class Campaign:
         k = spec.k
         if spec.strategy == "pct" and not k:
             k = calibrate_k(session, spec.seed)
-        spec = CampaignSpec(**{**asdict(spec), "k": k, "image": session.image.digest})
+        source = session.source.to_json() if session.source is not None else None
+        spec = replace(spec, k=k, image=session.image.digest, source=source)
         self.out.mkdir(parents=True, exist_ok=True)
-        doc = {"format": FORMAT, "version": VERSION, **asdict(spec)}
+        doc = {"format": FORMAT, "version": VERSION, **spec.to_json()}
         atomic_write(self.out / "campaign.json", json.dumps(doc, indent=2) + "\n")
         self.spec = spec
         return spec
 
-    def load(self) -> CampaignSpec:
-        """Read an existing campaign folder (for --resume)."""
+    def load(self, scenario_file: str | None = None) -> CampaignSpec:
+        """Read an existing campaign folder (for --resume).  A campaign of a scenario of
+        one's own needs its file named (``scenario_file``), and checks its digest."""
         path = self.out / "campaign.json"
         try:
-            doc = json.loads(path.read_text())
+            doc = json.loads(path.read_bytes().decode("utf-8"))
         except FileNotFoundError:
             raise CampaignError(f"{self.out}: no campaign to resume (no campaign.json)") \
                 from None
-        except (OSError, json.JSONDecodeError) as e:
-            raise CampaignError(f"{path}: unreadable: {e}") from None
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-            raise CampaignError(f"{path}: not a testbed campaign")
-        if doc.get("version") != VERSION:
-            raise CampaignError(f"{path}: campaign format version {doc.get('version')!r}; "
-                                f"this testbed reads version {VERSION}")
-        fields = {k: doc[k] for k in CampaignSpec.__dataclass_fields__ if k in doc}
-        try:
-            spec = CampaignSpec(**fields)
-        except TypeError as e:
-            raise CampaignError(f"{path}: {e}") from None
+        except json.JSONDecodeError as e:
+            raise CampaignError(f"{path}:{e.lineno}: not JSON: {e.msg}") from None
+        except UnicodeDecodeError as e:
+            raise CampaignError(f"{path}: not UTF-8 text (byte {e.start})") from None
+        except OSError as e:
+            raise CampaignError(f"{path}: cannot read: {e.strerror}") from None
+        spec = spec_from_json(doc, path, scenario_file)
         digest = _session(spec).image.digest
         if digest != spec.image:
             raise CampaignError(
-                f"{self.out}: the campaign ran against kernel image {spec.image[:12]}, the "
-                f"scenario now links to {digest[:12]}: its runs would mean something else. "
+                f"{self.out}: the campaign ran against kernel image {spec.image}, the "
+                f"scenario now links to {digest}: its runs would mean something else. "
                 "Start a new campaign.")
         self.spec = spec
         self._read_progress()
@@ -279,7 +332,12 @@ class Campaign:
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a kill while appending: that batch runs again
-            if not isinstance(rec, dict) or not isinstance(rec.get("index"), int):
+            if not isinstance(rec, dict) or not all(
+                    isinstance(rec.get(f, 0), int) and not isinstance(rec.get(f, 0), bool)
+                    for f in ("index", "count", "decisions", "instructions")) \
+                    or "index" not in rec or not isinstance(rec.get("seconds", 0.0),
+                                                            (int, float)):
+                self._problem(f"{path}: skipped a malformed line: {line[:60]!r}")
                 continue
             self.done.add(rec["index"])
             if rec.get("lost"):
@@ -328,13 +386,12 @@ class Campaign:
                 continue
             schedule = Schedule.from_json(item["schedule"])
             h = hashlib.sha1(key.encode()).hexdigest()[:10]
-            path = self.findings_dir / f"{self.spec.scenario}-{item['oracle']}-{h}.json"
+            path = self.findings_dir / reproducer_name(self.spec.scenario,
+                                                       f"{item['oracle']}-{h}")
             summary = {"oracle": item["oracle"], "message": item["message"], "run": run,
                        "seed": derive_seed(self.spec.seed, run)}
             meta = {**dict(schedule.meta), "signature": key, "summary": summary}
-            atomic_write(path, Schedule(schedule.scenario, schedule.image_digest,
-                                         schedule.config, schedule.decisions,
-                                         schedule.strategy, schedule.seed, meta).to_json())
+            atomic_write(path, replace(schedule, meta=meta).to_json())
             self.stats.findings[key] = {**summary, "reproducer": str(path)}
             if self.on_finding is not None:
                 self.on_finding(key, self.stats.findings[key], path)
@@ -529,7 +586,7 @@ class Campaign:
         # forkserver: workers start clean (no threads, no Unicorn state of the parent),
         # forked from a server that has imported the testbed once.
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["testbed.campaign", "testbed.scenario", "testbed.cli"])
+        ctx.set_forkserver_preload(["testbed.campaign", "testbed.scenario", "testbed.runs"])
         return cf.ProcessPoolExecutor(max_workers=workers, initializer=_worker_init,
                                       initargs=(os.getpid(),), mp_context=ctx)
 

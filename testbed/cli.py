@@ -1,33 +1,114 @@
-"""The ``testbed`` command line."""
+"""The ``testbed`` command line.
+
+Exit codes mean one thing each: 0 nothing found, 1 a finding, 2 bad input or usage (one
+line on stderr naming the file, line, field or option, and the reason), 3 the
+scenario's own code raised (its file and line, the exception; no finding), 130
+interrupted.  Every numeric option is range-checked when it is parsed.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from . import __version__
+from . import __version__, layout
 from .asm import AsmError
+from .errors import ScenarioCodeError
 from .faildb import default_db
-from .findings import Finding
+from .findings import Finding, display_path, finding_json, finding_text
 from .machine import GuestError
 from .memory import CacheType
-from .scenario import ScenarioError, Session, list_scenarios, load_scenario, session_for
+from .runs import (
+    FindingsLog,
+    Run,
+    read_reproducer,
+    replay_command,
+    reproducer,
+    run_schedules,
+)
+from .scenario import (
+    ScenarioError,
+    ScenarioFileRequired,
+    Session,
+    list_scenarios,
+    load_scenario,
+    scenario_ref,
+    scenario_source,
+    session_for,
+)
 from .schedule import Decision, InvalidDecision, Schedule, ScheduleError
-from .scheduler import RunResult
-from .strategies import PCT, RandomWalk, RoundRobin, Strategy
+from .strategies import NAMES as STRATEGIES
+from .strategies import StrategySpec
 
 ENV_SEED = "TESTBED_SEED"
+EXIT_CLEAN, EXIT_FINDING, EXIT_BAD_INPUT, EXIT_SCENARIO_CODE = 0, 1, 2, 3
 
 
 class CliError(Exception):
     pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error said in one line (and exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+
+
+# -- option types: each refuses what makes no sense, when it is parsed --------------------
+
+def _int(lo: int, hi: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 0)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < lo or (hi is not None and value > hi):
+            raise argparse.ArgumentTypeError(
+                f"must be {lo}..{hi}, not {value}" if hi is not None
+                else f"must be >= {lo}, not {value}")
+        return value
+    return parse
+
+
+def _float(lo: float, hi: float | None = None, *, open_lo: bool = False) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        bad = (math.isnan(value) or math.isinf(value) or value < lo
+               or (open_lo and value == lo) or (hi is not None and value > hi))
+        if bad:
+            rng = (f"{'more than' if open_lo else 'at least'} {lo:g}"
+                   + (f" and at most {hi:g}" if hi is not None else ""))
+            raise argparse.ArgumentTypeError(f"must be {rng}, not {text}")
+        return value
+    return parse
+
+
+_SIZES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _size(text: str) -> int:
+    """Bytes, or with a suffix: 512M, 4G (powers of 1024)."""
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = t[-1:] if t[-1:] in _SIZES and t[-1:] else ""
+    try:
+        value = float(t[:-1] if unit else t) * _SIZES[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 512M, 4G)") from None
+    if math.isnan(value) or value < 64 << 20:
+        raise argparse.ArgumentTypeError(f"must be at least 64M, not {text}")
+    return int(value)
 
 
 def _cache(text: str) -> CacheType:
@@ -37,36 +118,52 @@ def _cache(text: str) -> CacheType:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _session(name: str, cpus: int | None, cache: CacheType | None) -> Session:
-    return Session(load_scenario(name)(), ncpus=cpus, cache=cache)
+def _env_seed() -> int:
+    text = os.environ.get(ENV_SEED, "")
+    if not text:
+        return 0
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise CliError(f"${ENV_SEED}={text!r}: not an integer") from None
+    if value < 0:
+        raise CliError(f"${ENV_SEED}={text!r}: a seed is 0 or more")
+    return value
 
 
-def _disasm(word: int) -> str:
-    from capstone import CS_ARCH_ARM64, CS_MODE_ARM, Cs
-    for insn in Cs(CS_ARCH_ARM64, CS_MODE_ARM).disasm(word.to_bytes(4, "little"), 0, 1):
-        return f"{insn.mnemonic} {insn.op_str}".strip()
-    return "(undefined)"
+def _out_dir(path: str, option: str = "--out") -> Path:
+    """A folder to write into: refused when it names a file (created only when needed)."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise CliError(f"{option} {path}: is a file, not a folder")
+    return p
 
 
-def _finding_text(f: Finding) -> str:
-    words = ", ".join(f"{w:#010x} ({_disasm(w)})" for w in f.words)
-    return f"[{f.oracle}] step {f.step}: {f.message}" + (f"; words: {words}" if words else "")
+def _session(scenario: str, cpus: int | None, cache: CacheType | None,
+             params: dict[str, int] | None = None) -> Session:
+    return Session(load_scenario(scenario)(), ncpus=cpus, cache=cache, params=params)
 
 
-def _finding_json(f: Finding, session: Session) -> dict[str, object]:
-    return {"oracle": f.oracle, "cpu": f.cpu, "address": f.addr,
-            "symbol": session.image.symbolize(f.addr) if f.addr >= 0 else "",
-            "message": f.message, "words": list(f.words),
-            "instructions": [_disasm(w) for w in f.words], "step": f.step}
+def _schedule_session(args: argparse.Namespace, schedule: Schedule,
+                      command: str) -> Session:
+    """The session a schedule was recorded on; a scenario file of one's own only when
+    the user named it with --scenario (else one line with the command to use)."""
+    try:
+        return session_for(schedule, args.scenario)
+    except ScenarioFileRequired as e:
+        raise CliError(f"{args.file}: scenario {e.name!r} comes from {e.file}, which runs "
+                       "only when you name it: "
+                       + replay_command(Path(args.file), None, command,
+                                        "--scenario", display_path(Path(e.file)))) from None
 
 
-def _save(result: RunResult, session: Session, out: Path, tag: str) -> Path:
-    """The reproducer: the schedule, with the findings it produced recorded in it."""
-    path = out / f"{result.scenario}-{tag}.json"
-    meta = dict(result.schedule.meta)
-    meta["findings"] = [_finding_json(f, session) for f in result.findings]
-    replace(result.schedule, meta=meta).save(path)
-    return path
+def _print_findings(recs: Sequence[Any], session: Session, command: str = "replay") -> None:
+    for rec in recs:
+        known = rec.run.known
+        print(finding_text(rec.finding) + (f" (a known failure, from {known})" if known
+                                           else ""))
+        if rec.reproducer is not None:
+            print(f"  reproduce: {replay_command(rec.reproducer, session.source, command)}")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -76,131 +173,131 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    seed0 = args.seed if args.seed is not None else _env_seed()
+    out = _out_dir(args.out)
+    spec = StrategySpec(args.strategy, depth=args.depth, k=args.k or 200,
+                        p_model=args.p_model)
     session = _session(args.scenario, args.cpus, args.cache)
-    seed0 = args.seed if args.seed is not None else int(os.environ.get(ENV_SEED, "0"))
-    out = Path(args.out)
-    seen: dict[tuple[str, int, tuple[int, ...]], dict[str, object]] = {}
-    decisions = instructions = decode_runs = 0
-    k = args.k or 200  # PCT's expected steps per run: the longest run seen so far
-    t0 = time.perf_counter()
     db = default_db() if not args.no_db else None
+    log = FindingsLog(session, out, db)
+    decisions = instructions = decode_runs = runs = 0
+    t0 = time.perf_counter()
 
-    def record(result: RunResult, tag: str, known: Path | None = None) -> None:
-        """Save and report the findings of ``result`` not seen yet."""
-        fresh = [f for f in result.findings if f.signature() not in seen]
-        if not fresh:
-            return
-        path = _save(result, session, out, f"{fresh[0].oracle}-{tag}")
-        if db is not None and known is None:
-            db.save(result.schedule)
-        for f in fresh:
-            seen[f.signature()] = {**_finding_json(f, session), "reproducer": str(path)}
-            if known is not None:
-                seen[f.signature()]["from_failure_db"] = str(known)
-            if not args.json:
-                print(_finding_text(f) + (f" (a known failure, from {known})" if known else ""))
-                print(f"  reproduce: testbed replay {path}")
+    def warn(text: str) -> None:
+        print(f"testbed: warning: {text}", file=sys.stderr)
 
-    for replayed in db.replay_all(session) if db is not None else []:
-        record(replayed.result, "db", replayed.path)
-    for i in range(args.schedules):
-        strategy: Strategy
-        if args.strategy in ("rr", "round-robin"):
-            strategy = RoundRobin()
-        elif args.strategy == "pct":
-            strategy = PCT(seed0 + i, depth=args.depth, k=k)
-        else:
-            strategy = RandomWalk(seed0 + i, p_model=args.p_model)
-        result = session.run(strategy)
-        if not args.k:
-            k = max(k, result.decisions)
-        decisions += result.decisions
-        instructions += result.instructions
-        decode_runs += any(f.oracle == "trace-decode" for f in result.findings)
-        record(result, str(seed0 + i))
+    for run in run_schedules(session, spec, range(seed0, seed0 + args.schedules), db=db,
+                             adapt_k=not args.k, warn=warn):
+        if run.known is None:
+            runs += 1
+            decisions += run.result.decisions
+            instructions += run.result.instructions
+            decode_runs += any(f.oracle == "trace-decode" for f in run.result.findings)
+        new = log.add(run, "db" if run.known is not None else str(run.seed))
+        if not args.json:
+            _print_findings(new, session)
     dt = time.perf_counter() - t0
     if args.json:
         print(json.dumps({
-            "scenario": args.scenario, "strategy": args.strategy, "seed": seed0,
-            "schedules_run": args.schedules, "decisions": decisions,
+            "scenario": session.scenario.name, "strategy": spec.name, "seed": seed0,
+            "schedules_run": runs, "decisions": decisions,
             "instructions": instructions, "seconds": round(dt, 3),
             "decoder": {"checked": session.scenario.trace_decode,
-                        "schedules_decoded": (args.schedules - decode_runs
+                        "schedules_decoded": (runs - decode_runs
                                               if session.scenario.trace_decode else 0),
                         "schedules_not_decodable": decode_runs},
-            "findings": list(seen.values())}, indent=2))
+            "findings": log.to_json()}, indent=2))
     else:
-        print(f"{args.schedules} schedules of {args.scenario}: {decisions} decisions, "
-              f"{instructions} instructions, {len(seen)} distinct findings ({dt:.2f}s)")
-    return 1 if seen else 0
+        print(f"{runs} schedules of {session.scenario.name}: {decisions} decisions, "
+              f"{instructions} instructions, {len(log.seen)} distinct findings ({dt:.2f}s)")
+    return EXIT_FINDING if log.seen else EXIT_CLEAN
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    schedule = Schedule.load(args.file)
-    session = session_for(schedule)
-    result = session.replay(schedule)
+    schedule, wanted = read_reproducer(args.file)
+    session = _schedule_session(args, schedule, "replay")
+    accesses = None
+    if args.timeline:
+        from .explain import explain_replay
+        result, accesses, why = explain_replay(session, schedule)
+    else:
+        result, why = session.replay(schedule), []
     print(f"replayed {result.decisions} decisions of {schedule.scenario} "
           f"({result.instructions} instructions), trace {result.trace_digest()[:16]}")
     for f in result.findings:
-        print(_finding_text(f))
-    recorded = schedule.meta.get("findings")
-    wanted = {(str(f["oracle"]), int(f["address"])) for f in recorded or []
-              if isinstance(f, dict)}
-    got = {(f.oracle, f.addr) for f in result.findings}
+        print(finding_text(f))
     if args.trace:
         for cpu, seq in enumerate(result.ground_truth()):
             for step, addr, word in seq:
                 print(f"CPU{cpu} {step:>5} {addr:#x} {word:08x} {session.image.symbolize(addr)}")
     if args.timeline:
         from .timeline import render
-        print(render(result, session.image, session.machine.ncpus))
-    if wanted and not wanted <= got:
-        print("the recorded finding did NOT reproduce")
-        return 0
-    return 1 if result.findings else 0
+        print(render(result, session.image, session.machine.ncpus, accesses=accesses))
+        if why:
+            print()
+            print("Why: " + "\n".join(why))
+    got = {(str(f.oracle), f.addr) for f in result.findings}
+    missing = sorted(set(wanted) - got)
+    if missing:
+        oracle, addr = missing[0]
+        ended = (not result.finished and not session.machine.stopped
+                 and bool(session.machine.steppable() or session.machine.irq_choices()))
+        raise CliError(f"{args.file}: the recorded [{oracle}] finding at {addr:#x} did NOT "
+                       "reproduce" + (f": the schedule ends after {result.decisions} "
+                                      "decisions while CPUs could still run (a truncated "
+                                      "or edited file?)" if ended else ""))
+    return EXIT_FINDING if result.findings else EXIT_CLEAN
 
 
 def cmd_shrink(args: argparse.Namespace) -> int:
     from .shrink import shrink
-    schedule = Schedule.load(args.file)
-    session = session_for(schedule)
+    output = Path(args.output)
+    if output.is_dir():
+        raise CliError(f"-o {args.output}: is a folder; name the file to write")
+    if not output.parent.is_dir():
+        raise CliError(f"-o {args.output}: no such folder {output.parent}")
+    schedule, _ = read_reproducer(args.file)
+    session = _schedule_session(args, schedule, "shrink")
     try:
         res = shrink(session, schedule, max_runs=args.max_runs)
     except ValueError as e:
         raise CliError(f"{args.file}: {e}") from None
-    findings = [f for f in res.result.findings]
-    meta = dict(res.shrunk.meta)
-    meta["findings"] = [_finding_json(f, session) for f in findings]
-    replace(res.shrunk, meta=meta).save(args.output)
+    replace(res.shrunk, meta=reproducer(res.result, session).meta,
+            source=session.source).save(output)
     print(f"shrunk {len(res.original.decisions)} decisions to {len(res.shrunk.decisions)} "
           f"(preemptions {res.preemptions[0]} -> {res.preemptions[1]}, model events "
           f"{res.model_events[0]} -> {res.model_events[1]}) in {res.runs} runs; the "
           "finding still reproduces:")
-    for f in findings:
-        print(_finding_text(f))
-    print(f"replay it: testbed replay {args.output} --timeline")
-    return 0
+    for f in res.result.findings:
+        print(finding_text(f))
+    print(f"replay it: {replay_command(output, session.source, 'replay', '--timeline')}")
+    return EXIT_CLEAN
 
 
 def cmd_fuzz(args: argparse.Namespace) -> int:
     from .campaign import Campaign, CampaignError, CampaignSpec
     if args.schedules is None and args.time is None and not args.resume:
         raise CliError("say how long: --schedules N or --time SECONDS")
-    if args.workers < 1 or (args.schedules is not None and args.schedules < 1):
-        raise CliError("--workers and --schedules are at least 1")
+    _out_dir(args.out)
+    cls = load_scenario(args.scenario)  # the user named it: a file of one's own runs here
+    here = scenario_source(cls)
+    scenario_file = here.file if here is not None else None
     campaign = Campaign(args.out)
     try:
         if args.resume:
-            spec = campaign.load()
-            if spec.scenario != load_scenario(args.scenario).name:
+            spec = campaign.load(scenario_file)
+            if spec.scenario != cls.name:
                 raise CliError(f"{args.out}: that campaign fuzzes {spec.scenario!r}, "
-                               f"not {args.scenario!r}")
+                               f"not {cls.name!r}")
         else:
-            load_scenario(args.scenario)  # a clear error for an unknown name, first
             spec = campaign.create(CampaignSpec(
-                args.scenario, args.strategy, args.seed, args.batch, args.depth, args.k,
-                args.p_model, args.cpus, args.cache.value if args.cache else None))
-    except CampaignError as e:
+                cls.name, args.strategy, args.seed, args.batch, args.depth, args.k,
+                args.p_model, args.cpus, args.cache.value if args.cache else None,
+                scenario_file=scenario_file))
+    except ScenarioFileRequired as e:
+        raise CliError(f"{args.out}: the campaign fuzzes scenario {e.name!r} of {e.file}, "
+                       f"not {args.scenario}") from None
+    except (CampaignError, ValueError) as e:
         raise CliError(str(e)) from None
     schedules = args.schedules
     if args.resume and schedules is None and args.time is None:
@@ -228,7 +325,7 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
         if db is not None:
             db.save(Schedule.load(path))
         say(f"[{summary['oracle']}] run {summary['run']}: {summary['message']}")
-        say(f"  reproduce: testbed replay {path}")
+        say(f"  reproduce: {replay_command(path, spec.scenario_source())}")
 
     progress: Any = None
     task = None
@@ -300,30 +397,35 @@ def _params(items: Sequence[str] | None) -> dict[str, int]:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from .search import CheckpointError, SearchBounds, search
+    out = _out_dir(args.out)
     cls = load_scenario(args.scenario)
     params = {} if args.full else dict(cls.search_scope)
     params.update(_params(args.set))
     if args.cpus:
         params["ncpus"] = args.cpus
+    if args.resume and not args.checkpoint:
+        raise CliError("--resume needs --checkpoint FILE (the checkpoint to continue)")
+    if args.checkpoint and Path(args.checkpoint).is_dir():
+        raise CliError(f"--checkpoint {args.checkpoint}: is a folder; name a file")
+    try:
+        bounds = SearchBounds(args.preemptions, args.model_events, max_states=args.max_states,
+                              max_seconds=args.max_seconds, max_memory=args.max_memory)
+    except ValueError as e:
+        raise CliError(str(e)) from None
     session = Session(cls(), cache=args.cache, params=params)
-    bounds = SearchBounds(args.preemptions, args.model_events, max_states=args.max_states,
-                          max_seconds=args.max_seconds)
-    out = Path(args.out)
     scope = ", ".join(f"{k}={v}" for k, v in sorted(params.items())) or "as the scenario runs"
     if not args.json:
         print(f"searching {cls.name} ({scope}): at most {args.preemptions} preemptions and "
               f"{args.model_events} memory-model events")
-    saved: dict[tuple[str, int, tuple[int, ...]], str] = {}
+    log = FindingsLog(session, out)
 
     def report(f: Finding, path: tuple[Decision, ...]) -> None:
         sched = Schedule(cls.name, session.image.digest, session.config(), path, "search",
-                         None, {"strategy": "search", **bounds.space()})
-        tag = f"{f.oracle}-search-{len(saved)}"
+                         None, {"strategy": "search", **bounds.space()}, session.source)
         result = session.replay(sched)  # records the findings as a run gives them
-        saved[f.signature()] = str(_save(result, session, out, tag))
+        new = log.add(Run(result, len(log.seen)), f"search-{len(log.seen)}")
         if not args.json:
-            print(_finding_text(f))
-            print(f"  reproduce: testbed replay {saved[f.signature()]}")
+            _print_findings(new, session)
 
     try:
         res = search(session, bounds, checkpoint=args.checkpoint, resume=args.resume,
@@ -338,7 +440,9 @@ def cmd_search(args: argparse.Namespace) -> int:
             "reason": res.reason, "states": res.states, "transitions": res.transitions,
             "final_states": res.finals, "seconds": round(res.total_seconds, 3),
             "resumed": res.resumed, "history_oracle": res.history_oracle,
-            "findings": [{**_finding_json(f, session), "reproducer": saved.get(sig, "")}
+            "findings": [{**finding_json(f, session.image.symbolize),
+                          "reproducer": str(log.seen[sig].reproducer)
+                          if sig in log.seen else ""}
                          for sig, (f, _) in res.findings.items()]}, indent=2))
     else:
         print(f"{res.states} states, {res.transitions} transitions, {res.finals} final states "
@@ -347,135 +451,123 @@ def cmd_search(args: argparse.Namespace) -> int:
             print("note: the trace decoder judges history; state hashing can prune a path "
                   "only it would flag (see testbed/search.py)")
         if not res.covered and args.checkpoint:
-            print(f"resume with: testbed search {args.scenario} --checkpoint "
+            print(f"resume with: testbed search {scenario_ref(cls)} --checkpoint "
                   f"{args.checkpoint} --resume (same bounds and scope)")
-    return 1 if res.findings else 0
-
-
-def _litmus_files(paths: Sequence[str]) -> list[Path]:
-    files: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found = sorted(p.rglob("*.litmus"))
-            if not found:
-                raise CliError(f"{p}: no .litmus files in this folder")
-            files += found
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise CliError(f"{p}: no such file or folder")
-    return files
+    return EXIT_FINDING if res.findings else EXIT_CLEAN
 
 
 def cmd_litmus(args: argparse.Namespace) -> int:
     from .exploration import Bounds
-    from .litmus import LitmusError, parse_file
-    from .litmus_run import report_text, results_json, run_test
-    results = []
-    failed = 0
-    bounds = Bounds(max_states=args.max_states, max_seconds=args.max_seconds)
-    for path in _litmus_files(args.paths):
-        try:
-            result = run_test(parse_file(path), args.cache, bounds=bounds,
-                              random_runs=args.random, seed=args.seed)
-        except LitmusError as e:
-            print(f"testbed: error: {e}", file=sys.stderr)
-            failed += 1
-            continue
-        results.append(result)
-        if not args.json:
-            print(report_text(result))
-            print()
-    if args.json:
-        print(results_json(results))
-    return 2 if failed else 0
+    from .litmus import LitmusError
+    from .litmus_run import run_many
+    try:
+        return run_many(args.paths, cache=args.cache,
+                        bounds=Bounds(max_states=args.max_states,
+                                      max_seconds=args.max_seconds),
+                        random_runs=args.random, seed=args.seed, as_json=args.json,
+                        out=sys.stdout, err=sys.stderr)
+    except (LitmusError, ValueError) as e:
+        raise CliError(str(e)) from None
 
 
 def cmd_disasm(args: argparse.Namespace) -> int:
     session = _session(args.scenario, None, None)
     for line in session.image.listing:
         print(f"{line.addr:#x}  {line.word:08x}  {line.text:<32} {line.symbol}")
-    return 0
+    return EXIT_CLEAN
+
+
+def _strategy_options(sp: argparse.ArgumentParser, default_k: str) -> None:
+    sp.add_argument("--depth", type=_int(1, 64), default=3,
+                    help="PCT's bug depth d (default 3)")
+    sp.add_argument("--k", type=_int(0), default=0, help=f"PCT's steps per run ({default_k})")
+    sp.add_argument("--p-model", type=_float(0, 0.75), default=0.05,
+                    help="random walk: probability of a memory-model choice at each "
+                    "decision (0..0.75, default 0.05)")
+    sp.add_argument("--cpus", type=_int(1, layout.MAX_CPUS),
+                    help=f"CPUs (1..{layout.MAX_CPUS}; default: the scenario's)")
+    sp.add_argument("--cache", type=_cache, help="IDC0, IDC1 or DIC1")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="testbed", description="Live code-patching races on "
-                                "AArch64: real kernel code on emulated CPUs, scheduled "
-                                "deterministically under an instruction-fetch model.")
+    p = _Parser(prog="testbed", description="Live code-patching races on "
+                "AArch64: real kernel code on emulated CPUs, scheduled "
+                "deterministically under an instruction-fetch model. Exit codes: 0 "
+                "nothing found, 1 a finding, 2 bad input, 3 the scenario's own code "
+                "raised.")
     p.add_argument("--version", action="version", version=f"testbed {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sp = sub.add_parser("list", help="list the scenarios")
     sp.set_defaults(func=cmd_list)
     sp = sub.add_parser("run", help="run a scenario under many schedules (exit 1 on a "
-                        "finding, 2 on bad input)")
+                        "finding)")
     sp.add_argument("scenario", help="scenario name or path/to/file.py[:name]")
-    sp.add_argument("--schedules", "--runs", type=int, default=100, dest="schedules")
-    sp.add_argument("--seed", type=int, help=f"first seed (default: ${ENV_SEED} or 0)")
-    sp.add_argument("--strategy", choices=["random", "pct", "rr", "round-robin"],
-                    default="random")
-    sp.add_argument("--depth", type=int, default=3, help="PCT's bug depth d (default 3)")
-    sp.add_argument("--k", type=int, default=0, help="PCT's steps per run, fixed (default: "
-                    "the longest run so far, from 200)")
+    sp.add_argument("--schedules", "--runs", type=_int(0), default=100, dest="schedules",
+                    help="schedules to run (default 100; 0: only the known failures)")
+    sp.add_argument("--seed", type=_int(0), help=f"first seed (default: ${ENV_SEED} or 0)")
+    sp.add_argument("--strategy", choices=[*STRATEGIES, "rr"], default="random")
     sp.add_argument("--json", action="store_true", help="print one JSON object")
-    sp.add_argument("--p-model", type=float, default=0.05,
-                    help="probability of a memory-model choice at each decision")
-    sp.add_argument("--cpus", type=int)
-    sp.add_argument("--cache", type=_cache, help="IDC0, IDC1 or DIC1")
+    _strategy_options(sp, "default: the longest run so far, from 200")
     sp.add_argument("--out", default="testbed-findings", help="where reproducers go")
     sp.add_argument("--no-db", action="store_true", help="do not replay or record known "
                     "failures (.testbed/, or $TESTBED_DB)")
     sp.set_defaults(func=cmd_run)
     sp = sub.add_parser("replay", help="replay a saved schedule exactly (exit 1 if its "
-                        "finding reproduces, 0 if not, 2 on bad input)")
+                        "finding reproduces)")
     sp.add_argument("file")
+    sp.add_argument("--scenario", metavar="FILE", help="the scenario file of one's own the "
+                    "schedule was recorded on (its SHA-256 must match)")
     sp.add_argument("--trace", action="store_true", help="print the ground-truth trace")
-    sp.add_argument("--timeline", action="store_true", help="print the timeline")
+    sp.add_argument("--timeline", action="store_true",
+                    help="print the timeline and why the finding happened")
     sp.set_defaults(func=cmd_replay)
     from .demo import add_parser as add_demo_parser
     add_demo_parser(sub)
     sp = sub.add_parser("shrink", help="shrink a reproducer, keeping its finding")
     sp.add_argument("file")
     sp.add_argument("-o", "--output", required=True, help="where the shrunk schedule goes")
-    sp.add_argument("--max-runs", type=int, default=2000)
+    sp.add_argument("--max-runs", type=_int(1), default=2000)
+    sp.add_argument("--scenario", metavar="FILE", help="the scenario file of one's own the "
+                    "schedule was recorded on")
     sp.set_defaults(func=cmd_shrink)
     sp = sub.add_parser("fuzz", help="a parallel, resumable fuzz campaign (exit 1 on a "
                         "finding)")
-    sp.add_argument("scenario")
+    sp.add_argument("scenario", help="scenario name or path/to/file.py[:name]")
     sp.add_argument("--strategy", choices=["pct", "random"], default="random",
                     help="random walk (default: it found every race of the scenario table "
                     "at least as fast as PCT, see bench/ttff.py) or PCT")
     how = sp.add_mutually_exclusive_group()
-    how.add_argument("--schedules", type=int, help="total schedules of the campaign")
-    how.add_argument("--time", type=float, metavar="SECONDS", help="run for this long")
-    sp.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    how.add_argument("--schedules", type=_int(1), help="total schedules of the campaign")
+    how.add_argument("--time", type=_float(0, open_lo=True), metavar="SECONDS",
+                     help="run for this long")
+    sp.add_argument("--workers", type=_int(1, 1024), default=os.cpu_count() or 1)
     sp.add_argument("--dask", metavar="ADDRESS", help="a Dask scheduler (tcp://host:port) "
                     "instead of local worker processes")
     sp.add_argument("--out", required=True, help="the campaign folder")
     sp.add_argument("--resume", action="store_true",
                     help="continue the campaign in --out, skipping finished batches")
-    sp.add_argument("--seed", type=int, default=0, help="campaign seed (default 0)")
-    sp.add_argument("--batch", type=int, default=200, help="schedules per batch")
-    sp.add_argument("--depth", type=int, default=3, help="PCT's bug depth d (default 3)")
-    sp.add_argument("--k", type=int, default=0,
-                    help="PCT's steps per run (default: calibrated on 20 runs)")
-    sp.add_argument("--p-model", type=float, default=0.05)
-    sp.add_argument("--cpus", type=int)
-    sp.add_argument("--cache", type=_cache)
+    sp.add_argument("--seed", type=_int(0), default=0, help="campaign seed (default 0)")
+    sp.add_argument("--batch", type=_int(1), default=200, help="schedules per batch")
+    _strategy_options(sp, "default: calibrated on 20 runs")
     sp.set_defaults(func=cmd_fuzz)
     sp = sub.add_parser("search", help="preemption-bounded exhaustive search of a scenario "
                         "(exit 1 on a finding)")
-    sp.add_argument("scenario")
-    sp.add_argument("--preemptions", type=int, default=2, help="preemption bound (default 2)")
-    sp.add_argument("--model-events", type=int, default=1,
+    sp.add_argument("scenario", help="scenario name or path/to/file.py[:name]")
+    sp.add_argument("--preemptions", type=_int(0, 64), default=2,
+                    help="preemption bound (default 2)")
+    sp.add_argument("--model-events", type=_int(0, 64), default=1,
                     help="memory-model choices per schedule (default 1)")
     sp.add_argument("--set", action="append", metavar="NAME=VALUE",
                     help="a scenario parameter (e.g. iterations=2), repeatable")
     sp.add_argument("--full", action="store_true",
                     help="search the scenario as it runs, not its small search scope")
-    sp.add_argument("--cpus", type=int)
+    sp.add_argument("--cpus", type=_int(1, layout.MAX_CPUS))
     sp.add_argument("--cache", type=_cache)
-    sp.add_argument("--max-states", type=int, default=5_000_000)
-    sp.add_argument("--max-seconds", type=float, default=3600.0)
+    sp.add_argument("--max-states", type=_int(1), default=5_000_000)
+    sp.add_argument("--max-seconds", type=_float(0, open_lo=True), default=3600.0)
+    sp.add_argument("--max-memory", type=_size, default=4 << 30, metavar="SIZE",
+                    help="stop, NOT covered, when the search holds this much (default 4G; "
+                    "e.g. 512M)")
     sp.add_argument("--checkpoint", help="checkpoint file, written every 30 s and at the end")
     sp.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     sp.add_argument("--json", action="store_true")
@@ -484,12 +576,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("litmus", help="run herd-format litmus tests, herd7-style verdicts")
     sp.add_argument("paths", nargs="+", metavar="PATH", help=".litmus files or folders")
     sp.add_argument("--cache", type=_cache, help="IDC0, IDC1 or DIC1 (default: the file's)")
-    sp.add_argument("--json", action="store_true", help="print a JSON list of results")
-    sp.add_argument("--max-states", type=int, default=500_000)
-    sp.add_argument("--max-seconds", type=float, default=120.0)
-    sp.add_argument("--random", type=int, default=0, metavar="N",
+    sp.add_argument("--json", action="store_true", help="print JSON results")
+    sp.add_argument("--max-states", type=_int(1), default=500_000)
+    sp.add_argument("--max-seconds", type=_float(0, open_lo=True), default=120.0)
+    sp.add_argument("--random", type=_int(0), default=0, metavar="N",
                     help="sample N random schedules instead of exploring exhaustively")
-    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--seed", type=_int(0), default=0)
     sp.set_defaults(func=cmd_litmus)
     sp = sub.add_parser("disasm", help="print a scenario's linked kernel image")
     sp.add_argument("scenario")
@@ -497,21 +589,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
-        return 0
+        return EXIT_CLEAN
+    from .demo import DemoError
     try:
         return int(args.func(args))
-    except (CliError, AsmError, ScheduleError, ScenarioError, GuestError,
-            InvalidDecision) as e:
-        print(f"testbed: error: {e}", file=sys.stderr)
-        return 2
+    except ScenarioCodeError as e:
+        print(f"testbed: scenario error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_SCENARIO_CODE
+    except (CliError, AsmError, ScheduleError, ScenarioError, GuestError, InvalidDecision,
+            DemoError) as e:
+        print(f"testbed: error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("testbed: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # e.g. `testbed disasm X | head`
         sys.stderr.close()
-        return 0
+        return EXIT_CLEAN

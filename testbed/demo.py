@@ -17,19 +17,24 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TextIO, TypeVar, cast
+from typing import Any, TextIO, TypeVar
 
 from . import layout
-from .cli import CliError, _finding_text, _save, _session
-from .findings import EventKind, Finding
-from .scenario import Scenario, Session, load_scenario
+from .findings import EventKind, Finding, OracleName, finding_text
+from .oracles import oracle_names
+from .runs import replay_command, reproducer, run_schedules, write_reproducer
+from .scenario import Session, load_scenario
 from .schedule import Schedule
 from .scheduler import RunResult
-from .strategies import RandomWalk
+from .strategies import StrategySpec
 from .textpoke import RecordError, TextPoke, read_ring
 from .timeline import LEGEND, Disassembler, Kind, Row, Segment, Timeline, build, site_name
 
-__all__ = ["DEMOS", "Demo", "add_parser", "cmd_demo", "step_through"]
+__all__ = ["DEMOS", "Demo", "DemoError", "add_parser", "cmd_demo", "step_through"]
+
+
+class DemoError(Exception):
+    """A demo that cannot be shown as asked (one line; the command line exits 2)."""
 
 NCPUS = 2  # two columns: CPU0 patches, CPU1 runs through the sites
 
@@ -313,19 +318,18 @@ DEMOS: dict[str, Demo] = {d.name: d for d in (
 def _demo(name: str) -> Demo:
     demo = DEMOS.get(name) or DEMOS.get(name.replace("_", "-"))
     if demo is None:
-        raise CliError(f"unknown demo {name!r}; known: {', '.join(DEMOS)} "
+        raise DemoError(f"unknown demo {name!r}; known: {', '.join(DEMOS)} "
                        "(`testbed demo` lists them)")
     return demo
 
 
-def _search_session(demo: Demo) -> Session:
-    """A session for the search: the decode oracle off when it is not the one sought
-    (it costs most of a run); the final replay runs every oracle."""
-    if demo.decode_in_search:
-        return _session(demo.scenario, NCPUS, None)
-    cls = load_scenario(demo.scenario)
-    quiet = cast(type[Scenario], type(cls.__name__, (cls,), {"trace_decode": False}))
-    return Session(quiet(), ncpus=NCPUS)
+def _session(demo: Demo, *, search: bool = False) -> Session:
+    """A session for the demo.  For the search, the decode oracle is off when it is not
+    the one sought (it costs most of a run); the final replay runs every oracle."""
+    scenario = load_scenario(demo.scenario)()
+    names = [n for n in oracle_names(scenario)
+             if not (search and not demo.decode_in_search and n == OracleName.TRACE_DECODE)]
+    return Session(scenario, ncpus=NCPUS, oracles=names)
 
 
 @dataclass
@@ -341,9 +345,10 @@ def find(demo: Demo, seed0: int) -> Found:
     """A real schedule for ``demo``: the first seed from ``seed0`` whose random run shows
     the finding (or, for a demo without one, is wanted and finds nothing), shrunk."""
     from .shrink import shrink
-    session = _search_session(demo)
-    for i in range(demo.seeds):
-        result = session.run(RandomWalk(seed0 + i))
+    session = _session(demo, search=True)
+    for run in run_schedules(session, StrategySpec("random"),
+                             range(seed0, seed0 + demo.seeds)):
+        result, i = run.result, run.index
         if demo.oracle is None:
             if demo.wanted is None or demo.wanted(result, session):
                 break
@@ -351,7 +356,7 @@ def find(demo: Demo, seed0: int) -> Found:
             break
     else:
         what = f"a {demo.oracle} finding" if demo.oracle else "a run to show"
-        raise CliError(f"no {what} in {demo.seeds} random schedules of {demo.scenario} "
+        raise DemoError(f"no {what} in {demo.seeds} random schedules of {demo.scenario} "
                        f"from seed {seed0}; try another --seed")
     seed = seed0 + i
     schedule = result.schedule
@@ -363,7 +368,7 @@ def find(demo: Demo, seed0: int) -> Found:
             res = shrink(session, schedule, oracle=target.oracle, addr=target.addr,
                          max_runs=demo.shrink_runs)
         except ValueError as e:  # the found run did not replay: a bug, said plainly
-            raise CliError(f"shrinking the {demo.name} schedule failed: {e}") from None
+            raise DemoError(f"shrinking the {demo.name} schedule failed: {e}") from None
         schedule, runs = res.shrunk, res.runs
     meta = {**dict(schedule.meta), "demo": demo.name, "found_by": f"random seed {seed}"}
     return Found(replace(schedule, seed=seed, meta=meta), seed, i + 1, n, runs)
@@ -413,10 +418,10 @@ def _notes(shown: Shown) -> list[Row]:
 
 def show(demo: Demo, found: Found) -> Shown:
     """Replay ``found`` strictly, with every oracle, and build its timeline."""
-    session = _session(demo.scenario, NCPUS, None)
+    session = _session(demo)
     result = session.replay(found.schedule)
     if demo.oracle is not None and not any(f.oracle == demo.oracle for f in result.findings):
-        raise CliError(f"the shrunk schedule of {demo.name} lost its {demo.oracle} finding "
+        raise DemoError(f"the shrunk schedule of {demo.name} lost its {demo.oracle} finding "
                        "on replay: a bug in the testbed")
     records: list[TextPoke] = []
     if "perf_ring" in session.image.symbols:
@@ -547,22 +552,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 0
     demo = _demo(args.name)
     if args.seed is not None and args.seed < 0:
-        raise CliError(f"--seed must be 0 or more, not {args.seed}")
+        raise DemoError(f"--seed must be 0 or more, not {args.seed}")
     if not 30 <= args.width <= 400:
-        raise CliError(f"--width must be between 30 and 400 characters, not {args.width}")
+        raise DemoError(f"--width must be between 30 and 400 characters, not {args.width}")
     if args.step and not (sys.stdin.isatty() and sys.stdout.isatty()):
-        raise CliError("--step waits for key presses, so it needs a terminal on stdin and "
+        raise DemoError("--step waits for key presses, so it needs a terminal on stdin and "
                        "stdout; run it in a terminal, or drop --step to print the timeline")
     exports = [Path(p) for p in (args.svg, args.html) if p]
     for path in exports:
         if not path.parent.is_dir():
-            raise CliError(f"{path}: no such folder {path.parent}")
+            raise DemoError(f"{path}: no such folder {path.parent}")
     seed0 = args.seed if args.seed is not None else 0
     found = find(demo, seed0)
     shown = show(demo, found)
-    saved = _save(replace(shown.result, schedule=found.schedule), shown.session,
-                  Path(args.out), f"demo-{found.seed}")
-    replay = f"testbed replay {saved} --timeline"
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise DemoError(f"--out {args.out}: is a file, not a folder")
+    saved = write_reproducer(reproducer(replace(shown.result, schedule=found.schedule),
+                                        shown.session), Path(args.out), f"demo-{found.seed}")
+    replay = replay_command(saved, None, "replay", "--timeline")
 
     out = sys.stdout
     p = _Printer(_use_colour(args.color, out), out)
@@ -591,7 +598,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if shown.result.findings:
         for f in shown.result.findings:
             style = "bold red" if f.oracle == demo.oracle else ""
-            for i, line in enumerate(_wrap(_finding_text(f), 88)):
+            for i, line in enumerate(_wrap(finding_text(f), 88)):
                 p.text(line if i == 0 else "    " + line, style)
     else:
         p.text("No finding: every oracle passed on this run.", "bold green")
@@ -607,7 +614,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         page = Page(title=f"testbed demo {demo.name}", summary=demo.summary,
                     story=demo.story, provenance=_provenance(demo, found, seed0),
                     timeline=shown.timeline, image=shown.session.image,
-                    findings=[_finding_text(f) for f in shown.result.findings],
+                    findings=[finding_text(f) for f in shown.result.findings],
                     target=demo.oracle, why=why, replay=replay,
                     command=f"testbed demo {demo.name} --seed {seed0}",
                     functions=(*demo.source, *sorted(_PATCHING)))
@@ -619,11 +626,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 write_html(page, Path(args.html))
                 p.text(f"wrote {args.html}")
         except OSError as e:
-            raise CliError(f"cannot write the export: {e}") from None
+            raise DemoError(f"cannot write the export: {e}") from None
     return 0
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     sp = sub.add_parser("demo", help="watch a race happen, CPU by CPU (no NAME: list the "
                         "demos)")
     sp.add_argument("name", nargs="?", metavar="NAME", help="the demo (omit to list them)")

@@ -1,15 +1,25 @@
 """pytest plugin: scenario files are collected as tests.
 
-Every ``Scenario`` subclass in a collected scenario file (a ``.py`` file under a
-folder named ``scenarios``, or any file given with ``--testbed-scenarios``) becomes one
-test item that runs ``--testbed-schedules`` schedules from ``--testbed-seed`` with
-``--testbed-strategy``.  A scenario whose ``expect`` names an oracle passes when that
-oracle finds something (a tuple names it first, then other oracles it may also make
-fire); one whose ``expect`` is None passes when nothing is found.
-Schedules that failed before (the failure database, ``testbed/faildb.py``) are replayed
-first.
-A failure prints the finding and the command that replays it, and the reproducer is
-kept under ``--testbed-out``.  With pytest-xdist (``-n auto``) the scenarios spread
+Which files are scenario files:
+
+- a ``.py`` file named on the command line (``python -m pytest my/ftrace_race.py``) that
+  defines a ``Scenario`` subclass and is not a test module (``test_*.py``);
+- every ``.py`` file under the folders the ``testbed_scenarios`` ini option lists
+  (``[tool.pytest.ini_options] testbed_scenarios = ["races"]``), or under a folder named
+  ``scenarios``;
+- with ``--testbed-scenarios``, every ``.py`` file pytest is given.
+
+Every ``Scenario`` subclass in such a file becomes one test item that runs
+``--testbed-schedules`` schedules from ``--testbed-seed`` with ``--testbed-strategy``
+(``testbed.runs.run_schedules``: the failure database's schedules first).  A scenario
+whose ``expect`` names an oracle passes when that oracle finds something (a tuple names
+it first, then other oracles it may also make fire); one whose ``expect`` is None
+passes when nothing is found.  A failure prints the finding and the command that
+replays it, and the reproducer is kept under ``--testbed-out``.
+
+The schedules run in the item's setup, so a scenario whose own code raises (its
+``setup``, ``check`` or ``observe``) is reported as an *error*, not as a failure: a
+crashed scenario is not a race.  With pytest-xdist (``-n auto``) the scenarios spread
 over the cores like any other tests.
 """
 
@@ -22,37 +32,71 @@ from typing import Any
 
 import pytest
 
-from .faildb import FailureDB, default_db
-from .scenario import Scenario, Session, _load_module, _scenarios_in
-from .scheduler import RunResult
-from .strategies import RandomWalk, RoundRobin, Strategy
+from .faildb import default_db
+from .findings import finding_text
+from .runs import FindingsLog, Run, replay_command, run_schedules
+from .scenario import Scenario, ScenarioError, Session, scenarios_in_file
+from .strategies import StrategySpec
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("testbed", "cmodx-testbed scenarios")
     group.addoption("--testbed-schedules", type=int, default=200,
                     help="schedules to run per scenario (default 200)")
-    group.addoption("--testbed-seed", type=int,
-                    default=int(os.environ.get("TESTBED_SEED", "0")),
+    group.addoption("--testbed-seed", type=int, default=None,
                     help="first seed (default: $TESTBED_SEED or 0)")
-    group.addoption("--testbed-strategy", choices=["random", "rr"], default="random")
+    group.addoption("--testbed-strategy", choices=["random", "rr", "round-robin", "pct"],
+                    default="random")
     group.addoption("--testbed-out", default="testbed-findings",
                     help="where reproducers of failures are written")
     group.addoption("--testbed-scenarios", action="store_true",
                     help="collect Scenario classes from every .py file given")
+    parser.addini("testbed_scenarios", type="paths", default=[],
+                  help="folders whose .py files are testbed scenario files")
+
+
+def _seed(config: pytest.Config) -> int:
+    seed = config.getoption("--testbed-seed")
+    if seed is not None:
+        return int(seed)
+    text = os.environ.get("TESTBED_SEED", "") or "0"
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise pytest.UsageError(f"$TESTBED_SEED={text!r}: not an integer") from None
+
+
+def _is_scenario_file(file_path: Path, parent: pytest.Collector) -> bool:
+    if file_path.suffix != ".py" or file_path.name.startswith(("_", "test_")) \
+            or file_path.name.endswith("_test.py") or file_path.name == "conftest.py":
+        return False
+    config = parent.config
+    if config.getoption("--testbed-scenarios") or file_path.parent.name == "scenarios":
+        return True
+    folders = [Path(p).resolve() for p in config.getini("testbed_scenarios")]
+    if any(file_path.resolve().is_relative_to(f) for f in folders):
+        return True
+    if parent.session.isinitpath(file_path):
+        try:  # named on the command line: a scenario file if it defines one
+            return "Scenario" in file_path.read_text(errors="replace")
+        except OSError:
+            return False
+    return False
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
-    if file_path.suffix != ".py" or file_path.name.startswith("_"):
-        return None
-    if file_path.parent.name == "scenarios" or parent.config.getoption("--testbed-scenarios"):
+    if _is_scenario_file(file_path, parent):
         return ScenarioFile.from_parent(parent, path=file_path)
     return None
 
 
 class ScenarioFile(pytest.File):
     def collect(self) -> Iterator[pytest.Item]:
-        for cls in _scenarios_in(_load_module(self.path.resolve())):
+        try:
+            classes = scenarios_in_file(self.path)
+        except ScenarioError as e:
+            raise self.CollectError(str(e)) from None
+        for cls in classes:
             yield ScenarioItem.from_parent(self, name=cls.name, scenario=cls)
 
 
@@ -60,55 +104,55 @@ class ScenarioItem(pytest.Item):
     def __init__(self, *, scenario: type[Scenario], **kw: Any) -> None:
         super().__init__(**kw)
         self.scenario = scenario
+        self.verdict: str | None = None  # set by setup(): why the item fails, if it does
 
-    def runtest(self) -> None:
+    def setup(self) -> None:
+        """Run the schedules (here, so that a raising scenario is an error)."""
         cfg = self.config
         n = cfg.getoption("--testbed-schedules")
-        seed0 = cfg.getoption("--testbed-seed")
-        rr = cfg.getoption("--testbed-strategy") == "rr"
+        seed0 = _seed(cfg)
+        spec = StrategySpec(cfg.getoption("--testbed-strategy"))
         session = Session(self.scenario())
         expect = self.scenario.expect
         wanted = (expect,) if isinstance(expect, str) else tuple(expect or ())
         db = default_db()
-
-        def results() -> Iterator[tuple[RunResult, str, bool]]:
-            """(result, what it is, whether it is new): known failing schedules first
-            (the failure database, like Hypothesis's), then the schedules asked for."""
-            for known in db.replay_all(session) if db is not None else []:
-                yield known.result, f"a known failing schedule ({known.path}) still fails", \
-                    False
-            for i in range(n):
-                strategy: Strategy = RoundRobin() if rr else RandomWalk(seed0 + i)
-                yield session.run(strategy), \
-                    f"unexpected finding in schedule {i} (seed {seed0 + i})", True
-
-        for result, what, new in results():
-            wrong = [f for f in result.findings if f.oracle not in wanted]
+        log = FindingsLog(session, Path(cfg.getoption("--testbed-out")), db)
+        for run in run_schedules(session, spec, range(seed0, seed0 + n), db=db):
+            wrong = [f for f in run.result.findings if f.oracle not in wanted]
             if wrong:
-                self._fail(result, what, wrong, db)
-            if wanted and any(f.oracle == wanted[0] for f in result.findings):
-                if db is not None and new:
-                    db.save(result.schedule)
+                self.verdict = self._failure(session, log, run, wrong)
+                return
+            if wanted and any(f.oracle == wanted[0] for f in run.result.findings):
+                if db is not None and run.known is None:
+                    db.save(run.result.schedule)
                 return  # the race the scenario exists to show was found
         if wanted:
-            raise ScenarioFailure(f"expected a {wanted[0]!r} finding in {n} schedules from "
-                                  f"seed {seed0}, found none")
+            self.verdict = (f"expected a {wanted[0]!r} finding in {n} schedules from "
+                            f"seed {seed0}, found none")
 
-    def _fail(self, result: RunResult, why: str, findings: list[Any],
-              db: FailureDB | None = None) -> None:
-        out = Path(self.config.getoption("--testbed-out"))
-        path = out / f"{result.scenario}-{findings[0].oracle}.json"
-        result.schedule.save(path)
-        if db is not None:
-            db.save(result.schedule)
-        lines = [why] + [f"  [{f.oracle}] step {f.step}: {f.message}" for f in findings]
-        lines.append(f"  replay: testbed replay {path} --timeline")
-        raise ScenarioFailure("\n".join(lines))
+    def _failure(self, session: Session, log: FindingsLog, run: Run,
+                 findings: list[Any]) -> str:
+        why = (f"a known failing schedule ({run.known}) still fails" if run.known
+               else f"unexpected finding in schedule {run.index} (seed {run.seed})")
+        recs = log.add(run, f"{findings[0].oracle}-pytest")
+        path = recs[0].reproducer if recs else None
+        lines = [why] + [f"  {finding_text(f)}" for f in findings]
+        if path is not None:
+            lines.append("  replay: " + replay_command(path, session.source, "replay",
+                                                        "--timeline"))
+        return "\n".join(lines)
+
+    def runtest(self) -> None:
+        if self.verdict is not None:
+            raise ScenarioFailure(self.verdict)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],
                      style: Any = None) -> str:
-        if isinstance(excinfo.value, ScenarioFailure):
+        if isinstance(excinfo.value, (ScenarioFailure, ScenarioError)):
             return str(excinfo.value)
+        from .errors import ScenarioCodeError
+        if isinstance(excinfo.value, ScenarioCodeError):
+            return f"the scenario's own code raised: {excinfo.value}"
         return str(super().repr_failure(excinfo))
 
     def reportinfo(self) -> tuple[Path, int, str]:
