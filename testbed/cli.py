@@ -576,7 +576,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("litmus", help="run herd-format litmus tests, herd7-style verdicts")
     sp.add_argument("paths", nargs="+", metavar="PATH", help=".litmus files or folders")
     sp.add_argument("--cache", type=_cache, help="IDC0, IDC1 or DIC1 (default: the file's)")
-    sp.add_argument("--json", action="store_true", help="print JSON results")
+    sp.add_argument("--json", action="store_true",
+                    help="print JSON Lines: one object per test, as each ends")
     sp.add_argument("--max-states", type=_int(1), default=500_000)
     sp.add_argument("--max-seconds", type=_float(0, open_lo=True), default=120.0)
     sp.add_argument("--random", type=_int(0), default=0, metavar="N",

@@ -3,7 +3,8 @@
 The testbed's conformance data (``/work/shared/litmus``) is written in herd's format, so this
 module turns such a file into plain records: register and memory initialisation, the code of
 each thread (and of its fault handler ``Pn.F``), and the final condition.  It only parses and
-checks names; it does not assemble the code or decide what the condition means.
+checks names (and that a ``CacheType=`` value is one herd accepts); it does not assemble the
+code or decide what the condition means.
 
 Layout of a test, as this parser reads it::
 
@@ -30,6 +31,8 @@ import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import NoReturn, TypeAlias
+
+from .memory import CacheType
 
 __all__ = [
     "And",
@@ -61,6 +64,7 @@ __all__ = [
 ]
 
 _UNSUPPORTED = "unsupported: "
+_CACHE_TYPE_KEY = "cachetype"  # herd's MiscParser.cache_type_key, compared in lower case
 
 
 class LitmusError(Exception):
@@ -226,7 +230,17 @@ class LitmusTest:
 
     @property
     def cache_type(self) -> str | None:
-        return self.meta.get("CacheType")
+        """The ``CacheType=`` value as written; herd matches the key in any case."""
+        for key, value in self.meta.items():
+            if key.lower() == _CACHE_TYPE_KEY:
+                return value
+        return None
+
+    @property
+    def cache(self) -> CacheType | None:
+        """The cache configuration the file asks for (None: herd's default, IDC=0 DIC=0)."""
+        text = self.cache_type
+        return None if text is None else CacheType.parse(text)
 
     def location_names(self) -> tuple[str, ...]:
         """Every memory location named in the init, the condition or ``locations``, sorted."""
@@ -967,11 +981,18 @@ class _Parser:
                 m = _META_RE.fullmatch(text)
                 if m is None:
                     self.fail(idx + 1, "expected 'key=value' or '{' to start the init block")
-                key = m.group(1)
-                if key in meta:
-                    self.fail(idx + 1, f"'{key}' given twice (first on line {meta_lines[key]})")
-                meta[key] = m.group(2).strip()
-                meta_lines[key] = idx + 1
+                key, value = m.group(1), m.group(2).strip()
+                # herd matches keys in any case, so "cachetype=" repeats "CacheType=".
+                if key.lower() in meta_lines:
+                    self.fail(idx + 1, f"'{key}' given twice (first on line "
+                              f"{meta_lines[key.lower()]})")
+                if key.lower() == _CACHE_TYPE_KEY:
+                    try:
+                        CacheType.parse(value)
+                    except ValueError as e:
+                        self.fail(idx + 1, f"{key}: {e}")
+                meta[key] = value
+                meta_lines[key.lower()] = idx + 1
             idx += 1
         regs, locs, end = self.init_block(idx)
         threads, handlers, tail = self.table(end + 1)

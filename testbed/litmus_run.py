@@ -17,11 +17,15 @@ compare directly).
 from __future__ import annotations
 
 import json
+import os
 import re
+import sys
+import traceback
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 from . import layout
 from .asm import AsmError, Image, Source, link
@@ -40,16 +44,30 @@ from .litmus import (
     atoms,
     evaluate,
     format_prop,
+    parse_file,
 )
 from .machine import Machine
 from .memory import CacheType, FetchConfig
 from .schedule import Decision
 from .strategies import RandomWalk
 
-__all__ = ["LitmusProgram", "LitmusResult", "build", "report_text", "results_json", "run_test"]
+__all__ = [
+    "LitmusPathError",
+    "LitmusProgram",
+    "LitmusResult",
+    "build",
+    "failure_text",
+    "litmus_files",
+    "report_text",
+    "results_json",
+    "run_many",
+    "run_test",
+]
 
 NOP = 0xD503201F
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# UDF #imm16 is the word imm16 (Keystone does not know the mnemonic).
+_UDF = re.compile(r"UDF\s+#?\s*(0[xX][0-9a-fA-F]+|[0-9]+)", re.IGNORECASE)
 
 
 @dataclass
@@ -158,6 +176,9 @@ def _source(test: LitmusTest) -> tuple[str, dict[int, int]]:
             labels |= hlabels
 
         def rename(text: str, labels: set[str] = labels, i: int = i) -> str:
+            udf = _UDF.fullmatch(text.strip())
+            if udf is not None and int(udf.group(1), 0) <= 0xFFFF:
+                return f".word {int(udf.group(1), 0):#x}"
             mnemonic, _, operands = text.strip().partition(" ")
             if not operands:
                 return mnemonic
@@ -216,7 +237,10 @@ def build(test: LitmusTest, cache: CacheType | None = None, *,
           budget: int = 20_000) -> LitmusProgram:
     """Map ``test`` onto a fresh machine (sealed at its initial state)."""
     if cache is None:
-        cache = CacheType.parse(test.cache_type) if test.cache_type else CacheType.IDC0
+        try:
+            cache = test.cache or CacheType.IDC0
+        except ValueError as e:  # a LitmusTest not made by the parser, which checks this
+            raise LitmusError(test.path, 0, f"CacheType: {e}") from None
     text, origin = _source(test)
     try:
         image = link([Source(test.path, text)], text_base=layout.TEXT_BASE,
@@ -411,3 +435,121 @@ def report_text(r: LitmusResult) -> str:
 
 def results_json(results: Sequence[LitmusResult]) -> str:
     return json.dumps([r.to_json() for r in results], indent=2)
+
+
+# --------------------------------------------------------------------------------------------
+# Many tests: `testbed litmus`
+
+
+class LitmusPathError(LitmusError):
+    """A path given to `run_many` that names no test: ``str(e) == f"{path}: {reason}"``."""
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.reason}"
+
+
+def litmus_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """The tests ``paths`` name: files as given, folders as their ``*.litmus``, sorted.
+
+    Folders are searched recursively (Arm's catalogue keeps one folder per cache type).
+    A path that does not exist, is neither a file nor a folder, or a folder without any
+    ``*.litmus`` raises `LitmusPathError` before any test runs.
+    """
+    files: list[Path] = []
+    for p in map(Path, paths):
+        try:
+            if p.is_dir():
+                found = sorted(p.rglob("*.litmus"))
+                if not found:
+                    raise LitmusPathError(str(p), 0, "no .litmus files in this folder")
+                files += found
+            elif p.is_file():
+                files.append(p)
+            elif p.exists():
+                raise LitmusPathError(str(p), 0, "not a regular file or a folder")
+            else:
+                raise LitmusPathError(str(p), 0, "no such file or folder")
+        except OSError as e:  # an unreadable folder, a name too long...
+            raise LitmusPathError(str(p), 0, _one_line(e.strerror or str(e))) from None
+    return files
+
+
+def _one_line(text: str) -> str:
+    return " / ".join(part.strip() for part in text.splitlines() if part.strip()) or "?"
+
+
+def _failure(path: str, e: Exception) -> tuple[str, int, str]:
+    """Why the test at ``path`` could not be run: (file, line or 0, one-line reason)."""
+    if isinstance(e, LitmusError):
+        return e.file, e.line, _one_line(e.reason)
+    if isinstance(e, OSError):  # a folder named *.litmus, no permission...
+        return path, 0, _one_line(f"cannot read: {e.strerror or e}")
+    # Anything else is a bug of the testbed (or Unicorn, Keystone...) that this test showed:
+    # say where it was raised, so that the one line is enough to report it.
+    frames = traceback.extract_tb(e.__traceback__)
+    at = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return path, 0, _one_line(f"internal error{at}: {type(e).__name__}: {e}")
+
+
+def failure_text(path: str | os.PathLike[str], e: Exception) -> str:
+    """One line saying why the test at ``path`` could not be run: ``FILE[:LINE]: REASON``."""
+    file, line, reason = _failure(os.fspath(path), e)
+    return _one_line(f"{file}:{line}: {reason}" if line > 0 else f"{file}: {reason}")
+
+
+def _run_one(path: Path, cache: CacheType | None, bounds: Bounds | None, random_runs: int,
+             seed: int, as_json: bool) -> str:
+    """What to print for the test at ``path`` (its machine is freed when this returns)."""
+    result = run_test(parse_file(path), cache, bounds=bounds, random_runs=random_runs,
+                      seed=seed)
+    return json.dumps(result.to_json()) if as_json else report_text(result) + "\n"
+
+
+def run_many(paths: Sequence[str | os.PathLike[str]], *, cache: CacheType | None = None,
+             bounds: Bounds | None = None, random_runs: int = 0, seed: int = 0,
+             as_json: bool = False, out: TextIO | None = None,
+             err: TextIO | None = None) -> int:
+    """Run every test ``paths`` name (see `litmus_files`), printing each result as it ends.
+
+    Returns 0 when every test ran, 2 when some could not be run.  A path that names no
+    test raises `LitmusPathError` (one line naming it) before anything runs.  A test that
+    cannot be run, for any reason (a parse error, an unsupported feature, code that does
+    not assemble, text that is not UTF-8, a folder named ``*.litmus``, an exception from
+    the machine), is one line on ``err`` (``testbed: error: FILE[:LINE]: REASON``) and the
+    run goes on with the next test.  A verdict of ``No`` is a result, not a failure.
+    ``cache`` overrides every file's ``CacheType``; ``out``/``err`` default to
+    ``sys.stdout``/``sys.stderr``.
+
+    Text mode prints each herd7-shaped report (and a blank line) as soon as its test
+    ends, and ends with ``N tests run, M could not be run`` on ``err``.
+
+    JSON mode prints JSON Lines: one object per test, on one line, written and flushed as
+    soon as the test ends, in the order of the tests.  A run killed late (a timeout in CI,
+    minutes into a catalogue) keeps every finished test, and each line parses on its own;
+    a single JSON list could only be printed at the end, or streamed as a document that
+    does not parse until its closing bracket.  A test that ran is `LitmusResult.to_json`
+    (it has ``"verdict"``); a test that could not be run is ``{"path": ..., "line": N or
+    null, "error": REASON}`` (also on ``err``), so the stream alone says which tests are
+    missing and why.
+    """
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
+    files = litmus_files(paths)
+    ran = failed = 0
+    for path in files:
+        try:
+            text = _run_one(path, cache, bounds, random_runs, seed, as_json)
+        except Exception as e:  # one test must not end the run (KeyboardInterrupt does)
+            failed += 1
+            print(f"testbed: error: {failure_text(path, e)}", file=err, flush=True)
+            if as_json:
+                file, line, reason = _failure(str(path), e)
+                print(json.dumps({"path": file, "line": line or None, "error": reason}),
+                      file=out, flush=True)
+            continue
+        ran += 1
+        print(text, file=out, flush=True)
+    if not as_json:
+        tests = "test" if ran == 1 else "tests"
+        print(f"{ran} {tests} run, {failed} could not be run", file=err, flush=True)
+    return 2 if failed else 0

@@ -60,13 +60,42 @@ class CacheType(enum.Enum):
 
     @classmethod
     def parse(cls, text: str) -> CacheType:
-        """Accept ``IDC0``/``IDC1``/``DIC1`` and herd's ``CacheType=IDC``/``DIC`` spellings."""
-        key = text.strip().upper()
-        aliases = {"IDC0": cls.IDC0, "DIC0": cls.IDC0, "NONE": cls.IDC0, "IDC1": cls.IDC1,
-                   "IDC": cls.IDC1, "DIC1": cls.DIC1, "DIC": cls.DIC1}
-        if key not in aliases:
-            raise ValueError(f"unknown cache type {text!r}: expected IDC0, IDC1 or DIC1")
-        return aliases[key]
+        """A cache configuration from herd's ``CacheType=`` value or this project's names.
+
+        herd7 (``lib/cacheType.mll``) reads the value as blank-separated feature words,
+        ``IDC`` and ``DIC`` in any order and case, each feature it names being present
+        (``IDC DIC``, ``DIC IDC``, ``dic``; no word at all: neither); DIC implies IDC.
+        This also accepts the value in quotes, the words separated by commas, ``+`` or
+        ``-`` as well, and the explicit ``IDC0``/``IDC1``/``DIC0``/``DIC1`` (``DIC1-IDC1``
+        is the catalogue's folder name) and ``NONE``.  A word that names no feature, or
+        words that contradict each other (``IDC0 DIC``), raise a one-line ValueError.
+        """
+        # Between the words: blanks, commas, '+', '-' and quotes ('"IDC DIC"', 'IDC,DIC',
+        # 'DIC1-IDC1' are two words each).
+        words = "".join(" " if c in ",+-\"'" else c for c in text).split()
+        shown = repr(text.strip() if len(text.strip()) <= 60 else text.strip()[:57] + "...")
+        idc = dic = False
+        no_idc = no_dic = False
+        for word in words:
+            key = word.upper()
+            if key in ("IDC", "IDC1"):
+                idc = True
+            elif key in ("DIC", "DIC1"):
+                dic = True
+            elif key == "IDC0":
+                no_idc = True
+            elif key == "DIC0":
+                no_dic = True
+            elif key != "NONE":
+                word = word if len(word) <= 20 else word[:17] + "..."
+                raise ValueError(f"unknown cache type {shown}: {word!r} is not IDC or DIC "
+                                 "(herd's spellings, e.g. 'IDC DIC'), nor IDC0, IDC1, DIC1")
+        if (no_idc and (idc or dic)) or (no_dic and dic):
+            raise ValueError(f"contradictory cache type {shown}: say IDC0, IDC1 or DIC1 "
+                             "(DIC implies IDC)")
+        if dic:
+            return cls.DIC1
+        return cls.IDC1 if idc else cls.IDC0
 
 
 @dataclass(frozen=True, slots=True)

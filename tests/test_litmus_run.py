@@ -58,7 +58,10 @@ def test_json_cache_override_and_folders(tmp_path: Path,
     (tmp_path / "a" / "SM.B+isb.litmus").write_text(SM_B_ISB)
     (tmp_path / "a" / "fault.litmus").write_text(FAULT)
     assert main(["litmus", str(tmp_path), "--json", "--cache", "DIC1"]) == 0
-    results = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    # JSON Lines: one object per test, each line parses on its own.
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    results = {r["name"]: r for r in map(json.loads, lines)}
     assert set(results) == {"SM.B+isb", "fault-handler"}
     sm = results["SM.B+isb"]
     for key in ("name", "cache", "observation", "positive", "negative", "states",
@@ -101,12 +104,19 @@ def test_bad_litmus_files_are_one_line_errors(tmp_path: Path,
     assert main(["litmus", str(bad), str(good)]) == 2  # the good one still runs
     captured = capsys.readouterr()
     assert captured.err.startswith(f"testbed: error: {bad}:")
+    assert captured.err.splitlines()[1:] == ["1 test run, 1 could not be run"]
     assert "Test SM.B+isb Allowed" in captured.out
     weird = tmp_path / "weird.litmus"
     weird.write_text(SM_B_ISB.replace("ISB ", "FOO "))
     assert main(["litmus", str(weird)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"testbed: error: {weird}:5: thread code does not assemble")
+    # A path that names no test: one line, exit 2, nothing run.
+    assert main(["litmus", str(good), str(tmp_path / "missing.litmus")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    missing = tmp_path / "missing.litmus"
+    assert captured.err == f"testbed: error: {missing}: no such file or folder\n"
 
 
 def test_instr_and_label_values_are_resolved() -> None:
