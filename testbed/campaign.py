@@ -144,6 +144,12 @@ def spec_from_json(doc: Any, path: Path, scenario_file: str | None) -> CampaignS
     if fields.get("batch", 1) < 1 or fields.get("seed", 0) < 0 or fields.get("k", 0) < 0:
         raise CampaignError(f"{path}: fields 'batch' (>= 1), 'seed' and 'k' (>= 0) out of "
                             "range")
+    if fields.get("cache") is not None:
+        from .memory import CacheType
+        try:
+            CacheType.parse(fields["cache"])
+        except ValueError as e:
+            raise CampaignError(f"{path}: field 'cache': {e}") from None
     if fields.get("source") is not None:
         try:
             ScenarioSource.from_json(fields["source"], str(path))

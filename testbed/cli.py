@@ -155,6 +155,22 @@ def _schedule_session(args: argparse.Namespace, schedule: Schedule,
                        "only when you name it: "
                        + replay_command(Path(args.file), None, command,
                                         "--scenario", display_path(Path(e.file)))) from None
+    except (ScenarioError, ScheduleError) as e:
+        raise CliError(_in_file(args.file, e)) from None
+
+
+def _in_file(file: str, e: BaseException) -> str:
+    """The error ``e`` about the file ``file``, said once with the file's name."""
+    text = str(e)
+    return text if text.startswith((file, "--scenario")) else f"{file}: {text}"
+
+
+def _replay(args: argparse.Namespace, session: Session, schedule: Schedule,
+            **kw: Any) -> Any:
+    try:
+        return session.replay(schedule, **kw)
+    except (ScheduleError, InvalidDecision) as e:
+        raise CliError(_in_file(args.file, e)) from None
 
 
 def _print_findings(recs: Sequence[Any], session: Session, command: str = "replay") -> None:
@@ -175,6 +191,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     seed0 = args.seed if args.seed is not None else _env_seed()
     out = _out_dir(args.out)
+    if args.schedules == 0 and args.no_db:
+        raise CliError("--schedules 0 with --no-db runs nothing (0 replays only the failure "
+                       "database's schedules)")
     spec = StrategySpec(args.strategy, depth=args.depth, k=args.k or 200,
                         p_model=args.p_model)
     session = _session(args.scenario, args.cpus, args.cache)
@@ -219,9 +238,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     accesses = None
     if args.timeline:
         from .explain import explain_replay
-        result, accesses, why = explain_replay(session, schedule)
+        try:
+            result, accesses, why = explain_replay(session, schedule)
+        except (ScheduleError, InvalidDecision) as e:
+            raise CliError(_in_file(args.file, e)) from None
     else:
-        result, why = session.replay(schedule), []
+        result, why = _replay(args, session, schedule), []
     print(f"replayed {result.decisions} decisions of {schedule.scenario} "
           f"({result.instructions} instructions), trace {result.trace_digest()[:16]}")
     for f in result.findings:

@@ -521,7 +521,7 @@ def run_many(paths: Sequence[str | os.PathLike[str]], *, cache: CacheType | None
     ``sys.stdout``/``sys.stderr``.
 
     Text mode prints each herd7-shaped report (and a blank line) as soon as its test
-    ends, and ends with ``N tests run, M could not be run`` on ``err``.
+    ends, and ends with ``N tests run, M could not be run`` on ``out``.
 
     JSON mode prints JSON Lines: one object per test, on one line, written and flushed as
     soon as the test ends, in the order of the tests.  A run killed late (a timeout in CI,
@@ -551,5 +551,5 @@ def run_many(paths: Sequence[str | os.PathLike[str]], *, cache: CacheType | None
         print(text, file=out, flush=True)
     if not as_json:
         tests = "test" if ran == 1 else "tests"
-        print(f"{ran} {tests} run, {failed} could not be run", file=err, flush=True)
+        print(f"{ran} {tests} run, {failed} could not be run", file=out, flush=True)
     return 2 if failed else 0

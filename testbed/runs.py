@@ -31,7 +31,13 @@ from .findings import (
     recorded_findings,
     reproducer_name,
 )
-from .schedule import ScenarioSource, Schedule, ScheduleError, ScheduleMismatch
+from .schedule import (
+    InvalidDecision,
+    ScenarioSource,
+    Schedule,
+    ScheduleError,
+    ScheduleMismatch,
+)
 from .strategies import LenientReplay, StrategySpec
 
 if TYPE_CHECKING:
@@ -81,6 +87,9 @@ def replay_known(session: Session, db: FailureDB,
             result = session.run(LenientReplay(schedule.decisions),
                                  max_decisions=max(3 * len(schedule.decisions), 2000))
             exact = False
+        except InvalidDecision as e:  # same image, yet impossible: a damaged entry
+            warn(f"failure database: skipped {path}: {e}")
+            continue
         if exact and not result.findings:
             path.unlink(missing_ok=True)  # the race it showed is gone
             continue

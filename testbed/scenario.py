@@ -158,7 +158,8 @@ class Session:
             setattr(scenario, key, value)
         n = ncpus if ncpus is not None else scenario.ncpus
         if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= layout.MAX_CPUS:
-            what = "--cpus" if ncpus is not None else f"scenario {scenario.name!r}: ncpus"
+            what = ("--cpus" if ncpus is not None else
+                    f"{scenario_file(type(scenario))}: scenario {scenario.name!r}: ncpus")
             raise ScenarioError(f"{what} must be 1..{layout.MAX_CPUS}, not {n!r}")
         cls = type(scenario)
         self.source = scenario_source(cls)
@@ -244,6 +245,13 @@ def resolve_scenario(name: str, source: ScenarioSource | None,
         if not path.is_file():
             raise ScenarioError(f"--scenario {scenario_path}: no such scenario file")
         wanted = legacy or name
+        digest = file_digest(path.resolve())  # before the file runs: a changed file never does
+        if source is not None and digest != source.sha256:
+            raise ScheduleMismatch(
+                f"--scenario {scenario_path}: its content (sha256 {digest}) is not the "
+                f"file the schedule was recorded with ({source.file}, sha256 "
+                f"{source.sha256}); the scenario changed, so the schedule would mean "
+                "something else")
         classes = _scenarios_in(_load_module(path.resolve()))
         match = [c for c in classes if c.name == wanted]
         if not match:
@@ -345,6 +353,8 @@ def load_scenario(name: str) -> type[Scenario]:
         classes = [c for c in every if c.name == which] if which else every
         if len(classes) != 1:
             names = ", ".join(c.name for c in every) or "no Scenario subclass with a name"
+            if which:
+                raise ScenarioError(f"{file}: has no scenario {which!r} (it has: {names})")
             raise ScenarioError(f"{file}: name one scenario with {file}:NAME (it has: "
                                 f"{names})")
         return classes[0]

@@ -1,5 +1,7 @@
 """A scenario of one's own, kept outside the project: its kernel file is beside it."""
 
+from typing import ClassVar
+
 from testbed.findings import Finding
 from testbed.isa import NOP, b
 from testbed.machine import Machine
@@ -12,7 +14,7 @@ class FtraceNolock(Scenario):
     kernels = ("boot.S", "insn.S", "ftrace_race.S")
     passes = 6
     expect = "ftrace-stale"
-    search_scope = {"passes": 2}
+    search_scope: ClassVar[dict[str, int]] = {"passes": 2}
 
     def setup(self, m: Machine) -> None:
         site = m.addr("ftrace_site")
