@@ -235,15 +235,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     schedule, wanted = read_reproducer(args.file)
     session = _schedule_session(args, schedule, "replay")
-    accesses = None
+    explained = None
     if args.timeline:
         from .explain import explain_replay
         try:
-            result, accesses, why = explain_replay(session, schedule)
+            explained = explain_replay(session, schedule)
         except (ScheduleError, InvalidDecision) as e:
             raise CliError(_in_file(args.file, e)) from None
+        result = explained.result
     else:
-        result, why = _replay(args, session, schedule), []
+        result = _replay(args, session, schedule)
     print(f"replayed {result.decisions} decisions of {schedule.scenario} "
           f"({result.instructions} instructions), trace {result.trace_digest()[:16]}")
     for f in result.findings:
@@ -252,12 +253,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
         for cpu, seq in enumerate(result.ground_truth()):
             for step, addr, word in seq:
                 print(f"CPU{cpu} {step:>5} {addr:#x} {word:08x} {session.image.symbolize(addr)}")
-    if args.timeline:
+    if explained is not None:
         from .timeline import render
-        print(render(result, session.image, session.machine.ncpus, accesses=accesses))
-        if why:
+        print(render(result, session.image, session.machine.ncpus,
+                     accesses=explained.accesses, records=explained.records))
+        if explained.lines:
             print()
-            print("Why: " + "\n".join(why))
+            print("\n".join(explained.lines))
     got = {(str(f.oracle), f.addr) for f in result.findings}
     missing = sorted(set(wanted) - got)
     if missing:

@@ -4,7 +4,10 @@ Rows come from the run's record, nothing else: the ground-truth trace (the visib
 operation each step performed, disassembled, with its symbol), the machine's events
 (text stores, DC/IC, catch-ups, fills, evictions, write-backs, exceptions, IPIs), and
 the oracles' findings at the step they name.  A caller may add text-poke records read
-from the guest's ring buffer and notes of its own (e.g. what a BRK handler emulated).
+from the guest's ring buffer and notes of its own (e.g. what a BRK handler emulated),
+and the data accesses an access probe recorded (``testbed.explain.AccessProbe``): a
+memory row then says what it loaded or stored and which data symbol it touched
+(``ldar w9, [x7]  site_loop+0xc  <- 0x1 from patch_done``).
 
 Executions of watched addresses (by default: every word the run stored to) are marked
 with what ran there: ``OLD`` (the initial instruction), ``NEW`` (the final one) or the
@@ -35,7 +38,10 @@ from .scheduler import RunResult
 from .textpoke import TextPoke
 
 __all__ = [
+    "ACCESS_WIDTH",
     "LEGEND",
+    "Access",
+    "AccessKind",
     "Disassembler",
     "Fold",
     "Item",
@@ -43,7 +49,10 @@ __all__ = [
     "Row",
     "Segment",
     "Timeline",
+    "access_text",
     "build",
+    "data_name",
+    "fit_width",
     "render",
     "rows",
     "site_name",
@@ -100,6 +109,7 @@ class Row:
     anchor: bool = True  # False: may be folded away
     stale: bool = False  # SITE: memory already held another word
     marker: str = ""  # overrides the kind's marker (IPI: "<-")
+    access: str = ""  # INSN/SITE: what the data access did, "<- 0x1 from patch_done"
 
     @property
     def prefix(self) -> str:
@@ -108,6 +118,8 @@ class Row:
     def cell(self) -> str:
         """The cell's text, marker first."""
         body = f"{self.text:<24} {self.symbol}" if self.symbol else self.text
+        if self.access:
+            body = f"{body}  {self.access}"
         if self.mark:
             body = f"{body}  <== {self.mark}"
         return f"{self.prefix} {body}".rstrip()
@@ -227,6 +239,117 @@ def site_name(image: Image, addr: int) -> str:
     return image.symbolize(addr)
 
 
+# ------------------------------------------------------------------------ data accesses
+
+class AccessKind(enum.Enum):
+    LOAD = "load"
+    STORE = "store"
+    RMW = "rmw"  # an atomic read-modify-write (LDADD, SWP, CAS...): a load and a store
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """The data access of one visible operation, as the access probe saw it
+    (``testbed.explain.AccessProbe``).
+
+    ``loaded``: for a load, what each destination register received (extended as the
+    instruction extends it; a pair has two values); for an atomic, what memory held
+    before it.  A load's value is what memory held right before its step: the D-side is
+    sequentially consistent, a load reads memory when its decision is applied.
+    ``stored``: what each element wrote; empty for a compare-and-swap that did not
+    store.  An empty ``loaded`` of a load: the address could not be read (unmapped)."""
+
+    step: int
+    cpu: int
+    pc: int
+    addr: int  # the effective address
+    size: int  # bytes per element (a pair: two elements)
+    kind: AccessKind
+    mnemonic: str  # "ldar", "stlxr", "ldaddal"...
+    loaded: tuple[int, ...] = ()
+    stored: tuple[int, ...] = ()
+    acquire: bool = False
+    release: bool = False
+    exclusive: bool = False
+    ok: bool | None = None  # a store-exclusive or a compare-and-swap: whether it stored
+
+    @property
+    def value(self) -> int:
+        """A load's (first) value, a store's or an atomic's (first) stored value; -1 if
+        there is none."""
+        vals = self.loaded if self.kind is AccessKind.LOAD else self.stored
+        return vals[0] if vals else -1
+
+    @property
+    def end(self) -> int:
+        return self.addr + self.size * max(len(self.loaded), len(self.stored), 1)
+
+    def touches(self, addr: int, size: int = 1) -> bool:
+        """Whether the access overlaps ``[addr, addr + size)``."""
+        return self.addr < addr + size and addr < self.end
+
+    @property
+    def writes(self) -> bool:
+        return bool(self.stored) and self.ok is not False
+
+
+_PERCPU_FIELDS = ((layout.PERCPU_EMUL_LOG, "emul_log"), (layout.PERCPU_EMUL_COUNT, "emul_count"),
+                  (layout.PERCPU_IPI_COUNT, "ipi_count"))  # by descending offset
+_GIC_REGS = {getattr(layout, n): n for n in ("GIC_SEND", "GIC_SEND_OTHERS", "GIC_PENDING",
+                                             "GIC_ACK", "GIC_CPUID", "GIC_CPU_OFF", "GIC_DIE",
+                                             "GIC_CLOCK")}
+
+
+def data_name(image: Image, addr: int) -> str:
+    """The name of a data address: a symbol of the image (``patch_done``,
+    ``site_log+0x8``; a text address or its writable alias by the text's symbol), a
+    per-CPU field (``CPU1.emul_log+0x8``), a CPU's stack (``CPU1 stack-0x110``, from its
+    top), an interrupt controller register, else the address."""
+    if layout.TEXT_ALIAS <= addr < layout.TEXT_ALIAS + layout.TEXT_MAX:
+        addr += layout.TEXT_BASE - layout.TEXT_ALIAS
+    if layout.TEXT_BASE <= addr < layout.TEXT_BASE + layout.TEXT_MAX:
+        return site_name(image, addr) if addr & 3 == 0 else image.symbolize(addr)
+    if layout.PERCPU_BASE <= addr < layout.PERCPU_BASE + layout.PERCPU_SIZE * layout.MAX_CPUS:
+        cpu, off = divmod(addr - layout.PERCPU_BASE, layout.PERCPU_SIZE)
+        base, name = next(f for f in _PERCPU_FIELDS if off >= f[0])
+        return f"CPU{cpu}.{name}" + (f"+{off - base:#x}" if off != base else "")
+    if layout.STACK_BASE <= addr < layout.STACK_BASE + layout.STACK_SIZE * layout.MAX_CPUS:
+        cpu = (addr - layout.STACK_BASE) // layout.STACK_SIZE
+        return f"CPU{cpu} stack-{layout.stack_top(cpu) - addr:#x}"
+    if layout.GIC_BASE <= addr < layout.GIC_BASE + layout.PAGE:
+        off = addr - layout.GIC_BASE
+        return _GIC_REGS.get(off, f"GIC+{off:#x}")
+    name = image.symbolize(addr)
+    label, plus, rest = name.partition("+")
+    sym = image.symbols.get(label)
+    if sym is not None:  # of the labels there, the one defined last names what follows
+        here = [s for s in image.symbols.values() if s.addr == sym.addr
+                and s.section == sym.section and s.file == sym.file
+                and not s.name.startswith(".L")]
+        if len(here) > 1:
+            best = max(enumerate(here), key=lambda item: (item[1].line, item[0]))[1]
+            return best.name + plus + rest
+    return name
+
+
+def _hexes(values: Sequence[int]) -> str:
+    return ", ".join(f"{v:#x}" for v in values) if values else "?"
+
+
+def access_text(a: Access, name: Callable[[int], str]) -> str:
+    """What an access did, for its row: ``<- 0x1 from patch_done`` (a load),
+    ``-> 0xd503201f to nosync_insn`` (a store), ``<- 0x1 -> 0x0 at refs`` (an atomic);
+    ``name`` names the data address."""
+    where = name(a.addr)
+    if a.kind is AccessKind.LOAD:
+        return f"<- {_hexes(a.loaded)} from {where}"
+    if a.kind is AccessKind.STORE:
+        text = f"-> {_hexes(a.stored)} to {where}"
+        return text + " (exclusive: failed)" if a.ok is False else text
+    stored = f" -> {_hexes(a.stored)}" if a.stored else " (no store)"
+    return f"<- {_hexes(a.loaded)}{stored} at {where}"
+
+
 def _auto_watch(result: RunResult, dis: Disassembler) -> dict[int, dict[int, str]]:
     """Every word the run stored to: its initial word is OLD, its last NEW, the rest
     named by their mnemonic (a BRK written in between)."""
@@ -280,6 +403,26 @@ class _Builder:
         # A loop's repeat is an instruction run again with no anchor of its CPU since.
         self.anchors: dict[int, int] = {}  # cpu -> anchors so far
         self.last_run: dict[tuple[int, int], int] = {}  # (cpu, addr) -> anchors then
+        # (cpu, addr) -> what its access did last time: a repeat that loads or stores
+        # something new is not a mere repeat.
+        self.last_value: dict[tuple[int, int], tuple[object, ...]] = {}
+        self.data_names: dict[int, str] = {}
+
+    def dname(self, addr: int) -> str:
+        name = self.data_names.get(addr)
+        if name is None:
+            name = self.data_names[addr] = data_name(self.image, addr)
+        return name
+
+    def access(self, cpu: int, addr: int, a: Access | None) -> tuple[str, bool]:
+        """The row's access text, and whether it differs from what this instruction's
+        access did the last time this CPU ran it."""
+        if a is None:
+            return "", False
+        key = (a.kind, a.loaded, a.stored, a.ok)
+        old = self.last_value.get((cpu, addr))
+        self.last_value[(cpu, addr)] = key
+        return access_text(a, self.dname), old is not None and old != key
 
     def sym(self, addr: int) -> str:
         name = self.names.get(addr)
@@ -299,17 +442,19 @@ class _Builder:
         return row
 
     # -- instructions ------------------------------------------------------------------
-    def insn(self, step: int, cpu: int, addr: int, word: int) -> Row:
+    def insn(self, step: int, cpu: int, addr: int, word: int, a: Access | None = None) -> Row:
         count = self.anchors.get(cpu, 0)
-        repeat = self.last_run.get((cpu, addr)) == count
+        text, changed = self.access(cpu, addr, a)
+        repeat = self.last_run.get((cpu, addr)) == count and not changed
         sym = self.sym(addr)
         infocus = self.focus is None or sym.split("+", 1)[0] in self.focus
         row = self.counted(Row(step, cpu, Kind.INSN, self.dis(word, addr), sym, addr=addr,
-                               anchor=infocus and not repeat))
+                               anchor=infocus and not repeat, access=text))
         self.last_run[(cpu, addr)] = self.anchors.get(cpu, 0)
         return row
 
-    def site(self, step: int, cpu: int, addr: int, word: int) -> Row:
+    def site(self, step: int, cpu: int, addr: int, word: int, a: Access | None = None) -> Row:
+        text, _ = self.access(cpu, addr, a)
         labels = self.watch[addr]
         label = labels.get(word, f"{word:#010x}")
         off = addr - layout.TEXT_BASE
@@ -318,7 +463,8 @@ class _Builder:
         changed = self.last_label.get(key) != label
         self.last_label[key] = label
         return Row(step, cpu, Kind.SITE, self.dis(word, addr), self.sym(addr),
-                   label + (", stale" if stale else ""), addr, changed or stale, stale)
+                   label + (", stale" if stale else ""), addr, changed or stale, stale,
+                   access=text)
 
     # -- events ------------------------------------------------------------------------
     def events(self, evs: Sequence[Event]) -> list[Row]:
@@ -401,12 +547,16 @@ _SAYS_INSN = (EventKind.ERET, EventKind.HALT)
 def rows(result: RunResult, image: Image,
          watch: Mapping[int, Mapping[int, str]] | None = None, *,
          focus: Iterable[str] | None = None, records: Sequence[TextPoke] = (),
-         notes: Sequence[Row] = (), iline: int = 64) -> list[Row]:
+         notes: Sequence[Row] = (), iline: int = 64,
+         accesses: Sequence[Access] | None = None) -> list[Row]:
     """Every row of the timeline, in step order.
 
     ``watch``: address -> {word: label} to mark executions (default: every word the
     run stored to, labelled OLD / NEW / mnemonic).  ``focus``: function names whose
-    instructions are anchors (default: all; a loop's repeats never are).
+    instructions are anchors (default: all; a loop's repeats are not, unless their
+    access loads or stores a value other than last time).  ``accesses``: the run's data
+    accesses (``testbed.explain.AccessProbe``), shown on the rows of the operations that
+    made them.
     """
     dis = Disassembler(image)
     watch = dict(watch) if watch is not None else _auto_watch(result, dis)
@@ -418,6 +568,7 @@ def rows(result: RunResult, image: Image,
     events: dict[int, list[Event]] = {}
     for ev in result.events:
         events.setdefault(ev.step, []).append(ev)
+    done: dict[tuple[int, int], Access] = {(a.step, a.cpu): a for a in accesses or ()}
     findings: dict[int, list[Row]] = {}
     end = max([*by_step, *events, 0]) + 1
     for f in result.findings:
@@ -437,10 +588,14 @@ def rows(result: RunResult, image: Image,
         ran: list[Row] = []
         seen: set[int] = set()
         for cpu, addr, word in by_step.get(step, []):
+            # The first instruction a CPU ran in a step is the operation it performed.
+            a = done.get((step, cpu)) if cpu not in seen else None
+            if a is not None and a.pc != addr:
+                a = None
             if addr in watch:
-                ran.append(b.site(step, cpu, addr, word))
+                ran.append(b.site(step, cpu, addr, word, a))
             elif cpu not in seen and not entering and cpu not in named:
-                ran.append(b.insn(step, cpu, addr, word))  # the step's visible operation
+                ran.append(b.insn(step, cpu, addr, word, a))  # the step's visible operation
             seen.add(cpu)
         ev_rows = b.events(evs)
         if entering:  # the exception entry came first, then the vector's code
@@ -518,15 +673,36 @@ def fold_rows(rows: Sequence[Row], min_run: int = 3) -> list[Item]:
 def build(result: RunResult, image: Image, ncpus: int, *,
           watch: Mapping[int, Mapping[int, str]] | None = None,
           focus: Iterable[str] | None = None, records: Sequence[TextPoke] = (),
-          notes: Sequence[Row] = (), fold: int = 3, iline: int = 64) -> Timeline:
-    """The timeline of ``result``; ``fold``: the shortest run of non-anchors folded."""
+          notes: Sequence[Row] = (), fold: int = 3, iline: int = 64,
+          accesses: Sequence[Access] | None = None) -> Timeline:
+    """The timeline of ``result``; ``fold``: the shortest run of non-anchors folded;
+    ``accesses``: the run's data accesses, shown on memory rows (see ``rows``)."""
     all_rows = rows(result, image, watch, focus=focus, records=records, notes=notes,
-                    iline=iline)
+                    iline=iline, accesses=accesses)
     return Timeline(ncpus, tuple(fold_rows(all_rows, fold)))
 
 
+# The widest a CPU column grows to show an instruction, its symbol and its access.
+ACCESS_WIDTH = 100
+
+
+def fit_width(timeline: Timeline, least: int = 60, most: int = ACCESS_WIDTH) -> int:
+    """A column width that shows every cell of the timeline whole (a cell longer than
+    its column is cut, but in the last column), between ``least`` and ``most``."""
+    cells = [len(i.cell()) for i in timeline.items if isinstance(i, Row)
+             and 0 <= i.cpu < timeline.ncpus - 1]
+    return min(max([least, *(n + 1 for n in cells)]), most)
+
+
 def render(result: RunResult, image: Image, ncpus: int, *,
-           watch: Mapping[int, Mapping[int, str]] | None = None, width: int = 60,
-           fold: int = 3) -> str:
-    """The timeline as plain text, ``width`` characters per CPU column."""
-    return build(result, image, ncpus, watch=watch, fold=fold).text(width)
+           watch: Mapping[int, Mapping[int, str]] | None = None, width: int | None = None,
+           fold: int = 3, accesses: Sequence[Access] | None = None,
+           records: Sequence[TextPoke] = ()) -> str:
+    """The timeline as plain text, ``width`` characters per CPU column (default 60; with
+    ``accesses``, whose rows are longer, as wide as the longest cell needs, up to
+    ``ACCESS_WIDTH``)."""
+    tl = build(result, image, ncpus, watch=watch, fold=fold, records=records,
+               accesses=accesses)
+    if width is None:
+        width = 60 if accesses is None else fit_width(tl)
+    return tl.text(width)
