@@ -1040,7 +1040,7 @@ def explain_lines(result: RunResult, image: Image, accesses: Sequence[Access] | 
 
 class Explained(NamedTuple):
     """A replay with the access probe (``explain_replay``): unpacks as ``result,
-    accesses, lines``."""
+    accesses, lines, records``."""
 
     result: RunResult
     accesses: list[Access]

@@ -445,7 +445,7 @@ def test_explain_torn_word_and_cmodx() -> None:
 
 def test_explain_trace_decode() -> None:
     session, schedule = found("text_poke_pre_post", "trace-decode")
-    result, _, lines = explain_replay(session, schedule)
+    result, _, lines, _ = explain_replay(session, schedule)
     f = next(f for f in result.findings if f.oracle == "trace-decode")
     text = " ".join(lines)
     recs = [r for r in read_ring(session.machine) if r.addr == f.addr]
@@ -484,7 +484,7 @@ def test_explain_replay_is_the_replay_with_values_and_why() -> None:
     session, schedule = found("nosync_stale", "stale-after-flush")
     plain = session.replay(schedule)
     digest = plain.trace_digest()
-    result, accesses, lines = explain_replay(session, schedule)
+    result, accesses, lines, _ = explain_replay(session, schedule)
     assert result.trace_digest() == digest
     assert lines[0].startswith("Why: CPU0 stored `b site_new`")
     assert all(len(line) <= 88 for line in lines)
@@ -493,7 +493,7 @@ def test_explain_replay_is_the_replay_with_values_and_why() -> None:
     assert lines == explain_lines(result, session.image, accesses)
     # Several findings: a paragraph each, named.
     session, schedule = found("jump_label_nosync", "static-key-incoherence")
-    result, accesses, lines = explain_replay(session, schedule)
+    result, accesses, lines, _ = explain_replay(session, schedule)
     heads = [line for line in lines if line.startswith("Why")]
     assert len(heads) == len({(f.oracle, f.addr) for f in result.findings}) > 1
     assert all(h.startswith("Why (static-key-incoherence, step ") for h in heads)
