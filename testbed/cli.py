@@ -464,6 +464,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             "reason": res.reason, "states": res.states, "transitions": res.transitions,
             "final_states": res.finals, "seconds": round(res.total_seconds, 3),
             "resumed": res.resumed, "history_oracle": res.history_oracle,
+            "peak_memory_bytes": res.peak_memory, "max_memory_bytes": bounds.max_memory,
             "findings": [{**finding_json(f, session.image.symbolize),
                           "reproducer": str(log.seen[sig].reproducer)
                           if sig in log.seen else ""}
