@@ -28,7 +28,17 @@ from .schedule import Schedule
 from .scheduler import RunResult
 from .strategies import StrategySpec
 from .textpoke import RecordError, TextPoke, read_ring
-from .timeline import LEGEND, Disassembler, Kind, Row, Segment, Timeline, build, site_name
+from .timeline import (
+    LEGEND,
+    Disassembler,
+    Kind,
+    Row,
+    Segment,
+    Timeline,
+    build,
+    fit_width,
+    site_name,
+)
 
 __all__ = ["DEMOS", "Demo", "DemoError", "add_parser", "cmd_demo", "step_through"]
 
@@ -418,8 +428,10 @@ def _notes(shown: Shown) -> list[Row]:
 
 def show(demo: Demo, found: Found) -> Shown:
     """Replay ``found`` strictly, with every oracle, and build its timeline."""
+    from .explain import AccessProbe
     session = _session(demo)
-    result = session.replay(found.schedule)
+    probe = AccessProbe()
+    result = session.replay(found.schedule, wrap=probe)
     if demo.oracle is not None and not any(f.oracle == demo.oracle for f in result.findings):
         raise DemoError(f"the shrunk schedule of {demo.name} lost its {demo.oracle} finding "
                        "on replay: a bug in the testbed")
@@ -433,7 +445,7 @@ def show(demo: Demo, found: Found) -> Shown:
     shown.emulations = _emulations(session, result)
     notes = _notes(shown)
     shown.timeline = build(result, session.image, NCPUS, focus=demo.focus,
-                           records=records, notes=notes)
+                           records=records, notes=notes, accesses=probe.accesses)
     return shown
 
 
@@ -553,7 +565,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     demo = _demo(args.name)
     if args.seed is not None and args.seed < 0:
         raise DemoError(f"--seed must be 0 or more, not {args.seed}")
-    if not 30 <= args.width <= 400:
+    if args.width is not None and not 30 <= args.width <= 400:
         raise DemoError(f"--width must be between 30 and 400 characters, not {args.width}")
     if args.step and not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise DemoError("--step waits for key presses, so it needs a terminal on stdin and "
@@ -581,7 +593,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for line in _wrap(_provenance(demo, found, seed0)):
         p.text(line)
     p.text()
-    lines = shown.timeline.lines(args.width)
+    width = args.width or fit_width(shown.timeline)
+    lines = shown.timeline.lines(width)
     if args.step:
         for segs in lines[:2]:
             p.line(segs)
@@ -620,7 +633,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     functions=(*demo.source, *sorted(_PATCHING)))
         try:
             if args.svg:
-                write_svg(page, Path(args.svg), args.width)
+                write_svg(page, Path(args.svg), width)
                 p.text(f"wrote {args.svg}")
             if args.html:
                 write_html(page, Path(args.html))
@@ -642,6 +655,7 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
                     "(timeline, legend, kernel source)")
     sp.add_argument("--color", choices=["auto", "always", "never"], default="auto",
                     help="colour on a terminal (default auto; NO_COLOR is honoured)")
-    sp.add_argument("--width", type=int, default=60, help="characters per CPU column")
+    sp.add_argument("--width", type=int, help="characters per CPU column (default: as wide "
+                    "as the rows with their values need, 60 to 100)")
     sp.add_argument("--out", default="testbed-findings", help="where the schedule goes")
     sp.set_defaults(func=cmd_demo)

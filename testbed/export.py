@@ -224,6 +224,8 @@ def _cell(row: Row, image: Image, linked: set[tuple[str, int]]) -> str:
         body = f"<code>{_e(row.text)}</code>{pad} {sym}"
     else:
         body = _e(row.text)
+    if row.access:
+        body += f'  <span class="access">{_e(row.access)}</span>'
     if row.mark:
         body += f'  <span class="mark">&lt;== {_e(row.mark)}</span>'
     return marker + body
