@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from testbed.findings import Finding
+from testbed.findings import Finding, OracleName
 from testbed.isa import b
 from testbed.machine import GuestError, Machine
 from testbed.memory import CacheType
@@ -43,7 +43,7 @@ class JumpLabelNosync(Scenario):
     cache = CacheType.IDC0
     iterations = 12
     patch_mode = 0  # jump_label_patch_mode: bit 0 kick_all_cpus_sync, bit 1 no DC CVAU
-    expect = "static-key-incoherence"
+    expect = OracleName.STATIC_KEY_INCOHERENCE
     search_scope: ClassVar[dict[str, int]] = {"iterations": 2, "ncpus": 2}
 
     def setup(self, m: Machine) -> None:
@@ -89,7 +89,7 @@ class MissingDc(JumpLabelNosync):
     name = "missing_dc"
     description = "jump labels patched without DC CVAU (with kick), IDC=0: incoherent"
     patch_mode = 3
-    expect = "static-key-incoherence"
+    expect = OracleName.STATIC_KEY_INCOHERENCE
 
 
 class MissingDcIdc1(MissingDc):
@@ -110,7 +110,7 @@ class BrkSingleSlot(JumpLabelNosync):
     patch_mode = 4
     # No IPI either: the static-key incoherence of jump_label_nosync shows up too, and
     # a decoder cannot tell when a CPU started running the final instruction.
-    expect = ("brk-emulation", "static-key-incoherence", "trace-decode")
+    expect = (OracleName.BRK_EMULATION, OracleName.STATIC_KEY_INCOHERENCE, OracleName.TRACE_DECODE)
     trace_decode = True
     break_handler = "text_poke_single_handler"
     search_scope: ClassVar[dict[str, int]] = {"iterations": 1, "ncpus": 2}
@@ -162,7 +162,7 @@ class BrkNoSync(BrkRefcountSync):
     name = "brk_no_sync"
     description = "BRK text-poke with descriptor + refcount but no IPIs"
     brk_ipis = 0
-    expect = ("trace-decode", "static-key-incoherence")
+    expect = (OracleName.TRACE_DECODE, OracleName.STATIC_KEY_INCOHERENCE)
 
 
 class TextPokePrePost(JumpLabelNosync):
@@ -174,6 +174,6 @@ class TextPokePrePost(JumpLabelNosync):
     name = "text_poke_pre_post"
     description = "nosync patches between PRE and POST text-poke records, no IPI"
     patch_mode = 16
-    expect = ("trace-decode", "static-key-incoherence")
+    expect = (OracleName.TRACE_DECODE, OracleName.STATIC_KEY_INCOHERENCE)
     trace_decode = True
     search_scope: ClassVar[dict[str, int]] = {"iterations": 1, "ncpus": 2}

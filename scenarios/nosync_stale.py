@@ -18,7 +18,7 @@ flag it read and the path it took.
 
 from __future__ import annotations
 
-from testbed.findings import Finding
+from testbed.findings import Finding, OracleName
 from testbed.isa import NOP, b
 from testbed.machine import Machine
 from testbed.scenario import Scenario
@@ -33,7 +33,7 @@ class NosyncStale(Scenario):
     ncpus = 2
     passes = 8
     isb_after_flag = 0
-    expect = "stale-after-flush"
+    expect = OracleName.STALE_AFTER_FLUSH
 
     def setup(self, m: Machine) -> None:
         site = m.addr("patch_site")
@@ -61,7 +61,7 @@ class NosyncStale(Scenario):
         # The i-th pass is CPU1's i-th execution of the site in the ground truth.
         runs = [step for step, addr, _ in m.ground_truth()[1] if addr == site]
         return [Finding(
-            "stale-after-flush",
+            OracleName.STALE_AFTER_FLUSH,
             f"CPU1 ran the old instruction at {m.image.symbolize(site)} in pass {stale[0]} "
             f"after seeing patch_done=1, i.e. after CPU0's aarch64_insn_patch_text_nosync "
             f"had completed its flush"

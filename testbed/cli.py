@@ -23,7 +23,7 @@ from . import __version__, layout
 from .asm import AsmError
 from .errors import ScenarioCodeError
 from .faildb import default_db
-from .findings import Finding, display_path, finding_json, finding_text
+from .findings import Finding, OracleName, display_path, finding_json, finding_text
 from .machine import GuestError
 from .memory import CacheType
 from .runs import (
@@ -211,7 +211,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             runs += 1
             decisions += run.result.decisions
             instructions += run.result.instructions
-            decode_runs += any(f.oracle == "trace-decode" for f in run.result.findings)
+            decode_runs += any(f.oracle == OracleName.TRACE_DECODE for f in run.result.findings)
         new = log.add(run, "db" if run.known is not None else str(run.seed))
         if not args.json:
             _print_findings(new, session)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .etm import Branch, Element, ElementKind, branch_kind, branch_target
-from .findings import Finding
+from .findings import Finding, OracleName
 from .textpoke import TextPoke
 
 __all__ = ["DecodeError", "Decoded", "decode", "decode_oracle"]
@@ -188,4 +188,4 @@ def _finding(cpu: int, step: int, addr: int, word: int, assumed: tuple[int, int]
         msg = (f"CPU{cpu} at step {step}: the decoder assumed {a_word:#010x} at "
                f"{sym(a_addr)} but {word:#010x} ran at {name}{rec}")
         words = (a_word, word)
-    return Finding("trace-decode", msg, cpu=cpu, addr=addr, words=words, step=step)
+    return Finding(OracleName.TRACE_DECODE, msg, cpu=cpu, addr=addr, words=words, step=step)

@@ -278,7 +278,7 @@ _PATCHING = frozenset({"aarch64_insn_patch_text_nosync", "aarch64_insn_write",
                        "caches_clean_inval_pou"})
 
 DEMOS: dict[str, Demo] = {d.name: d for d in (
-    Demo("nosync-stale", "nosync_stale", "stale-after-flush",
+    Demo("nosync-stale", "nosync_stale", OracleName.STALE_AFTER_FLUSH,
          "CPU1 runs the old instruction after CPU0's flush has completed",
          "CPU0 patches `nop` at patch_site into `b site_new` with "
          "aarch64_insn_patch_text_nosync (one store through the text alias, then DC CVAU; "
@@ -286,7 +286,7 @@ DEMOS: dict[str, Demo] = {d.name: d for d in (
          "through the site, reading patch_done first, with no ISB.",
          _why_nosync, seeds=200, shrink_runs=300,
          source=("aarch64_insn_patch_text_nosync",)),
-    Demo("pre-post-ambiguity", "text_poke_pre_post", "trace-decode",
+    Demo("pre-post-ambiguity", "text_poke_pre_post", OracleName.TRACE_DECODE,
          "a decoder cannot tell what CPU1 ran between the PRE and POST records",
          "CPU0 enables a static key with three sites (jl_site_a/b/c: `nop` -> `b`), each "
          "patched with aarch64_insn_patch_text_nosync between a PRE and a POST "
@@ -296,7 +296,7 @@ DEMOS: dict[str, Demo] = {d.name: d for d in (
          _why_pre_post, focus=_PATCHING | {"text_poke_pre_post", "static_key_enable"},
          seeds=300, shrink_runs=100,
          source=("text_poke_pre_post", "perf_text_poke_insn", "perf_event_text_poke")),
-    Demo("brk-slot-reuse", "brk_single_slot", "brk-emulation",
+    Demo("brk-slot-reuse", "brk_single_slot", OracleName.BRK_EMULATION,
          "the BRK handler emulates the next site's instruction",
          "CPU0 enables a static key with three sites using the 2019 BRK sketch: per site, "
          "publish {nosync_addr, nosync_insn} in one global slot, write BRK, flush, emit "

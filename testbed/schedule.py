@@ -103,7 +103,7 @@ class Decision:
             known = ", ".join(k.value for k in DecisionKind)
             raise ValueError(f"unknown decision kind {item[0]!r} (known: {known})") from None
         want = 1 + (kind in _CPU_KINDS) + (kind in _ADDR_KINDS)
-        if len(item) != want or not all(isinstance(x, int) and x >= 0 for x in item[1:]):
+        if len(item) != want or not all(type(x) is int and x >= 0 for x in item[1:]):
             raise ValueError(f"decision {item!r}: expected {want - 1} non-negative integers")
         args = list(item[1:])
         cpu = args.pop(0) if kind in _CPU_KINDS else -1

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from .. import layout
-from ..findings import EventKind, Finding
+from ..findings import EventKind, Finding, OracleName
 from ..machine import Machine
 
 
@@ -32,7 +32,7 @@ def brk_emulation(m: Machine, expected: Mapping[int, int]) -> list[Finding]:
                 steps = [e.step for e in m.events if e.kind is EventKind.EXCEPTION
                          and e.cpu == cpu and e.addr == addr]  # BRKs taken there
                 out.append(Finding(
-                    "brk-emulation",
+                    OracleName.BRK_EMULATION,
                     f"CPU{cpu}'s BRK handler emulated {insn:#010x} at "
                     f"{m.image.symbolize(addr)} instead of {what}", cpu=cpu, addr=addr,
                     words=(insn,) if want is None else (insn, want),

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..findings import Finding
+from ..findings import Finding, OracleName
 from ..isa import NOP, b
 from ..machine import Machine
 
@@ -49,7 +49,7 @@ def static_key_incoherence(m: Machine, logs: Sequence[SiteLog]) -> list[Finding]
                 path = (entry >> (4 * (n - 1 - k))) & 0xF
                 if flag == 1 and path == OLD_PATH:
                     findings.append(Finding(
-                        "static-key-incoherence",
+                        OracleName.STATIC_KEY_INCOHERENCE,
                         f"CPU{wl.cpu} saw static_key_enable() return (flag read with a "
                         f"load-acquire) and then ran the old NOP at "
                         f"{m.image.symbolize(site)} (iteration {i})",
