@@ -27,7 +27,7 @@ from .scenario import Session, load_scenario
 from .schedule import Schedule
 from .scheduler import RunResult
 from .strategies import StrategySpec
-from .textpoke import RecordError, TextPoke, read_ring
+from .textpoke import TextPoke, records_of
 from .timeline import (
     LEGEND,
     Disassembler,
@@ -435,12 +435,7 @@ def show(demo: Demo, found: Found) -> Shown:
     if demo.oracle is not None and not any(f.oracle == demo.oracle for f in result.findings):
         raise DemoError(f"the shrunk schedule of {demo.name} lost its {demo.oracle} finding "
                        "on replay: a bug in the testbed")
-    records: list[TextPoke] = []
-    if "perf_ring" in session.image.symbols:
-        try:
-            records = read_ring(session.machine)
-        except RecordError:
-            records = []  # the decode oracle reports a malformed ring as a finding
+    records = records_of(session.machine)
     shown = Shown(demo, session, result, records, Timeline(NCPUS, ()))
     shown.emulations = _emulations(session, result)
     notes = _notes(shown)

@@ -47,7 +47,7 @@ from .isa import OpKind, classify, is_cmodx
 from .machine import EC_BRK64, XREG, GuestError, Machine
 from .schedule import Decision, DecisionKind
 from .scheduler import RunResult
-from .textpoke import RecordError, TextPoke, read_ring
+from .textpoke import TextPoke, records_of
 from .timeline import Access, AccessKind, Disassembler, data_name, site_name
 
 if TYPE_CHECKING:
@@ -1058,11 +1058,6 @@ def explain_replay(session: Session, schedule: Schedule) -> Explained:
     probe = AccessProbe()
     result = session.replay(schedule, wrap=probe)
     accesses = probe.accesses
-    records: list[TextPoke] = []
-    if "perf_ring" in session.image.symbols:
-        try:
-            records = read_ring(session.machine)
-        except RecordError:
-            records = []  # the decode oracle reports a malformed ring as a finding
+    records = records_of(session.machine)
     lines = explain_lines(result, session.image, accesses, records=records)
     return Explained(result, accesses, lines, records)

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from .machine import Machine
 
-__all__ = ["PERF_RECORD_TEXT_POKE", "RecordError", "TextPoke", "parse_records", "read_ring"]
+__all__ = ["PERF_RECORD_TEXT_POKE", "RecordError", "TextPoke", "parse_records", "read_ring",
+           "records_of"]
 
 PERF_RECORD_TEXT_POKE = 20
 
@@ -60,6 +61,17 @@ def parse_records(ring: bytes, head: int) -> list[TextPoke]:
         out.append(TextPoke(off, addr, old, new, time))
         off += size
     return out
+
+
+def records_of(m: Machine) -> list[TextPoke]:
+    """The records for a timeline: none when the image has no ring buffer, or when the
+    ring is malformed (the decode oracle reports that as a finding)."""
+    if "perf_ring" not in m.image.symbols:
+        return []
+    try:
+        return read_ring(m)
+    except RecordError:
+        return []
 
 
 def read_ring(m: Machine) -> list[TextPoke]:

@@ -17,21 +17,17 @@ import copy
 import gzip
 import hashlib
 import json
-import os
 import pickle
 import shlex
 import shutil
-import signal
-import subprocess
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from test_bad_input import run_testbed
 
-TIMEOUT = 30.0
 CHECKPOINT_FORMAT = "cmodx-testbed/search-checkpoint"
 SEARCH_FAST = ("--preemptions", "0", "--model-events", "0")
 
@@ -67,35 +63,6 @@ class Mine(Scenario):
         m.start(0, "patcher_main", site, b(site, m.addr("site_new")))
         m.start(1, "site_loop", 2, 1)
 '''
-
-
-@dataclass
-class Proc:
-    argv: list[str]
-    code: int
-    out: str
-    err: str
-
-
-def run_testbed(argv: Sequence[str], *, cwd: Path, db: Path, timeout: float = TIMEOUT) -> Proc:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TESTBED_")}
-    env["TESTBED_DB"] = str(db)
-    proc = subprocess.Popen([sys.executable, "-m", "testbed", *argv], cwd=cwd, env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        hung = True
-    else:
-        hung = False
-    if hung:
-        pytest.fail(f"HANG: testbed {shlex.join(argv)} still running after {timeout:.0f}s",
-                    pytrace=False)
-    return Proc(list(argv), proc.returncode, out.decode(errors="replace"),
-                err.decode(errors="replace"))
 
 
 class Templates:
