@@ -1,0 +1,251 @@
+"""One CPU of the machine: its Unicorn instance, the hooks that stop it, its registers.
+
+``new_cpu`` creates the Unicorn instance and maps the machine's buffers into it: the
+text's writable alias, the shared data and the per-CPU areas are the same host buffers
+on every CPU (``mem_map_ptr``); the CPU's own stack, and its own I-view of the text, read
+and executed at the text's address.  It sets what firmware would (so that ``ERET`` to
+EL1 is legal) and installs the hooks that belong to the CPU alone:
+
+- the code hook on the addresses whose current instruction is visible (``isa.OpKind``):
+  it stops the CPU *before* the instruction, so the scheduler decides who performs the
+  next visible operation;
+- the block hook: the ground-truth log, every block of code as it starts (``trace``);
+- the MRS hook: ``CTR_EL0`` reads the machine's cache type.
+
+The hooks for data accesses to the text are ``textside``'s, those for exceptions and the
+interrupt controller ``exceptions``'s; the machine wires them.  ``Cpu`` is the record the
+machine's modules share: what the scheduler needs to know about a CPU between runs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import unicorn as uc_mod
+from unicorn import arm64_const as A
+
+from . import emulator, layout
+from .isa import OpKind
+
+if TYPE_CHECKING:
+    from .machine import Machine
+
+__all__ = ["KEY_REGS", "PSTATE_I", "UNTIL", "XREG", "Cpu", "CpuState", "Stop", "UcError",
+           "hook_code", "new_cpu", "ranges", "register_id"]
+
+# The binding does not re-export its error type for type checkers.
+UcError: type[Exception] = uc_mod.UcError  # type: ignore[attr-defined]
+_Uc: Any = uc_mod.Uc  # type: ignore[attr-defined]
+UNTIL = 0xFFFF_FFFF_FFFF_FFFC  # an address never reached: runs end by hooks or count
+PSTATE_I = 0x80
+# Xn register ids of Unicorn (X29, X30 are not contiguous with X0..X28).
+XREG = [A.UC_ARM64_REG_X0 + i for i in range(29)] + [A.UC_ARM64_REG_X29,
+                                                     A.UC_ARM64_REG_X30, A.UC_ARM64_REG_XZR]
+# What a state key reads of a CPU's registers, in one C call.
+KEY_REGS = [*XREG[:31], A.UC_ARM64_REG_SP, A.UC_ARM64_REG_PSTATE, A.UC_ARM64_REG_ELR_EL1,
+            A.UC_ARM64_REG_ESR_EL1, A.UC_ARM64_REG_VBAR_EL1, A.UC_ARM64_REG_TPIDR_EL1]
+_SPECIAL_REGS = {"sp": A.UC_ARM64_REG_SP, "lr": A.UC_ARM64_REG_X30, "fp": A.UC_ARM64_REG_X29,
+                 "elr_el1": A.UC_ARM64_REG_ELR_EL1, "esr_el1": A.UC_ARM64_REG_ESR_EL1,
+                 "vbar_el1": A.UC_ARM64_REG_VBAR_EL1, "tpidr_el1": A.UC_ARM64_REG_TPIDR_EL1,
+                 "nzcv": A.UC_ARM64_REG_NZCV, "pstate": A.UC_ARM64_REG_PSTATE,
+                 "pc": A.UC_ARM64_REG_PC}
+
+
+class CpuState(enum.Enum):
+    RUNNABLE = "runnable"
+    OFF = "off"  # not started, or wrote GIC_CPU_OFF
+    FAULTED = "faulted"  # stopped by a finding (fault, torn word, liveness, die)
+
+
+class Stop(enum.IntEnum):
+    """Why the emulator returned."""
+
+    NONE = 0  # the instruction budget ran out
+    VISIBLE = 1
+    EXCEPTION = 2
+    HALT = 3
+    TEXT = 4  # a data access to a text address: redone in text mode
+    DIE = 5
+
+
+def register_id(name: str) -> int | None:
+    """Unicorn's id of a register by name (``x0``..``x30``, ``w0``.., ``sp``, ``elr_el1``...),
+    None if there is no such register."""
+    key = name.lower()
+    if key[:1] in ("x", "w") and key[1:].isdigit() and int(key[1:]) <= 30:
+        return XREG[int(key[1:])]
+    return _SPECIAL_REGS.get(key)
+
+
+def _no_hook(handle: int, addr: int, size: int, key: int) -> None:
+    return None
+
+
+class Cpu:
+    """One CPU: its Unicorn instance and what the scheduler needs to know about it."""
+
+    __slots__ = (
+        "_keep",
+        "exc",
+        "hook_error",
+        "index",
+        "irq_masked",
+        "kind_at",
+        "last_cse",
+        "log",
+        "on_code",
+        "pc",
+        "read_ctx",
+        "read_fix",
+        "read_pc",
+        "read_regs",
+        "read_spsr",
+        "reason",
+        "regs",
+        "remove_cache",
+        "restore",
+        "skip",
+        "stack",
+        "start",
+        "state",
+        "stop",
+        "text_read_mode",
+        "uc",
+        "write_spsr",
+    )
+
+    def __init__(self, index: int, uc: Any) -> None:
+        self.index = index
+        self.uc = uc
+        self.state = CpuState.OFF
+        self.pc = 0  # stopped before the instruction here
+        self.skip = -1  # the hooked address to let through once when resuming
+        self.reason = Stop.NONE
+        self.exc: tuple[int, int, int] | None = None  # (ESR, ELR, executed-through) pending
+        self.irq_masked = True
+        self.last_cse = 0  # step of this CPU's last context synchronization event
+        self.kind_at: dict[int, OpKind] = {}  # every hooked address -> its current kind
+        # Ground truth, in order: (step, start, end) for code run, (step, ~word, value)
+        # for an I-view change; start/end are addresses, ~word is negative.
+        self.log: list[tuple[int, int, int]] = []
+        # (buffer, offset, bytes) to put back after a data access to text is redone.
+        self.read_fix: list[tuple[bytearray, int, bytes]] = []
+        self.read_pc = 0
+        self.read_ctx: Any = None
+        self.text_read_mode = False
+        self.stack = bytearray(layout.STACK_SIZE)
+        self.start = emulator.starter(uc)
+        self.stop = emulator.stopper(uc)
+        self.remove_cache = emulator.cache_remover(uc)  # ctl_remove_cache, one C call
+        self.restore = emulator.context_restorer(uc)  # context_restore, one C call
+        self.regs = emulator.register_access(uc)  # reg_read/reg_write, one C call each
+        self.write_spsr = emulator.cp_writer(uc, 3, 0, 4, 0, 0)
+        self.on_code: emulator.HookFn = _no_hook
+        self.read_regs = emulator.register_reader(uc, KEY_REGS)
+        self.read_spsr = emulator.cp_reader(uc, 3, 0, 4, 0, 0)
+        self.hook_error: BaseException | None = None
+        self._keep: list[Any] = []
+
+
+def _ptr(buf: bytearray, keep: list[Any]) -> int:
+    c = (ctypes.c_char * len(buf)).from_buffer(buf)
+    keep.append(c)
+    return ctypes.addressof(c)
+
+
+def new_cpu(m: Machine, i: int) -> Cpu:
+    """CPU ``i`` of ``m``: its Unicorn instance with the memory map, the firmware's
+    settings and the CPU's own hooks (code, block, MRS) installed."""
+    u: Any = _Uc(uc_mod.UC_ARCH_ARM64, uc_mod.UC_MODE_ARM)
+    cpu = Cpu(i, u)
+    keep = cpu._keep
+    rx = uc_mod.UC_PROT_READ | uc_mod.UC_PROT_EXEC
+    rw = uc_mod.UC_PROT_READ | uc_mod.UC_PROT_WRITE
+    # The I-view is the model's own buffer.  (mem_write on Unicorn-owned pages costs
+    # ~65 us as it drops every translation of the page; a buffer write costs nothing.)
+    u.mem_map_ptr(layout.TEXT_BASE, m.text_size, rx, _ptr(m.iviews[i], keep))
+    u.mem_map_ptr(layout.TEXT_ALIAS, m.text_size, rw, _ptr(m.dside_text, m.keep))
+    u.mem_map_ptr(layout.DATA_BASE, layout.DATA_SIZE, rw, _ptr(m.data, m.keep))
+    u.mem_map_ptr(layout.PERCPU_BASE, len(m.percpu), rw, _ptr(m.percpu, m.keep))
+    u.mem_map_ptr(layout.stack_top(i) - layout.STACK_SIZE, layout.STACK_SIZE, rw,
+                  _ptr(cpu.stack, keep))
+    # Unicorn boots at EL1 but leaves SCR_EL3.RW/NS and HCR_EL2.RW clear, which makes
+    # every ERET to EL1 an illegal exception return (PSTATE.IL set).  Real firmware
+    # sets them; so do we.
+    u.cpr_write(3, 6, 1, 1, 0, u.cpr_read(3, 6, 1, 1, 0) | (1 << 10) | 1)
+    u.cpr_write(3, 4, 1, 1, 0, u.cpr_read(3, 4, 1, 1, 0) | (1 << 31))
+    text_end = layout.TEXT_BASE + m.text_size - 1
+    cpu.kind_at = dict(m.static_kinds)
+    cpu.on_code = _code_hook(cpu)
+    for lo, hi in ranges(sorted(m.static_kinds)):
+        emulator.add_hook(u, uc_mod.UC_HOOK_CODE, cpu.on_code, lo, hi)
+    emulator.add_hook(u, uc_mod.UC_HOOK_BLOCK, _block_hook(m, cpu), layout.TEXT_BASE,
+                      text_end)
+    emulator.add_mrs_hook(u, _mrs_hook(cpu, m.fetch_config.ctr_el0))
+    return cpu
+
+
+def hook_code(c: Cpu, addr: int) -> None:
+    """Make the code hook see ``addr`` (its kind is set in ``c.kind_at`` by the caller)."""
+    emulator.add_hook(c.uc, uc_mod.UC_HOOK_CODE, c.on_code, addr, addr + 3)
+
+
+# -- the CPU's own hooks (called from inside emu_start) ---------------------------------
+def _code_hook(c: Cpu) -> emulator.HookFn:
+    """The hook on visible addresses: stop before a visible operation."""
+    kind_at, stop, visible = c.kind_at, c.stop, Stop.VISIBLE
+
+    def on_code(handle: int, addr: int, size: int, key: int) -> None:
+        if addr == c.skip:
+            c.skip = -1
+            return
+        try:
+            if kind_at[addr]:
+                c.pc = addr
+                c.reason = visible
+                stop()
+        except BaseException as e:  # a ctypes callback must not raise
+            c.hook_error = e
+            stop()
+
+    return on_code
+
+
+def _block_hook(m: Machine, c: Cpu) -> emulator.HookFn:
+    """The ground truth: every block of code as it starts (cut where the run stops)."""
+
+    def on_block(handle: int, addr: int, size: int, key: int) -> None:
+        c.log.append((m.step_no, addr, addr + size))
+
+    return on_block
+
+
+def _mrs_hook(c: Cpu, ctr: int) -> emulator.SysHookFn:
+    """MRS: CTR_EL0 reads the machine's cache type; other registers run as they are."""
+    write = c.regs.write
+
+    def on_mrs(reg: int, op0: int, op1: int, crn: int, crm: int, op2: int) -> int:
+        if op0 == 3 and op1 == 3 and crn == 0 and crm == 0 and op2 == 1:  # CTR_EL0
+            try:
+                write(reg, ctr)
+            except BaseException as e:  # a ctypes callback must not raise
+                c.hook_error = e
+                c.stop()
+            return 1
+        return 0
+
+    return on_mrs
+
+
+def ranges(addrs: Sequence[int]) -> list[tuple[int, int]]:
+    """Group sorted word addresses into inclusive [first, last byte] runs."""
+    out: list[tuple[int, int]] = []
+    for a in addrs:
+        if out and out[-1][1] + 1 == a:
+            out[-1] = (out[-1][0], a + 3)
+        else:
+            out.append((a, a + 3))
+    return out

@@ -1,0 +1,139 @@
+"""Running a CPU: what one STEP or IRQ decision does, up to the CPU's next visible operation.
+
+A CPU runs freely between visible operations (``isa.OpKind``): the code hook stops it
+*before* the next one, and ``step`` performs that one operation when the scheduler
+chooses the CPU: an instruction the emulator executes (a memory access, ``ERET``, a
+``DAIF`` write, a fetch of a word stores touched), or one the machine performs itself
+(``ISB``, cache maintenance, halting, a torn word, a pending exception's entry).  Then
+``run`` lets the emulator go on to the next visible operation, under the instruction
+budget: a CPU that runs ``budget`` instructions without one is a liveness finding.
+
+Before a fetch of a word that stores touched, the CMODX oracle (``textside``) and the
+declared fetch scope are checked.  Functions take the machine and the CPU they run.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from unicorn import arm64_const as A
+
+from . import layout, trace
+from .cpu import PSTATE_I, UNTIL, Cpu, CpuState, Stop, UcError
+from .exceptions import enter, eret, take_irq
+from .findings import EventKind, OracleName
+from .isa import OpKind
+from .textside import cache_op, catch_up, cmodx_violation, redo_text_access
+
+if TYPE_CHECKING:
+    from .machine import Machine
+
+__all__ = ["irq", "resume", "run", "step"]
+
+_INVISIBLE, _ERET, _FETCH = OpKind.INVISIBLE, OpKind.ERET, OpKind.FETCH
+_NONE, _VISIBLE, _TEXT = Stop.NONE, Stop.VISIBLE, Stop.TEXT
+
+
+def step(m: Machine, c: Cpu) -> None:
+    """Perform ``c``'s next visible operation (or exception entry) and run on."""
+    if c.exc is not None:
+        esr, elr, _ = c.exc
+        c.exc = None
+        vector = enter(m, c, 0x000, esr, elr)
+        if c.state is CpuState.RUNNABLE:
+            resume(m, c, vector)
+        return
+    pc = c.pc
+    kind = c.kind_at.get(pc, _INVISIBLE)
+    if kind is _FETCH:
+        if m.cmodx_oracle and cmodx_violation(m, c, pc):
+            return
+        scope = m.model.scopes[c.index]
+        if scope is not None and pc - layout.TEXT_BASE not in scope:
+            m.add_finding(c, OracleName.FETCH_SCOPE, f"CPU{c.index} fetches modified code at "
+                          f"{m.image.symbolize(pc)}, outside its declared fetch "
+                          "scope: the search may have pruned outcomes", pc)
+            return
+    if kind <= 4:  # INVISIBLE, MEMORY, ERET, DAIF, FETCH: the emulator executes it
+        if kind is _ERET:
+            eret(m, c, pc)
+        run(m, c, pc)
+        if (kind == 2 or kind == 3) and c.state is CpuState.RUNNABLE:
+            c.irq_masked = bool(c.regs.read(A.UC_ARM64_REG_PSTATE) & PSTATE_I)
+        return
+    if kind is OpKind.HALT:
+        c.state = CpuState.OFF
+        m.add_event(c.index, EventKind.HALT, pc)
+        return
+    if kind is OpKind.TORN:
+        word = m.model.fetch(c.index, pc - layout.TEXT_BASE)
+        m.add_finding(c, OracleName.TORN_WORD, f"CPU{c.index} executes a torn instruction "
+                      f"word {word:#010x} at {m.image.symbolize(pc)}", pc, (word,))
+        return
+    c.log.append((m.step_no, pc, pc + 4))
+    if kind is OpKind.ISB:
+        catch_up(m, c, "ISB")
+    elif kind is OpKind.DC or kind is OpKind.IC:
+        cache_op(m, c, pc)
+    resume(m, c, pc + 4)
+
+
+def irq(m: Machine, c: Cpu) -> None:
+    """Take ``c``'s pending IRQ and run the handler to its first visible operation."""
+    vector = take_irq(m, c)
+    if c.state is CpuState.RUNNABLE:
+        resume(m, c, vector)
+
+
+def resume(m: Machine, c: Cpu, pc: int) -> None:
+    """Run ``c`` from ``pc`` to its next visible operation (which may be at ``pc``)."""
+    kind = c.kind_at.get(pc)
+    if kind is not None and kind is not OpKind.INVISIBLE:
+        c.pc = pc
+        return
+    run(m, c, pc)
+
+
+def run(m: Machine, c: Cpu, pc: int) -> None:
+    """Execute the instruction at ``pc`` and run on to the next visible operation."""
+    u = c.uc
+    while True:
+        c.skip = pc if pc in c.kind_at else -1
+        c.reason = _NONE
+        try:
+            c.start(pc, UNTIL, m.budget)
+        except UcError as e:
+            where = u.reg_read(A.UC_ARM64_REG_PC)
+            trace.cut(c.log, where)
+            m.add_finding(c, OracleName.GUEST_FAULT, f"CPU{c.index} faults at "
+                          f"{m.image.symbolize(where)}: {e}", where)
+            return
+        if c.hook_error is not None:
+            raise RuntimeError("internal error in a code hook") from c.hook_error
+        reason = c.reason
+        if reason is _VISIBLE:  # the common case: trace.cut() inlined
+            log = c.log
+            step, start, stop = log[-1]
+            end = c.pc
+            if start == end:
+                log.pop()
+            elif start < end < stop:
+                log[-1] = (step, start, end)
+            return
+        if reason is _TEXT:  # a data access to a text address: redone in text mode
+            pc = redo_text_access(m, c)
+            if pc < 0:
+                return
+            continue
+        if reason is Stop.EXCEPTION:
+            assert c.exc is not None
+            c.pc = c.exc[1] if c.exc[2] == c.exc[1] + 4 else c.exc[2] - 4
+            trace.cut(c.log, c.exc[2])
+            return
+        if reason is Stop.HALT or reason is Stop.DIE:
+            return
+        where = u.reg_read(A.UC_ARM64_REG_PC)
+        trace.cut(c.log, where)
+        m.add_finding(c, OracleName.LIVENESS, f"CPU{c.index} ran {m.budget} instructions "
+                      f"without a visible operation, at {m.image.symbolize(where)}", where)
+        return

@@ -1,0 +1,148 @@
+"""Whole machine states: save, load, the state key, and the cheap reset to the baseline.
+
+``save`` takes everything a run can change (registers, shared memory, stacks, the
+fetch model, the interrupt controller, findings), ``load`` comes back to it, and
+``state_key`` digests what can affect the rest of a run, so that exhaustive search
+(``exploration``, ``search``) can prune states it has seen.  ``reset`` returns to the
+sealed baseline cheaply: when the baseline's fetch model is the initial one, the model
+puts back only the words the run touched instead of every CPU's whole I-cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import layout
+from .cpu import CpuState
+from .findings import Finding
+from .isa import OpKind
+from .memory import Snapshot
+from .textside import forget_view, kind_for, refresh_fetch_points
+
+if TYPE_CHECKING:
+    from .machine import Machine
+
+__all__ = ["MachineState", "load", "reset", "save", "state_key"]
+
+
+@dataclass(frozen=True)
+class MachineState:
+    """A saved machine state (see Machine.save)."""
+
+    contexts: list[Any]
+    data: bytes
+    percpu: bytes
+    stacks: list[bytes]
+    cpus: list[tuple[CpuState, int, tuple[int, int, int] | None, bool, int, int]]
+    model: Snapshot
+    gic: tuple[int, ...]
+    step_no: int
+    events: int
+    findings: tuple[Finding, ...]
+    stopped: bool
+    text_stores: tuple[tuple[int, int, int, int, int], ...]
+
+
+def save(m: Machine) -> MachineState:
+    """Everything a run can change, so that load() can come back here.
+
+    Shared memory is saved up to the end of the image's data: nothing in the project
+    uses the free shared memory beyond it.
+    """
+    return MachineState(
+        [c.uc.context_save() for c in m.cpus], bytes(m.data[:m.data_extent]),
+        bytes(m.percpu), [bytes(c.stack) for c in m.cpus],
+        [(c.state, c.pc, c.exc, c.irq_masked, len(c.log), c.last_cse) for c in m.cpus],
+        m.model.snapshot(), m.gic.state(), m.step_no, len(m.events),
+        tuple(m.findings), m.stopped, tuple(m.text_stores))
+
+
+def load(m: Machine, st: MachineState, *, model: bool = True) -> None:
+    """Back to ``st``.  The ground-truth logs and events are history, not state: they
+    are cut to their length at ``st``, which is this state's history only when the
+    machine has not run another branch since; replay the path for a history.
+    ``model=False``: the caller has already put the fetch model back (reset)."""
+    if model:
+        for c, words in zip(m.cpus, m.model.restore(st.model), strict=True):
+            forget_view(m, c, words)
+        refresh_fetch_points(m)
+    m.data[:m.data_extent] = st.data
+    m.percpu[:] = st.percpu
+    for c, ctx, stack, (state, pc, exc, masked, loglen, cse) in zip(
+            m.cpus, st.contexts, st.stacks, st.cpus, strict=True):
+        c.restore(ctx)
+        c.stack[:] = stack
+        c.state, c.pc, c.exc, c.irq_masked, c.last_cse = state, pc, exc, masked, cse
+        del c.log[loglen:]
+    # State, not history: a depth-first search loads states of other branches, so a
+    # truncation would keep another branch's entries.
+    m.text_stores[:] = st.text_stores
+    m.gic.set_state(st.gic)
+    m.step_no = st.step_no
+    for c in m.cpus:
+        c.read_fix = []
+    del m.events[st.events:]
+    m.findings[:] = st.findings
+    m.stopped = st.stopped
+    m.states_changed()
+
+
+def reset(m: Machine, baseline: MachineState, model_initial: bool,
+          initial_kinds: dict[int, OpKind]) -> None:
+    """Back to ``baseline``, keeping the Unicorn instances and translations.
+
+    ``model_initial``: the baseline's fetch model is the initial one, so the model's own
+    reset may put it back; ``initial_kinds`` caches each fetch point's kind in the
+    initial text (filled here).
+    """
+    # A finished run's result keeps its logs, events and findings: start new lists.
+    for c in m.cpus:
+        c.log = []
+    m.events = []
+    m.findings = []
+    if not model_initial:
+        load(m, baseline)
+        return
+    # The model's own reset puts back only the words this run touched (a restore
+    # copies every CPU's whole I-cache), and fetch points get their initial kinds.
+    base = layout.TEXT_BASE
+    for c, words in zip(m.cpus, m.model.reset(), strict=True):
+        remove = c.remove_cache
+        for w in words:  # an I-view word changes only where stores touched it:
+            remove(base + w, base + w + 4)  # a fetch point, whose kind is set below
+    for addr in m.fetch_points:
+        kind = initial_kinds.get(addr)
+        if kind is None:
+            kind = initial_kinds[addr] = kind_for(m, m.cpus[0], addr - layout.TEXT_BASE)
+        for c in m.cpus:
+            c.kind_at[addr] = kind
+    load(m, baseline, model=False)
+
+
+def state_key(m: Machine) -> bytes:
+    """A digest of everything that can affect the rest of a run or its final state.
+
+    The ground-truth log and the step counter are history, not state: two paths that
+    reach the same key continue identically.
+    """
+    h = hashlib.blake2b(digest_size=16)
+    base = m.baseline
+    for i, c in enumerate(m.cpus):
+        h.update(repr((c.state.value, c.pc, c.exc, c.irq_masked, c.read_spsr())).encode())
+        h.update(c.read_regs())
+        # Stacks and per-CPU areas rarely change: compare (memcmp) before hashing.
+        if base is None or c.stack != base.stacks[i]:
+            h.update(c.stack)
+    h.update(m.data[:m.data_extent])
+    if base is None or m.percpu != base.percpu:
+        h.update(m.percpu)
+    h.update(m.model.state_key())
+    if m.cmodx_oracle:  # what the CMODX oracle will judge at each CPU's next fetches
+        h.update(repr([sorted({(w, o, n) for st, cpu, w, o, n in m.text_stores
+                               if st > c.last_cse and cpu != c.index})
+                       for c in m.cpus]).encode())
+    h.update(repr((m.gic.state(), m.stopped,
+                   [f.signature() for f in m.findings])).encode())
+    return h.digest()
