@@ -21,6 +21,13 @@ synthetic one holding the final target address; every PC-relative encoding is de
 again and checked against that target.
 A differential test (``tests/test_asm_gnu.py``) compares the result with GNU as + ld.
 
+Keystone knows no Armv8.1+ memory instructions, so these are encoded here from the Arm
+ARM and never reach it: FEAT_LSE ``CAS``/``CASP``/``SWP``/``LD<op>``/``ST<op>`` (op: add
+clr eor set smax smin umax umin) with their ``A``/``L``/``AL`` and ``B``/``H`` variants,
+FEAT_LRCPC ``LDAPR{B,H}`` and FEAT_LRCPC2 ``LDAPUR{B,H,SB,SH,SW}``/``STLUR{B,H}``.
+Their syntax and register checks are GNU as's (``-march=armv8.4-a``): ``[Xn|SP]`` with an
+optional ``#0`` (``#simm9`` for LDAPUR/STLUR), CASP pairs even-numbered and consecutive.
+
 Layout: files are placed in the given order. Each file's ``.text`` starts at the next
 multiple of ``max(file_align, the file's largest .text alignment)``, from ``text_base``.
 Each file's ``.data`` starts likewise from ``data_base``, and its ``.bss`` (zeros)
@@ -1303,6 +1310,177 @@ _DIRECTIVE_HINTS: Mapping[str, str] = MappingProxyType({
 })
 
 
+# ------------------------------------------- LSE atomics and RCpc loads (no Keystone)
+#
+# Keystone 0.9.2 knows none of FEAT_LSE (CAS, CASP, SWP, LD<op>, ST<op>), FEAT_LRCPC
+# (LDAPR) or FEAT_LRCPC2 (LDAPUR, STLUR), so they are encoded here from the Arm ARM
+# (DDI 0487, C6.2) and the word goes into .text like any other instruction. Operand
+# syntax and register checks are GNU as's (tests/test_asm_gnu.py compares every form).
+
+
+class _LseForm(NamedTuple):
+    family: str  # "amo" (LD<op>, SWP), "st", "cas", "casp", "ldapr", "rcpc2", "rcpc2s"
+    fixed: int  # the word with size, registers and immediate zero
+    size: int | None  # 0 (B), 1 (H), 2 (LDAPURSW) or None: from the register width
+
+
+_LSE_SYNTAX: Mapping[str, str] = MappingProxyType({
+    "amo": "Ws|Xs, Wt|Xt, [Xn|SP]",
+    "st": "Ws|Xs, [Xn|SP]",
+    "cas": "Ws|Xs, Wt|Xt, [Xn|SP]",
+    "casp": "Ws, W(s+1), Wt, W(t+1), [Xn|SP] (or X registers)",
+    "ldapr": "Wt|Xt, [Xn|SP]",
+    "rcpc2": "Wt|Xt, [Xn|SP{, #simm9}]",
+    "rcpc2s": "Wt|Xt, [Xn|SP{, #simm9}]",
+})
+_AMO_OPC = {"add": 0, "clr": 1, "eor": 2, "set": 3, "smax": 4, "smin": 5, "umax": 6, "umin": 7}
+_ORDERS = {"": (0, 0), "a": (1, 0), "l": (0, 1), "al": (1, 1)}  # (acquire, release)
+
+
+def _lse_forms() -> Mapping[str, _LseForm]:
+    forms: dict[str, _LseForm] = {}
+    for sfx, size in (("", None), ("b", 0), ("h", 1)):
+        for order, (acq, rel) in _ORDERS.items():
+            # Atomic memory operations: size 111 0 00 A R 1 Rs o3 opc 00 Rn Rt
+            for name, opc in _AMO_OPC.items():
+                word = 0x38200000 | acq << 23 | rel << 22 | opc << 12
+                forms[f"ld{name}{order}{sfx}"] = _LseForm("amo", word, size)
+                if not acq:  # ST<op>{L}: LD<op>{L} with Rt = ZR
+                    forms[f"st{name}{order}{sfx}"] = _LseForm("st", word, size)
+            forms[f"swp{order}{sfx}"] = _LseForm("amo", 0x38208000 | acq << 23 | rel << 22, size)
+            # Compare and swap: size 001000 1 L 1 Rs o0 11111 Rn Rt
+            forms[f"cas{order}{sfx}"] = _LseForm("cas", 0x08A07C00 | acq << 22 | rel << 15, size)
+        # LDAPR: size 111 0 00 1 0 1 11111 1 100 00 Rn Rt
+        forms[f"ldapr{sfx}"] = _LseForm("ldapr", 0x38BFC000, size)
+        # LDAPUR/STLUR: size 011001 opc 0 imm9 00 Rn Rt (opc 00 store, 01 load)
+        forms[f"stlur{sfx}"] = _LseForm("rcpc2", 0x19000000, size)
+        forms[f"ldapur{sfx}"] = _LseForm("rcpc2", 0x19400000, size)
+    # Sign-extending: opc 10 into Xt, 11 into Wt (chosen from the register).
+    forms["ldapursb"] = _LseForm("rcpc2s", 0x19800000, 0)
+    forms["ldapursh"] = _LseForm("rcpc2s", 0x19800000, 1)
+    forms["ldapursw"] = _LseForm("rcpc2s", 0x19800000, 2)
+    for order, (acq, rel) in _ORDERS.items():
+        # Compare and swap pair: 0 sz 001000 0 L 1 Rs o0 11111 Rn Rt
+        forms[f"casp{order}"] = _LseForm("casp", 0x08207C00 | acq << 22 | rel << 15, None)
+    return MappingProxyType(forms)
+
+
+_LSE_FORMS = _lse_forms()
+_NO_ACQUIRE_ST_RE = re.compile(r"st(?:add|clr|eor|set|smax|smin|umax|umin)al?[bh]?\Z")
+_GPR_ALIASES = {"lr": 30, "fp": 29, "ip0": 16, "ip1": 17}  # X registers, as GNU as
+_GPR_RE = re.compile(r"([wx])([0-9]|[12][0-9]|30)\Z")
+
+
+def _gpr(op: str, mnem: str) -> tuple[int, bool]:
+    """A general register operand: (number, 31 for ZR; whether it is an X register)."""
+    name = op.strip().lower()
+    if name in ("wzr", "xzr"):
+        return 31, name[0] == "x"
+    if name in _GPR_ALIASES:
+        return _GPR_ALIASES[name], True
+    m = _GPR_RE.match(name)
+    if m is None:
+        what = "the stack pointer is not allowed here" if name in ("sp", "wsp") else (
+            "expected a general register (W0-W30, WZR, X0-X30, XZR)")
+        raise _ExprError(f"{mnem}: {what}, found '{op}'")
+    return int(m.group(2)), m.group(1) == "x"
+
+
+def _encode_lse(
+    mnem: str, form: _LseForm, ops: Sequence[str], value: Callable[[str], int]
+) -> int:
+    """The word of one LSE/RCpc instruction; ``value`` evaluates an offset expression.
+
+    Problems raise ``_ExprError`` with the reason (the caller adds ``file:line``).
+    """
+    fam = form.family
+    nregs = {"amo": 2, "cas": 2, "casp": 4}.get(fam, 1)
+    if len(ops) != nregs + 1:
+        raise _ExprError(
+            f"{mnem} takes {nregs + 1} operands ({_LSE_SYNTAX[fam]}), found {len(ops)}"
+        )
+    regs = [_gpr(op, mnem) for op in ops[:nregs]]
+    x = regs[0][1]
+    if fam == "rcpc2s":
+        if form.size == 2 and not x:
+            raise _ExprError(f"{mnem}: the destination must be an X register, found '{ops[0]}'")
+    elif form.size is not None and x:
+        raise _ExprError(f"{mnem}: expected a W register, found '{ops[0]}'")
+    for op, (_num, is_x) in zip(ops[1:nregs], regs[1:], strict=True):
+        if is_x != x:
+            raise _ExprError(
+                f"{mnem}: '{op}' must be {'an X' if x else 'a W'} register like '{ops[0]}'"
+            )
+    if fam == "casp":
+        for first, second in ((0, 1), (2, 3)):
+            if regs[first][0] % 2:
+                raise _ExprError(
+                    f"{mnem}: a register pair must start at an even-numbered register, "
+                    f"found '{ops[first]}'"
+                )
+            if regs[second][0] != regs[first][0] + 1:
+                raise _ExprError(
+                    f"{mnem}: a register pair must be two consecutive registers, found "
+                    f"'{ops[first]}, {ops[second]}'"
+                )
+    simm9 = fam in ("rcpc2", "rcpc2s")
+    rn, offset = _lse_address(mnem, ops[nregs], value if simm9 else _zero_offset(mnem))
+    if simm9 and not -256 <= offset <= 255:
+        raise _ExprError(f"{mnem}: offset {offset} is out of range -256 to 255")
+    size = form.size if form.size is not None else (3 if x else 2)
+    word = form.fixed | size << 30 | rn << 5
+    if fam in ("amo", "cas"):
+        return word | regs[0][0] << 16 | regs[1][0]
+    if fam == "st":
+        return word | regs[0][0] << 16 | 31
+    if fam == "casp":
+        return form.fixed | int(x) << 30 | regs[0][0] << 16 | rn << 5 | regs[2][0]
+    if fam == "rcpc2s" and form.size != 2 and not x:
+        word |= 1 << 22  # opc 11: sign-extend into a W register
+    if fam in ("rcpc2", "rcpc2s"):
+        word |= (offset & 0x1FF) << 12
+    return word | regs[0][0]
+
+
+def _lse_address(mnem: str, op: str, value: Callable[[str], int]) -> tuple[int, int]:
+    """Base register number (31 for SP) and offset of ``[Xn|SP{, #imm}]``."""
+    text = op.strip()
+    if not text.startswith("[") or not text.endswith("]"):
+        why = "no writeback or post-index" if text.startswith("[") else "an address"
+        raise _ExprError(f"{mnem}: expected [Xn|SP] or [Xn|SP, #imm] ({why}), found '{op}'")
+    parts = [p.strip() for p in _split_top(text[1:-1])]
+    base = parts[0].lower()
+    if base == "sp":
+        rn = 31
+    elif base in _GPR_ALIASES or (_GPR_RE.match(base) and base[0] == "x"):
+        rn = _gpr(base, mnem)[0]
+    else:
+        raise _ExprError(f"{mnem}: the base register must be X0-X30 or SP, found '{parts[0]}'")
+    if len(parts) == 1:
+        return rn, 0
+    if len(parts) > 2 or not parts[1]:
+        raise _ExprError(f"{mnem}: expected [Xn|SP] or [Xn|SP, #imm], found '{op}'")
+    imm = parts[1].removeprefix("#").strip()
+    if not imm or _gpr_like(imm):
+        raise _ExprError(f"{mnem}: the offset must be an immediate, found '{parts[1]}'")
+    return rn, value(imm)
+
+
+def _zero_offset(mnem: str) -> Callable[[str], int]:
+    def value(text: str) -> int:
+        # GNU as takes only a literal 0 here: not 0x0, not an expression worth 0.
+        if text != "0":
+            raise _ExprError(f"{mnem}: the only offset allowed is #0, found '#{text}'")
+        return 0
+
+    return value
+
+
+def _gpr_like(text: str) -> bool:
+    name = text.lower()
+    return bool(_GPR_RE.match(name)) or name in ("sp", "wsp", "wzr", "xzr", *_GPR_ALIASES)
+
+
 # --------------------------------------------------------------- Keystone wrapper
 
 
@@ -1578,6 +1756,20 @@ class _Pass2:
         if mnem == "udf":
             raise origin.error("Keystone does not know udf; use .word 0x00000000 (undefined)")
         ops = [op.strip() for op in _split_top(rest)] if rest else []
+        if _NO_ACQUIRE_ST_RE.match(mnem):
+            load = "ld" + mnem[2:]
+            raise origin.error(
+                f"there is no {mnem}: the ST<op> aliases have no acquire form; "
+                f"write {load} Ws, WZR, [Xn] (or XZR)"
+            )
+        form = _LSE_FORMS.get(mnem)
+        if form is not None:  # Keystone knows none of these: encoded here
+            try:
+                return _encode_lse(
+                    mnem, form, ops, lambda t: self._value(_parse_expr(t), addr, item.seq)
+                )
+            except _ExprError as e:
+                raise self._error(origin, e) from None
         self._mnemonic = mnem
         target: int | None = None
         pcrel: tuple[int, _PcRel] | None = None

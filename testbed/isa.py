@@ -4,6 +4,14 @@ The scheduler only gets control at visible operations (DESIGN.md section 5), so 
 machine hooks exactly the addresses whose current instruction is one of these.  The
 decoding is done on the bits (Arm ARM C4.1 encoding index), not on disassembly text,
 so that an instruction patched in at run time is classified the same way.
+
+Every load, store and atomic is ``OpKind.MEMORY`` (the emulator performs it), and its
+``OpInfo.mem`` says what it does to memory for a data-memory model (`MemOp`): a load, a
+store or a read-modify-write, its size, whether it is acquire (RCsc: ``LDAR``,
+``LDAXR``, the ``A`` atomics), acquire-PC (RCpc: ``LDAPR``, ``LDAPUR``), release or
+exclusive, and its registers.  There is deliberately no separate kind for atomics: the
+machine lets the emulator execute exactly the kinds up to ``FETCH``, and an atomic is
+executed like any other access.
 """
 
 from __future__ import annotations
@@ -12,7 +20,8 @@ import enum
 from dataclasses import dataclass
 from functools import lru_cache
 
-__all__ = ["ISB", "NOP", "OpInfo", "OpKind", "b", "brk", "classify", "is_cmodx"]
+__all__ = ["ISB", "NOP", "MemKind", "MemOp", "OpInfo", "OpKind", "b", "brk", "classify",
+           "decode_mem", "is_cmodx"]
 
 NOP = 0xD503201F
 ISB = 0xD5033FDF
@@ -43,11 +52,47 @@ PYTHON_KINDS = frozenset({OpKind.BARRIER, OpKind.ISB, OpKind.DC, OpKind.IC, OpKi
                           OpKind.WFE, OpKind.WFI, OpKind.SEV})
 
 
+class MemKind(enum.Enum):
+    """What an access does to memory (the values are ``timeline.AccessKind``'s)."""
+
+    LOAD = "load"
+    STORE = "store"
+    RMW = "rmw"  # an atomic read-modify-write (LD<op>, ST<op>, SWP, CAS, CASP)
+
+
+@dataclass(frozen=True, slots=True)
+class MemOp:
+    """One load, store or atomic, decoded from its encoding (Arm ARM C4.1.4).
+
+    Register numbers are 0-30, 31 for the zero register (or SP as ``rn``).  For an
+    atomic, ``rs`` is the operand (LD<op>, SWP) or the compare value and old-value
+    destination (CAS); ``rt`` receives the old value (LD<op>, SWP; 31 for the ``ST<op>``
+    aliases, which do not return it) or is the new value (CAS).  For CASP, ``rs``/``rt``
+    are the first registers of their pairs; for an exclusive store ``rs`` is the status.
+    """
+
+    kind: MemKind
+    size: int  # bytes per element: 1, 2, 4, 8 or 16
+    count: int = 1  # elements: 2 for pairs (LDP, STP, LDXP, STXP, CASP)
+    acquire: bool = False  # RCsc acquire: LDAR, LDAXR/LDAXP, CAS/SWP/LD<op> with A
+    acquire_pc: bool = False  # RCpc acquire: LDAPR, LDAPUR (FEAT_LRCPC, LRCPC2)
+    release: bool = False  # STLR, STLXR/STLXP, STLUR, CAS/SWP/LD<op>/ST<op> with L
+    exclusive: bool = False  # LDXR, STXR and their pair and ordered forms
+    signed: bool = False  # sign-extending load (LDRSB, LDRSW, LDPSW, LDAPURSH, ...)
+    simd: bool = False  # to or from SIMD&FP registers
+    op: str = ""  # atomics: add clr eor set smax smin umax umin swp cas
+    rt: int = 31
+    rt2: int = 31  # the second register of a pair (LDP, STP, LDXP, STXP)
+    rs: int = 31
+    rn: int = 31  # the base register (31: SP)
+
+
 @dataclass(frozen=True, slots=True)
 class OpInfo:
     kind: OpKind
     op: str = ""  # for DC/IC: "cvau", "civac", "ivau", "iallu", "ialluis", ...
     rt: int = 31  # for DC/IC by VA: the register holding the address
+    mem: MemOp | None = None  # for MEMORY: the access, if decode_mem describes it
 
 
 # SYS #op1, Cn, Cm, #op2 encodings of the cache maintenance instructions (Arm ARM C5.3).
@@ -73,7 +118,8 @@ def classify(word: int) -> OpInfo:
             return _INVISIBLE  # LDR (literal): reads constants next to the code
         if (word >> 5) & 31 == 31:
             return _INVISIBLE  # base is SP: the CPU's private stack
-        return _MEMORY
+        mem = decode_mem(word)
+        return _MEMORY if mem is None else OpInfo(OpKind.MEMORY, mem=mem)
     if word == ERET:
         return OpInfo(OpKind.ERET)
     if word & 0xFFFFF01F == 0xD503201F:  # HINT #imm
@@ -101,6 +147,109 @@ _INVISIBLE = OpInfo(OpKind.INVISIBLE)
 _MEMORY = OpInfo(OpKind.MEMORY)
 _HINTS = {1: OpInfo(OpKind.YIELD), 2: OpInfo(OpKind.WFE), 3: OpInfo(OpKind.WFI),
           4: OpInfo(OpKind.SEV), 5: OpInfo(OpKind.SEV)}
+
+
+_AMO_OPS = ("add", "clr", "eor", "set", "smax", "smin", "umax", "umin")
+
+
+def decode_mem(word: int) -> MemOp | None:
+    """The access of a load/store-class word (bits 28:25 = x1x0), or ``None`` for the
+    forms not described: literal loads, prefetches, SIMD structure loads and stores
+    (LD1-LD4, ST1-ST4), memory tags, LD64B/ST64B, copy/set (FEAT_MOPS), RCpc3 and
+    unallocated encodings.  ``DC ZVA`` (a store, ``OpKind.MEMORY``) is not in this class.
+    Fields the Arm ARM fixes to ones (Rs of LDAR, Rt2 of LDXR...) are not checked."""
+    if (word >> 25) & 0b0101 != 0b0100:
+        return None
+    size, rt, rn = word >> 30, word & 31, (word >> 5) & 31
+    rs = (word >> 16) & 31
+    top = (word >> 24) & 0x3F  # bits 29:24
+    if top == 0b001000:  # exclusives, load-acquire/store-release, CAS, CASP
+        o2, load, o1, o0 = (word >> 23) & 1, (word >> 22) & 1, (word >> 21) & 1, (word >> 15) & 1
+        rt2 = (word >> 10) & 31
+        if not o2 and not o1:  # LDXR, LDAXR, STXR, STLXR
+            return MemOp(MemKind.LOAD if load else MemKind.STORE, 1 << size, exclusive=True,
+                         acquire=bool(load and o0), release=bool(not load and o0),
+                         rt=rt, rs=31 if load else rs, rn=rn)
+        if not o2:  # o1: LDXP, LDAXP, STXP, STLXP (size 1x); CASP (size 0x)
+            if size >> 1:
+                return MemOp(MemKind.LOAD if load else MemKind.STORE, 4 << (size & 1), 2,
+                             exclusive=True, acquire=bool(load and o0),
+                             release=bool(not load and o0), rt=rt, rt2=rt2,
+                             rs=31 if load else rs, rn=rn)
+            if rt2 != 31:
+                return None
+            return MemOp(MemKind.RMW, 4 << size, 2, acquire=bool(load), release=bool(o0),
+                         op="cas", rt=rt, rs=rs, rn=rn)
+        if not o1:  # LDAR, STLR; LDLAR, STLLR (FEAT_LOR, o0 = 0) taken as the same, as
+            # if one LORegion held all memory (the access probe in explain.py agrees)
+            return MemOp(MemKind.LOAD if load else MemKind.STORE, 1 << size,
+                         acquire=bool(load), release=not load, rt=rt, rn=rn)
+        if rt2 != 31:
+            return None
+        return MemOp(MemKind.RMW, 1 << size, acquire=bool(load), release=bool(o0), op="cas",
+                     rt=rt, rs=rs, rn=rn)
+    if top == 0b011001:  # LDAPUR, STLUR (FEAT_LRCPC2): size 011001 opc 0 imm9 00 Rn Rt
+        if (word >> 21) & 1 or (word >> 10) & 3:
+            return None  # memory tags, MOPS, RCpc3
+        opc = (word >> 22) & 3
+        if opc == 0:
+            return MemOp(MemKind.STORE, 1 << size, release=True, rt=rt, rn=rn)
+        if opc == 1 or (opc == 2 and size < 3) or (opc == 3 and size < 2):
+            return MemOp(MemKind.LOAD, 1 << size, acquire_pc=True, signed=opc > 1,
+                         rt=rt, rn=rn)
+        return None
+    simd = bool((word >> 26) & 1)
+    group = (word >> 27) & 7  # bits 29:27
+    load = (word >> 22) & 1
+    if group == 0b101:  # pairs: opc 101 V mode L imm7 Rt2 Rn Rt
+        if simd:
+            if size == 3:
+                return None
+            nbytes, signed = 4 << size, False
+        elif size == 0 or size == 2:
+            nbytes, signed = 4 << (size >> 1), False
+        elif size == 1 and load and (word >> 23) & 3:
+            nbytes, signed = 4, True  # LDPSW (there is no non-temporal form)
+        else:
+            return None  # STGP (memory tags), unallocated
+        return MemOp(MemKind.LOAD if load else MemKind.STORE, nbytes, 2, signed=signed,
+                     simd=simd, rt=rt, rt2=(word >> 10) & 31, rn=rn)
+    if group != 0b111:
+        return None  # literal loads, SIMD structures, MOPS
+    if not (word >> 24) & 1 and (word >> 21) & 1:
+        op4 = (word >> 10) & 3
+        if op4 == 0:  # atomic memory operations: size 111 V 00 A R 1 Rs o3 opc 00 Rn Rt
+            if simd:
+                return None
+            acq, rel = bool((word >> 23) & 1), bool((word >> 22) & 1)
+            o3, opc = (word >> 15) & 1, (word >> 12) & 7
+            if not o3:
+                return MemOp(MemKind.RMW, 1 << size, acquire=acq, release=rel,
+                             op=_AMO_OPS[opc], rt=rt, rs=rs, rn=rn)
+            if opc == 0:
+                return MemOp(MemKind.RMW, 1 << size, acquire=acq, release=rel, op="swp",
+                             rt=rt, rs=rs, rn=rn)
+            if opc == 4 and acq and not rel and rs == 31:  # LDAPR (FEAT_LRCPC)
+                return MemOp(MemKind.LOAD, 1 << size, acquire_pc=True, rt=rt, rn=rn)
+            return None  # LD64B, ST64B, ...
+        if op4 & 1:  # LDRAA, LDRAB (FEAT_PAuth)
+            return MemOp(MemKind.LOAD, 8, rt=rt, rn=rn) if size == 3 and not simd else None
+        # op4 == 2: register offset; falls through to the single-register decoding
+    # Single register (unscaled, post/pre-index, unprivileged, register, unsigned offset).
+    opc = (word >> 22) & 3
+    if simd:
+        if opc < 2:
+            return MemOp(MemKind.LOAD if opc else MemKind.STORE, 1 << size, simd=True,
+                         rt=rt, rn=rn)
+        if size == 0:  # the 128-bit Q forms
+            return MemOp(MemKind.LOAD if opc == 3 else MemKind.STORE, 16, simd=True,
+                         rt=rt, rn=rn)
+        return None
+    if opc < 2:
+        return MemOp(MemKind.LOAD if opc else MemKind.STORE, 1 << size, rt=rt, rn=rn)
+    if (opc == 2 and size < 3) or (opc == 3 and size < 2):
+        return MemOp(MemKind.LOAD, 1 << size, signed=True, rt=rt, rn=rn)
+    return None  # PRFM, PRFUM, unallocated
 
 
 def brk(imm: int) -> int:

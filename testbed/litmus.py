@@ -15,7 +15,8 @@ Layout of a test, as this parser reads it::
     P0 | P1 | P0.F ;                  thread header; one row per line, '|'-separated cells,
     STR W0,[X1] | L0: B l1 | ... ;    each row ended by ';'
     locations [x; 0:X1;]              optional
-    exists (1:X0=1 /\\ x=2)            exists / ~exists / forall and a proposition
+    exists (1:X0=1 /\\ x=2)            exists / ~exists / forall and a proposition, with
+                                      an optional ';' after it (as herd's grammar)
 
 ``(* ... *)`` comments (nested, as in OCaml) may appear anywhere.  Every error is a
 `LitmusError` carrying the file, the 1-based line and what was expected; herd features this
@@ -662,6 +663,8 @@ class _Parser:
         else:
             self.fail(tok.line, f"{ctx}{expected}, found {tok.describe()}")
         prop = self.prop(cur, quantifier.value, 0)
+        text_end = cur.last.end
+        cur.accept(_Tok.SEMI)  # herd's grammar: "final: constr | constr SEMI"
         end = cur.peek()
         if end.kind is _Tok.IMPLIES:
             self.unsupported(end.line, "implication '=>' in conditions")
@@ -672,7 +675,7 @@ class _Parser:
                 end.line, f"{ctx}expected '/\\', '\\/' or the end of the condition, "
                 f"found {end.describe()}"
             )
-        text = _fold(chunk[tok.start:cur.last.end])
+        text = _fold(chunk[tok.start:text_end])
         return Condition(quantifier, prop, text)
 
     def prop(self, cur: _Cursor, after: str, depth: int) -> Prop:

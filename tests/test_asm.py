@@ -399,6 +399,125 @@ def test_keystone_traps_are_refused_with_advice() -> None:
     assert "not supported" in asm_error("\tldr x0, [x1, #:lo12:x]\n").reason
 
 
+# ------------------------------------------------ LSE atomics and RCpc (not Keystone)
+# Field layouts from the Arm ARM (DDI 0487, C6.2); GNU as checks every form in
+# tests/test_asm_gnu.py, these check the fields by hand.
+
+
+def amo_word(size: int, a: int, r: int, rs: int, o3: int, opc: int, rn: int, rt: int) -> int:
+    return size << 30 | 0x38200000 | a << 23 | r << 22 | rs << 16 | o3 << 15 | opc << 12 \
+        | rn << 5 | rt
+
+
+def cas_word(size: int, l_: int, rs: int, o0: int, rn: int, rt: int, pair: bool = False) -> int:
+    return size << 30 | (0x08207C00 if pair else 0x08A07C00) | l_ << 22 | rs << 16 | o0 << 15 \
+        | rn << 5 | rt
+
+
+def rcpc2_word(size: int, opc: int, imm9: int, rn: int, rt: int) -> int:
+    return size << 30 | 0x19000000 | opc << 22 | (imm9 & 0x1FF) << 12 | rn << 5 | rt
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("CAS W0, W6, [X1]", cas_word(2, 0, 0, 0, 1, 6)),
+    ("casa w0, w6, [x1, #0]", cas_word(2, 1, 0, 0, 1, 6)),
+    ("casl x2, x3, [sp]", cas_word(3, 0, 2, 1, 31, 3)),
+    ("casalb w4, wzr, [x5]", cas_word(0, 1, 4, 1, 5, 31)),
+    ("cash w4, w7, [x5]", cas_word(1, 0, 4, 0, 5, 7)),
+    ("caspal x4, x5, x6, x7, [x8]", cas_word(1, 1, 4, 1, 8, 6, pair=True)),
+    ("casp w0, w1, w2, w3, [x4]", cas_word(0, 0, 0, 0, 4, 2, pair=True)),
+    ("SWP W4, W5, [X3]", amo_word(2, 0, 0, 4, 1, 0, 3, 5)),
+    ("swpa x4, x5, [x3]", amo_word(3, 1, 0, 4, 1, 0, 3, 5)),
+    ("swplh w4, w5, [x3]", amo_word(1, 0, 1, 4, 1, 0, 3, 5)),
+    ("LDADD W10, W4, [X3]", amo_word(2, 0, 0, 10, 0, 0, 3, 4)),
+    ("ldclral x1, x2, [x3]", amo_word(3, 1, 1, 1, 0, 1, 3, 2)),
+    ("ldeorb w1, w2, [x3]", amo_word(0, 0, 0, 1, 0, 2, 3, 2)),
+    ("ldsetah w1, w2, [x3]", amo_word(1, 1, 0, 1, 0, 3, 3, 2)),
+    ("ldsmaxl x1, x2, [x3]", amo_word(3, 0, 1, 1, 0, 4, 3, 2)),
+    ("ldsmin w1, w2, [x3]", amo_word(2, 0, 0, 1, 0, 5, 3, 2)),
+    ("ldumaxalb w1, w2, [x3]", amo_word(0, 1, 1, 1, 0, 6, 3, 2)),
+    ("ldumin x1, x2, [x3]", amo_word(3, 0, 0, 1, 0, 7, 3, 2)),
+    ("STADD W10, [X3]", amo_word(2, 0, 0, 10, 0, 0, 3, 31)),  # LDADD W10, WZR, [X3]
+    ("staddl x10, [x3]", amo_word(3, 0, 1, 10, 0, 0, 3, 31)),
+    ("stsetlh w1, [lr]", amo_word(1, 0, 1, 1, 0, 3, 30, 31)),
+    ("LDAPR W2, [X3]", amo_word(2, 1, 0, 31, 1, 4, 3, 2)),
+    ("ldapr x2, [sp, #0]", amo_word(3, 1, 0, 31, 1, 4, 31, 2)),
+    ("ldaprb w2, [x3]", amo_word(0, 1, 0, 31, 1, 4, 3, 2)),
+    ("ldaprh w2, [x3]", amo_word(1, 1, 0, 31, 1, 4, 3, 2)),
+    ("ldapur w0, [x1, #-256]", rcpc2_word(2, 1, -256, 1, 0)),
+    ("ldapur x0, [x1, #255]", rcpc2_word(3, 1, 255, 1, 0)),
+    ("stlur x0, [x1]", rcpc2_word(3, 0, 0, 1, 0)),
+    ("stlurb w0, [sp, #N]", rcpc2_word(0, 0, 12, 31, 0)),
+    ("ldapurh w0, [x1, #-1]", rcpc2_word(1, 1, -1, 1, 0)),
+    ("ldapursb x0, [x1, #3]", rcpc2_word(0, 2, 3, 1, 0)),
+    ("ldapursb w0, [x1, #3]", rcpc2_word(0, 3, 3, 1, 0)),
+    ("ldapursh w0, [x1]", rcpc2_word(1, 3, 0, 1, 0)),
+    ("ldapursw x0, [x1, #N - 13]", rcpc2_word(2, 2, -1, 1, 0)),
+])
+def test_lse_and_rcpc_encodings(text: str, expected: int) -> None:
+    image = build(f"\t.equ N, 12\n\t{text}\n")
+    assert word(image, TEXT) == expected, f"{word(image, TEXT):#010x} != {expected:#010x}"
+    line = image.listing[0]
+    assert line.is_insn and line.text.split()[0] == text.split()[0].lower()  # Capstone's
+    assert image.insn_addrs() == (TEXT,)
+
+
+def test_lse_in_a_macro_and_with_defines() -> None:
+    image = build("\t.macro inc reg, base\n\tstaddl \\reg, [\\base]\n\t.endm\n"
+                  "\tinc w1, x2\n\tldapur x0, [x1, #OFF]\n", defines={"OFF": -8})
+    assert word(image, TEXT) == amo_word(2, 0, 1, 1, 0, 0, 2, 31)
+    assert word(image, TEXT + 4) == rcpc2_word(3, 1, -8, 1, 0)
+    assert image.listing[0].text == "staddl w1, [x2]"
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("casp x1, x2, x4, x5, [x0]",
+     "casp: a register pair must start at an even-numbered register, found 'x1'"),
+    ("caspa w0, w1, w3, w4, [x0]",
+     "caspa: a register pair must start at an even-numbered register, found 'w3'"),
+    ("casp x0, x2, x4, x5, [x0]",
+     "casp: a register pair must be two consecutive registers, found 'x0, x2'"),
+    ("caspl w0, w1, w2, w4, [x0]",
+     "caspl: a register pair must be two consecutive registers, found 'w2, w4'"),
+    ("casp w0, w1, x2, x3, [x0]", "casp: 'x2' must be a W register like 'w0'"),
+    ("cas w0, x1, [x2]", "cas: 'x1' must be a W register like 'w0'"),
+    ("ldadd x0, w1, [x2]", "ldadd: 'w1' must be an X register like 'x0'"),
+    ("swpb x0, x1, [x2]", "swpb: expected a W register, found 'x0'"),
+    ("ldaprh x0, [x2]", "ldaprh: expected a W register, found 'x0'"),
+    ("ldapursw w0, [x2]", "ldapursw: the destination must be an X register, found 'w0'"),
+    ("swp sp, w0, [x1]", "swp: the stack pointer is not allowed here, found 'sp'"),
+    ("cas w0, w31, [x1]", "cas: expected a general register (W0-W30, WZR, X0-X30, XZR), "
+                          "found 'w31'"),
+    ("cas w0, w1", "cas takes 3 operands (Ws|Xs, Wt|Xt, [Xn|SP]), found 2"),
+    ("stadd w0, w1, [x2]", "stadd takes 2 operands (Ws|Xs, [Xn|SP]), found 3"),
+    ("casp w0, w1, [x2]", "casp takes 5 operands"),
+    ("swp w0, w1, [w2]", "swp: the base register must be X0-X30 or SP, found 'w2'"),
+    ("ldapr w0, [xzr]", "ldapr: the base register must be X0-X30 or SP, found 'xzr'"),
+    ("ldapr w0, x1", "ldapr: expected [Xn|SP] or [Xn|SP, #imm] (an address), found 'x1'"),
+    ("cas w0, w1, [x2]!", "cas: expected [Xn|SP] or [Xn|SP, #imm] (no writeback or "
+                          "post-index), found '[x2]!'"),
+    ("cas w0, w1, [x2, #8]", "cas: the only offset allowed is #0, found '#8'"),
+    ("ldapr w0, [x1, #(1-1)]", "ldapr: the only offset allowed is #0, found '#(1-1)'"),
+    ("ldadd w0, w1, [x2, x3]", "ldadd: the offset must be an immediate, found 'x3'"),
+    ("ldapur w0, [x1, #256]", "ldapur: offset 256 is out of range -256 to 255"),
+    ("stlurh w0, [x1, #-257]", "stlurh: offset -257 is out of range -256 to 255"),
+    ("ldapur w0, [x1, #nowhere]", "undefined symbol 'nowhere'"),
+    ("stadda w0, [x1]", "there is no stadda: the ST<op> aliases have no acquire form; "
+                        "write ldadda Ws, WZR, [Xn] (or XZR)"),
+    ("stumaxalh w0, [x1]", "there is no stumaxalh"),
+])
+def test_lse_and_rcpc_errors_name_file_line_and_reason(text: str, reason: str) -> None:
+    err = asm_error(f"\tnop\n\t{text}\n")
+    assert (err.file, err.line) == ("a.S", 2)
+    assert err.reason.startswith(reason), err.reason
+    assert str(err).startswith(f"a.S:2: {reason}")
+
+
+def test_lse_error_inside_a_macro_names_the_macro() -> None:
+    err = asm_error("\t.macro pair a\n\tcasp \\a, x2, x3, x4, [x0]\n\t.endm\n\tnop\n\tpair x1\n")
+    assert err.line == 5 and "even-numbered" in err.reason and "macro pair" in err.reason
+
+
 def test_pc_relative_targets_out_of_range_are_errors() -> None:
     """Keystone wraps such offsets silently; we must not."""
     err = asm_error("\tadr x0, far\n\t.space 0x100000\nfar:\tnop\n")

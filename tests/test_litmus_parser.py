@@ -326,6 +326,28 @@ def test_base_sample_parses() -> None:
     assert test.condition == Condition(Quantifier.EXISTS, reg(1, "X3", num(1)), "exists 1:X3=1")
 
 
+def test_condition_may_end_with_one_semicolon() -> None:
+    """herd's grammar (stateParser.mly): ``final: constr | constr SEMI``."""
+    plain = parse(BASE).condition
+    for cond in ("exists 1:X3=1;", "exists 1:X3=1 ;", "exists 1:X3=1\n;", "exists (1:X3=1) ;"):
+        test = parse(with_line(8, cond))
+        assert test.condition.prop == plain.prop, cond
+        assert not test.condition.text.endswith(";"), cond
+    both = parse(with_line(8, "exists 1:X3=1 /\\ x=1 ;")).condition
+    assert both.text == "exists 1:X3=1 /\\ x=1"
+    assert format_condition(both) == "exists 1:X3=1 /\\ x=1"
+
+
+CATALOGUE = LITMUS / "aarch64-data" / "catalogue"
+
+
+@pytest.mark.skipif(not CATALOGUE.is_dir(), reason="aarch64-data is not available")
+def test_arms_catalogue_test_with_a_semicolon_after_its_condition() -> None:
+    test = parse_file(CATALOGUE / "MP+rel+CAS-ok-bothRs-addr.litmus")
+    assert test.condition.text == "exists 1:X9=1 /\\ 1:X7=0 /\\ 1:X1=1 /\\ z=5"
+    assert [a.loc or a.reg for a in atoms(test.condition.prop)] == ["X9", "X7", "X1", "z"]
+
+
 def test_values_registers_and_types() -> None:
     text = with_line(3, '0:X0=NOP; 0:w1=x; 0:X4=instr:"B  .+8"; 0:X5=label:"P1:L0"; '
                      "0:X6=-1; 0:X7=0xFFFFFFFFFFFFFFFF; uint64_t 0:X8=3; int y=2; x=y;")
@@ -544,6 +566,11 @@ ERRORS: list[tuple[str, str, int, str]] = [
      "condition: expected ')' to close the '(' on line 8"),
     ("missing-connective", with_line(8, "exists 1:X3=1 0:X0=1"), 8,
      "expected '/\\', '\\/' or the end of the condition, found '0'"),
+    ("two-semicolons", with_line(8, "exists 1:X3=1 ;;"), 8,
+     "expected '/\\', '\\/' or the end of the condition, found ';'"),
+    ("atom-after-semicolon", with_line(8, "exists 1:X3=1 ; 0:X0=1"), 8,
+     "expected '/\\', '\\/' or the end of the condition, found '0'"),
+    ("only-semicolon", with_line(8, "exists ;"), 8, "condition: expected an atom"),
     ("condition-thread", with_line(8, "exists 3:X3=1"), 8, "condition: there is no thread P3"),
     ("too-deep", with_line(8, "exists " + "(" * 5000 + "x=1" + ")" * 5000), 8,
      "'(' and '~' nested deeper than 64"),
@@ -575,6 +602,7 @@ UNSUPPORTED: list[tuple[str, str, int, str]] = [
     ("filter", with_line(8, "filter 1:X3=1\nexists 1:X3=1"), 8, "'filter' clauses"),
     ("implication", with_line(8, "exists 1:X3=1 => x=1"), 8, "implication '=>'"),
     ("with", with_line(8, "exists 1:X3=1\nwith tso: true"), 9, "'with' clauses"),
+    ("semicolon-with", with_line(8, "exists 1:X3=1;\nwith tso: true"), 9, "'with' clauses"),
     ("fault-atom", with_line(8, "exists fault(P0,x)"), 8, "'fault(...)' atoms"),
     ("array", with_line(4, "1:X2=x; int a[2];"), 4, "array location 'a[...]'"),
     ("function-value", with_line(4, "1:X2=PTE(x);"), 4, "value 'PTE(...)'"),
