@@ -23,7 +23,7 @@ CASES = [
     ("cmp x1, x2", Flow((NZCV,), (1, 2))),
     ("tst w3, #4", Flow((NZCV,), (3,))),
     ("mov x1, #5", Flow((1,), ())),  # a constant: the dependency is broken
-    ("movk x1, #1, lsl #16", Flow((1,), (1,))),
+    ("movk x1, #0x1, lsl #0x10", Flow((1,), (1,))),
     ("mov x4, x5", Flow((4,), (5,))),
     ("mov x4, sp", Flow((4,), (SP,))),
     ("csel w1, w2, w3, eq", Flow((1,), (2, 3, NZCV))),
@@ -48,12 +48,12 @@ CASES = [
     ("mrs x0, tpidr_el1", Flow((0,), ())),
     ("mrs x2, nzcv", Flow((2,), (NZCV,))),
     ("ldr x1, #8", Flow((1,), ())),  # a literal: text, a constant
-    ("ldr w1, [x2, #4]", Flow()),  # visible: the machine sets w1's view
-    ("ldr w1, [x2], #4", Flow((2,), (2,))),  # writeback of the base
-    ("str w1, [sp, #8]", Flow((), (1,), stack_store=True)),
-    ("stp x29, x30, [sp, #-16]!", Flow((SP,), (29, 30, SP), stack_store=True)),
-    ("ldp x29, x30, [sp], #16", Flow((29, 30, SP), (SP,), stack_load=True)),
-    ("ldr x3, [sp, #24]", Flow((3,), (), stack_load=True)),
+    ("ldr w1, [x2, #0x4]", Flow()),  # visible: the machine sets w1's view
+    ("ldr w1, [x2], #0x4", Flow((2,), (2,))),  # writeback of the base
+    ("str w1, [sp, #0x8]", Flow((), (1,), stack_store=True)),
+    ("stp x29, x30, [sp, #-0x10]!", Flow((SP,), (29, 30, SP), stack_store=True)),
+    ("ldp x29, x30, [sp], #0x10", Flow((29, 30, SP), (SP,), stack_load=True)),
+    ("ldr x3, [sp, #0x18]", Flow((3,), (), stack_load=True)),
 ]
 
 
@@ -84,7 +84,7 @@ def test_views_flow_through_a_data_dependency_and_a_branch() -> None:
 def test_the_stack_keeps_views_soundly() -> None:
     views = [0] * 33
     views[29] = 4
-    _, spill = apply(views, word("stp x29, x30, [sp, #-16]!"), 0)
+    _, spill = apply(views, word("stp x29, x30, [sp, #-0x10]!"), 0)
     views[29] = 0
-    _, spill = apply(views, word("ldp x29, x30, [sp], #16"), spill)
+    _, spill = apply(views, word("ldp x29, x30, [sp], #0x10"), spill)
     assert views[29] == 4 and views[30] == 4 and spill == 4
