@@ -37,6 +37,7 @@ class CmodxViolation(Scenario):
         assert m.read_u32(site) == ADD_W5  # the encoding the scenario reasons about
         m.start(0, "patcher_main", site, SUB_W5)
         m.start(1, "add_site_loop", self.passes)
+        m.may_patch(site)
 
 
 class TornWrite(Scenario):
@@ -52,3 +53,4 @@ class TornWrite(Scenario):
         site = m.addr("torn_site")
         m.start(0, "halves_patcher", site, b(site, m.addr("torn_site_new")))
         m.start(1, "isb_site_loop", self.passes)
+        m.may_patch(site)

@@ -55,6 +55,8 @@ class JumpLabelNosync(Scenario):
         m.start(0, "jl_patcher", m.addr("jl_key"))
         for cpu in range(1, m.ncpus):
             m.start(cpu, "jl_worker", self.iterations, self._log(m, cpu))
+        for site, _ in SITES:  # the key's sites, patched by every protocol
+            m.may_patch(site)
 
     def prepare_logs(self, m: Machine) -> None:
         """Where the workers log (before they start): jl_log, room for 7 workers."""

@@ -39,6 +39,7 @@ class NosyncStale(Scenario):
         site = m.addr("patch_site")
         m.start(0, "patcher_main", site, b(site, m.addr("site_new")))
         m.start(1, "site_loop", self.passes, self.isb_after_flag)
+        m.may_patch("patch_site")
         for cpu in range(2, m.ncpus):
             m.start(cpu, "cpu_off")
 

@@ -37,6 +37,7 @@ class StopMachinePatch(Scenario):
         m.start(0, "sm_patcher", m.addr("sm_addrs"), m.addr("sm_insns"), 1)
         for cpu in range(1, m.ncpus):
             m.start(cpu, "sm_worker", self.passes)
+        m.may_patch("sm_site")
 
     def observe(self, m: Machine) -> dict[str, object]:
         return {"patched": m.read_u32("sm_site"), "result": m.read_u32("patch_result")}

@@ -178,9 +178,13 @@ def _session(spec: CampaignSpec) -> Session:
         except ValueError as e:
             raise CampaignError(f"campaign field 'cache': {e}") from None
         cls = resolve_scenario(spec.scenario, spec.scenario_source(), spec.scenario_file)
-        cached[key] = Session(cls(), ncpus=spec.ncpus, cache=cache)
-    session: Session = cached[key]
-    return session
+        session = Session(cls(), ncpus=spec.ncpus, cache=cache)
+        # Any run of a campaign is re-created alone by `testbed run`: a worker must not
+        # learn fetch points from the runs it happened to run before (Machine.may_patch).
+        session.learning = False
+        cached[key] = session
+    found: Session = cached[key]
+    return found
 
 
 def _inject_fault(spec: str, index: int, attempt: int) -> None:

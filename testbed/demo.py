@@ -339,7 +339,9 @@ def _session(demo: Demo, *, search: bool = False) -> Session:
     scenario = load_scenario(demo.scenario)()
     names = [n for n in oracle_names(scenario)
              if not (search and not demo.decode_in_search and n == OracleName.TRACE_DECODE)]
-    return Session(scenario, ncpus=NCPUS, oracles=names)
+    session = Session(scenario, ncpus=NCPUS, oracles=names)
+    session.learning = False  # a demo's story must not depend on its search's history
+    return session
 
 
 @dataclass

@@ -47,7 +47,7 @@ from .isa import OpKind, classify
 from .memory import FetchConfig, FetchModel, ModelError
 from .schedule import Decision, DecisionKind, InvalidDecision
 from .snapshot import MachineState as MachineState
-from .textside import catch_up
+from .textside import catch_up, install_fetch_points, refresh_fetch_points
 
 __all__ = ["CpuState", "Event", "EventKind", "Finding", "GuestError", "Machine"]
 
@@ -103,6 +103,10 @@ class Machine:
         self.fixed_kinds: dict[int, OpKind] = {}  # kinds set by the machine, not the text
         self.fetch_points: set[int] = set()  # text addresses ever touched by a store
         self.new_fetch_points: list[int] = []
+        # Text addresses whose fetch is a schedule point from the start of every run
+        # (``may_patch``, ``set_patched``), besides the words stores touched in this one.
+        self.declared: set[int] = set()
+        self._declared_by_setup: set[int] = set()
         self._runnable: list[int] = []
         self.cpus = [self._make_cpu(i) for i in range(ncpus)]
         self.baseline: MachineState | None = None
@@ -173,6 +177,39 @@ class Machine:
                 hook_code(c, addr)
             c.kind_at[addr] = OpKind.HALT
             c.remove_cache(addr, addr + 4)
+
+    def may_patch(self, where: str | int, size: int = 4) -> None:
+        """Declare that text at ``where`` (``size`` bytes) may be stored to in a run.
+
+        Its words' fetches are then schedule points from the start of every run: a CPU
+        that reaches one stops before fetching it, so an interleaving in which another
+        CPU patches it first is explored even when the CPU's last visible operation came
+        long before (hardware may stall a CPU there as long as it likes).  A word not
+        declared becomes a fetch point once a store touched it, in that run, and in the
+        session's later runs (``set_patched``).
+        """
+        if self.baseline is not None:
+            raise GuestError("may_patch() after seal(): declare patch sites in setup()")
+        start = self.addr(where)
+        words = {a & ~3 for a in range(start, start + max(size, 1))}
+        if not all(layout.TEXT_BASE <= a < layout.TEXT_BASE + self.text_size for a in words):
+            raise GuestError(f"may_patch({where!r}): not in the kernel text")
+        self._declared_by_setup |= words
+        self.set_patched(())
+
+    def set_patched(self, addrs: Iterable[int]) -> None:
+        """The text addresses, besides the declared ones, whose fetches are schedule
+        points from the start of each run (what the session learned from earlier runs,
+        or what a replayed schedule recorded)."""
+        declared = self._declared_by_setup | {a & ~3 for a in addrs}
+        if declared == self.declared:
+            return
+        self.declared = declared
+        self.new_fetch_points += [a - layout.TEXT_BASE for a in declared
+                                  if a not in self.fetch_points]
+        install_fetch_points(self)
+        self._initial_kinds.clear()
+        refresh_fetch_points(self)
 
     def set_fetch_scope(self, cpu: int, addrs: Iterable[int]) -> None:
         """Declare every text address ``cpu`` can ever fetch (a pruning hint for search).

@@ -179,21 +179,40 @@ class Session:
         except Exception as e:
             raise scenario_code_error(scenario.name, "setup", e) from e
         self.machine.seal()
+        # Text words earlier runs stored to, beyond what the scenario declared: fetch
+        # points from the start of later runs (``Machine.may_patch``).  Each schedule
+        # records the set it ran with (config "patched"), so that replay rebuilds it.
+        self.patched: set[int] = set()
+        self.learning = True  # the search turns it off: its decision points must not move
 
     def config(self) -> dict[str, object]:
-        """What a schedule records besides the image: the machine and any parameters."""
+        """What a schedule records besides the image: the machine, any parameters, and
+        the fetch points learned from earlier runs (text offsets)."""
         cfg: dict[str, object] = dict(self.machine.config_dict())
         if self.params:
             cfg["params"] = dict(sorted(self.params.items()))
+        if self.patched:
+            cfg["patched"] = sorted(a - layout.TEXT_BASE for a in self.patched)
         return cfg
+
+    def set_patched(self, offsets: Sequence[int]) -> None:
+        """Run with exactly these learned fetch points (text offsets), as a schedule
+        recorded them."""
+        self.patched = {layout.TEXT_BASE + (o & ~3) for o in offsets}
+        self.machine.set_patched(self.patched)
 
     def run(self, strategy: Strategy, *, max_decisions: int | None = None) -> RunResult:
         m = self.machine
+        config = self.config()  # before the run: the fetch points it starts with
         result = run(m, strategy, scenario=self.scenario.name,
                      max_decisions=max_decisions or self.scenario.max_decisions)
-        if self.params or self.source is not None:
-            result.schedule = dataclasses.replace(result.schedule, config=self.config(),
+        if self.params or self.source is not None or self.patched:
+            result.schedule = dataclasses.replace(result.schedule, config=config,
                                                   source=self.source)
+        stored = {layout.TEXT_BASE + w for w in m.model.touched} - m.declared
+        if stored and self.learning:
+            self.patched |= stored
+            m.set_patched(self.patched)
         # Checks run even after a fault: what the workload logged before it still counts.
         raised = list(result.findings)
         result.findings = []
@@ -214,6 +233,9 @@ class Session:
         configuration).  ``wrap`` may wrap the replaying strategy (e.g. to observe each
         decision before it is applied) without changing what it decides."""
         schedule.check_against(self.scenario.name, self.image.digest, self.config())
+        patched = schedule.config.get("patched") or []
+        if sorted(self.patched) != sorted(layout.TEXT_BASE + o for o in patched):
+            self.set_patched(patched)
         if dict(schedule.config.get("params") or {}) != self.params:
             raise ScheduleMismatch(
                 f"schedule was recorded with scenario parameters "

@@ -145,6 +145,11 @@ def _check_config(cfg: Mapping[str, Any], source: str) -> None:
     cache = cfg.get("cache")
     if cache is not None and not isinstance(cache, str):
         raise ScheduleError(f"{source}: field 'config.cache' must be a string, not {cache!r}")
+    patched = cfg.get("patched")
+    if patched is not None and not (isinstance(patched, list) and all(
+            type(o) is int and 0 <= o < 1 << 32 for o in patched)):
+        raise ScheduleError(f"{source}: field 'config.patched' must be a list of text "
+                            "offsets")
     params = cfg.get("params")
     if params is not None and not (isinstance(params, dict) and all(
             isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
@@ -273,6 +278,8 @@ class Schedule:
                 "code changed since the schedule was recorded, so its decisions would mean "
                 "something else. Re-find the race with the current code instead.")
         for key, value in self.config.items():
+            if key == "patched":  # fetch points: the session takes the schedule's
+                continue
             if key in config and config[key] != value:
                 raise ScheduleMismatch(f"schedule was recorded with {key}={value!r}, "
                                        f"not {key}={config[key]!r}")

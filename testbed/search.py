@@ -583,7 +583,7 @@ def _load_checkpoint(path: Path, identity: dict[str, Any], m: Machine,
 
 # -- the search ---------------------------------------------------------------------------
 
-def search(session: Session, bounds: SearchBounds = SearchBounds(), *,
+def _search(session: Session, bounds: SearchBounds = SearchBounds(), *,
            checkpoint: str | os.PathLike[str] | None = None, resume: bool = False,
            checkpoint_every: float = 30.0,
            on_finding: Callable[[Finding, tuple[Decision, ...]], None] | None = None,
@@ -801,4 +801,43 @@ def search(session: Session, bounds: SearchBounds = SearchBounds(), *,
     # Not covered: the work left, to resume.  Covered: an empty work list, so that
     # resuming reports the covered result.
     save_checkpoint()
+    return res
+
+
+def search(session: Session, bounds: SearchBounds = SearchBounds(), *,
+           checkpoint: str | os.PathLike[str] | None = None, resume: bool = False,
+           on_finding: Callable[[Finding, tuple[Decision, ...]], None] | None = None,
+           checkpoint_every: float = 30.0, stop_on: str = "",
+           observe: Callable[[Machine], Hashable] | None = None) -> SearchResult:
+    """Explore every schedule within ``bounds`` (see ``_search``).
+
+    The fetch points a run starts with must not move during a search (states are
+    hashed by what they are, decisions by where the CPUs stop), so the session does not
+    learn from the search's runs.  A text word stored to during the search that was not
+    a fetch point from the start (declared with ``Machine.may_patch`` or learned by the
+    session before) means schedules that stall a CPU before fetching it were not
+    explored: the result is then not covered, and the session learns the words, so that
+    searching again explores them.
+    """
+    m = session.machine
+    known = set(m.declared)
+    learning, session.learning = session.learning, False
+    try:
+        res = _search(session, bounds, checkpoint=checkpoint, resume=resume,
+                      on_finding=on_finding, checkpoint_every=checkpoint_every,
+                      stop_on=stop_on, observe=observe)
+    finally:
+        session.learning = learning
+    found = sorted(a for a in m.fetch_points if a not in known)
+    if found:
+        session.patched |= set(found)
+        session.machine.set_patched(session.patched)
+        if res.covered:
+            res.covered = False
+            res.reason = ("the search stored to text it did not stop before ("
+                          + ", ".join(m.image.symbolize(a) for a in found[:4])
+                          + (", ..." if len(found) > 4 else "") + "): schedules in which "
+                          "a CPU stalls before fetching it were not explored; declare it "
+                          "with Machine.may_patch() in the scenario's setup, or search "
+                          "again")
     return res

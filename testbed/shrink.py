@@ -68,6 +68,7 @@ def shrink(session: Session, schedule: Schedule, *, oracle: str = "", addr: int 
     Candidates are compared by (decisions, preemptions, model events): shorter first,
     then fewer preemptions at the same length, then fewer model events.
     """
+    session.learning = False  # candidates must all run with the schedule's fetch points
     first = session.replay(schedule)
     if not oracle:
         if not first.findings:

@@ -185,9 +185,10 @@ def kind_for(m: Machine, c: Cpu, w: int) -> OpKind:
     if m.model.is_torn(c.index, w):
         return OpKind.TORN
     kind = classify(int.from_bytes(m.iviews[c.index][w:w + 4], "little")).kind
-    if kind is OpKind.INVISIBLE and w in m.model.touched:
-        # A fetch of a word that stores touched is a schedule point: catch-ups,
-        # fills and evictions may happen just before it.
+    if kind is OpKind.INVISIBLE and (w in m.model.touched or addr in m.declared):
+        # A fetch of a word that stores touched, or may touch (declared, or touched in
+        # an earlier run), is a schedule point: catch-ups, fills and evictions may
+        # happen just before it, and other CPUs may store to it first.
         return OpKind.FETCH
     return kind
 

@@ -104,8 +104,10 @@ def test_a_loop_row_whose_value_changed_is_not_folded() -> None:
     # In general (with a focus, as the demos have, loops fold): an operation whose
     # access differs from its last run is an anchor; the anchors without accesses stay
     # anchors; a loop's plain repeats still fold.
-    s, result, accesses = probed("nosync_stale", "stale-after-flush")
-    focus = {"site_loop"}
+    # (cmodx_violation: its loop repeats plain loads; nosync_stale's loop passes a
+    # declared fetch point every time, which makes each pass an anchor.)
+    s, result, accesses = probed("cmodx_violation", "cmodx-violation")
+    focus = {"add_site_loop"}
     plain = {(r.step, r.cpu, r.kind): r.anchor for r in rows(result, s.image, focus=focus)}
     last: dict[tuple[int, int], tuple[object, ...]] = {}
     by_step = {(a.step, a.cpu): a for a in accesses}
