@@ -160,6 +160,9 @@ def new_cpu(m: Machine, i: int) -> Cpu:
     """CPU ``i`` of ``m``: its Unicorn instance with the memory map, the firmware's
     settings and the CPU's own hooks (code, block, MRS) installed."""
     u: Any = _Uc(uc_mod.UC_ARCH_ARM64, uc_mod.UC_MODE_ARM)
+    # The "max" CPU (QEMU's): Armv8.1+ LSE atomics, LDAPR and the rest the toolchain
+    # encodes; Unicorn's default CPU takes an exception on each of them.
+    u.ctl_set_cpu_model(A.UC_CPU_ARM64_MAX)
     cpu = Cpu(i, u)
     keep = cpu._keep
     rx = uc_mod.UC_PROT_READ | uc_mod.UC_PROT_EXEC

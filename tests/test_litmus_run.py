@@ -138,3 +138,28 @@ exists (0:X9=0 /\\ 0:X4=P0:L0)
     # DIC=1 and an ISB: the B .+8 always runs, skipping MOV W9, and x held the label.
     assert [dict(s) for s in r.finals] == [{"0:X9": 0, "0:X4": prog.label(0, "L0")}]
     assert r.witnessed
+
+
+LSE = """AArch64 LSE
+{
+0:X1=x; 0:X2=y;
+}
+ P0                 ;
+ MOV W0,#2          ;
+ LDADD W0,W3,[X1]   ;
+ MOV W4,#5          ;
+ SWP W4,W5,[X2]     ;
+ LDAPR W6,[X1]      ;
+ CAS W5,W4,[X2]     ;
+exists (0:X3=0 /\\ 0:X5=5 /\\ 0:X6=2 /\\ x=2 /\\ y=5)
+"""
+
+
+def test_the_emulated_cpus_execute_lse_atomics_and_ldapr(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Unicorn's default CPU takes an exception on these: the machine uses the "max" CPU.
+    path = tmp_path / "lse.litmus"
+    path.write_text(LSE)
+    assert main(["litmus", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "Observation LSE Always 1 0" in out and "0:X5=5;" in out
