@@ -88,6 +88,28 @@ visible before program-order-earlier accesses of its own thread.  Which values t
 promise is the caller's question; the machine asks a solo run of the CPU from the
 current state (what Promising calls certification) which stores it would perform.
 
+How the machine drives it (the plan; not wired yet)
+--------------------------------------------------
+- Modelled regions: the shared data and the per-CPU areas (every access to them is a
+  visible operation already); the text stays with the fetch model, stacks are private.
+  The host buffers hold each granule's *latest* message, so that the emulator's view of
+  memory is the coherence-latest one.
+- A STEP of a CPU whose next operation is a load reads the latest message; a model
+  decision ``READ cpu ts`` reads an older readable one (``readable``): the machine puts
+  that message's bytes in the buffer, lets the emulator execute the one load, and puts
+  the latest back.  A store is executed by the emulator, and its granule's new bytes
+  become a message (``write``), or fulfil a promise (a model decision ``FULFIL``).
+  Store-exclusives the model fails are failed in Python (status 1, PC + 4); the others
+  run in the emulator.  Barriers, acquire and release update views only.
+- Register views: ``deps.apply`` over the instructions of each stretch the emulator ran
+  (the CPU's block log), a branch's control view into ``control``; a loaded register
+  takes the read's view; a store's address and data views come from its registers.
+- Promises: a model decision ``PROMISE cpu k`` appends the k-th store a solo run of the
+  CPU from the current state would perform (``Machine.save``/``load`` around it: what
+  Promising calls certification); a run that ends with a promise unfulfilled is not an
+  execution (no outcome, no finding), and one whose promise is dead ends at once.
+- ``ArmMemory.save``/``load``/``key`` join the machine's snapshot and state key.
+
 Accesses of different sizes
 ---------------------------
 Locations are 8-byte aligned granules; a message holds a granule's 8 bytes.  A store
