@@ -115,8 +115,8 @@ SHOWS = {
 def test_demo_shows_its_race_and_its_replay_reproduces_it(
         name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = run_demo(name, tmp_path)
-    # 10 s is the target on the CI machine kind; the bound leaves room for a busy one.
-    assert run.seconds < 20, f"{name} took {run.seconds:.1f}s"
+    # How long a demo takes is not asserted: a wall-clock bound in a test fails on a
+    # busy machine (it did: 31.9 s under load, 2.9 s alone).
     demo = DEMOS[name]
     out = run.out
     assert "The schedule is a real one, not a script" in out
