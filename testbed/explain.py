@@ -28,19 +28,23 @@ the timeline is ``timeline.render(result, image, ncpus, accesses=accesses)``.
 
 from __future__ import annotations
 
-import re
 import struct
 import textwrap
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
-from functools import lru_cache
-from typing import TYPE_CHECKING, Any, NamedTuple
+from dataclasses import replace
+from typing import TYPE_CHECKING, NamedTuple
 
-from capstone import CS_ARCH_ARM64, CS_MODE_ARM, Cs
-from capstone import arm64 as cs64
 from unicorn.arm64_const import UC_ARM64_REG_SP
 
 from . import emulator, layout
+from .access import (
+    REG_BYTES,
+    AccessKind,
+    decode_access,
+    effective_address,
+    rmw,
+    sext,
+)
 from .asm import Image
 from .findings import Event, EventKind, Finding, OracleName
 from .isa import OpKind, classify, is_cmodx
@@ -48,7 +52,7 @@ from .machine import EC_BRK64, XREG, GuestError, Machine
 from .schedule import Decision, DecisionKind
 from .scheduler import RunResult
 from .textpoke import TextPoke, records_of
-from .timeline import Access, AccessKind, Disassembler, data_name, site_name
+from .timeline import Access, Disassembler, data_name, site_name
 
 if TYPE_CHECKING:
     from .scenario import Session
@@ -64,77 +68,6 @@ __all__ = [
     "explain_replay",
 ]
 
-_MASK64 = (1 << 64) - 1
-
-
-# ------------------------------------------------------------------------- decoding
-
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    """What a load/store instruction does, decoded once per word."""
-
-    mnemonic: str
-    kind: AccessKind
-    size: int  # bytes per element
-    dests: tuple[str, ...]  # registers that receive what memory held (loads, atomics)
-    sources: tuple[str, ...]  # registers whose values are stored (stores), Rs (atomics)
-    new: tuple[str, ...]  # CAS/CASP: the registers stored when the compare succeeds
-    base: str
-    index: str  # "" if none
-    extend: int  # capstone ARM64_EXT_*
-    shift: int  # the index's left shift
-    disp: int  # the immediate offset (0 for a post-index: the address is the base)
-    signed: bool  # a sign-extending load (LDRSB, LDRSW, LDPSW...)
-    op: str  # atomics: add, clr, eor, set, smax, smin, umax, umin, swp, cas
-    acquire: bool
-    release: bool
-    exclusive: bool
-    # Where base, index, sources and new are in ``_Registers.read`` (see ``_slot``).
-    slots: tuple[tuple[int, int] | None, ...] = ()
-
-    @property
-    def elements(self) -> int:
-        """Elements transferred: two for a pair (LDP, STXP, CASP), else one."""
-        if self.kind is AccessKind.LOAD:
-            return len(self.dests)
-        if self.kind is AccessKind.STORE:
-            return len(self.sources)
-        return len(self.new) if self.op == "cas" else 1
-
-
-_ATOMIC = re.compile(r"(ld|st)(add|clr|eor|set|smax|smin|umax|umin)(a|l|al)?([bh])?")
-_SWP = re.compile(r"swp(a|l|al)?([bh])?")
-_CAS = re.compile(r"cas(p)?(a|l|al)?([bh])?")
-_LDX = re.compile(r"ld(a)?x[rp]([bh])?")
-_STX = re.compile(r"st(l)?x[rp]([bh])?")
-_LD_ACQ = re.compile(r"(ldar|ldapr|ldlar|ldapur)(s?[bh]|sw)?")
-_ST_REL = re.compile(r"(stlr|stllr|stlur)([bh])?")
-_LD = re.compile(r"(ldr|ldur|ldtr)(s?[bh]|sw)?|ldp|ldnp|ldpsw")
-_ST = re.compile(r"(str|stur|sttr)([bh])?|stp|stnp")
-_REG_BYTES = {"w": 4, "x": 8, "b": 1, "h": 2, "s": 4, "d": 8, "q": 16}
-
-
-def _cs() -> Cs:
-    cs = Cs(CS_ARCH_ARM64, CS_MODE_ARM)
-    cs.detail = True
-    return cs
-
-
-_CS = _cs()
-
-
-def _slot(reg: str) -> tuple[int, int] | None:
-    """Where a general register's value is in ``_Registers`` (index, mask); (-1, 0) for
-    the zero register, ``None`` for a register the probe does not read (SIMD)."""
-    if reg in ("xzr", "wzr"):
-        return -1, 0
-    if reg in ("sp", "wsp"):
-        return 31, _MASK64 if reg == "sp" else 0xFFFF_FFFF
-    if reg[:1] in ("w", "x") and reg[1:].isdigit() and int(reg[1:]) <= 30:
-        return int(reg[1:]), _MASK64 if reg[0] == "x" else 0xFFFF_FFFF
-    return None
-
-
 class _Registers:
     """X0..X30 and SP of each CPU of a machine, in one C call per read (the binding's
     reg_read costs about 9 us per register)."""
@@ -148,116 +81,6 @@ class _Registers:
 
 
 _UNPACK = struct.Struct("<32Q").unpack
-
-
-@lru_cache(maxsize=4096)
-def decode_access(word: int) -> _Plan | None:
-    """The data access an instruction word makes, or ``None`` (not a load, store or
-    atomic the probe models)."""
-    for insn in _CS.disasm(word.to_bytes(4, "little"), 0, 1):
-        return _plan(insn)
-    return None
-
-
-def _plan(insn: Any) -> _Plan | None:  # a capstone CsInsn, with details
-    m: str = insn.mnemonic
-    ops = list(insn.operands)
-    name: Callable[[int], str] = insn.reg_name
-    regs = [name(o.reg) for o in ops if o.type == cs64.ARM64_OP_REG]
-    mems = [o for o in ops if o.type == cs64.ARM64_OP_MEM]
-    if len(mems) != 1 or not regs:
-        return None
-    mem = mems[0].mem
-    base = name(mem.base)
-    index = name(mem.index) if mem.index else ""
-    shift = mems[0].shift.value if mems[0].shift.type == cs64.ARM64_SFT_LSL else 0
-    extend = mems[0].ext
-    kind = AccessKind.LOAD
-    dests: tuple[str, ...] = ()
-    sources: tuple[str, ...] = ()
-    new: tuple[str, ...] = ()
-    op = ""
-    acquire = release = exclusive = signed = False
-    suffix = ""
-    if mt := _ATOMIC.fullmatch(m):
-        kind, op, order, suffix = AccessKind.RMW, mt.group(2), mt.group(3) or "", mt.group(4)
-        sources = (regs[0],)
-        dests = (regs[1],) if mt.group(1) == "ld" and len(regs) > 1 else ()
-        acquire, release = "a" in order, "l" in order
-    elif mt := _SWP.fullmatch(m):
-        kind, op, order, suffix = AccessKind.RMW, "swp", mt.group(1) or "", mt.group(2)
-        sources, dests = (regs[0],), (regs[1],)
-        acquire, release = "a" in order, "l" in order
-    elif mt := _CAS.fullmatch(m):
-        kind, op, order, suffix = AccessKind.RMW, "cas", mt.group(2) or "", mt.group(3)
-        half = len(regs) // 2  # CASP: Rs, Rs+1, Rt, Rt+1
-        sources, new = tuple(regs[:half]), tuple(regs[half:])
-        dests = sources  # Rs receives what memory held
-        acquire, release = "a" in order, "l" in order
-    elif mt := _LDX.fullmatch(m):
-        dests, exclusive, acquire, suffix = tuple(regs), True, bool(mt.group(1)), mt.group(2)
-    elif mt := _STX.fullmatch(m):
-        kind, exclusive, release, suffix = AccessKind.STORE, True, bool(mt.group(1)), mt.group(2)
-        sources = tuple(regs[1:])  # regs[0]: the status register
-    elif mt := _LD_ACQ.fullmatch(m):
-        dests, acquire, suffix = tuple(regs), True, mt.group(2)
-    elif mt := _ST_REL.fullmatch(m):
-        kind, sources, release, suffix = AccessKind.STORE, tuple(regs), True, mt.group(2)
-    elif mt := _LD.fullmatch(m):
-        dests, suffix = tuple(regs), mt.group(2) or ("sw" if m == "ldpsw" else "")
-    elif mt := _ST.fullmatch(m):
-        kind, sources, suffix = AccessKind.STORE, tuple(regs), mt.group(2) or ""
-    else:
-        return None
-    suffix = suffix or ""
-    signed = suffix.startswith("s") and len(suffix) == 2
-    width = suffix[-1:] if suffix else ""
-    if width in ("b", "h"):
-        size = 1 if width == "b" else 2
-    elif width == "w":
-        size = 4
-    else:
-        first = (dests or sources or regs)[0]
-        size = _REG_BYTES.get(first[:1], 8)
-    if kind is AccessKind.LOAD and not dests:
-        return None
-    slots = tuple(_slot(r) for r in (base, index or "xzr", *sources, *new))
-    return _Plan(m, kind, size, dests, sources, new, base, index, extend, shift, mem.disp,
-                 signed, op, acquire, release, exclusive, slots)
-
-
-def _extend(value: int, ext: int) -> int:
-    """An index register's value, extended as the addressing mode says."""
-    bits = {cs64.ARM64_EXT_UXTB: 8, cs64.ARM64_EXT_UXTH: 16, cs64.ARM64_EXT_UXTW: 32,
-            cs64.ARM64_EXT_SXTB: -8, cs64.ARM64_EXT_SXTH: -16,
-            cs64.ARM64_EXT_SXTW: -32}.get(ext, 64)
-    n = abs(bits)
-    value &= (1 << n) - 1
-    if bits < 0 and value >> (n - 1):
-        value -= 1 << n
-    return value
-
-
-def _sext(value: int, bits: int) -> int:
-    return value - (1 << bits) if value >> (bits - 1) else value
-
-
-def _rmw(op: str, old: int, operand: int, bits: int) -> int:
-    mask = (1 << bits) - 1
-    if op == "add":
-        return (old + operand) & mask
-    if op == "clr":
-        return old & ~operand & mask
-    if op == "eor":
-        return (old ^ operand) & mask
-    if op == "set":
-        return (old | operand) & mask
-    if op in ("smax", "smin"):
-        a, b = _sext(old, bits), _sext(operand, bits)
-        return (max(a, b) if op == "smax" else min(a, b)) & mask
-    if op in ("umax", "umin"):
-        return max(old, operand) if op == "umax" else min(old, operand)
-    return operand & mask  # swp
 
 
 # --------------------------------------------------------------------------- the probe
@@ -378,12 +201,7 @@ class AccessProbe:
             self._regs = _Registers(m)
         regs = self._regs.read(cpu)
         # base, index, sources, new: their values (None: a register not read, SIMD)
-        vals = [None if slot is None else regs[slot[0]] & slot[1] if slot[0] >= 0 else 0
-                for slot in p.slots]
-        addr = (vals[0] or 0) + p.disp
-        if p.index:
-            addr += _extend(vals[1] or 0, p.extend) << p.shift
-        addr &= _MASK64
+        addr, vals = effective_address(p, regs)
         nsrc = len(p.sources)
         src, new = vals[2:2 + nsrc], vals[2 + nsrc:]
         n, bits = p.size, 8 * p.size
@@ -399,8 +217,8 @@ class AccessProbe:
         if p.kind is AccessKind.LOAD:
             out = []
             for v, dest in zip(held, p.dests, strict=False):
-                width = 32 if dest.startswith("w") else 8 * _REG_BYTES.get(dest[:1], 8)
-                out.append(_sext(v, bits) & ((1 << width) - 1) if p.signed else v)
+                width = 32 if dest.startswith("w") else 8 * REG_BYTES.get(dest[:1], 8)
+                out.append(sext(v, bits) & ((1 << width) - 1) if p.signed else v)
             loaded = tuple(out)
         elif p.kind is AccessKind.STORE:
             stored = tuple((v & mask) if v is not None else 0 for v in src)
@@ -414,7 +232,7 @@ class AccessProbe:
                 else:
                     ok = False
             elif held:
-                stored = (_rmw(p.op, held[0], operands[0], bits),)
+                stored = (rmw(p.op, held[0], operands[0], bits),)
         return Access(step, cpu, pc, addr, n, p.kind, p.mnemonic, loaded, stored, p.acquire,
                       p.release, p.exclusive, ok), late
 

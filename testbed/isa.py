@@ -53,7 +53,7 @@ PYTHON_KINDS = frozenset({OpKind.BARRIER, OpKind.ISB, OpKind.DC, OpKind.IC, OpKi
 
 
 class MemKind(enum.Enum):
-    """What an access does to memory (the values are ``timeline.AccessKind``'s)."""
+    """What an access does to memory (the values are ``access.AccessKind``'s)."""
 
     LOAD = "load"
     STORE = "store"

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from capstone import CS_ARCH_ARM64, CS_MODE_ARM, Cs
 
 from . import layout
+from .access import AccessKind
 from .asm import Image
 from .findings import Event, EventKind
 from .machine import EC_BRK64, EC_SVC64, EC_UNKNOWN
@@ -240,12 +241,6 @@ def site_name(image: Image, addr: int) -> str:
 
 
 # ------------------------------------------------------------------------ data accesses
-
-class AccessKind(enum.Enum):
-    LOAD = "load"
-    STORE = "store"
-    RMW = "rmw"  # an atomic read-modify-write (LDADD, SWP, CAS...): a load and a store
-
 
 @dataclass(frozen=True, slots=True)
 class Access:

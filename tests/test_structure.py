@@ -118,7 +118,8 @@ def test_findings_and_oracle_records_need_no_emulator() -> None:
                     todo.append(n)
         return seen
 
-    for m in ("testbed.findings", "testbed.runs", "testbed.faildb", "testbed.schedule"):
+    for m in ("testbed.findings", "testbed.runs", "testbed.faildb", "testbed.schedule",
+              "testbed.access", "testbed.armmem", "testbed.deps"):
         assert "testbed.machine" not in reach(m), m
         assert "unicorn" not in (PACKAGE.parent / m.replace(".", "/")).with_suffix(
             ".py").read_text()
