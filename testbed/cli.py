@@ -481,6 +481,20 @@ def cmd_search(args: argparse.Namespace) -> int:
     return EXIT_FINDING if res.findings else EXIT_CLEAN
 
 
+class _VerdictsAction(argparse.Action):
+    """``--verdicts FILE``, repeatable: each file read and checked when it is parsed, and
+    merged with the ones before it (a test given two verdicts is refused)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        from .litmus_run import VerdictFileError, read_verdicts
+        try:
+            setattr(namespace, self.dest,
+                    read_verdicts(str(values), getattr(namespace, self.dest, None)))
+        except VerdictFileError as e:
+            raise argparse.ArgumentError(self, _one_line(e)) from None
+
+
 def cmd_litmus(args: argparse.Namespace) -> int:
     from .exploration import Bounds
     from .litmus import LitmusError
@@ -490,7 +504,7 @@ def cmd_litmus(args: argparse.Namespace) -> int:
                         bounds=Bounds(max_states=args.max_states,
                                       max_seconds=args.max_seconds),
                         random_runs=args.random, seed=args.seed, as_json=args.json,
-                        out=sys.stdout, err=sys.stderr)
+                        out=sys.stdout, err=sys.stderr, verdicts=args.verdicts)
     except (LitmusError, ValueError) as e:
         raise CliError(str(e)) from None
 
@@ -608,6 +622,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--random", type=_int(0), default=0, metavar="N",
                     help="sample N random schedules instead of exploring exhaustively")
     sp.add_argument("--seed", type=_int(0), default=0)
+    sp.add_argument("--verdicts", action=_VerdictsAction, metavar="FILE",
+                    help="herd's verdicts ('NAME Allowed|Forbidden|Required' a line, as "
+                    "kinds.txt), repeatable: end with a conformance summary; exit 1 if an "
+                    "outcome they forbid was observed")
     sp.set_defaults(func=cmd_litmus)
     sp = sub.add_parser("disasm", help="print a scenario's linked kernel image")
     sp.add_argument("scenario")

@@ -16,13 +16,14 @@ compare directly).
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import re
 import sys
 import traceback
-from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, TextIO
@@ -52,12 +53,23 @@ from .schedule import Decision
 from .strategies import RandomWalk
 
 __all__ = [
+    "KIND_OF",
+    "Conformance",
+    "Listed",
     "LitmusPathError",
     "LitmusProgram",
     "LitmusResult",
+    "Outcome",
+    "Verdict",
+    "VerdictFileError",
+    "Verdicts",
     "build",
+    "conformance",
+    "conformance_json",
+    "conformance_text",
     "failure_text",
     "litmus_files",
+    "read_verdicts",
     "report_text",
     "results_json",
     "run_many",
@@ -416,7 +428,7 @@ def run_test(test: LitmusTest, cache: CacheType | None = None, *,
 def report_text(r: LitmusResult) -> str:
     """herd7's output shape, plus a line on the completeness of the exploration."""
     prog = r.program
-    kind = "Allowed" if r.quantifier is Quantifier.EXISTS else "Required"
+    kind = KIND_OF[r.quantifier].value
     lines = [f"Test {r.name} {kind}", f"States {len(r.finals)}"]
     for state in sorted(r.finals):
         lines.append(" ".join(f"{k}={prog.show(k, v)};" for k, v in state))
@@ -498,17 +510,19 @@ def failure_text(path: str | os.PathLike[str], e: Exception) -> str:
 
 
 def _run_one(path: Path, cache: CacheType | None, bounds: Bounds | None, random_runs: int,
-             seed: int, as_json: bool) -> str:
-    """What to print for the test at ``path`` (its machine is freed when this returns)."""
+             seed: int, as_json: bool) -> tuple[str, Outcome]:
+    """What to print for the test at ``path``, and what the conformance summary needs of
+    it (its machine is freed when this returns)."""
     result = run_test(parse_file(path), cache, bounds=bounds, random_runs=random_runs,
                       seed=seed)
-    return json.dumps(result.to_json()) if as_json else report_text(result) + "\n"
+    text = json.dumps(result.to_json()) if as_json else report_text(result) + "\n"
+    return text, Outcome.of(result)
 
 
 def run_many(paths: Sequence[str | os.PathLike[str]], *, cache: CacheType | None = None,
              bounds: Bounds | None = None, random_runs: int = 0, seed: int = 0,
              as_json: bool = False, out: TextIO | None = None,
-             err: TextIO | None = None) -> int:
+             err: TextIO | None = None, verdicts: Verdicts | None = None) -> int:
     """Run every test ``paths`` name (see `litmus_files`), printing each result as it ends.
 
     Returns 0 when every test ran, 2 when some could not be run.  A path that names no
@@ -531,25 +545,422 @@ def run_many(paths: Sequence[str | os.PathLike[str]], *, cache: CacheType | None
     (it has ``"verdict"``); a test that could not be run is ``{"path": ..., "line": N or
     null, "error": REASON}`` (also on ``err``), so the stream alone says which tests are
     missing and why.
+
+    With ``verdicts`` (herd's, see `read_verdicts`), the run ends with the conformance
+    summary (`conformance`): in text mode `conformance_text` after the counts line, in
+    JSON mode one more line, `conformance_json` (it has ``"summary": "conformance"``).
+    The return value is then 1 when an outcome the verdicts forbid was observed (a
+    finding: the model is wrong; it wins over 2, so that a test that could not be run
+    never hides it), else 2 when some test could not be run, else 0.
     """
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
     files = litmus_files(paths)
     ran = failed = 0
+    outcomes: list[Outcome] = []
     for path in files:
         try:
-            text = _run_one(path, cache, bounds, random_runs, seed, as_json)
+            text, outcome = _run_one(path, cache, bounds, random_runs, seed, as_json)
         except Exception as e:  # one test must not end the run (KeyboardInterrupt does)
             failed += 1
             print(f"testbed: error: {failure_text(path, e)}", file=err, flush=True)
+            file, line, reason = _failure(str(path), e)
             if as_json:
-                file, line, reason = _failure(str(path), e)
                 print(json.dumps({"path": file, "line": line or None, "error": reason}),
                       file=out, flush=True)
+            outcomes.append(Outcome.not_run(path, reason))
             continue
         ran += 1
+        outcomes.append(outcome)
         print(text, file=out, flush=True)
     if not as_json:
         tests = "test" if ran == 1 else "tests"
         print(f"{ran} {tests} run, {failed} could not be run", file=out, flush=True)
-    return 2 if failed else 0
+    if verdicts is None:
+        return 2 if failed else 0
+    summary = conformance(outcomes, verdicts)
+    if as_json:
+        print(json.dumps(conformance_json(summary)), file=out, flush=True)
+    else:
+        print(f"\n{conformance_text(summary)}", file=out, flush=True)
+    return summary.exit_code
+
+
+# --------------------------------------------------------------------------------------------
+# herd's verdicts and the conformance summary: `testbed litmus --verdicts FILE`
+
+
+class Verdict(enum.Enum):
+    """herd's verdict on a test, about its condition's proposition P (see `conformance`)."""
+
+    ALLOWED = "Allowed"
+    FORBIDDEN = "Forbidden"
+    REQUIRED = "Required"
+
+
+# herd's kind of a test, from its quantifier (lib/constrGen.ml, kind_of): what herd7
+# prints after ``Test NAME``; a test whose verdict is its own kind is one herd says "Ok".
+KIND_OF: Mapping[Quantifier, Verdict] = {
+    Quantifier.EXISTS: Verdict.ALLOWED,
+    Quantifier.NOT_EXISTS: Verdict.FORBIDDEN,
+    Quantifier.FORALL: Verdict.REQUIRED,
+}
+
+# herd's spellings of a kind (lib/constrGen.ml, parse_kind), in any case here.
+_VERDICT_WORDS = {"allow": Verdict.ALLOWED, "allowed": Verdict.ALLOWED,
+                  "forbid": Verdict.FORBIDDEN, "forbidden": Verdict.FORBIDDEN,
+                  "require": Verdict.REQUIRED, "required": Verdict.REQUIRED}
+
+
+class VerdictFileError(LitmusError):
+    """A verdict file that cannot be read, or a malformed line of one:
+    ``str(e) == f"{file}:{line}: {reason}"`` (``f"{file}: {reason}"`` for the whole file)."""
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.reason}" if self.line else \
+            f"{self.file}: {self.reason}"
+
+
+@dataclass
+class Verdicts:
+    """Test name -> herd's verdict, read from one or more files (`read_verdicts`)."""
+
+    files: list[str] = field(default_factory=list)
+    by_name: dict[str, Verdict] = field(default_factory=dict)
+    where: dict[str, tuple[str, int]] = field(default_factory=dict)  # name -> (file, line)
+
+    def lookup(self, name: str, path: str) -> tuple[str, Verdict] | None:
+        """The verdict on the test ``name`` read from ``path``, and the name it is under.
+
+        By the test's header name (``AArch64 NAME``), as herd names a test; else by the
+        file name without ``.litmus`` (herd's catalogue has two tests whose header name
+        ends in ``.litmus``, listed without it).
+        """
+        for key in (name, Path(path).name.removesuffix(".litmus")):
+            if key in self.by_name:
+                return key, self.by_name[key]
+        return None
+
+
+def read_verdicts(path: str | os.PathLike[str], into: Verdicts | None = None) -> Verdicts:
+    """herd's verdicts from a ``kinds.txt``-shaped file, added to ``into`` (or a new set).
+
+    One test a line: ``NAME KIND``, blanks between and around, KIND one of herd's
+    spellings (``Allowed``/``Allow``, ``Forbidden``/``Forbid``, ``Required``/``Require``,
+    in any case, optionally in double quotes); blank lines and comments (from ``#`` or
+    ``%`` to the end of the line) are skipped, as herd's reader (lib/lexRename.mll) does.
+    A name given twice with the same verdict is fine; with another verdict, in this file
+    or in one read before, it is an error.  Raises `VerdictFileError` for a file that
+    cannot be read, is not UTF-8, holds no verdict, or has a malformed line.
+    """
+    file = os.fspath(path)
+    verdicts = Verdicts() if into is None else into
+    try:
+        data = Path(file).read_bytes()
+    except OSError as e:
+        raise VerdictFileError(file, 0, _one_line(f"cannot read: {e.strerror or e}")) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise VerdictFileError(file, data[:e.start].count(b"\n") + 1,
+                               "not UTF-8 text") from None
+    count = 0
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = re.split(r"[#%]", raw, maxsplit=1)[0].strip()
+        if not line:
+            continue
+        fields = line.split()
+        if len(fields) == 1:
+            raise VerdictFileError(file, number, f"{fields[0]!r} has no verdict "
+                                   "(expected 'NAME Allowed|Forbidden|Required')")
+        if len(fields) > 2:
+            raise VerdictFileError(file, number, f"expected 'NAME Allowed|Forbidden|Required',"
+                                   f" found {len(fields)} words")
+        name, word = fields
+        verdict = _VERDICT_WORDS.get(word.strip('"').lower())
+        if verdict is None:
+            raise VerdictFileError(file, number, f"unknown verdict {word!r} for {name!r} "
+                                   "(expected Allowed, Forbidden or Required)")
+        before = verdicts.by_name.get(name)
+        if before is not None and before is not verdict:
+            at, line_no = verdicts.where[name]
+            raise VerdictFileError(file, number, f"{name!r} is {verdict.value} here but "
+                                   f"{before.value} at {at}:{line_no}")
+        if before is None:
+            verdicts.by_name[name] = verdict
+            verdicts.where[name] = (file, number)
+        count += 1
+    if not count:
+        raise VerdictFileError(file, 0, "no verdicts in this file")
+    verdicts.files.append(file)
+    return verdicts
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the conformance summary needs of one test: what the runner saw, or why the
+    test could not be run (a run of a thousand tests keeps these, not their machines)."""
+
+    name: str  # the header name (of a test that could not be run: see _header_name)
+    path: str
+    positive: int = 0  # reachable final states satisfying the condition's proposition
+    negative: int = 0
+    complete: bool = False
+    reason: str = ""  # why the exploration is not complete
+    error: str | None = None  # why the test could not be run
+
+    @classmethod
+    def of(cls, r: LitmusResult) -> Outcome:
+        return cls(r.name, r.program.test.path, r.positive, r.negative, r.complete,
+                   r.reason)
+
+    @classmethod
+    def not_run(cls, path: str | os.PathLike[str], reason: str) -> Outcome:
+        return cls(_header_name(Path(path)), os.fspath(path), error=reason)
+
+    @property
+    def ran(self) -> bool:
+        return self.error is None
+
+    @property
+    def observation(self) -> str:
+        """herd7's word for what was seen of the proposition: Never, Sometimes, Always."""
+        if self.positive == 0:
+            return "Never"
+        return "Always" if self.negative == 0 else "Sometimes"
+
+    @property
+    def undecided(self) -> str:
+        """Why what was *not* seen is not a proof that it cannot happen."""
+        if self.error is not None:
+            return f"could not run: {self.error}"
+        return f"not decided: {self.reason or 'exploration incomplete'}"
+
+    @property
+    def seen(self) -> str:
+        """What was seen, for a list: ``Sometimes 1 3 (complete)``."""
+        how = "complete" if self.complete else f"incomplete: {self.reason}"
+        return f"{self.observation} {self.positive} {self.negative} ({how})"
+
+
+def _header_name(path: Path) -> str:
+    """The name in a test's ``ARCH NAME`` header, if its first line has one; else the stem.
+
+    For a test that could not be run (it may not even parse), so that its verdict is
+    still found and it counts as a miss, not as a test without a verdict.
+    """
+    try:
+        with path.open(encoding="utf-8") as f:
+            first = f.readline().split()
+    except (OSError, UnicodeDecodeError):
+        first = []
+    if len(first) == 2 and first[0].isalnum():
+        return first[1]
+    return path.name.removesuffix(".litmus")
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One test in a list of the summary: its name, its file, and why it is listed."""
+
+    name: str
+    path: str
+    why: str
+
+
+@dataclass
+class Conformance:
+    """The runner's results judged by herd's verdicts (`conformance`)."""
+
+    files: list[str]  # the verdict files
+    run: int = 0
+    not_run: int = 0
+    without_verdict: list[Listed] = field(default_factory=list)
+    allowed: int = 0
+    allowed_observed: int = 0
+    allowed_missed: list[Listed] = field(default_factory=list)  # each with its reason
+    forbidden: int = 0
+    forbidden_never: int = 0  # not observed, and the exploration was complete
+    forbidden_observed: list[Listed] = field(default_factory=list)  # soundness failures
+    forbidden_undecided: list[Listed] = field(default_factory=list)
+    required: int = 0
+    required_always: int = 0  # observed in every final state, exploration complete
+    required_violated: list[Listed] = field(default_factory=list)  # soundness failures
+    required_undecided: list[Listed] = field(default_factory=list)
+    incomplete: list[Listed] = field(default_factory=list)  # every incomplete exploration
+
+    @property
+    def failures(self) -> list[Listed]:
+        """Every outcome observed that the verdicts forbid."""
+        return self.forbidden_observed + self.required_violated
+
+    @property
+    def sound(self) -> bool:
+        return not self.failures
+
+    @property
+    def allowed_ratio(self) -> float | None:
+        return self.allowed_observed / self.allowed if self.allowed else None
+
+    @property
+    def exit_code(self) -> int:
+        """1 a forbidden outcome observed, else 2 a test could not be run, else 0."""
+        return 1 if self.failures else 2 if self.not_run else 0
+
+
+def conformance(results: Iterable[Outcome | LitmusResult], verdicts: Verdicts) -> Conformance:
+    """Judge what the runner saw by herd's verdicts.
+
+    A verdict is about the condition's proposition P, whatever the quantifier, as herd7's
+    ``Observation NAME Never|Sometimes|Always`` line reports P (the shared catalogue's
+    ``herd7.txt`` is this: ``Small``, ``forall 0:X0=1``, Observation Always, is
+    ``Allowed``), and matching herd's kinds (lib/constrGen.ml, ``kind_of``: ``exists`` is
+    Allow, ``~exists`` Forbid, ``forall`` Require; herd says Ok when the verdict is the
+    test's own kind):
+
+    - ``Allowed``: some execution ends in a state satisfying P.  Observed when a reachable
+      final state satisfies P (Sometimes or Always); otherwise a miss, listed with the
+      runner's word: ``Never (complete)`` when the exploration was complete (the model
+      cannot produce it), ``not decided: <reason>`` when a bound stopped it, ``could not
+      run: <reason>``.  For ``exists P`` this is herd's Ok; for ``~exists P`` herd's No.
+    - ``Forbidden``: no execution satisfies P.  A reachable final state satisfying P is a
+      soundness failure (the model is wrong); not observed is a proof only when the
+      exploration was complete, else the test is listed as not decided.  For ``~exists
+      P`` this is herd's Ok; for ``exists P`` herd's No (so every diy-generated test,
+      ``exists`` of an SC-forbidden outcome, is Allowed or Forbidden this way).
+    - ``Required``: every execution satisfies P (herd's ``forall P`` Ok, Observation
+      Always).  A reachable final state *not* satisfying P is a soundness failure;
+      Always with a complete exploration holds; else not decided.
+
+    herdtools' ``mcompare7 -show k`` (LogState.tr_validate) agrees for ``exists`` and
+    ``~exists`` but reads a ``forall`` test the other way (Allowed when not-P is
+    reachable); the shared verdict files do not: ``herd7.txt`` gives ``Small`` and
+    ``STABLE`` (``forall``, Observation Always) Allowed, where that reading would give
+    Forbidden, and herd's own ``kinds.txt`` gives ``Small`` Required.
+
+    Verdicts are found by `Verdicts.lookup`.  A test with no verdict is counted (and
+    listed in JSON), not judged.  A test that could not be run counts against its
+    verdict's class: a miss if Allowed, not decided if Forbidden or Required.
+    """
+    summary = Conformance(list(verdicts.files))
+    for r in results:
+        o = Outcome.of(r) if isinstance(r, LitmusResult) else r
+        found = verdicts.lookup(o.name, o.path)
+        if found is not None:  # listed by the name the verdict file gives
+            o = replace(o, name=found[0])
+        if o.ran:
+            summary.run += 1
+            if not o.complete:
+                summary.incomplete.append(Listed(o.name, o.path, o.reason or "incomplete"))
+        else:
+            summary.not_run += 1
+        if found is None:
+            summary.without_verdict.append(
+                Listed(o.name, o.path, o.seen if o.ran else o.undecided))
+            continue
+        verdict = found[1]
+        if verdict is Verdict.ALLOWED:
+            summary.allowed += 1
+            if o.ran and o.positive:
+                summary.allowed_observed += 1
+            else:
+                why = "Never (complete)" if o.ran and o.complete else o.undecided
+                summary.allowed_missed.append(Listed(o.name, o.path, why))
+        elif verdict is Verdict.FORBIDDEN:
+            summary.forbidden += 1
+            if o.ran and o.positive:
+                summary.forbidden_observed.append(Listed(o.name, o.path, o.seen))
+            elif o.ran and o.complete:
+                summary.forbidden_never += 1
+            else:
+                summary.forbidden_undecided.append(Listed(o.name, o.path, o.undecided))
+        else:
+            summary.required += 1
+            if o.ran and o.negative:
+                summary.required_violated.append(Listed(o.name, o.path, o.seen))
+            elif o.ran and o.complete and o.positive:
+                summary.required_always += 1
+            elif o.ran and o.complete:
+                summary.required_undecided.append(
+                    Listed(o.name, o.path, "not decided: no final state reached"))
+            else:
+                summary.required_undecided.append(Listed(o.name, o.path, o.undecided))
+    return summary
+
+
+def _percent(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.1f}%" if whole else "-"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def conformance_text(s: Conformance) -> str:
+    """The summary for people: counts, then every listed test by name with its reason."""
+    lines = [f"Conformance with herd's verdicts ({', '.join(s.files)})",
+             f"Tests: {s.run} run, {s.not_run} could not be run, "
+             f"{len(s.without_verdict)} without a verdict",
+             f"Forbidden: {_plural(s.forbidden, 'test')}, {len(s.forbidden_observed)} observed"
+             f" (soundness failures), {s.forbidden_never} never (complete), "
+             f"{len(s.forbidden_undecided)} not decided",
+             f"Allowed: {_plural(s.allowed, 'test')}, {s.allowed_observed} observed "
+             f"({_percent(s.allowed_observed, s.allowed)}), {len(s.allowed_missed)} not "
+             "observed",
+             f"Required: {_plural(s.required, 'test')}" + (
+                 f", {s.required_always} always (complete), {len(s.required_violated)} "
+                 f"violated (soundness failures), {len(s.required_undecided)} not decided"
+                 if s.required else ""),
+             f"Explorations: {s.run - len(s.incomplete)} complete, {len(s.incomplete)} "
+             "incomplete"]
+    listed = [*s.failures, *s.allowed_missed, *s.forbidden_undecided, *s.required_undecided,
+              *s.incomplete]
+    names: dict[str, set[str]] = {}
+    for item in listed:
+        names.setdefault(item.name, set()).add(item.path)
+
+    def section(title: str, items: list[Listed]) -> None:
+        if items:
+            lines.append(f"{title} ({len(items)}):")
+            for item in items:
+                # The same name in two folders (catalogue and generated): say which file.
+                where = f"  [{item.path}]" if len(names[item.name]) > 1 else ""
+                lines.append(f"  {item.name}: {item.why}{where}")
+
+    section("FORBIDDEN OUTCOME OBSERVED, the model is wrong", s.forbidden_observed)
+    section("REQUIRED OUTCOME VIOLATED, the model is wrong", s.required_violated)
+    section("Allowed, not observed", s.allowed_missed)
+    section("Forbidden, not decided", s.forbidden_undecided)
+    section("Required, not decided", s.required_undecided)
+    section("Incomplete explorations", s.incomplete)
+    failures = len(s.failures)
+    if failures:
+        lines.append(f"UNSOUND: {_plural(failures, 'forbidden outcome')} observed")
+    else:
+        lines.append("Sound: 0 forbidden outcomes observed")
+    lines[-1] += (f"; {s.allowed_observed} of {s.allowed} allowed outcomes observed "
+                  f"({_percent(s.allowed_observed, s.allowed)})")
+    return "\n".join(lines)
+
+
+def conformance_json(s: Conformance) -> dict[str, Any]:
+    """The summary as one JSON object (the last line of ``testbed litmus --json``)."""
+    def items(listed: list[Listed]) -> list[dict[str, str]]:
+        return [{"name": i.name, "path": i.path, "why": i.why} for i in listed]
+
+    ratio = s.allowed_ratio
+    return {
+        "summary": "conformance", "verdict_files": s.files, "sound": s.sound,
+        "exit": s.exit_code, "run": s.run, "not_run": s.not_run,
+        "without_verdict": items(s.without_verdict),
+        "forbidden": {"tests": s.forbidden, "observed": items(s.forbidden_observed),
+                      "never": s.forbidden_never,
+                      "undecided": items(s.forbidden_undecided)},
+        "allowed": {"tests": s.allowed, "observed": s.allowed_observed,
+                    "ratio": None if ratio is None else round(ratio, 4),
+                    "missed": items(s.allowed_missed)},
+        "required": {"tests": s.required, "always": s.required_always,
+                     "violated": items(s.required_violated),
+                     "undecided": items(s.required_undecided)},
+        "incomplete": items(s.incomplete),
+    }

@@ -40,8 +40,8 @@ CASES = [
     ("br x3", Flow((), (3,), branch=True)),
     ("blr x4", Flow((LR,), (4,), branch=True)),
     ("ret", Flow((), (LR,), branch=True)),  # Capstone says it reads nothing
-    ("bl #16", Flow((LR,), ())),
-    ("b #16", Flow()),
+    ("bl #0x10", Flow((LR,), ())),
+    ("b #0x10", Flow()),
     ("dmb ish", Flow()),
     ("isb", Flow()),
     ("brk #0x100", Flow()),
