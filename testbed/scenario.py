@@ -209,10 +209,6 @@ class Session:
         if self.params or self.source is not None or self.patched:
             result.schedule = dataclasses.replace(result.schedule, config=config,
                                                   source=self.source)
-        stored = {layout.TEXT_BASE + w for w in m.model.touched} - m.declared
-        if stored and self.learning:
-            self.patched |= stored
-            m.set_patched(self.patched)
         # Checks run even after a fault: what the workload logged before it still counts.
         raised = list(result.findings)
         result.findings = []
@@ -222,6 +218,10 @@ class Session:
             result.observations = self.scenario.observe(m)
         except Exception as e:
             raise scenario_code_error(self.scenario.name, "observe", e) from e
+        stored = {layout.TEXT_BASE + w for w in m.model.touched} - m.declared
+        if stored and self.learning:  # fetch points for the runs after this one
+            self.patched |= stored
+            m.set_patched(self.patched)
         return result
 
     def run_random(self, seed: int, **kw: float) -> RunResult:
