@@ -9,12 +9,13 @@ interrupted.  Every numeric option is range-checked when it is parsed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
@@ -28,6 +29,7 @@ from .machine import GuestError
 from .memory import CacheType
 from .runs import (
     FindingsLog,
+    Recorded,
     Run,
     read_reproducer,
     replay_command,
@@ -139,9 +141,8 @@ def _out_dir(path: str, option: str = "--out") -> Path:
     return p
 
 
-def _session(scenario: str, cpus: int | None, cache: CacheType | None,
-             params: dict[str, int] | None = None) -> Session:
-    return Session(load_scenario(scenario)(), ncpus=cpus, cache=cache, params=params)
+def _session(scenario: str, cpus: int | None, cache: CacheType | None) -> Session:
+    return Session(load_scenario(scenario)(), ncpus=cpus, cache=cache)
 
 
 def _schedule_session(args: argparse.Namespace, schedule: Schedule,
@@ -165,21 +166,22 @@ def _in_file(file: str, e: BaseException) -> str:
     return text if text.startswith((file, "--scenario")) else f"{file}: {text}"
 
 
-def _replay(args: argparse.Namespace, session: Session, schedule: Schedule,
-            **kw: Any) -> Any:
+@contextlib.contextmanager
+def _replaying(file: str) -> Iterator[None]:
+    """A replay of the schedule in ``file`` that diverges is an error about that file."""
     try:
-        return session.replay(schedule, **kw)
+        yield
     except (ScheduleError, InvalidDecision) as e:
-        raise CliError(_in_file(args.file, e)) from None
+        raise CliError(_in_file(file, e)) from None
 
 
-def _print_findings(recs: Sequence[Any], session: Session, command: str = "replay") -> None:
+def _print_findings(recs: Sequence[Recorded], session: Session) -> None:
     for rec in recs:
         known = rec.run.known
         print(finding_text(rec.finding) + (f" (a known failure, from {known})" if known
                                            else ""))
         if rec.reproducer is not None:
-            print(f"  reproduce: {replay_command(rec.reproducer, session.source, command)}")
+            print(f"  reproduce: {replay_command(rec.reproducer, session.source)}")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -236,15 +238,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
     schedule, wanted = read_reproducer(args.file)
     session = _schedule_session(args, schedule, "replay")
     explained = None
-    if args.timeline:
-        from .explain import explain_replay
-        try:
+    with _replaying(args.file):
+        if args.timeline:
+            from .explain import explain_replay
             explained = explain_replay(session, schedule)
-        except (ScheduleError, InvalidDecision) as e:
-            raise CliError(_in_file(args.file, e)) from None
-        result = explained.result
-    else:
-        result = _replay(args, session, schedule)
+            result = explained.result
+        else:
+            result = session.replay(schedule)
     print(f"replayed {result.decisions} decisions of {schedule.scenario} "
           f"({result.instructions} instructions), trace {result.trace_digest()[:16]}")
     for f in result.findings:

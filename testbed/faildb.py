@@ -22,6 +22,7 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from .findings import safe_name
 from .schedule import ScenarioSource, Schedule, ScheduleError
 
 __all__ = ["DB_ENV", "FailureDB", "default_db"]
@@ -38,7 +39,7 @@ def default_db() -> FailureDB | None:
 
 
 def _folder_name(scenario: str, source: ScenarioSource | None) -> str:
-    safe = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in scenario) or "_"
+    safe = safe_name(scenario)
     return safe if source is None else f"{safe}-{source.sha256[:12]}"
 
 

@@ -10,8 +10,7 @@ it) that every command writes the same way.
 from __future__ import annotations
 
 import enum
-import hashlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -28,6 +27,7 @@ __all__ = [
     "finding_text",
     "recorded_findings",
     "reproducer_name",
+    "safe_name",
     "signature_key",
 ]
 
@@ -126,16 +126,14 @@ def finding_json(f: Finding, symbolize: Callable[[int], str]) -> dict[str, Any]:
             "instructions": [disasm(w) for w in f.words], "step": f.step}
 
 
+def safe_name(name: str) -> str:
+    """``name`` as one file-name component (a scenario's name, never a path)."""
+    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name) or "_"
+
+
 def reproducer_name(scenario: str, tag: str) -> str:
-    """A reproducer's file name: the scenario's name (never a path) and a tag."""
-    safe = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in scenario)
-    return f"{safe}-{tag}.json"
-
-
-def findings_digest(findings: Iterable[Finding]) -> str:
-    """A short stable digest of a set of findings (to name a file after them)."""
-    keys = sorted(signature_key(f.signature()) for f in findings)
-    return hashlib.sha256("\n".join(keys).encode()).hexdigest()[:10]
+    """A reproducer's file name: the scenario's name and a tag."""
+    return f"{safe_name(scenario)}-{tag}.json"
 
 
 def recorded_findings(meta: Mapping[str, Any], source: str) -> list[tuple[str, int]]:

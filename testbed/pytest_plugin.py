@@ -26,6 +26,7 @@ over the cores like any other tests.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -117,7 +118,8 @@ class ScenarioItem(pytest.Item):
         wanted = (expect,) if isinstance(expect, str) else tuple(expect or ())
         db = default_db()
         log = FindingsLog(session, Path(cfg.getoption("--testbed-out")), db)
-        for run in run_schedules(session, spec, range(seed0, seed0 + n), db=db):
+        for run in run_schedules(session, spec, range(seed0, seed0 + n), db=db,
+                                 warn=lambda text: warnings.warn(text, stacklevel=1)):
             wrong = [f for f in run.result.findings if f.oracle not in wanted]
             if wrong:
                 self.verdict = self._failure(session, log, run, wrong)

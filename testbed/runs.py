@@ -57,7 +57,6 @@ class Run:
     index: int  # the schedule's number in this loop (-1: from the failure database)
     seed: int | None = None
     known: Path | None = None  # the failure-database entry replayed
-    exact: bool = True  # replayed strictly (a database entry of the same image)
 
 
 def run_schedules(session: Session, strategy: StrategySpec, seeds: Iterable[int], *,
@@ -82,18 +81,17 @@ def replay_known(session: Session, db: FailureDB,
     for path, schedule in list(db.entries(session.scenario.name, session.source, warn)):
         try:
             result = session.replay(schedule)
-            exact = True
-        except ScheduleMismatch:
+        except ScheduleMismatch:  # another image or configuration: its decisions as hints
             result = session.run(LenientReplay(schedule.decisions),
                                  max_decisions=max(3 * len(schedule.decisions), 2000))
-            exact = False
         except InvalidDecision as e:  # same image, yet impossible: a damaged entry
             warn(f"failure database: skipped {path}: {e}")
             continue
-        if exact and not result.findings:
-            path.unlink(missing_ok=True)  # the race it showed is gone
-            continue
-        yield Run(result, -1, None, path, exact)
+        else:
+            if not result.findings:
+                path.unlink(missing_ok=True)  # replayed exactly: the race it showed is gone
+                continue
+        yield Run(result, -1, None, path)
 
 
 def reproducer(result: RunResult, session: Session, **meta: Any) -> Schedule:

@@ -161,9 +161,8 @@ class Session:
             what = ("--cpus" if ncpus is not None else
                     f"{scenario_file(type(scenario))}: scenario {scenario.name!r}: ncpus")
             raise ScenarioError(f"{what} must be 1..{layout.MAX_CPUS}, not {n!r}")
-        cls = type(scenario)
-        self.source = scenario_source(cls)
-        self.image = link_kernels(scenario.kernels, scenario_file(cls).parent
+        self.source = scenario_source(type(scenario))
+        self.image = link_kernels(scenario.kernels, Path(self.source.file).parent
                                   if self.source is not None else None)
         self.cache = cache or scenario.cache
         self.machine = Machine(self.image, n, FetchConfig(self.cache), budget=budget)
@@ -203,12 +202,14 @@ class Session:
 
     def run(self, strategy: Strategy, *, max_decisions: int | None = None) -> RunResult:
         m = self.machine
-        config = self.config()  # before the run: the fetch points it starts with
+        # What the schedule records beyond the machine's own configuration, taken before
+        # the run: the fetch points it starts with.
+        config = self.config() if self.params or self.patched else None
         result = run(m, strategy, scenario=self.scenario.name,
                      max_decisions=max_decisions or self.scenario.max_decisions)
-        if self.params or self.source is not None or self.patched:
-            result.schedule = dataclasses.replace(result.schedule, config=config,
-                                                  source=self.source)
+        if config is not None or self.source is not None:
+            result.schedule = dataclasses.replace(
+                result.schedule, config=config or result.schedule.config, source=self.source)
         # Checks run even after a fault: what the workload logged before it still counts.
         raised = list(result.findings)
         result.findings = []
@@ -279,13 +280,6 @@ def resolve_scenario(name: str, source: ScenarioSource | None,
         if not match:
             raise ScenarioError(f"--scenario {scenario_path}: has no scenario {wanted!r} "
                                 f"(it has: {', '.join(c.name for c in classes) or 'none'})")
-        here = scenario_source(match[0])
-        if source is not None and here is not None and here.sha256 != source.sha256:
-            raise ScheduleMismatch(
-                f"--scenario {scenario_path}: its content (sha256 {here.sha256}) is not the "
-                f"file the schedule was recorded with ({source.file}, sha256 "
-                f"{source.sha256}); the scenario changed, so the schedule would mean "
-                "something else")
         return match[0]
     if source is not None:
         raise ScenarioFileRequired(source.file, name)
