@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from litmus_texts import sm_b_isb
 
 TIMEOUT = 30.0  # seconds; every case here fails fast or runs a few schedules
 BAD_UTF8 = b"\xff\xfe\x80 not utf-8 \xc3\x28\n"
@@ -621,18 +622,7 @@ def test_failure_db_entry(build: Builder, tmp_path: Path, templates: Templates) 
 
 
 # -- litmus files --------------------------------------------------------------------------
-GOOD_LITMUS = """\
-AArch64 GOOD.SM.B+isb
-CacheType=DIC
-{ 0:X0=NOP; 0:X1=P0:L0; 0:X9=0; }
-P0              ;
-    STR W0,[X1] ;
-    ISB         ;
-L0: B L1        ;
-    MOV W9,#1   ;
-L1:             ;
-exists 0:X9=0
-"""
+GOOD_LITMUS = sm_b_isb("GOOD.SM.B+isb", cache="DIC")
 
 
 def litmus(data: str | bytes, *needles: str, patterns: tuple[str, ...] = ()) -> Builder:

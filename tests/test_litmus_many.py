@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+from litmus_texts import sm_b_isb
 
 import testbed.litmus_run as litmus_run
 from testbed.exploration import Bounds
@@ -18,23 +19,11 @@ from testbed.memory import CacheType
 
 DATA = Path(__file__).resolve().parent / "data" / "litmus" / "aarch64-ifetch"
 
-# herd-ifetch's SM.B+isb (Arm's catalogue), with a CacheType line to fill in.
-SM_B_ISB = """AArch64 SM.B+isb
-CacheType={cache}
-{{ 0:X0=NOP; 0:X1=P0:L0; 0:X9=0; }}
-P0              ;
-    STR W0,[X1] ;
-    ISB         ;
-L0: B L1        ;
-    MOV W9,#1   ;
-L1:             ;
-exists 0:X9=0
-"""
-GOOD = SM_B_ISB.replace("CacheType={cache}\n", "").replace("{{", "{").replace("}}", "}")
+GOOD = sm_b_isb()
 
 
 def sm(cache: str) -> str:
-    return SM_B_ISB.format(cache=cache)
+    return sm_b_isb(cache=cache)
 
 
 # --------------------------------------------------------------------------------------------

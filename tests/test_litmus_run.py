@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from litmus_texts import sm_b_isb
 
 from testbed.cli import main
 from testbed.litmus import parse
@@ -14,17 +15,7 @@ from testbed.memory import CacheType
 from testbed.scheduler import run
 from testbed.strategies import Replay
 
-# herd-ifetch's SM.B+isb (Arm's catalogue), inline so these tests stand alone.
-SM_B_ISB = """AArch64 SM.B+isb
-{ 0:X0=NOP; 0:X1=P0:L0; 0:X9=0; }
-P0              ;
-    STR W0,[X1] ;
-    ISB         ;
-L0: B L1        ;
-    MOV W9,#1   ;
-L1:             ;
-exists 0:X9=0
-"""
+SM_B_ISB = sm_b_isb()
 
 FAULT = """AArch64 fault-handler
 { 0:X0=0; 0:X1=P0:m0; 0:X3=x; }
