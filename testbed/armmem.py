@@ -56,7 +56,25 @@ The rules, numbered; ``tests/test_armmem.py`` has one test per rule, named after
   new one; it may always fail (the architecture allows a spurious failure), which
   clears ``exbank``.  Its status register's view is bottom.
 - **A1 atomics** (``CAS``, ``SWP``, ``LD<op>``): a load-exclusive and a store-exclusive
-  that cannot fail; with writes always last, the read reads the latest message.
+  that cannot fail; with writes always last, the read reads the latest message.  The
+  write's data view joins the read's view and its value's registers (the new value's
+  for ``CAS``, not the compare value's; the operand for ``SWP`` and ``LD<op>``), so a
+  later read of the write by the same thread is ordered after the atomic's read.
+- **A2 no-return atomics** (``ST<op>``, and ``LD<op>``/``SWP`` whose destination or
+  ``CAS`` whose compare register is ``XZR``): their read is not acquire and "not
+  regarded as doing a read for the purpose of a DMB LD barrier" (Arm ARM, B2.3): it
+  does not join ``vrm`` (``read(..., noret=True)``).
+- **A3 CAS result**: a ``CAS`` that fails returns the read's value, with its view.  One
+  that succeeds returns its compare value, which the CPU may take from the compare
+  register or from memory: for later reads each result register's view is the lesser
+  of the two (its own and the read's); later writes are ordered after the read, as
+  after a control dependency (``vcap``), and its own write after the compare value
+  too (``vctl``: whether it writes depends on it; ``LB+rel+CAS``, Forbidden).  Arm's
+  catalogue decides
+  ``MP+rel+CAS-ok-MRs-addr``, ``MP+rel+CAS-ok-RsRs-addr`` and ``LB+rel+CAS-ok-RsRs-addr``
+  Allowed, ``MP+rel+CAS-ok-bothRs-addr`` and ``LB+rel+CAS-ok-MRs-addr`` Forbidden: this
+  rule gives all five.  It orders more than the architecture in one case: a write after
+  a successful ``CAS`` that depends on nothing the ``CAS`` returned (``CAS+data1``).
 - **B1 DMB**: ``DMB SY/ISH`` orders reads and writes before against reads and writes
   after (``vrp``, ``vwp`` join ``vrm`` and ``vwm``); ``DMB LD`` orders reads before
   against reads and writes after; ``DMB ST`` writes before against writes after.
@@ -65,6 +83,22 @@ The rules, numbered; ``tests/test_armmem.py`` has one test per rule, named after
   cannot be satisfied before the branch's inputs.
 - **C1 control**: a conditional branch joins the view of what it tested into ``vcap``
   (writes after it are ordered, reads are not until an ISB).
+- **F1 fetch**: a text store records its W2 view; a CPU that executes an instruction
+  fetched from it (which value a fetch gets is the fetch model's, ``memory.py``) has
+  its later reads and writes ordered after that view: an instruction's accesses come
+  after its fetch, and a fetched value is what a read of the store would give
+  (``MP.FR+dmb+fpo-fe`` Forbidden, ESOP 2020).
+- **I1 interrupt sent**: an IPI (the write to the interrupt controller) carries the
+  sender's W2 view at that point: after a ``DSB``/``DMB`` it covers the sender's earlier
+  writes, without one it does not (the IPI may overtake them, which is why Linux's
+  ``gic_ipi_send_mask`` issues ``dsb(ishst)`` first).
+- **I2 interrupt acknowledged**: the value the receiver reads from the acknowledge
+  register has the view the signals sent to it carried, like a read of a message: its
+  later accesses are ordered after the sender's writes only through a dependency, a
+  control dependency and ``ISB``, or a barrier, which is what Linux's GICv3 driver
+  relies on ("the control dependency from gic_read_iar to the ISB in gic_write_eoir is
+  enough", ``irq-gic-v3.c``).  Taking the interrupt orders nothing by itself: the
+  exception may have been taken for an earlier interrupt.
 
 Promises
 --------
@@ -88,27 +122,14 @@ visible before program-order-earlier accesses of its own thread.  Which values t
 promise is the caller's question; the machine asks a solo run of the CPU from the
 current state (what Promising calls certification) which stores it would perform.
 
-How the machine drives it (the plan; not wired yet)
---------------------------------------------------
-- Modelled regions: the shared data and the per-CPU areas (every access to them is a
-  visible operation already); the text stays with the fetch model, stacks are private.
-  The host buffers hold each granule's *latest* message, so that the emulator's view of
-  memory is the coherence-latest one.
-- A STEP of a CPU whose next operation is a load reads the latest message; a model
-  decision ``READ cpu ts`` reads an older readable one (``readable``): the machine puts
-  that message's bytes in the buffer, lets the emulator execute the one load, and puts
-  the latest back.  A store is executed by the emulator, and its granule's new bytes
-  become a message (``write``), or fulfil a promise (a model decision ``FULFIL``).
-  Store-exclusives the model fails are failed in Python (status 1, PC + 4); the others
-  run in the emulator.  Barriers, acquire and release update views only.
-- Register views: ``deps.apply`` over the instructions of each stretch the emulator ran
-  (the CPU's block log), a branch's control view into ``control``; a loaded register
-  takes the read's view; a store's address and data views come from its registers.
-- Promises: a model decision ``PROMISE cpu k`` appends the k-th store a solo run of the
-  CPU from the current state would perform (``Machine.save``/``load`` around it: what
-  Promising calls certification); a run that ends with a promise unfulfilled is not an
-  execution (no outcome, no finding), and one whose promise is dead ends at once.
-- ``ArmMemory.save``/``load``/``key`` join the machine's snapshot and state key.
+How the machine drives it
+-------------------------
+``testbed/dataside.py`` (its docstring says how): the host buffers hold each granule's
+latest message; a ``READ`` decision makes a load read an older readable one; stores
+become messages or fulfil promises; store-exclusives are performed in Python
+(``FAIL``: a spurious failure); register views follow ``deps.apply``; promises come
+first (``PROMISE``, litmus tests only), from a solo run of the CPU; ``save``/``load``/
+``key`` join the machine's snapshot and state key.
 
 Accesses of different sizes
 ---------------------------
@@ -193,17 +214,20 @@ class ThreadState:
     exbank: tuple[int, int, int] | None = None  # (loc, ts, view)
     regs: list[int] = field(default_factory=lambda: [0] * NREGS)
     promises: set[int] = field(default_factory=set)  # timestamps promised, not yet fulfilled
+    spill: int = 0  # the join of the views stored to the CPU's own stack (deps.apply)
+    signal: int = 0  # I1: the view an interrupt sent to this thread carries
 
     def copy(self) -> ThreadState:
         return ThreadState(dict(self.coh), self.vrp, self.vwp, self.vrm, self.vwm,
                            self.vcap, self.vrel, dict(self.fwd), self.exbank,
-                           list(self.regs), set(self.promises))
+                           list(self.regs), set(self.promises), self.spill, self.signal)
 
     def key(self) -> tuple[object, ...]:
         return (tuple(sorted(self.coh.items())), self.vrp, self.vwp, self.vrm, self.vwm,
                 self.vcap, self.vrel, tuple(sorted((k, v.ts, v.view, v.ex)
                                                    for k, v in self.fwd.items())),
-                self.exbank, tuple(self.regs), tuple(sorted(self.promises)))
+                self.exbank, tuple(self.regs), tuple(sorted(self.promises)), self.spill,
+                self.signal)
 
 
 class ArmMemory:
@@ -218,6 +242,8 @@ class ArmMemory:
         self.msgs: list[tuple[int, bytes, int]] = []  # (loc, value, tid); ts = index + 1
         self.by_loc: dict[int, list[int]] = {}  # loc -> timestamps of its messages
         self.initial: dict[int, bytes] = {}  # loc -> its value at timestamp 0
+        # F1: text word offset -> ((value, write view), ...) of the stores to it, in order
+        self.text: dict[int, tuple[tuple[bytes, int], ...]] = {}
 
     # -- memory ------------------------------------------------------------------------
     def value(self, loc: int, ts: int) -> bytes:
@@ -259,10 +285,13 @@ class ArmMemory:
         return out
 
     def read(self, tid: int, loc: int, ts: int, vaddr: int = 0,
-             ord: ReadOrd = ReadOrd.PLAIN, ex: bool = False) -> tuple[bytes, int]:
+             ord: ReadOrd = ReadOrd.PLAIN, ex: bool = False,
+             noret: bool = False) -> tuple[bytes, int]:
         """Read message ``ts`` of ``loc`` (one of ``readable``): its value and the view
-        of the result (R3, R4, R5)."""
+        of the result (R3, R4, R5; A2 with ``noret``: no acquire, no ``vrm``)."""
         th = self.threads[tid]
+        if noret:
+            ord = ReadOrd.PLAIN
         pre = self._pre(th, vaddr, ord)
         f = th.fwd.get(loc, _NO_FWD)
         forwarded = f.ts == ts and ts and not (f.ex and ord >= ReadOrd.ACQUIRE_PC)  # R3
@@ -271,7 +300,8 @@ class ArmMemory:
         if ord >= ReadOrd.ACQUIRE_PC:  # R4
             th.vrp = max(th.vrp, view)
             th.vwp = max(th.vwp, view)
-        th.vrm = max(th.vrm, view)
+        if not noret:
+            th.vrm = max(th.vrm, view)
         th.vcap = max(th.vcap, vaddr)
         if ex:
             th.exbank = (loc, ts, view)
@@ -292,6 +322,8 @@ class ArmMemory:
                    if eb[1] < t < ts)
 
     def _append(self, loc: int, value: bytes, tid: int) -> int:
+        if loc not in self.initial:
+            raise ValueError(f"{loc:#x}: its initial value is not known (call know first)")
         self.msgs.append((loc, bytes(value), tid))
         ts = len(self.msgs)
         self.by_loc.setdefault(loc, []).append(ts)
@@ -305,12 +337,12 @@ class ArmMemory:
 
     def fulfillable(self, tid: int, loc: int, value: bytes, vaddr: int = 0,
                     vdata: int = 0, ord: WriteOrd = WriteOrd.PLAIN,
-                    ex: bool = False) -> list[int]:
+                    ex: bool = False, vctl: int = 0) -> list[int]:
         """P2: the promises a store of ``value`` to ``loc`` by ``tid`` may fulfil now."""
         th = self.threads[tid]
         if not th.promises:
             return []
-        low = max(th.coh.get(loc, 0), self.write_view(tid, vaddr, vdata, ord))
+        low = max(th.coh.get(loc, 0), self.write_view(tid, vaddr, vdata, ord, vctl))
         out = []
         for ts in sorted(th.promises):
             ploc, pval, _ = self.msgs[ts - 1]
@@ -331,13 +363,13 @@ class ArmMemory:
 
     def write(self, tid: int, loc: int, value: bytes, vaddr: int = 0, vdata: int = 0,
               ord: WriteOrd = WriteOrd.PLAIN, ex: bool = False,
-              fulfil: int | None = None) -> int:
+              fulfil: int | None = None, vctl: int = 0) -> int:
         """A store: append ``<loc := value>`` (W1), or fulfil promise ``fulfil`` (P2,
         one of ``fulfillable``), and update ``tid``'s views (W2, W3); returns the
         message's timestamp.  A store-exclusive calls ``exclusive_ok`` first."""
         th = self.threads[tid]
         if fulfil is not None:
-            if fulfil not in self.fulfillable(tid, loc, value, vaddr, vdata, ord, ex):
+            if fulfil not in self.fulfillable(tid, loc, value, vaddr, vdata, ord, ex, vctl):
                 raise ValueError(f"thread {tid} cannot fulfil promise {fulfil} now")
             th.promises.discard(fulfil)
             ts = fulfil
@@ -357,11 +389,12 @@ class ArmMemory:
         return ts
 
     def write_view(self, tid: int, vaddr: int = 0, vdata: int = 0,
-                   ord: WriteOrd = WriteOrd.PLAIN) -> int:
-        """The view a write must be after (W2); with writes always last it is a check:
-        it is always below the new timestamp."""
+                   ord: WriteOrd = WriteOrd.PLAIN, vctl: int = 0) -> int:
+        """The view a write must be after (W2; ``vctl``: what decides whether it writes
+        at all, a CAS's compare value, A3); with writes always last it is a check: it
+        is always below the new timestamp."""
         th = self.threads[tid]
-        v = max(vaddr, vdata, th.vcap, th.vwp)
+        v = max(vaddr, vdata, th.vcap, th.vwp, vctl)
         if ord is WriteOrd.RELEASE:
             v = max(v, th.vrm, th.vwm)
         return v
@@ -388,25 +421,129 @@ class ArmMemory:
         th = self.threads[tid]
         th.vcap = max(th.vcap, view)
 
+    # -- instruction fetch ---------------------------------------------------------------
+    def store_text(self, tid: int, word: int, value: bytes, view: int) -> None:
+        """F1: ``tid`` stored ``value`` to text word ``word``, ordered after ``view`` (its
+        W2 view: the text stays with the fetch model, which decides what is fetched)."""
+        self.text[word] = (*self.text.get(word, ()), (bytes(value), view))
+
+    def fetched(self, tid: int, word: int, value: bytes) -> None:
+        """F1: ``tid`` executes ``value`` fetched from text word ``word``: its later reads
+        and writes are ordered after what the last store of that value there was
+        ordered after (an instruction executes after its fetch, herd's ``fe``)."""
+        for v, view in reversed(self.text.get(word, ())):
+            if v == value:
+                th = self.threads[tid]
+                th.vrp = max(th.vrp, view)
+                th.vwp = max(th.vwp, view)
+                return
+
+    # -- interrupts --------------------------------------------------------------------
+    def send_interrupt(self, src: int, dst: int) -> None:
+        """I1: ``src`` signals ``dst`` (an IPI): the signal carries what a plain write of
+        ``src`` issued now would be ordered after (W2 without the write's registers)."""
+        view = self.write_view(src)
+        th = self.threads[dst]
+        th.signal = max(th.signal, view)
+
+    def acknowledge(self, tid: int) -> int:
+        """I2: the view of the value a read of the interrupt controller's acknowledge
+        register returns: what the signals sent to ``tid`` so far carried."""
+        return self.threads[tid].signal
+
     # -- snapshots ---------------------------------------------------------------------
     def save(self) -> tuple[object, ...]:
-        return (len(self.msgs), [t.copy() for t in self.threads], dict(self.initial))
+        return (tuple(self.msgs), [t.copy() for t in self.threads], dict(self.initial),
+                dict(self.text))
 
     def load(self, state: tuple[object, ...]) -> None:
-        n, threads, initial = state
-        assert isinstance(n, int) and isinstance(threads, list) and isinstance(initial, dict)
-        for loc, _, _ in self.msgs[n:]:
-            self.by_loc[loc].pop()
-            if not self.by_loc[loc]:
-                del self.by_loc[loc]
-        del self.msgs[n:]
+        """Back to a saved state (any: an ancestor of this one or not)."""
+        msgs, threads, initial, text = state
+        assert isinstance(msgs, tuple) and isinstance(threads, list) \
+            and isinstance(initial, dict) and isinstance(text, dict)
+        self.msgs = list(msgs)
+        self.by_loc = {}
+        for ts, (loc, _, _) in enumerate(msgs, 1):
+            self.by_loc.setdefault(loc, []).append(ts)
         self.threads = [t.copy() for t in threads]
         self.initial = dict(initial)
+        self.text = dict(text)
 
     def key(self) -> bytes:
-        """A digest of everything that decides what can happen next."""
+        """A digest of everything that decides what can happen next.
+
+        Without promises the digest is canonical: two states whose messages differ only
+        in how writes to *different* locations interleave, or in messages no thread can
+        read any more, get the same key.  What a view decides is, per location, which
+        message is the last at or below it (R2's bound; every later use is a join or
+        that comparison, and new messages come after every view), so each view is
+        digested as those positions, counted from the oldest message some thread can
+        still read (or holds in its exclusive bank); each location's messages from
+        there on are digested with their values and writers (W4 needs the writers).
+        With promises outstanding, fulfilment compares views with the promises'
+        timestamps directly: the whole history is digested."""
         h = hashlib.blake2b(digest_size=16)
-        for loc, value, tid in self.msgs:
-            h.update(loc.to_bytes(8, "little") + value + tid.to_bytes(2, "little"))
-        h.update(repr([t.key() for t in self.threads]).encode())
+        if any(t.promises for t in self.threads):
+            h.update(repr(sorted(self.text.items())).encode())
+            for loc, value, tid in self.msgs:
+                h.update(loc.to_bytes(8, "little") + value + tid.to_bytes(2, "little"))
+            h.update(repr([t.key() for t in self.threads]).encode())
+            return h.digest()
+        parts: list[bytes] = []
+        floor_of: dict[int, int] = {}  # location -> position of its oldest readable message
+        active: list[tuple[list[int], int]] = []
+        bisect_right = bisect.bisect_right
+        for loc in sorted(self.by_loc):
+            stamps = self.by_loc[loc]
+            low = len(stamps)
+            for th in self.threads:
+                bound = th.coh.get(loc, 0)
+                if bound != stamps[-1]:
+                    bound = max(bound, self._last_at_or_below(loc, th.vrp))
+                if th.exbank is not None and th.exbank[0] == loc:
+                    bound = min(bound, th.exbank[1])
+                low = min(low, bisect_right(stamps, bound))
+            floor_of[loc] = low
+            parts.append(loc.to_bytes(8, "little") + low.to_bytes(4, "little"))
+            if low == 0:
+                parts.append(self.initial[loc])
+            for ts in stamps[max(low - 1, 0):]:
+                _, value, tid = self.msgs[ts - 1]
+                parts.append(value + tid.to_bytes(2, "little"))
+            if low < len(stamps):
+                active.append((stamps, low))
+        h.update(b"".join(parts))
+        # Settled locations (every thread must read the latest message) give every view
+        # the same position: only the others enter the views' digests, and coherence
+        # only there.
+        cache: dict[int, tuple[int, ...]] = {}
+
+        def pos(v: int) -> tuple[int, ...]:
+            got = cache.get(v)
+            if got is None:
+                got = cache[v] = tuple(max(bisect_right(stamps, v) - low, 0)
+                                       for stamps, low in active)
+            return got
+
+        def at(loc: int, ts: int) -> int:  # a message's position from its floor; -1: dead
+            low = floor_of.get(loc)
+            if low is None:
+                return 0
+            p = bisect_right(self.by_loc[loc], ts) - low
+            return p if p >= 0 else -1
+
+        out: list[object] = []
+        for t in self.threads:
+            coh = tuple(sorted((loc, at(loc, ts)) for loc, ts in t.coh.items()
+                               if floor_of.get(loc, 0) < len(self.by_loc.get(loc, ()))))
+            out.append((
+                coh, pos(t.vrp), pos(t.vwp), pos(t.vrm), pos(t.vwm), pos(t.vcap),
+                pos(t.vrel), pos(t.spill), pos(t.signal), tuple(pos(v) for v in t.regs),
+                tuple(sorted((loc, a, pos(f.view), f.ex) for loc, f in t.fwd.items()
+                             if (a := at(loc, f.ts)) >= 0)),
+                None if t.exbank is None else (t.exbank[0], at(t.exbank[0], t.exbank[1]),
+                                               pos(t.exbank[2]))))
+        out.append(tuple(sorted((w, tuple((v, pos(view)) for v, view in stores))
+                                for w, stores in self.text.items())))
+        h.update(repr(out).encode())
         return h.digest()

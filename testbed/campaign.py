@@ -92,6 +92,8 @@ class CampaignSpec:
     cache: str | None = None
     image: str = ""  # the linked kernel image's digest (set when the campaign starts)
     source: dict[str, str] | None = None  # a scenario of one's own: file and SHA-256
+    # The data-memory model (a campaign.json written before the switch existed ran "sc").
+    memory: str = "arm"
     # The scenario file the user named on this command line (never read from
     # campaign.json: a campaign file does not make the testbed import anything).
     scenario_file: str | None = field(default=None, compare=False)
@@ -120,6 +122,7 @@ _FIELDS: dict[str, tuple[type, ...]] = {
     "scenario": (str,), "strategy": (str,), "seed": (int,), "batch": (int,),
     "depth": (int,), "k": (int,), "p_model": (float, int), "ncpus": (int, type(None)),
     "cache": (str, type(None)), "image": (str,), "source": (dict, type(None)),
+    "memory": (str,),
 }
 
 
@@ -150,6 +153,10 @@ def spec_from_json(doc: Any, path: Path, scenario_file: str | None) -> CampaignS
             CacheType.parse(fields["cache"])
         except ValueError as e:
             raise CampaignError(f"{path}: field 'cache': {e}") from None
+    fields.setdefault("memory", "sc")  # written before the switch existed
+    if fields["memory"] not in ("sc", "arm"):
+        raise CampaignError(f"{path}: field 'memory' must be \"sc\" or \"arm\", not "
+                            f"{fields['memory']!r}")
     if fields.get("source") is not None:
         try:
             ScenarioSource.from_json(fields["source"], str(path))
@@ -168,7 +175,7 @@ _local = threading.local()  # one session per worker thread (Dask workers may ha
 def _session(spec: CampaignSpec) -> Session:
     from .memory import CacheType
     from .scenario import Session, resolve_scenario
-    key = (spec.scenario, spec.scenario_file, spec.ncpus, spec.cache)
+    key = (spec.scenario, spec.scenario_file, spec.ncpus, spec.cache, spec.memory)
     cached = getattr(_local, "sessions", None)
     if cached is None:
         cached = _local.sessions = {}
@@ -178,7 +185,7 @@ def _session(spec: CampaignSpec) -> Session:
         except ValueError as e:
             raise CampaignError(f"campaign field 'cache': {e}") from None
         cls = resolve_scenario(spec.scenario, spec.scenario_source(), spec.scenario_file)
-        session = Session(cls(), ncpus=spec.ncpus, cache=cache)
+        session = Session(cls(), ncpus=spec.ncpus, cache=cache, memory=spec.memory)
         # Any run of a campaign is re-created alone by `testbed run`: a worker must not
         # learn fetch points from the runs it happened to run before (Machine.may_patch).
         session.learning = False

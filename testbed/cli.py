@@ -25,7 +25,7 @@ from .asm import AsmError
 from .errors import ScenarioCodeError
 from .faildb import default_db
 from .findings import Finding, OracleName, display_path, finding_json, finding_text
-from .machine import GuestError
+from .machine import MEMORY_MODELS, GuestError
 from .memory import CacheType
 from .runs import (
     FindingsLog,
@@ -141,8 +141,9 @@ def _out_dir(path: str, option: str = "--out") -> Path:
     return p
 
 
-def _session(scenario: str, cpus: int | None, cache: CacheType | None) -> Session:
-    return Session(load_scenario(scenario)(), ncpus=cpus, cache=cache)
+def _session(scenario: str, cpus: int | None, cache: CacheType | None,
+             memory: str | None = None) -> Session:
+    return Session(load_scenario(scenario)(), ncpus=cpus, cache=cache, memory=memory)
 
 
 def _schedule_session(args: argparse.Namespace, schedule: Schedule,
@@ -198,7 +199,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                        "database's schedules)")
     spec = StrategySpec(args.strategy, depth=args.depth, k=args.k or 200,
                         p_model=args.p_model)
-    session = _session(args.scenario, args.cpus, args.cache)
+    session = _session(args.scenario, args.cpus, args.cache, args.memory)
     db = default_db() if not args.no_db else None
     log = FindingsLog(session, out, db)
     decisions = instructions = decode_runs = runs = 0
@@ -317,7 +318,7 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
             spec = campaign.create(CampaignSpec(
                 cls.name, args.strategy, args.seed, args.batch, args.depth, args.k,
                 args.p_model, args.cpus, args.cache.value if args.cache else None,
-                scenario_file=scenario_file))
+                memory=args.memory or cls.memory, scenario_file=scenario_file))
     except ScenarioFileRequired as e:
         raise CliError(f"{args.out}: the campaign fuzzes scenario {e.name!r} of {e.file}, "
                        f"not {args.scenario}") from None
@@ -436,7 +437,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                               max_seconds=args.max_seconds, max_memory=args.max_memory)
     except ValueError as e:
         raise CliError(str(e)) from None
-    session = Session(cls(), cache=args.cache, params=params)
+    session = Session(cls(), cache=args.cache, params=params, memory=args.memory)
     scope = ", ".join(f"{k}={v}" for k, v in sorted(params.items())) or "as the scenario runs"
     if not args.json:
         print(f"searching {cls.name} ({scope}): at most {args.preemptions} preemptions and "
@@ -500,7 +501,7 @@ def cmd_litmus(args: argparse.Namespace) -> int:
     from .litmus import LitmusError
     from .litmus_run import run_many
     try:
-        return run_many(args.paths, cache=args.cache,
+        return run_many(args.paths, cache=args.cache, memory=args.memory,
                         bounds=Bounds(max_states=args.max_states,
                                       max_seconds=args.max_seconds),
                         random_runs=args.random, seed=args.seed, as_json=args.json,
@@ -526,6 +527,15 @@ def _strategy_options(sp: argparse.ArgumentParser, default_k: str) -> None:
     sp.add_argument("--cpus", type=_int(1, layout.MAX_CPUS),
                     help=f"CPUs (1..{layout.MAX_CPUS}; default: the scenario's)")
     sp.add_argument("--cache", type=_cache, help="IDC0, IDC1 or DIC1")
+    _memory_option(sp, None)
+
+
+def _memory_option(sp: argparse.ArgumentParser, default: str | None) -> None:
+    sp.add_argument("--memory", choices=MEMORY_MODELS, default=default,
+                    help="the data-memory model: arm (the architecture's: Promising-ARM, "
+                    "testbed/dataside.py) or sc (sequentially consistent: faster, for "
+                    "teaching); default: " + (default or "the scenario's (arm unless it "
+                                               "says)"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -602,6 +612,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="search the scenario as it runs, not its small search scope")
     sp.add_argument("--cpus", type=_int(1, layout.MAX_CPUS))
     sp.add_argument("--cache", type=_cache)
+    _memory_option(sp, None)
     sp.add_argument("--max-states", type=_int(1), default=5_000_000)
     sp.add_argument("--max-seconds", type=_float(0, open_lo=True), default=3600.0)
     sp.add_argument("--max-memory", type=_size, default=4 << 30, metavar="SIZE",
@@ -615,6 +626,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("litmus", help="run herd-format litmus tests, herd7-style verdicts")
     sp.add_argument("paths", nargs="+", metavar="PATH", help=".litmus files or folders")
     sp.add_argument("--cache", type=_cache, help="IDC0, IDC1 or DIC1 (default: the file's)")
+    _memory_option(sp, "arm")
     sp.add_argument("--json", action="store_true",
                     help="print JSON Lines: one object per test, as each ends")
     sp.add_argument("--max-states", type=_int(1), default=500_000)

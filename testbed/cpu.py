@@ -113,6 +113,7 @@ class Cpu:
         "state",
         "stop",
         "text_read_mode",
+        "text_view",
         "uc",
         "write_spsr",
     )
@@ -136,6 +137,7 @@ class Cpu:
         self.read_pc = 0
         self.read_ctx: Any = None
         self.text_read_mode = False
+        self.text_view = 0  # Arm model: the W2 view of this CPU's store to the text (F1)
         self.stack = bytearray(layout.STACK_SIZE)
         self.start = emulator.starter(uc)
         self.stop = emulator.stopper(uc)

@@ -21,6 +21,7 @@ from typing import Any, TextIO, TypeVar
 
 from . import layout
 from .findings import EventKind, Finding, OracleName, finding_text
+from .machine import MEMORY_MODELS
 from .oracles import oracle_names
 from .runs import replay_command, reproducer, run_schedules, write_reproducer
 from .scenario import Session, load_scenario
@@ -104,6 +105,7 @@ class Demo:
     decode_in_search: bool = True  # False: the decode oracle only on the final replay
     wanted: Callable[[RunResult, Session], bool] | None = None
     source: tuple[str, ...] = ()  # kernel functions the HTML lists even if not shown
+    memory: str | None = None  # the data-memory model (None: the scenario's)
 
 
 # ------------------------------------------------------------------------- the stories
@@ -339,7 +341,7 @@ def _session(demo: Demo, *, search: bool = False) -> Session:
     scenario = load_scenario(demo.scenario)()
     names = [n for n in oracle_names(scenario)
              if not (search and not demo.decode_in_search and n == OracleName.TRACE_DECODE)]
-    session = Session(scenario, ncpus=NCPUS, oracles=names)
+    session = Session(scenario, ncpus=NCPUS, oracles=names, memory=demo.memory)
     session.learning = False  # a demo's story must not depend on its search's history
     return session
 
@@ -560,6 +562,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print("start with: testbed demo nosync-stale")
         return 0
     demo = _demo(args.name)
+    if args.memory is not None:
+        demo = replace(demo, memory=args.memory)
     if args.seed is not None and args.seed < 0:
         raise DemoError(f"--seed must be 0 or more, not {args.seed}")
     if args.width is not None and not 30 <= args.width <= 400:
@@ -655,4 +659,6 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     sp.add_argument("--width", type=int, help="characters per CPU column (default: as wide "
                     "as the rows with their values need, 60 to 100)")
     sp.add_argument("--out", default="testbed-findings", help="where the schedule goes")
+    sp.add_argument("--memory", choices=MEMORY_MODELS, default=None,
+                    help="the data-memory model: arm or sc (default: the scenario's)")
     sp.set_defaults(func=cmd_demo)

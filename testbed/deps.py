@@ -118,8 +118,10 @@ def flow(word: int) -> Flow:
         if word & 0x1FE00000 == 0x1A400000:  # CCMN/CCMP (register or immediate)
             imm = (word >> 11) & 1
             return _f((NZCV,), (_r(rn), NZCV) + (() if imm else (_r(rm),)))
-        if word & 0x1FE00000 == 0x1A800000:  # CSEL, CSINC, CSINV, CSNEG
-            return _f((_r(rd),), (_r(rn), _r(rm), NZCV))
+        if word & 0x1FE00000 == 0x1A800000:  # CSEL, CSINC, CSINV, CSNEG: in Arm's
+            # model the condition creates no dependency (catalogue MP+rel+CSEL,
+            # LB+CSEL4: Allowed), only the operands do
+            return _f((_r(rd),), (_r(rn), _r(rm)))
         if word & 0x5FE00000 == 0x1AC00000:  # data processing (2 source)
             return _f((_r(rd),), (_r(rn), _r(rm)))
         if word & 0x5FE00000 == 0x5AC00000:  # data processing (1 source)

@@ -121,6 +121,9 @@ def gic_write(m: Machine, u: Any, offset: int, size: int, value: int, c: Cpu) ->
         u.emu_stop()
         return
     if access.kind == "send":
+        if m.arm is not None:
+            for t in access.targets:
+                m.arm.send_interrupt(c.index, t)
         m.add_event(c.index, EventKind.IPI_SEND, value=access.ipi,
                     detail="to " + ",".join(f"CPU{t}" for t in access.targets))
     elif access.kind == "off":

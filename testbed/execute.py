@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from unicorn import arm64_const as A
 
-from . import layout, trace
+from . import dataside, layout, trace
 from .cpu import PSTATE_I, UNTIL, Cpu, CpuState, Stop, UcError
 from .exceptions import enter, eret, take_irq
 from .findings import EventKind, OracleName
@@ -45,6 +45,9 @@ def step(m: Machine, c: Cpu) -> None:
         return
     pc = c.pc
     kind = c.kind_at.get(pc, _INVISIBLE)
+    if m.arm is not None and pc - layout.TEXT_BASE in m.model.touched:
+        off = pc - layout.TEXT_BASE  # F1: a stored instruction executes after its store
+        m.arm.fetched(c.index, off, bytes(m.iviews[c.index][off:off + 4]))
     if kind is _FETCH:
         if m.cmodx_oracle and cmodx_violation(m, c, pc):
             return
@@ -57,6 +60,14 @@ def step(m: Machine, c: Cpu) -> None:
     if kind <= 4:  # INVISIBLE, MEMORY, ERET, DAIF, FETCH: the emulator executes it
         if kind is _ERET:
             eret(m, c, pc)
+        if kind == 1 and m.arm is not None:  # an access under the Arm model
+            nxt = dataside.access(m, c, pc)
+            if nxt is not None:
+                if nxt >= 0:
+                    resume(m, c, nxt)
+                return
+            run(m, c, pc, pc)  # not modelled memory: run as under sc
+            return
         run(m, c, pc)
         if (kind == 2 or kind == 3) and c.state is CpuState.RUNNABLE:
             c.irq_masked = bool(c.regs.read(A.UC_ARM64_REG_PSTATE) & PSTATE_I)
@@ -71,7 +82,16 @@ def step(m: Machine, c: Cpu) -> None:
                       f"word {word:#010x} at {m.image.symbolize(pc)}", pc, (word,))
         return
     c.log.append((m.step_no, pc, pc + 4))
-    if kind is OpKind.ISB:
+    if kind is OpKind.BARRIER:
+        if m.arm is not None:
+            off = pc - layout.TEXT_BASE
+            word = int.from_bytes(m.iviews[c.index][off:off + 4], "little")
+            dataside.barrier(m, c, word)
+            if word & 0xFFFFF0FF == 0xD503309F:  # DSB: maintenance completes (fetch rule 9)
+                m.model.complete_all(c.index)
+            elif (word >> 8) & 3 != 1:  # a DMB that orders stores: DC CVAU completes
+                m.model.complete_cleans(c.index)
+    elif kind is OpKind.ISB:
         catch_up(m, c, "ISB")
     elif kind is OpKind.DC or kind is OpKind.IC:
         cache_op(m, c, pc)
@@ -94,8 +114,19 @@ def resume(m: Machine, c: Cpu, pc: int) -> None:
     run(m, c, pc)
 
 
-def run(m: Machine, c: Cpu, pc: int) -> None:
-    """Execute the instruction at ``pc`` and run on to the next visible operation."""
+def run(m: Machine, c: Cpu, pc: int, skip: int = -1) -> None:
+    """Execute the instruction at ``pc`` and run on to the next visible operation; under
+    the Arm model, carry register views through what ran (``skip``: an access at ``pc``
+    whose views ``dataside`` set)."""
+    if m.arm is None:
+        _run(m, c, pc)
+        return
+    start = len(c.log)
+    _run(m, c, pc)
+    dataside.track(m, c, start, skip)
+
+
+def _run(m: Machine, c: Cpu, pc: int) -> None:
     u = c.uc
     while True:
         c.skip = pc if pc in c.kind_at else -1

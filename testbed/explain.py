@@ -46,6 +46,7 @@ from .access import (
     sext,
 )
 from .asm import Image
+from .dataside import read_bytes
 from .findings import Event, EventKind, Finding, OracleName
 from .isa import OpKind, classify, is_cmodx
 from .machine import EC_BRK64, XREG, GuestError, Machine
@@ -110,6 +111,11 @@ def _peek(m: Machine, cpu: int, addr: int, size: int, step: int) -> bytes | None
         return m.read(addr, size)
     except GuestError:
         return None
+
+
+# Decisions that perform a CPU's next access: a step, or under the Arm model a step that
+# reads older messages or whose store-exclusive fails.
+_ACCESS_KINDS = frozenset({DecisionKind.STEP, DecisionKind.READ, DecisionKind.FAIL})
 
 
 class _Probed:
@@ -180,16 +186,18 @@ class AccessProbe:
         """``d`` is about to be applied to ``machine``."""
         if self._pending:
             self._settle(machine)
-        if d is None or d.kind is not DecisionKind.STEP or not 0 <= d.cpu < machine.ncpus \
+        if d is None or d.kind not in _ACCESS_KINDS or not 0 <= d.cpu < machine.ncpus \
                 or machine.pending_kind(d.cpu) is not OpKind.MEMORY:
             return
-        a, late = self._access(machine, d.cpu, machine.step_no + 1)
+        read = d.addr if d.kind is DecisionKind.READ else None
+        a, late = self._access(machine, d.cpu, machine.step_no + 1, read)
         if a is not None:
             if late:
                 self._pending.append(len(self._accesses))
             self._accesses.append(a)
 
-    def _access(self, m: Machine, cpu: int, step: int) -> tuple[Access | None, bool]:
+    def _access(self, m: Machine, cpu: int, step: int,
+                read: int | None = None) -> tuple[Access | None, bool]:
         pc = m.cpus[cpu].pc
         off = pc - layout.TEXT_BASE
         if not 0 <= off < m.text_size:
@@ -207,7 +215,8 @@ class AccessProbe:
         n, bits = p.size, 8 * p.size
         mask = (1 << bits) - 1
         count = p.elements
-        raw = _peek(m, cpu, addr, n * count, step)
+        raw = (_peek(m, cpu, addr, n * count, step) if read is None
+               else read_bytes(m, addr, n * count, read))  # an older message (Arm model)
         held = ([int.from_bytes(raw[i * n:(i + 1) * n], "little") for i in range(count)]
                 if raw is not None else [])
         loaded: tuple[int, ...] = ()
@@ -531,11 +540,19 @@ def _why_stale(r: _Run, f: Finding) -> list[str]:
         side.append(f"its I-view never caught up on {r.sym(site)}: it still held the "
                     f"initial `{r.dis(view, site)}`")
     parts.append(sync + "; " + "; ".join(side) + ".")
+    done = [e.step for e in r.evs(EventKind.COMPLETE, patcher) if e.step < f.step]
+    synced_after = bool(syncs) and syncs[-1][0] > store.step
+    why = (f"CPU{cpu} did synchronize after the store, but CPU{patcher}'s invalidation had "
+           "not completed by then: under the Arm model cache maintenance completes only at "
+           "a DSB of the CPU that issued it (or when the scheduler chooses"
+           + (f", which it did at step {done[-1]}" if done else "") + "), and no DSB "
+           "came between the IC and what told this CPU the patch was done"
+           if synced_after else
+           f"nothing made CPU{cpu} synchronize its instruction stream after it saw the "
+           "flag (an ISB there, or an IPI as kick_all_cpus_sync() sends, would have)")
     parts.append(f"So at step {f.step} CPU{cpu} executed `{r.dis(old, site)}` at {r.sym(site)} "
                  f"from its I-view, though memory had held `{r.dis(new, site)}` since step "
-                 f"{store.step}: nothing made CPU{cpu} synchronize its instruction stream "
-                 "after it saw the flag (an ISB there, or an IPI as kick_all_cpus_sync() "
-                 "sends, would have).")
+                 f"{store.step}: {why}.")
     return parts
 
 
@@ -664,12 +681,23 @@ def _why_brk(r: _Run, f: Finding) -> list[str]:
                          + ", " + _list([r.access(w) for w in moved]) + ".")
         if slot is not None:
             src = [w for w in r.writes_to(slot, slot.step) if w.cpu != cpu]
-            if src:
+            gave = [w for w in src if w.stored and w.stored[0] == emulated]
+            if src and gave and gave[-1] is src[-1]:
                 w = src[-1]
                 parts.append(f"So the handler's load of {r.where(slot.addr)} at step "
                              f"{slot.step} returned {emulated:#x}, what CPU{w.cpu} had stored "
                              f"at step {w.step}" + (" (after the BRK)" if w.step > brk else "")
                              + ".")
+            elif src:  # an older write than the latest: the Arm data-memory model's choice
+                w = src[-1]
+                older = (f"CPU{gave[-1].cpu}'s of step {gave[-1].step}" if gave
+                         else "the initial value")
+                parts.append(f"So the handler's load of {r.where(slot.addr)} at step "
+                             f"{slot.step} returned {emulated:#x} ({older}), not the "
+                             f"{w.stored[0] if w.stored else 0:#x} CPU{w.cpu} had stored at "
+                             f"step {w.step}: nothing ordered that load after the store "
+                             "(no acquire or barrier on the handler's side, no release on "
+                             "the patcher's), so on Arm it may read the older value.")
     finals = {e.addr: e.value & 0xFFFF_FFFF for e in r.evs(EventKind.TEXT_STORE)
               if e.detail == "size 4"}
     other = [a for a, word in finals.items() if word == emulated and a != site]

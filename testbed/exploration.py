@@ -79,6 +79,8 @@ def explore(m: Machine, observe: Callable[[Machine], Hashable],
         m.load(saved)
         choices = enabled(m, bounds.model_choices)
         if not choices:
+            if not m.valid:  # a promise left unfulfilled: not an execution (P3)
+                continue
             obs = observe(m)
             result.finals[obs] = result.finals.get(obs, 0) + 1
             result.witnesses.setdefault(obs, path)

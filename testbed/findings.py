@@ -65,6 +65,9 @@ class EventKind(enum.Enum):
     IPI_SEND = "ipi-send"
     IPI_ACK = "ipi-ack"
     HALT = "halt"
+    READ = "read"  # Arm model: a load reads an older message than the latest
+    PROMISE = "promise"  # Arm model: a CPU promises a write (P1)
+    COMPLETE = "complete"  # Arm model: a CPU's cache maintenance completes (fetch rule 9)
 
 
 @dataclass(frozen=True, slots=True)

@@ -246,8 +246,9 @@ def _source(test: LitmusTest) -> tuple[str, dict[int, int]]:
 
 
 def build(test: LitmusTest, cache: CacheType | None = None, *,
-          budget: int = 20_000) -> LitmusProgram:
-    """Map ``test`` onto a fresh machine (sealed at its initial state)."""
+          budget: int = 20_000, memory: str = "arm") -> LitmusProgram:
+    """Map ``test`` onto a fresh machine (sealed at its initial state), its data side
+    ``memory`` ("sc" or "arm"; under "arm" with promises, see testbed/dataside.py)."""
     if cache is None:
         try:
             cache = test.cache or CacheType.IDC0
@@ -262,7 +263,8 @@ def build(test: LitmusTest, cache: CacheType | None = None, *,
                           f"thread code does not assemble: {e.reason}") from None
     ncpus = len(test.threads)
     # Litmus tests modify code concurrently on purpose: no CMODX oracle here.
-    m = Machine(image, ncpus, FetchConfig(cache), budget=budget, cmodx_oracle=False)
+    m = Machine(image, ncpus, FetchConfig(cache), budget=budget, cmodx_oracle=False,
+                memory=memory, promises=True)
     observed = _observed(test)
     prog = LitmusProgram(test, image, m, cache, observed)
     for loc in test.locs:
@@ -396,10 +398,10 @@ class LitmusResult:
 
 def run_test(test: LitmusTest, cache: CacheType | None = None, *,
              bounds: Bounds | None = None, random_runs: int = 0,
-             seed: int = 0) -> LitmusResult:
+             seed: int = 0, memory: str = "arm") -> LitmusResult:
     """Explore ``test`` exhaustively (or sample ``random_runs`` random schedules)."""
     bounds = bounds or Bounds(max_seconds=60.0)
-    prog = build(test, cache)
+    prog = build(test, cache, memory=memory)
     m = prog.machine
     if random_runs:
         import time
@@ -408,6 +410,8 @@ def run_test(test: LitmusTest, cache: CacheType | None = None, *,
         for i in range(random_runs):
             from .scheduler import run
             run(m, RandomWalk(seed + i, p_model=0.2, p_irq=0.0), scenario=test.name)
+            if not m.valid:
+                continue
             obs = prog.observe(m)
             finals[obs] = finals.get(obs, 0) + 1
         exp = Exploration(finals=finals, states=random_runs, complete=False,
@@ -509,18 +513,19 @@ def failure_text(path: str | os.PathLike[str], e: Exception) -> str:
     return _one_line(f"{file}:{line}: {reason}" if line > 0 else f"{file}: {reason}")
 
 
-def _run_one(path: Path, cache: CacheType | None, bounds: Bounds | None, random_runs: int,
+def _run_one(path: Path, cache: CacheType | None, memory: str, bounds: Bounds | None,
+             random_runs: int,
              seed: int, as_json: bool) -> tuple[str, Outcome]:
     """What to print for the test at ``path``, and what the conformance summary needs of
     it (its machine is freed when this returns)."""
     result = run_test(parse_file(path), cache, bounds=bounds, random_runs=random_runs,
-                      seed=seed)
+                      seed=seed, memory=memory)
     text = json.dumps(result.to_json()) if as_json else report_text(result) + "\n"
     return text, Outcome.of(result)
 
 
 def run_many(paths: Sequence[str | os.PathLike[str]], *, cache: CacheType | None = None,
-             bounds: Bounds | None = None, random_runs: int = 0, seed: int = 0,
+             memory: str = "arm", bounds: Bounds | None = None, random_runs: int = 0, seed: int = 0,
              as_json: bool = False, out: TextIO | None = None,
              err: TextIO | None = None, verdicts: Verdicts | None = None) -> int:
     """Run every test ``paths`` name (see `litmus_files`), printing each result as it ends.
@@ -560,7 +565,7 @@ def run_many(paths: Sequence[str | os.PathLike[str]], *, cache: CacheType | None
     outcomes: list[Outcome] = []
     for path in files:
         try:
-            text, outcome = _run_one(path, cache, bounds, random_runs, seed, as_json)
+            text, outcome = _run_one(path, cache, memory, bounds, random_runs, seed, as_json)
         except Exception as e:  # one test must not end the run (KeyboardInterrupt does)
             failed += 1
             print(f"testbed: error: {failure_text(path, e)}", file=err, flush=True)

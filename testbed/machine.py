@@ -31,7 +31,8 @@ from typing import Any
 
 from unicorn import arm64_const as A
 
-from . import layout, snapshot, textside, trace
+from . import dataside, layout, snapshot, textside, trace
+from .armmem import ArmMemory
 from .asm import Image
 from .cpu import XREG as XREG
 from .cpu import Cpu, CpuState, hook_code, new_cpu, register_id
@@ -49,9 +50,13 @@ from .schedule import Decision, DecisionKind, InvalidDecision
 from .snapshot import MachineState as MachineState
 from .textside import catch_up, install_fetch_points, refresh_fetch_points
 
-__all__ = ["CpuState", "Event", "EventKind", "Finding", "GuestError", "Machine"]
+__all__ = ["MEMORY_MODELS", "CpuState", "Event", "EventKind", "Finding", "GuestError",
+           "Machine"]
+
+MEMORY_MODELS = ("sc", "arm")
 
 _STEP, _RUNNABLE = DecisionKind.STEP, CpuState.RUNNABLE
+_ARM_KINDS = frozenset({DecisionKind.READ, DecisionKind.FAIL, DecisionKind.PROMISE})
 
 
 class GuestError(Exception):
@@ -67,13 +72,26 @@ class Machine:
     """
 
     def __init__(self, image: Image, ncpus: int, fetch: FetchConfig | None = None, *,
-                 budget: int = 200_000, cmodx_oracle: bool = True) -> None:
+                 budget: int = 200_000, cmodx_oracle: bool = True, memory: str = "sc",
+                 promises: bool = False) -> None:
         if not 1 <= ncpus <= layout.MAX_CPUS:
             raise GuestError(f"ncpus must be 1..{layout.MAX_CPUS}, not {ncpus}")
         if image.text_base != layout.TEXT_BASE or image.data_base != layout.DATA_BASE:
             raise GuestError("the image must be linked at layout.TEXT_BASE/DATA_BASE")
+        if memory not in MEMORY_MODELS:
+            raise GuestError(f"memory must be one of {', '.join(MEMORY_MODELS)}, not {memory!r}")
         self.image = image
         self.ncpus = ncpus
+        # The data side: None is sequentially consistent ("sc"), else the Arm model's
+        # messages and views (testbed/dataside.py drives it).
+        self.memory = memory
+        self.arm: ArmMemory | None = ArmMemory(ncpus) if memory == "arm" else None
+        self.promises = promises and self.arm is not None
+        self.promise_phase = self.promises  # promise-first: until any other decision
+        self.invalid = ""  # why this run is not an execution of the model ("": it is)
+        self.solo_stores: list[tuple[int, int, bytes]] | None = None  # a solo run's stores
+        self.solo_cache: dict[tuple[int, bytes], list[tuple[int, bytes]]] = {}
+        self.solo_steps = 64  # how far a solo run looks for stores to promise
         self.fetch_config = fetch or FetchConfig()
         self.budget = budget
         self.cmodx_oracle = cmodx_oracle
@@ -93,6 +111,7 @@ class Machine:
         self.iviews = [bytearray(text) for _ in range(ncpus)]
         self.model = FetchModel(self.fetch_config, text, ncpus,
                                 dside=memoryview(self.dside_text), iviews=self.iviews)
+        self.model.deferred = memory == "arm"  # rule 9: maintenance completes at a DSB
         self.gic = InterruptController(ncpus)
         self.step_no = 0
         self.events: list[Event] = []
@@ -290,6 +309,15 @@ class Machine:
     def done(self) -> bool:
         return self.stopped or (not self.steppable() and not self.irq_choices())
 
+    @property
+    def valid(self) -> bool:
+        """Whether this run is an execution of the data-memory model so far: under the
+        Arm model with promises, one it ends with a promise unfulfilled is not (P3); its
+        final state is no outcome and its findings are none."""
+        arm = self.arm
+        return arm is None or (not self.invalid and (not self.promises or not any(
+            t.promises for t in arm.threads)))
+
     def steppable(self) -> list[int]:
         """CPUs that can perform their next operation now (do not mutate the list)."""
         if not self.has_wfi:
@@ -345,9 +373,29 @@ class Machine:
             if not compact:
                 for w in m.evict_choices(i):
                     out.append(Decision(DecisionKind.EVICT, i, w))
+            for k in m.complete_choices(i):
+                out.append(Decision(DecisionKind.COMPLETE, i, k))
         if any(c.state is CpuState.RUNNABLE for c in self.cpus):
             for line in m.write_back_choices():
                 out.append(Decision(DecisionKind.WRITE_BACK, -1, line))
+        if self.arm is not None:
+            out += self._arm_choices()
+        return out
+
+    def _arm_choices(self) -> list[Decision]:
+        out = []
+        for c in self.cpus:
+            if c.state is not CpuState.RUNNABLE or not self._can_step(c):
+                continue
+            for packed in dataside.read_choices(self, c):
+                out.append(Decision(DecisionKind.READ, c.index, packed))
+            if dataside.can_fail(self, c):
+                out.append(Decision(DecisionKind.FAIL, c.index))
+        if self.promise_phase:
+            for c in self.cpus:
+                if c.state is CpuState.RUNNABLE:
+                    for k in range(len(dataside.promise_choices(self, c.index))):
+                        out.append(Decision(DecisionKind.PROMISE, c.index, k))
         return out
 
     # -- performing decisions -----------------------------------------------------------
@@ -363,6 +411,9 @@ class Machine:
                 _step(self, c)
                 if c.state is not _RUNNABLE:
                     self.states_changed()
+                if self.promises:
+                    self.promise_phase = False
+                    self._check_promises()
                 return
         if kind is not DecisionKind.WRITE_BACK and not 0 <= d.cpu < self.ncpus:
             raise InvalidDecision(index, d, f"no CPU{d.cpu}")
@@ -381,8 +432,50 @@ class Machine:
                 raise InvalidDecision(index, d, f"CPU{d.cpu} has no IRQ it can take")
             _irq(self, self.cpus[d.cpu])
             self.states_changed()
+        elif kind in _ARM_KINDS:
+            self._apply_arm(d, index)
         else:
             self._apply_model(d, index)
+        if self.promises:
+            if kind is not DecisionKind.PROMISE:
+                self.promise_phase = False
+            self._check_promises()
+
+    def _apply_arm(self, d: Decision, index: int) -> None:
+        c = self.cpus[d.cpu]
+        if self.arm is None or c.state is not CpuState.RUNNABLE or not self._can_step(c):
+            self.step_no -= 1
+            raise InvalidDecision(index, d, f"CPU{d.cpu} cannot step or there is no Arm "
+                                  "data-memory model")
+        try:
+            if d.kind is DecisionKind.PROMISE:
+                dataside.promise(self, d.cpu, d.addr)
+                return
+            if c.exc is not None or c.kind_at.get(c.pc) is not OpKind.MEMORY:
+                raise dataside.ModelChoiceError("the next operation is not an access")
+            nxt = dataside.access(self, c, c.pc, d.addr if d.kind is DecisionKind.READ
+                                  else None, d.kind is DecisionKind.FAIL)
+            if nxt is None:
+                raise dataside.ModelChoiceError("the access is not to modelled memory")
+        except dataside.ModelChoiceError as e:
+            self.step_no -= 1
+            raise InvalidDecision(index, d, str(e)) from None
+        if nxt >= 0:
+            from .execute import resume
+            resume(self, c, nxt)
+        if c.state is not CpuState.RUNNABLE:
+            self.states_changed()
+
+    def _check_promises(self) -> None:
+        """P3: a CPU that holds a promise it can never fulfil ends the run (not an
+        execution: ``valid`` is false)."""
+        arm = self.arm
+        assert arm is not None
+        for c in self.cpus:
+            if arm.threads[c.index].promises and (c.state is not CpuState.RUNNABLE
+                                                  or arm.dead(c.index)):
+                self.stopped = True
+                return
 
     def _apply_model(self, d: Decision, index: int) -> None:
         m, kind = self.model, d.kind
@@ -391,6 +484,11 @@ class Machine:
                 if not m.catch_up_would_change(d.cpu):
                     raise ModelError("the catch-up would change nothing")
                 catch_up(self, self.cpus[d.cpu], "chosen")
+                return
+            if kind is DecisionKind.COMPLETE:
+                what = m.describe_pending(d.cpu, d.addr)
+                m.complete(d.cpu, d.addr)
+                self.add_event(d.cpu, EventKind.COMPLETE, value=d.addr, detail=what)
                 return
             if kind is DecisionKind.WRITE_BACK:
                 m.write_back(d.addr)
@@ -446,7 +544,8 @@ class Machine:
     def config_dict(self) -> dict[str, Any]:
         return {"ncpus": self.ncpus, "cache": self.fetch_config.cache.value,
                 "iline": self.fetch_config.iline,
-                "iallu_broadcast": self.fetch_config.iallu_broadcast}
+                "iallu_broadcast": self.fetch_config.iallu_broadcast,
+                "memory": self.memory}
 
     def registers(self, cpu: int, names: Sequence[str]) -> dict[str, int]:
         """Read registers by name (``x0``..``x30``, ``w0``.., ``sp``, ``elr_el1``...)."""

@@ -24,9 +24,24 @@ The rules, numbered as in DESIGN.md and named in the tests:
    copy of the whole I-cache, in one step.
 8. ``fetch``: a CPU fetches a whole aligned word from its I-view; ``is_torn`` says
    whether that word is a mix of two instructions left by a writer storing in pieces.
+9. ``deferred`` (the machine sets it under ``--memory arm``): cache maintenance is only
+   guaranteed complete after a ``DSB`` of the CPU that issued it (Arm ARM: "a DSB ...
+   ensures completion of the cache maintenance instructions"): each is queued on the
+   issuing CPU and performed at any point a scheduler chooses (``complete``), and at the
+   latest at that CPU's next ``DSB`` (``complete_all``), or for a ``DC CVAU`` its next
+   ``DMB`` that orders stores (``complete_cleans``: a DMB orders data cache maintenance
+   as it orders stores; herd's ``MP.RF+dc.cvau-dmb.ish+pickctrl-ic.ivau-isb`` is
+   Forbidden).  An ``ISB`` does not complete it.  A DIC=1 store invalidates the other
+   CPUs' I-caches as soon as they can see it (its invalidation is part of the store:
+   ``DIC1.MP.FF+dmb.st+po``, ``DIC1.WRC-inst`` Forbidden) but the storing CPU's own
+   line only when it completes (``DIC1.SM.B+isb`` Allowed: a store, an ISB and no DSB
+   may still fetch the old instruction).  Under a sequentially consistent D-side they
+   complete at once, as before: the data model that a ``DSB`` orders against is the
+   Arm one.
 
 Known gaps (stated in the docs too): no non-monotone fetch (CoFF), no intermediate
-values of a location seen by different CPUs (FOW), no weak data ordering.
+values of a location seen by different CPUs (FOW); cache maintenance is never performed
+*before* a program-order-earlier load (it is only delayed, rule 9).
 """
 
 from __future__ import annotations
@@ -37,6 +52,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = ["CacheType", "FetchConfig", "FetchModel", "ModelError"]
+
+# Rule 9's operations (FetchModel.queues).
+_INVAL_LINE, _INVAL_ALL, _INVAL_CPU, _CLEAN_LINE, _INVAL_CPU_LINE = 0, 1, 2, 3, 4
 
 
 class ModelError(Exception):
@@ -144,6 +162,7 @@ class Snapshot:
     pieces: tuple[tuple[int, int, int], ...]
     torn: tuple[tuple[int, frozenset[int]], ...]
     whole: tuple[tuple[int, frozenset[int]], ...]
+    queues: tuple[tuple[tuple[int, int], ...], ...] = ()
 
 
 def _word(buf: _Buffer | bytes, off: int) -> int:
@@ -189,6 +208,11 @@ class FetchModel:
         self._pieces: dict[int, tuple[int, int]] = {}
         self._torn: dict[int, set[int]] = {}  # word -> values that mixed two writes
         self._whole: dict[int, set[int]] = {}  # word -> values it held whole (torn words only)
+        # Rule 9: per CPU, its cache maintenance not yet complete, in issue order, as
+        # (operation, argument): _INVAL_LINE line, _INVAL_ALL -1, _INVAL_CPU cpu,
+        # _CLEAN_LINE line, _INVAL_CPU_LINE line | cpu << 32.  Only with ``deferred``.
+        self.deferred = False
+        self.queues: list[list[tuple[int, int]]] = [[] for _ in range(ncpus)]
 
     # -- reset and snapshots ---------------------------------------------------------
     def reset(self) -> list[list[int]]:
@@ -213,6 +237,8 @@ class FetchModel:
         self._pieces.clear()
         self._torn.clear()
         self._whole.clear()
+        for q in self.queues:
+            q.clear()
         return out
 
     def snapshot(self) -> Snapshot:
@@ -225,6 +251,7 @@ class FetchModel:
             tuple((w, v, m) for w, (v, m) in self._pieces.items()),
             tuple((w, frozenset(s)) for w, s in self._torn.items()),
             tuple((w, frozenset(s)) for w, s in self._whole.items()),
+            tuple(tuple(q) for q in self.queues),
         )
 
     def restore(self, snap: Snapshot) -> list[list[int]]:
@@ -247,6 +274,8 @@ class FetchModel:
         self._pieces = {w: (v, m) for w, v, m in snap.pieces}
         self._torn = {w: set(s) for w, s in snap.torn}
         self._whole = {w: set(s) for w, s in snap.whole}
+        self.queues = ([list(q) for q in snap.queues] if snap.queues
+                       else [[] for _ in range(self.ncpus)])
         return out
 
     def state_key(self) -> bytes:
@@ -268,11 +297,14 @@ class FetchModel:
         # Invalid untouched words refill to the initial text, so they cannot matter.
         h.update(repr(sorted(self._pieces.items())).encode())
         h.update(repr(sorted((w, sorted(s)) for w, s in self._torn.items())).encode())
+        if any(self.queues):
+            h.update(repr(self.queues).encode())
         return h.digest()
 
     # -- rule 1: stores -----------------------------------------------------------
-    def store(self, off: int, data: bytes) -> None:
-        """A data store of ``data`` at text offset ``off`` (single-copy atomic)."""
+    def store(self, off: int, data: bytes, cpu: int | None = None) -> None:
+        """A data store of ``data`` at text offset ``off`` (single-copy atomic) by ``cpu``
+        (``None``: a store whose DIC=1 invalidation completes at once)."""
         end = off + len(data)
         if off < 0 or end > self.size:
             raise ModelError(f"store at {off:#x}+{len(data)} is outside the text")
@@ -304,37 +336,115 @@ class FetchModel:
         self.dside[off:end] = data
         if self.config.cache.dic:
             for line in range(off & self._imask, end, self.config.iline):
-                self._invalidate_line(line, self.cpus)
+                if cpu is None or not self.deferred:
+                    self._invalidate_line(line, self.cpus)
+                    continue
+                # Rule 9: other CPUs' I-caches are coherent with the store as soon as
+                # they can see it; the storing CPU's own line only once it completes.
+                self._invalidate_line(line, [c for i, c in enumerate(self.cpus)
+                                             if i != cpu])
+                self.queues[cpu].append((_INVAL_CPU_LINE, line | cpu << 32))
 
     # -- rules 2, 6: cleaning to the PoU -----------------------------------------
-    def dc_cvau(self, off: int) -> None:
-        """``DC CVAU`` on the line holding ``off`` (any CPU: the PoU is shared)."""
+    def dc_cvau(self, off: int, cpu: int | None = None) -> None:
+        """``DC CVAU`` on the line holding ``off`` (any CPU: the PoU is shared); issued by
+        ``cpu`` (rule 9; ``None``: complete at once)."""
         self._check(off)
         if not self.config.cache.idc:
-            line = off & self._dmask
-            end = line + self.config.dline
-            self.pou[line:end] = bytes(self.dside[line:end])
+            self._issue(cpu, _CLEAN_LINE, off & self._dmask)
 
     def write_back(self, line: int) -> None:
         """A spontaneous write-back of a D-cache line to the PoU (IDC=0 only)."""
         if self.config.cache.idc:
             raise ModelError("write-back is not a choice when IDC=1: stores reach the PoU")
-        self.dc_cvau(line)
+        self._clean(line)
+
+    def _clean(self, line: int) -> None:
+        end = line + self.config.dline
+        self.pou[line:end] = bytes(self.dside[line:end])
 
     # -- rule 3: invalidation -----------------------------------------------------------
-    def ic_ivau(self, off: int) -> None:
+    def ic_ivau(self, off: int, cpu: int | None = None) -> None:
         """``IC IVAU``: the line holding ``off`` becomes invalid in every CPU's I-cache."""
         self._check(off)
-        self._invalidate_line(off & self._imask, self.cpus)
+        self._issue(cpu, _INVAL_LINE, off & self._imask)
 
-    def ic_iallu(self, cpu: int) -> None:
+    def ic_iallu(self, cpu: int, *, deferred: bool = False) -> None:
         """``IC IALLU``: invalidate all of the issuing CPU's I-cache (not broadcast)."""
-        targets = self.cpus if self.config.iallu_broadcast else [self.cpus[cpu]]
-        self._invalidate_all(targets)
+        if self.config.iallu_broadcast:
+            self._issue(cpu if deferred else None, _INVAL_ALL, -1)
+        else:
+            self._issue(cpu if deferred else None, _INVAL_CPU, cpu)
 
-    def ic_ialluis(self) -> None:
+    def ic_ialluis(self, cpu: int | None = None) -> None:
         """``IC IALLUIS``: invalidate every CPU's whole I-cache."""
-        self._invalidate_all(self.cpus)
+        self._issue(cpu, _INVAL_ALL, -1)
+
+    # -- rule 9: completion ---------------------------------------------------------------
+    def _issue(self, cpu: int | None, op: int, arg: int) -> None:
+        if cpu is not None and self.deferred:
+            self.queues[cpu].append((op, arg))
+        else:
+            self._perform(op, arg)
+
+    def _perform(self, op: int, arg: int) -> None:
+        if op == _INVAL_LINE:
+            self._invalidate_line(arg, self.cpus)
+        elif op == _INVAL_ALL:
+            self._invalidate_all(self.cpus)
+        elif op == _INVAL_CPU:
+            self._invalidate_all([self.cpus[arg]])
+        elif op == _INVAL_CPU_LINE:
+            self._invalidate_line(arg & 0xFFFF_FFFF, [self.cpus[arg >> 32]])
+        else:
+            self._clean(arg)
+
+    def complete(self, cpu: int, index: int) -> None:
+        """Rule 9: perform ``cpu``'s ``index``-th outstanding maintenance now."""
+        q = self.queues[cpu]
+        if not 0 <= index < len(q):
+            raise ModelError(f"CPU{cpu} has no outstanding cache maintenance {index}")
+        self._perform(*q.pop(index))
+
+    def describe_pending(self, cpu: int, index: int) -> str:
+        """``cpu``'s ``index``-th outstanding maintenance, in words (for timelines)."""
+        if not 0 <= index < len(self.queues[cpu]):
+            raise ModelError(f"CPU{cpu} has no outstanding cache maintenance {index}")
+        op, arg = self.queues[cpu][index]
+        if op == _INVAL_LINE:
+            return f"(invalidate line +{arg:#x} everywhere)"
+        if op == _INVAL_ALL:
+            return "(invalidate every I-cache)"
+        if op == _INVAL_CPU:
+            return f"(invalidate CPU{arg}'s I-cache)"
+        if op == _INVAL_CPU_LINE:
+            return f"(invalidate line +{arg & 0xFFFF_FFFF:#x} in its own I-cache)"
+        return f"(clean line +{arg:#x} to the PoU)"
+
+    def complete_all(self, cpu: int) -> None:
+        """Rule 9: a ``DSB`` of ``cpu``: all its outstanding maintenance, in order."""
+        q = self.queues[cpu]
+        while q:
+            self._perform(*q.pop(0))
+
+    def complete_cleans(self, cpu: int) -> None:
+        """Rule 9: a ``DMB`` of ``cpu`` that orders stores: its outstanding ``DC CVAU``s,
+        which a DMB orders as it orders stores (an ``IC`` needs a DSB)."""
+        q = self.queues[cpu]
+        for item in [i for i in q if i[0] == _CLEAN_LINE]:
+            q.remove(item)
+            self._perform(*item)
+
+    def complete_choices(self, cpu: int) -> list[int]:
+        """The outstanding maintenance of ``cpu`` a scheduler may complete now (one per
+        distinct operation: completing either of two equal ones is the same)."""
+        seen: set[tuple[int, int]] = set()
+        out = []
+        for i, item in enumerate(self.queues[cpu]):
+            if item not in seen:
+                seen.add(item)
+                out.append(i)
+        return out
 
     def _invalidate_line(self, line: int, cpus: Sequence[_Cpu]) -> None:
         words = range(line, line + self.config.iline, 4)

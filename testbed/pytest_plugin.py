@@ -48,6 +48,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="first seed (default: $TESTBED_SEED or 0)")
     group.addoption("--testbed-strategy", choices=["random", "rr", "round-robin", "pct"],
                     default="random")
+    group.addoption("--testbed-memory", choices=["arm", "sc"], default=None,
+                    help="the data-memory model (default: each scenario's, arm unless it "
+                    "says)")
     group.addoption("--testbed-out", default="testbed-findings",
                     help="where reproducers of failures are written")
     group.addoption("--testbed-scenarios", action="store_true",
@@ -113,7 +116,7 @@ class ScenarioItem(pytest.Item):
         n = cfg.getoption("--testbed-schedules")
         seed0 = _seed(cfg)
         spec = StrategySpec(cfg.getoption("--testbed-strategy"))
-        session = Session(self.scenario())
+        session = Session(self.scenario(), memory=cfg.getoption("--testbed-memory"))
         expect = self.scenario.expect
         wanted = (expect,) if isinstance(expect, str) else tuple(expect or ())
         db = default_db()

@@ -29,7 +29,7 @@ from . import layout
 from .asm import AsmError, Image, link_files
 from .errors import scenario_code_error
 from .findings import Finding
-from .machine import GuestError, Machine
+from .machine import MEMORY_MODELS, GuestError, Machine
 from .memory import CacheType, FetchConfig
 from .oracles import MACHINE_ORACLES, default_oracles
 from .oracles import select as select_oracles
@@ -64,6 +64,9 @@ class Scenario:
     kernels: ClassVar[tuple[str, ...]] = ()
     ncpus: ClassVar[int] = 2
     cache: ClassVar[CacheType] = CacheType.IDC0
+    # The data-memory model: "arm" (the architecture's, testbed/dataside.py) or "sc"
+    # (sequentially consistent: faster, and barriers make no difference).
+    memory: ClassVar[str] = "arm"
     max_decisions: ClassVar[int] = 20_000
     # The oracle this scenario exists to make fire (or a tuple: that oracle, then others
     # it may also make fire), or None if it must find nothing.
@@ -137,7 +140,7 @@ class Session:
     def __init__(self, scenario: Scenario, *, ncpus: int | None = None,
                  cache: CacheType | None = None, budget: int = 200_000,
                  params: Mapping[str, int] | None = None,
-                 oracles: Collection[str] | None = None) -> None:
+                 oracles: Collection[str] | None = None, memory: str | None = None) -> None:
         self.scenario = scenario
         self.params = dict(params or {})
         for key, value in self.params.items():
@@ -165,7 +168,13 @@ class Session:
         self.image = link_kernels(scenario.kernels, Path(self.source.file).parent
                                   if self.source is not None else None)
         self.cache = cache or scenario.cache
-        self.machine = Machine(self.image, n, FetchConfig(self.cache), budget=budget)
+        self.memory = memory or scenario.memory
+        if self.memory not in MEMORY_MODELS:
+            raise ScenarioError(f"{scenario_file(type(scenario))}: scenario "
+                                f"{scenario.name!r}: memory must be one of "
+                                f"{', '.join(MEMORY_MODELS)}, not {self.memory!r}")
+        self.machine = Machine(self.image, n, FetchConfig(self.cache), budget=budget,
+                               memory=self.memory)
         self.oracles = (default_oracles(scenario) if oracles is None
                         else select_oracles(scenario, oracles))
         names = {o.name for o in self.oracles}
@@ -299,12 +308,14 @@ def session_for(schedule: Schedule, scenario_path: str | None = None, *,
     cls = resolve_scenario(schedule.scenario, schedule.source, scenario_path)
     cfg = schedule.config
     ncpus, cache, params = cfg.get("ncpus"), cfg.get("cache"), cfg.get("params")
+    memory = cfg.get("memory", "sc")  # recorded before the switch: sequentially consistent
     try:
         cache_type = CacheType.parse(cache) if isinstance(cache, str) else None
     except ValueError as e:
         raise ScheduleMismatch(f"schedule configuration: {e}") from None
     return Session(cls(), ncpus=ncpus if isinstance(ncpus, int) else None, cache=cache_type,
-                   params=params if isinstance(params, dict) else None, oracles=oracles)
+                   params=params if isinstance(params, dict) else None, oracles=oracles,
+                   memory=memory if isinstance(memory, str) else None)
 
 
 def _load_module(path: Path) -> ModuleType:

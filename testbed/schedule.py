@@ -58,12 +58,20 @@ class DecisionKind(enum.Enum):
     FILL_DSIDE = "fill-dside"  # rule 4 from the D-side (IDC=0), likewise
     EVICT = "evict"  # rule 5
     WRITE_BACK = "writeback"  # rule 6 (IDC=0)
+    # The Arm data-memory model (``--memory arm``, testbed/dataside.py):
+    READ = "read"  # the CPU's next load reads older messages (addr: packed timestamps)
+    FAIL = "fail"  # the CPU's next store-exclusive fails spuriously
+    PROMISE = "promise"  # the CPU promises a write (addr: which of its solo run's stores)
+    COMPLETE = "complete"  # rule 9: the CPU's addr-th outstanding cache maintenance completes
 
 
 _CPU_KINDS = frozenset({DecisionKind.STEP, DecisionKind.IRQ, DecisionKind.CATCH_UP,
-                        DecisionKind.FILL, DecisionKind.FILL_DSIDE, DecisionKind.EVICT})
+                        DecisionKind.FILL, DecisionKind.FILL_DSIDE, DecisionKind.EVICT,
+                        DecisionKind.READ, DecisionKind.FAIL, DecisionKind.PROMISE,
+                        DecisionKind.COMPLETE})
 _ADDR_KINDS = frozenset({DecisionKind.FILL, DecisionKind.FILL_DSIDE, DecisionKind.EVICT,
-                         DecisionKind.WRITE_BACK})
+                         DecisionKind.WRITE_BACK, DecisionKind.READ, DecisionKind.PROMISE,
+                         DecisionKind.COMPLETE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +89,15 @@ class Decision:
         parts = [self.kind.value]
         if self.cpu >= 0:
             parts.append(f"CPU{self.cpu}")
-        if self.addr >= 0:
+        if self.kind is DecisionKind.READ:
+            parts.append("message " + "/".join(
+                str((self.addr >> (20 * i)) & 0xFFFFF) for i in range(3)
+                if i == 0 or self.addr >> (20 * i)))
+        elif self.kind is DecisionKind.PROMISE:
+            parts.append(f"store {self.addr}")
+        elif self.kind is DecisionKind.COMPLETE:
+            parts.append(f"maintenance {self.addr}")
+        elif self.addr >= 0:
             parts.append(f"+{self.addr:#x}")
         return " ".join(parts)
 
@@ -145,6 +161,10 @@ def _check_config(cfg: Mapping[str, Any], source: str) -> None:
     cache = cfg.get("cache")
     if cache is not None and not isinstance(cache, str):
         raise ScheduleError(f"{source}: field 'config.cache' must be a string, not {cache!r}")
+    memory = cfg.get("memory")
+    if memory is not None and memory not in ("sc", "arm"):
+        raise ScheduleError(f"{source}: field 'config.memory' must be \"sc\" or \"arm\", "
+                            f"not {memory!r}")
     patched = cfg.get("patched")
     if patched is not None and not (isinstance(patched, list) and all(
             type(o) is int and 0 <= o < 1 << 32 for o in patched)):
@@ -277,6 +297,13 @@ class Schedule:
                 f"scenario {scenario!r} now links to image {image_digest}: the kernel "
                 "code changed since the schedule was recorded, so its decisions would mean "
                 "something else. Re-find the race with the current code instead.")
+        mine = self.config.get("memory", "sc")  # recorded before the switch existed: sc
+        theirs = config.get("memory", "sc")
+        if mine != theirs:
+            raise ScheduleMismatch(
+                f"schedule was recorded under the {mine!r} data-memory model, not "
+                f"{theirs!r}: its decisions mean something else there (replay it with "
+                f"--memory {mine})")
         for key, value in self.config.items():
             if key == "patched":  # fetch points: the session takes the schedule's
                 continue

@@ -43,6 +43,9 @@ class MachineState:
     findings: tuple[Finding, ...]
     stopped: bool
     text_stores: tuple[tuple[int, int, int, int, int], ...]
+    arm: tuple[object, ...] | None = None  # the Arm data-memory model's state
+    promise_phase: bool = False
+    invalid: str = ""
 
 
 def save(m: Machine) -> MachineState:
@@ -56,7 +59,8 @@ def save(m: Machine) -> MachineState:
         bytes(m.percpu), [bytes(c.stack) for c in m.cpus],
         [(c.state, c.pc, c.exc, c.irq_masked, len(c.log), c.last_cse) for c in m.cpus],
         m.model.snapshot(), m.gic.state(), m.step_no, len(m.events),
-        tuple(m.findings), m.stopped, tuple(m.text_stores))
+        tuple(m.findings), m.stopped, tuple(m.text_stores),
+        None if m.arm is None else m.arm.save(), m.promise_phase, m.invalid)
 
 
 def load(m: Machine, st: MachineState, *, model: bool = True) -> None:
@@ -86,6 +90,10 @@ def load(m: Machine, st: MachineState, *, model: bool = True) -> None:
     del m.events[st.events:]
     m.findings[:] = st.findings
     m.stopped = st.stopped
+    if m.arm is not None and st.arm is not None:
+        m.arm.load(st.arm)
+    m.promise_phase = st.promise_phase
+    m.invalid = st.invalid
     m.states_changed()
 
 
@@ -139,6 +147,9 @@ def state_key(m: Machine) -> bytes:
     if base is None or m.percpu != base.percpu:
         h.update(m.percpu)
     h.update(m.model.state_key())
+    if m.arm is not None:
+        h.update(m.arm.key())
+        h.update(b"P" if m.promise_phase else b"-")
     if m.cmodx_oracle:  # what the CMODX oracle will judge at each CPU's next fetches
         h.update(repr([sorted({(w, o, n) for st, cpu, w, o, n in m.text_stores
                                if st > c.last_cse and cpu != c.index})

@@ -122,11 +122,13 @@ def text_store(m: Machine, c: Cpu, off: int, size: int, value: int) -> None:
     words = range(off & ~3, off + size, 4)
     fresh = [w for w in words if w not in m.model.touched]
     old = [int.from_bytes(m.dside_text[w:w + 4], "little") for w in words]
-    m.model.store(off, value.to_bytes(size, "little"))
+    m.model.store(off, value.to_bytes(size, "little"), c.index)
     for w, before in zip(words, old, strict=True):
         if off <= w and w + 4 <= off + size:  # a store of part of a word is left to
             after = int.from_bytes(m.dside_text[w:w + 4], "little")  # the torn oracle
             m.text_stores.append((m.step_no, c.index, w, before, after))
+        if m.arm is not None:  # what executing this word is ordered after (F1)
+            m.arm.store_text(c.index, w, bytes(m.dside_text[w:w + 4]), c.text_view)
     m.new_fetch_points += fresh
     m.add_event(c.index, EventKind.TEXT_STORE, layout.TEXT_BASE + off, value, f"size {size}")
 
@@ -232,6 +234,8 @@ def catch_up(m: Machine, c: Cpu, why: str) -> None:
     """The model's catch-up of ``c``'s I-view (rule 7), and Unicorn kept coherent."""
     if why != "chosen":  # ISB, exception entry, ERET: context synchronization events
         c.last_cse = m.step_no
+        if m.arm is not None:  # and for the data side, B2
+            m.arm.isb(c.index)
     changed = m.model.catch_up(c.index)
     if not changed:
         return
@@ -258,17 +262,17 @@ def cache_op(m: Machine, c: Cpu, pc: int) -> None:
     off = text_offset(m, va)
     model = m.model
     if info.op == "ialluis":
-        model.ic_ialluis()
+        model.ic_ialluis(c.index)
     elif info.op == "iallu":
-        model.ic_iallu(c.index)
+        model.ic_iallu(c.index, deferred=True)
     elif off is None:
         return  # maintenance of a data address: no effect on fetches
     elif info.op == "ivau":
-        model.ic_ivau(off)
+        model.ic_ivau(off, c.index)
     elif info.op == "ivac":
         return  # invalidating the D-side to the PoC would lose data: not modelled
     else:  # cvau, cvac, civac, cvap, cvadp all clean at least to the PoU
-        model.dc_cvau(off)
+        model.dc_cvau(off, c.index)
     m.add_event(c.index, EventKind.IC if info.kind is OpKind.IC else EventKind.DC,
                 va, detail=info.op)
 

@@ -532,6 +532,14 @@ class _Builder:
             return Row(step, cpu, Kind.IPI, f"IPI {ev.value} acknowledged", marker="<-")
         if k is EventKind.HALT:
             return Row(step, cpu, Kind.HALT, f"CPU off at {self.sym(ev.addr)}")
+        if k is EventKind.READ:  # the Arm data-memory model's choices
+            return Row(step, cpu, Kind.MODEL, f"an older write: {ev.detail}", anchor=True)
+        if k is EventKind.PROMISE:
+            return Row(step, cpu, Kind.MODEL, f"promises {ev.value:#x} to "
+                       f"{self.sym(ev.addr)}", anchor=True)
+        if k is EventKind.COMPLETE:
+            return Row(step, cpu, Kind.MODEL, f"its cache maintenance {ev.detail} completes",
+                       anchor=True)
         return None
 
 

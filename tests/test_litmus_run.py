@@ -48,7 +48,7 @@ def test_json_cache_override_and_folders(tmp_path: Path,
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "SM.B+isb.litmus").write_text(SM_B_ISB)
     (tmp_path / "a" / "fault.litmus").write_text(FAULT)
-    assert main(["litmus", str(tmp_path), "--json", "--cache", "DIC1"]) == 0
+    assert main(["litmus", str(tmp_path), "--json", "--cache", "DIC1", "--memory", "sc"]) == 0
     # JSON Lines: one object per test, each line parses on its own.
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2
@@ -58,7 +58,7 @@ def test_json_cache_override_and_folders(tmp_path: Path,
     for key in ("name", "cache", "observation", "positive", "negative", "states",
                 "complete", "witnessed"):
         assert key in sm
-    # With DIC=1 the store invalidated the I-cache and the ISB fetches the NOP.
+    # With DIC=1 under sc the store invalidated the I-cache and the ISB fetches the NOP.
     assert (sm["cache"], sm["observation"], sm["witnessed"]) == ("DIC1", "Never", False)
     assert sm["complete"] is True and sm["states"] == 1
 
@@ -123,10 +123,11 @@ L0: NOP         ;
     MOV W8,#2   ;
 exists (0:X9=0 /\\ 0:X4=P0:L0)
 """
-    r = run_test(parse(src, "values.litmus"), CacheType.DIC1)
+    r = run_test(parse(src, "values.litmus"), CacheType.DIC1, memory="sc")
     prog = r.program
     assert prog.resolve(parse(src, "v").regs[0].value) == 0x14000002  # type: ignore[arg-type]
-    # DIC=1 and an ISB: the B .+8 always runs, skipping MOV W9, and x held the label.
+    # DIC=1 and an ISB under sc: the B .+8 always runs, skipping MOV W9, and x held the
+    # label.
     assert [dict(s) for s in r.finals] == [{"0:X9": 0, "0:X4": prog.label(0, "L0")}]
     assert r.witnessed
 
@@ -193,7 +194,8 @@ def test_a_sound_run_counts_and_lists_every_miss(tmp_path: Path,
     d, k = suite(tmp_path, "SM.B+isb        Allowed   \n# a comment\n\n"
                            "SM.B+isb-not    allow  % herd's short form\n"
                            "SM.B+isb-all    Required\n")
-    cache_dic1 = ["--cache", "DIC1"]  # DIC=1: the NOP is always fetched, X9 is never 0
+    # DIC=1 under sc: the NOP is always fetched, X9 is never 0
+    cache_dic1 = ["--cache", "DIC1", "--memory", "sc"]
     assert main(["litmus", str(d), "--verdicts", str(k), *cache_dic1]) == 0
     out = capsys.readouterr().out
     summary = out[out.index("Conformance with herd's verdicts"):].splitlines()

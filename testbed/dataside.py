@@ -1,0 +1,585 @@
+"""The machine's data side under the Arm model (``--memory arm``): ``armmem`` driven by
+the emulator, one visible operation at a time.
+
+Under ``sc`` every load reads the host buffer, which is what every CPU sees.  Under
+``arm`` the buffers of the shared data and the per-CPU areas (the *modelled* memory)
+hold each 8-byte granule's latest message of ``armmem.ArmMemory``, and this module does
+what the machine must around each access there (``access``), each barrier
+(``barrier``), and each stretch of code between them (``track``):
+
+- a **load** (``LDR``, ``LDP``, ``LDAR``, ``LDAPR``, ``LDXR``...) reads the latest
+  message when a CPU simply steps; a model decision ``READ`` makes it read an older
+  message the model allows (R1, R2): that message's bytes are put in the buffer, the
+  emulator executes the one instruction, and the latest bytes go back.  The registers
+  it loads take the read's view (R3-R5);
+- a **store** is executed by the emulator on the latest bytes; each granule it wrote
+  becomes a message (W1-W3), or fulfils a promise of the CPU's (P2), and the buffer is
+  set to the granule's latest message again (a fulfilled promise may be older);
+- a **store-exclusive** is performed here, not by the emulator: it succeeds only if the
+  model allows (W4); a model decision ``FAIL`` makes it fail where it could succeed
+  (the architecture allows a spurious failure);
+- an **atomic** (``CAS``, ``SWP``, ``LD<op>``, ``ST<op>``) reads the latest message and
+  writes right after it (A1); a ``CAS`` whose comparison fails only reads;
+- ``DMB``/``DSB`` (B1) by their type: ``LD``, ``ST`` or full; ``ISB``, exception entry
+  and ``ERET`` (context synchronization events) apply B2;
+- the instructions between visible operations carry register views (``deps.apply``):
+  data and address dependencies, and conditional branches' control views (C1);
+- an IPI carries the sender's write view to the value the receiver acknowledges (I1,
+  I2).
+
+Promises (P1-P3) are offered only while no CPU has done anything else (``promise-first``
+exploration, as in the Promising-ARM paper's checker: every execution of the model has
+an equivalent one whose promises all come first, since a promise only appends a
+message and the later steps read and fulfil against the same message order).  The
+machine enables them for litmus tests (``Machine(promises=True)``); what a CPU may
+promise is what a solo run of it from the current state stores (``promise_choices``).
+Scenarios run without promises: load-buffering shapes (a write visible before a
+program-order-earlier read or write of its own CPU) are out of their reach.
+
+Accesses elsewhere (the CPU's stack through a register other than SP, the text through
+its alias, the interrupt controller) stay sequentially consistent; a load from a stack
+takes the view of what the CPU stored there (``ThreadState.spill``), the acknowledge
+register I2's view, other loads from the interrupt controller or the text the bottom
+view.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+from unicorn import arm64_const as A
+
+from . import layout, trace
+from .access import Plan, decode_access, effective_address, slot
+from .armmem import GRANULE, ArmMemory, ReadOrd, WriteOrd, granules
+from .cpu import UNTIL, XREG, Cpu, CpuState, UcError
+from .deps import apply
+from .findings import EventKind, OracleName
+from .isa import MemKind, MemOp, classify
+from .schedule import step
+
+if TYPE_CHECKING:
+    from .machine import Machine
+
+__all__ = ["Access", "ModelChoiceError", "access", "barrier", "decode", "pack",
+           "promise", "promise_choices", "read_choices", "track", "unpack"]
+
+_UNPACK = struct.Struct("<32Q").unpack_from
+TS_BITS = 20  # a READ decision packs one timestamp per granule, 20 bits each
+MAX_GRANULES = 3
+
+
+class ModelChoiceError(Exception):
+    """A READ, FAIL or PROMISE decision that is not possible now."""
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """One load/store word, decoded once: what it does and which register slots give
+    its address, supply its data and receive its result (slots as ``deps``: 0-30, SP
+    31; the zero register is left out)."""
+
+    op: MemOp
+    plan: Plan
+    addr_slots: tuple[int, ...]
+    data_slots: tuple[int, ...]
+    dest_slots: tuple[int, ...]
+    nbytes: int
+
+
+def _slots(names: tuple[str, ...]) -> tuple[int, ...]:
+    out = []
+    for n in names:
+        s = slot(n)
+        if s is not None and s[0] >= 0:
+            out.append(s[0])
+    return tuple(out)
+
+
+@lru_cache(maxsize=4096)
+def decode(word: int) -> Access | None:
+    """The access ``word`` makes, or ``None`` if the model cannot describe it."""
+    info = classify(word)
+    op, plan = info.mem, decode_access(word)
+    if op is None or plan is None:
+        return None
+    addr = _slots((plan.base, plan.index) if plan.index else (plan.base,))
+    data = _slots(plan.sources + plan.new)
+    dests = () if op.kind is MemKind.STORE else _slots(plan.dests)
+    if op.simd:  # SIMD&FP registers carry no tracked views: data over-approximated
+        data, dests = (), ()
+    return Access(op, plan, addr, data, dests, op.size * op.count)
+
+
+def _region(m: Machine, addr: int, size: int) -> tuple[bytearray, int] | None:
+    """The modelled buffer holding [addr, addr + size), and the offset in it."""
+    if addr >= layout.DATA_BASE and addr + size <= layout.DATA_BASE + len(m.data):
+        return m.data, addr - layout.DATA_BASE
+    if addr >= layout.PERCPU_BASE and addr + size <= layout.PERCPU_BASE + len(m.percpu):
+        return m.percpu, addr - layout.PERCPU_BASE
+    return None
+
+
+def pack(stamps: list[int]) -> int:
+    out = 0
+    for i, ts in enumerate(stamps):
+        out |= ts << (TS_BITS * i)
+    return out
+
+
+def unpack(choice: int, n: int) -> list[int]:
+    mask = (1 << TS_BITS) - 1
+    return [(choice >> (TS_BITS * i)) & mask for i in range(n)]
+
+
+def _read_ord(op: MemOp) -> ReadOrd:
+    if op.acquire:
+        return ReadOrd.ACQUIRE
+    return ReadOrd.ACQUIRE_PC if op.acquire_pc else ReadOrd.PLAIN
+
+
+def _pending(m: Machine, c: Cpu) -> tuple[Access, int, tuple[int, ...]] | None:
+    """The modelled access ``c`` performs next: (what, address, register values)."""
+    if c.exc is not None or c.kind_at.get(c.pc) != 1:  # OpKind.MEMORY
+        return None
+    off = c.pc - layout.TEXT_BASE
+    a = decode(int.from_bytes(m.iviews[c.index][off:off + 4], "little"))
+    if a is None:
+        return None
+    regs = _UNPACK(c.read_regs())
+    ea, _ = effective_address(a.plan, regs)
+    if _region(m, ea, a.nbytes) is None:
+        return None
+    return a, ea, regs
+
+
+def _locs(m: Machine, ea: int, n: int) -> list[tuple[int, bytearray, int, int, int]]:
+    """(loc, buffer, offset of the granule in it, offset in the granule, bytes)."""
+    arm = m.arm
+    assert arm is not None
+    out = []
+    for g, goff, k in granules(ea, n):
+        where = _region(m, g, GRANULE)
+        assert where is not None  # the buffers are whole granules long
+        buf, off = where
+        arm.know(g, bytes(buf[off:off + GRANULE]))
+        out.append((g, buf, off, goff, k))
+    return out
+
+
+# -- what the scheduler may choose ------------------------------------------------------
+def read_choices(m: Machine, c: Cpu) -> list[int]:
+    """The READ decisions of ``c``'s next load (or atomic, when it may fulfil a promise):
+    each a packed timestamp per granule, every combination the model allows but the
+    all-latest one (a plain STEP)."""
+    p = _pending(m, c)
+    if p is None:
+        return []
+    a, ea, _ = p
+    arm = m.arm
+    assert arm is not None
+    if a.op.kind is MemKind.STORE:
+        return []
+    th = arm.threads[c.index]
+    if a.op.kind is MemKind.RMW and not any(
+            arm.msgs[ts - 1][0] == g for ts in th.promises
+            for g, _, _ in granules(ea, a.nbytes)):
+        return []  # an atomic reads an older message only to fulfil a promise (P2)
+    views = th.regs
+    vaddr = max((views[s] for s in a.addr_slots), default=0)
+    ordr = _read_ord(a.op)
+    lists = [arm.readable(c.index, loc, vaddr, ordr)
+             for loc, *_ in _locs(m, ea, a.nbytes)[:MAX_GRANULES]]
+    if all(len(ts) == 1 for ts in lists) or any(t[-1] >> TS_BITS for t in lists):
+        return []
+    combos: list[list[int]] = [[]]
+    for ts in lists:
+        combos = [[*co, t] for co in combos for t in ts]
+    latest = [t[-1] for t in lists]
+    return [pack(co) for co in combos if co != latest]
+
+
+def read_bytes(m: Machine, addr: int, size: int, read: int) -> bytes | None:
+    """The bytes a load of ``size`` at ``addr`` sees under the READ decision ``read``
+    (packed timestamps, one per granule), for timelines; ``None`` outside the modelled
+    memory."""
+    arm = m.arm
+    if arm is None or _region(m, addr, size) is None:
+        return None
+    parts = granules(addr, size)
+    stamps = unpack(read, min(len(parts), MAX_GRANULES))
+    out = b""
+    for i, (g, goff, k) in enumerate(parts):
+        where = _region(m, g, GRANULE)
+        assert where is not None
+        buf, off = where
+        value = (arm.value(g, stamps[i]) if i < len(stamps) and g in arm.initial
+                 else bytes(buf[off:off + GRANULE]))
+        out += value[goff:goff + k]
+    return out
+
+
+def can_fail(m: Machine, c: Cpu) -> bool:
+    """Whether ``c``'s next operation is a store-exclusive that could succeed (and so may
+    also fail spuriously: a FAIL decision)."""
+    p = _pending(m, c)
+    if p is None or not (p[0].op.exclusive and p[0].op.kind is MemKind.STORE):
+        return False
+    arm = m.arm
+    assert arm is not None
+    return all(arm.exclusive_ok(c.index, g) for g, _, _ in granules(p[1], p[0].nbytes))
+
+
+# -- performing one access ---------------------------------------------------------------
+def access(m: Machine, c: Cpu, pc: int, read: int | None = None,
+           fail: bool = False) -> int | None:
+    """Perform ``c``'s access at ``pc`` under the model; where ``c`` goes on from, -1 if
+    it stopped (a fault), ``None`` if the access is not to modelled memory (the caller
+    runs it as under ``sc``).  ``read``: a READ decision's packed timestamps; ``fail``:
+    a FAIL decision."""
+    arm = m.arm
+    assert arm is not None
+    off = pc - layout.TEXT_BASE
+    word = int.from_bytes(m.iviews[c.index][off:off + 4], "little")
+    a = decode(word)
+    if a is None:
+        if read is not None or fail:
+            raise ModelChoiceError("the next operation is not an access the model describes")
+        return None
+    regs = _UNPACK(c.read_regs())
+    ea, vals = effective_address(a.plan, regs)
+    tid = c.index
+    th = arm.threads[tid]
+    views = th.regs
+    if _region(m, ea, a.nbytes) is None:
+        if read is not None or fail:
+            raise ModelChoiceError("the next access is not to modelled memory")
+        _unmodelled(m, c, a, ea)
+        if a.op.kind is not MemKind.LOAD:  # a store to the text: F1's view
+            c.text_view = arm.write_view(tid, max((views[s] for s in a.addr_slots),
+                                                  default=0),
+                                         max((views[s] for s in a.data_slots), default=0),
+                                         WriteOrd.RELEASE if a.op.release else
+                                         WriteOrd.PLAIN)
+        return None
+    vaddr = max((views[s] for s in a.addr_slots), default=0)
+    op = a.op
+    locs = _locs(m, ea, a.nbytes)
+    if m.solo_stores is not None and op.kind is not MemKind.STORE:
+        m.solo_stores.append((tid, -1, b""))  # a read: see promise_choices
+    if op.kind is MemKind.LOAD:
+        ordr = _read_ord(op)
+        latest = [arm.latest(loc) for loc, *_ in locs]
+        stamps = latest if read is None else _chosen(arm, tid, locs, read, latest,
+                                                     vaddr, ordr)
+        swapped = []
+        for (loc, buf, boff, _, _), ts, top in zip(locs, stamps, latest, strict=True):
+            if ts != top:
+                swapped.append((buf, boff, bytes(buf[boff:boff + GRANULE])))
+                buf[boff:boff + GRANULE] = arm.value(loc, ts)
+        try:
+            nxt = _execute(m, c, pc)
+        finally:
+            for buf, boff, old in swapped:
+                buf[boff:boff + GRANULE] = old
+        if nxt < 0:
+            return nxt
+        got = [arm.read(tid, loc, ts, vaddr, ordr, op.exclusive)[1]
+               for (loc, *_), ts in zip(locs, stamps, strict=True)]
+        dests = a.dest_slots
+        if len(dests) == 2 and len(got) == 2 and op.size == GRANULE:
+            views[dests[0]], views[dests[1]] = got
+        else:
+            for d in dests:
+                views[d] = max(got)
+        if read is not None:
+            m.add_event(tid, EventKind.READ, ea, stamps[0],
+                        "reads " + ", ".join(f"message {t} of {loc:#x}"
+                                             for (loc, *_), t in zip(locs, stamps, strict=True)))
+        return nxt
+    if read is not None and op.kind is MemKind.STORE:
+        raise ModelChoiceError("the next access is not a load")
+    vdata = max((views[s] for s in a.data_slots), default=0)
+    if op.kind is MemKind.STORE and op.exclusive:
+        return _store_exclusive(m, c, pc, a, locs, regs, vaddr, vdata, fail)
+    if fail:
+        raise ModelChoiceError("the next access is not a store-exclusive")
+    if op.kind is MemKind.STORE:
+        nxt = _execute(m, c, pc)
+        if nxt < 0:
+            return nxt
+        ordw = WriteOrd.RELEASE if op.release else WriteOrd.PLAIN
+        for loc, buf, boff, _, _ in locs:
+            _store(m, tid, loc, buf, boff, vaddr, vdata, ordw, False)
+        return nxt
+    # An atomic read-modify-write (A1): reads the latest message and writes right after
+    # it, or (a READ decision) reads an older one and fulfils a promise right after it.
+    cas = op.op == "cas"
+    noret = (op.rs if cas else op.rt) == 31  # A2: ST<op>, XZR destination or compare
+    ordr = ReadOrd.ACQUIRE if op.acquire and not noret else ReadOrd.PLAIN
+    latest = [arm.latest(loc) for loc, *_ in locs]
+    stamps = latest if read is None else _chosen(arm, tid, locs, read, latest, vaddr, ordr)
+    before = [arm.value(loc, ts) for (loc, *_), ts in zip(locs, stamps, strict=True)]
+    swapped = [(buf, boff, bytes(buf[boff:boff + GRANULE]))
+               for (loc, buf, boff, _, _), ts, top in zip(locs, stamps, latest, strict=True)
+               if ts != top]
+    for (_, buf, boff, _, _), value in zip(locs, before, strict=True):
+        buf[boff:boff + GRANULE] = value  # the message read (the latest but for READ)
+    try:
+        nxt = _execute(m, c, pc)
+        after = [bytes(buf[boff:boff + GRANULE]) for _, buf, boff, _, _ in locs]
+    finally:
+        for buf, boff, old in swapped:
+            buf[boff:boff + GRANULE] = old
+    if nxt < 0:
+        return nxt
+    got = [arm.read(tid, loc, ts, vaddr, ordr, True, noret)[1]
+           for (loc, *_), ts in zip(locs, stamps, strict=True)]
+    rview = max(got)
+    plan = a.plan
+    operand = max((views[s] for s in _slots(plan.sources)), default=0)
+    if cas:
+        old = b"".join(b[goff:goff + k] for b, (_, _, _, goff, k) in zip(before, locs,
+                                                                         strict=True))
+        cmp = b"".join((vals[2 + i] or 0).to_bytes(8, "little")[:op.size]
+                       for i in range(op.count))
+        if old != cmp:  # failed (A3): a read only; the result registers take its view
+            for d in a.dest_slots:
+                views[d] = rview
+            if stamps != latest:
+                _invalid(m, "an atomic read an older message and wrote nothing")
+            return nxt
+        # succeeded (A3): each result register holds its compare value, which the CPU
+        # may take from the register or from memory: for later reads it depends on
+        # whichever came first; later writes wait for the read (control-like), and its
+        # own write for the compare value too
+        for d in a.dest_slots:
+            views[d] = min(views[d], rview)
+        arm.control(tid, rview)
+        vctl = operand  # whether it writes at all depends on the compare value
+        vdata = max((views[s] for s in _slots(plan.new)), default=0)
+    else:
+        for d in a.dest_slots:
+            views[d] = rview
+        vdata, vctl = operand, 0
+    vdata = max(vdata, rview)  # A1: a read of this write (forwarded) is after the read
+    ordw = WriteOrd.RELEASE if op.release else WriteOrd.PLAIN
+    for i, ((loc, buf, boff, _, _), value) in enumerate(zip(locs, after, strict=True)):
+        _store(m, tid, loc, buf, boff, vaddr, vdata, ordw, i == 0, value, vctl)
+    return nxt
+
+
+def _chosen(arm: ArmMemory, tid: int, locs: list[tuple[int, bytearray, int, int, int]],
+            read: int, latest: list[int], vaddr: int, ordr: ReadOrd) -> list[int]:
+    """A READ decision's timestamps, each checked readable (R1, R2)."""
+    n = min(len(locs), MAX_GRANULES)
+    stamps = unpack(read, n) + latest[n:]
+    for (loc, *_), ts in zip(locs, stamps, strict=True):
+        if ts not in arm.readable(tid, loc, vaddr, ordr):
+            raise ModelChoiceError(f"message {ts} of {loc:#x} is not readable now")
+    return stamps
+
+
+def _invalid(m: Machine, why: str) -> None:
+    """The run is not an execution of the model (a promise can no longer be kept, an
+    atomic that read an older message cannot write right after it): it ends, with no
+    outcome and no finding (``Machine.valid``)."""
+    m.invalid = why
+    m.stopped = True
+
+
+def _store(m: Machine, tid: int, loc: int, buf: bytearray, boff: int, vaddr: int,
+           vdata: int, ordw: WriteOrd, ex: bool, value: bytes | None = None,
+           vctl: int = 0) -> None:
+    """The granule's new bytes (``value``, else the buffer's) become a message, or fulfil
+    a promise (P2); the buffer holds the latest message again."""
+    arm = m.arm
+    assert arm is not None
+    if value is None:
+        value = bytes(buf[boff:boff + GRANULE])
+    fl = arm.fulfillable(tid, loc, value, vaddr, vdata, ordw, ex, vctl)
+    if fl:
+        arm.write(tid, loc, value, vaddr, vdata, ordw, ex, fl[0], vctl)
+    elif ex and not arm.exclusive_ok(tid, loc):
+        _invalid(m, f"an atomic's write to {loc:#x} can neither follow its read nor "
+                 "fulfil a promise")
+        return
+    else:
+        arm.write(tid, loc, value, vaddr, vdata, ordw, ex, vctl=vctl)
+    buf[boff:boff + GRANULE] = arm.value(loc, arm.latest(loc))
+    if m.solo_stores is not None:
+        m.solo_stores.append((tid, loc, value))
+
+
+def _store_exclusive(m: Machine, c: Cpu, pc: int, a: Access,
+                     locs: list[tuple[int, bytearray, int, int, int]], regs: tuple[int, ...],
+                     vaddr: int, vdata: int, fail: bool) -> int:
+    """W4, in Python: the emulator's own monitor knows nothing of older messages."""
+    arm = m.arm
+    assert arm is not None
+    tid, op = c.index, a.op
+    ok = all(arm.exclusive_ok(tid, loc) for loc, *_ in locs)
+    if fail and not ok:
+        raise ModelChoiceError("the store-exclusive fails anyway: no spurious failure to choose")
+    if ok and not fail:
+        data = b"".join((regs[r] if r != 31 else 0).to_bytes(8, "little")[:op.size]
+                        for r in (op.rt, op.rt2)[:op.count])
+        ordw = WriteOrd.RELEASE if op.release else WriteOrd.PLAIN
+        pos = 0
+        for i, (loc, buf, boff, goff, k) in enumerate(locs):
+            buf[boff + goff:boff + goff + k] = data[pos:pos + k]
+            pos += k
+            _store(m, tid, loc, buf, boff, vaddr, vdata, ordw, i == 0)
+    else:
+        arm.fail_exclusive(tid)
+    if op.rs != 31:
+        c.regs.write(XREG[op.rs], 0 if ok and not fail else 1)
+        arm.threads[tid].regs[op.rs] = 0  # W4: the status has the bottom view
+    c.log.append((m.step_no, pc, pc + 4))
+    return pc + 4
+
+
+def _execute(m: Machine, c: Cpu, pc: int) -> int:
+    """Let the emulator execute the one instruction at ``pc``; where it goes on, -1 on
+    a fault (a finding)."""
+    c.skip = pc
+    try:
+        c.start(pc, UNTIL, 1)
+    except UcError as e:
+        where = c.regs.read(A.UC_ARM64_REG_PC)
+        trace.cut(c.log, where)
+        m.add_finding(c, OracleName.GUEST_FAULT, f"CPU{c.index} faults at "
+                      f"{m.image.symbolize(where)}: {e}", where)
+        return -1
+    if c.hook_error is not None:
+        raise RuntimeError("internal error in a code hook") from c.hook_error
+    nxt: int = c.regs.read(A.UC_ARM64_REG_PC)
+    trace.cut(c.log, nxt)
+    return nxt
+
+
+def _unmodelled(m: Machine, c: Cpu, a: Access, ea: int) -> None:
+    """The register views of an access outside the modelled memory (run as under sc)."""
+    arm = m.arm
+    assert arm is not None
+    th = arm.threads[c.index]
+    views = th.regs
+    on_stack = any(layout.stack_top(i) - layout.STACK_SIZE <= ea < layout.stack_top(i)
+                   for i in range(len(m.cpus)))
+    if a.op.kind is not MemKind.LOAD:
+        if on_stack:
+            th.spill = max(th.spill, *(views[s] for s in a.data_slots), 0)
+        if a.op.kind is MemKind.STORE:
+            return
+    view = th.spill if on_stack else 0
+    if ea == layout.GIC_BASE + layout.GIC_ACK:
+        view = arm.acknowledge(c.index)  # I2
+    for d in a.dest_slots:
+        views[d] = view
+
+
+# -- barriers and the code between visible operations -------------------------------------
+def barrier(m: Machine, c: Cpu, word: int) -> None:
+    """``DMB``/``DSB`` (B1): CRm's low bits give the type (01 LD, 10 ST, 11 all; the
+    00 forms, reserved or speculation barriers, are taken as full: more order)."""
+    arm = m.arm
+    assert arm is not None
+    kind = (word >> 8) & 3
+    if kind == 1:
+        arm.dmb(c.index, rr=True, rw=True, wr=False, ww=False)
+    elif kind == 2:
+        arm.dmb(c.index, rr=False, rw=False, wr=False, ww=True)
+    else:
+        arm.dmb(c.index)
+
+
+def track(m: Machine, c: Cpu, start: int, skip: int = -1) -> None:
+    """Carry register views through what ``c`` ran since its log had ``start`` entries
+    (``deps.apply``); a conditional branch's control view goes to the model (C1).
+    ``skip``: the visible operation the run began with, whose views ``access`` set."""
+    arm = m.arm
+    assert arm is not None
+    th = arm.threads[c.index]
+    views, spill, ctrl = th.regs, th.spill, 0
+    view = m.iviews[c.index]
+    log = c.log
+    base = layout.TEXT_BASE
+    for i in range(start, len(log)):
+        _, lo, hi = log[i]
+        if lo < 0:
+            continue
+        if i == start and lo == skip:
+            lo += 4
+        for addr in range(lo, hi, 4):
+            off = addr - base
+            b, spill = apply(views, int.from_bytes(view[off:off + 4], "little"), spill)
+            if b > ctrl:
+                ctrl = b
+    th.spill = spill
+    if ctrl:
+        arm.control(c.index, ctrl)
+
+
+# -- promises ------------------------------------------------------------------------------
+def promise_choices(m: Machine, cpu: int) -> list[tuple[int, bytes]]:
+    """What ``cpu`` may promise now: the (granule, value) of each store a solo run of it
+    from the current state makes, less those it has promised already (P1)."""
+    arm = m.arm
+    assert arm is not None
+    key = arm.key()
+    cached = m.solo_cache.get((cpu, key))
+    if cached is not None:
+        return cached
+    saved = m.save()
+    m.solo_stores = []
+    phase = m.promise_phase
+    m.promise_phase = False
+    c = m.cpus[cpu]
+    try:
+        for _ in range(m.solo_steps):
+            if m.stopped or c.state is not CpuState.RUNNABLE or cpu not in m.steppable():
+                break
+            m.apply(step(cpu))
+        done = [(loc, v) for t, loc, v in m.solo_stores if t == cpu]
+        # Promises come first (only in the promise phase, before any CPU did anything):
+        # a store that is the CPU's first access needs none, since performing it then is
+        # the same as promising it then and fulfilling it at once.
+        if done and done[0][0] >= 0:
+            done = done[1:]
+        stores = [(loc, v) for loc, v in done if loc >= 0]
+    finally:
+        m.solo_stores = None
+        m.promise_phase = phase
+        m.load(saved)
+    held = [(arm.msgs[ts - 1][0], arm.msgs[ts - 1][1]) for ts in arm.threads[cpu].promises]
+    if len(held) >= len(stores):  # no more promises than the stores a solo run makes
+        m.solo_cache[(cpu, key)] = []
+        return []
+    out = []
+    for s in stores:
+        if s in held:
+            held.remove(s)
+        elif s not in out:
+            out.append(s)
+    m.solo_cache[(cpu, key)] = out
+    return out
+
+
+def promise(m: Machine, cpu: int, k: int) -> None:
+    """P1: ``cpu`` promises the ``k``-th of ``promise_choices``."""
+    choices = promise_choices(m, cpu)
+    if not 0 <= k < len(choices):
+        raise ModelChoiceError(f"CPU{cpu} has no promise {k} to make now")
+    arm = m.arm
+    assert arm is not None
+    loc, value = choices[k]
+    where = _region(m, loc, GRANULE)
+    assert where is not None
+    buf, off = where
+    arm.know(loc, bytes(buf[off:off + GRANULE]))  # before the first message of loc
+    arm.promise(cpu, loc, value)
+    buf[off:off + GRANULE] = value
+    m.add_event(cpu, EventKind.PROMISE, loc, int.from_bytes(value, "little"), "promise")
