@@ -156,9 +156,14 @@ handle_ipi:
 	stp	x29, x30, [sp, #-16]!
 	stp	x19, x20, [sp, #-16]!
 	ldr	x19, =GIC_BASE
-1:	ldr	w20, [x19, #GIC_ACK]
+1:	ldr	w20, [x19, #GIC_ACK]		// irqnr = gic_read_iar()
 	cmp	w20, #GIC_SPURIOUS
 	b.eq	2f
+	isb					// gic_write_eoir(irqnr): "the control
+						// dependency from gic_read_iar to the ISB in
+						// gic_write_eoir is enough to ensure that any
+						// shared data read by handle_IPI will be read
+						// after the ACK" (irq-gic-v3.c v5.4)
 	mrs	x9, tpidr_el1			// this CPU's per-CPU area
 	ldr	x10, [x9, #PERCPU_IPI_COUNT]
 	add	x10, x10, #1

@@ -7,14 +7,44 @@
 
 	.text
 
-// int aarch64_insn_write(void *addr, u32 insn): __aarch64_insn_write() maps the
-// page at FIX_TEXT_POKE0 (patch_map) and does one aligned 32-bit store through
-// that writable alias.  Here the alias is the fixed TEXT_ALIAS mapping.
+// int aarch64_insn_write(void *addr, u32 insn): __aarch64_insn_write() (insn.c v5.4,
+// patching.c today):
+//
+//	raw_spin_lock_irqsave(&patch_lock, flags);
+//	waddr = patch_map(addr, FIX_TEXT_POKE0);	// set_pte: dsb(ishst); isb();
+//	ret = probe_kernel_write(waddr, &insn, AARCH64_INSN_SIZE);
+//	patch_unmap(FIX_TEXT_POKE0);	// flush_tlb_kernel_range: dsb(ishst); tlbi; dsb(ish); isb();
+//	raw_spin_unlock_irqrestore(&patch_lock, flags);
+//
+// The alias is the fixed TEXT_ALIAS mapping (no page tables, so no TLBI), the store one
+// aligned 32-bit store through it; the lock is a test-and-set spinlock (acquire) and
+// a store-release unlock, as arm64's spinlocks order.  patch_map() maps core kernel
+// text through the fixmap (set_pte: DSB ISHST; ISB), but returns module text as it is
+// when CONFIG_STRICT_MODULE_RWX is off, with no barrier: aarch64_insn_write_direct = 1
+// models that case.
 	.global aarch64_insn_write
 aarch64_insn_write:
-	ldr	x2, =TEXT_ALIAS_OFFSET
+	mrs	x3, daif			// raw_spin_lock_irqsave(&patch_lock, flags)
+	msr	daifset, #2
+	ldr	x4, =patch_lock
+	mov	w6, #1
+1:	ldaxr	w5, [x4]
+	cbnz	w5, 1b
+	stxr	w5, w6, [x4]
+	cbnz	w5, 1b
+	ldr	x5, =aarch64_insn_write_direct
+	ldr	w5, [x5]
+	cbnz	w5, 2f				// patch_map: "else return addr;"
+	dsb	ishst				// patch_map: set_fixmap_offset: set_pte()
+	isb
+2:	ldr	x2, =TEXT_ALIAS_OFFSET
 	add	x2, x0, x2
 	str	w1, [x2]
+	dsb	ishst				// patch_unmap: flush_tlb_kernel_range()
+	dsb	ish
+	isb
+	stlr	wzr, [x4]			// raw_spin_unlock_irqrestore(&patch_lock, flags)
+	msr	daif, x3
 	mov	x0, #0
 	ret
 
@@ -51,8 +81,11 @@ caches_clean_inval_pou:
 	add	x2, x2, x4
 	cmp	x2, x1
 	b.lo	5b
+	ldr	x6, =caches_skip_final_dsb	// a scenario's knob (not the kernel's):
+	ldr	w6, [x6]			// 1 leaves out the DSB that completes the
+	cbnz	w6, 6f				// invalidation
 	dsb	ish
-	isb
+6:	isb
 	ret
 
 // int aarch64_insn_patch_text_nosync(void *addr, u32 insn): rejects an address
@@ -77,3 +110,15 @@ aarch64_insn_patch_text_nosync:
 2:	ldr	x19, [sp, #16]
 	ldp	x29, x30, [sp], #32
 	ret
+
+	.data
+	.align	3
+	.global patch_lock
+patch_lock:					// static DEFINE_RAW_SPINLOCK(patch_lock)
+	.word	0
+	.global caches_skip_final_dsb
+caches_skip_final_dsb:				// 1: caches_clean_inval_pou without its last DSB
+	.word	0
+	.global aarch64_insn_write_direct
+aarch64_insn_write_direct:			// 1: module text, !CONFIG_STRICT_MODULE_RWX
+	.word	0

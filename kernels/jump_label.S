@@ -20,6 +20,10 @@
 //          (bench/kernels/jl_cost.S: stop_machine per site, or queue for bit 6)
 //   bit 6  instead of bit 0's kick, call the function at jump_label_apply_fn after the
 //          entries are patched, void fn(void): arch_jump_label_transform_apply()
+//   bit 7  patch with the 2019 BRK sketch with plain accesses, text_poke_brk_plain
+//
+// jump_label_nr_entries: if not 0, only the first that many entries of the table are
+// updated (a scenario's knob: one site patched once).
 
 	.equ JUMP_LABEL_NOP, 0
 	.equ JUMP_LABEL_JMP, 1
@@ -63,7 +67,10 @@ arch_jump_label_transform:
 	tbnz	w9, #3, 6f
 	tbnz	w9, #4, 7f
 	tbnz	w9, #5, 8f
+	tbnz	w9, #7, 9f
 	bl	aarch64_insn_patch_text_nosync
+	b	4f
+9:	bl	text_poke_brk_plain
 	b	4f
 3:	bl	aarch64_insn_patch_text_nosync_nodc
 	b	4f
@@ -80,18 +87,26 @@ arch_jump_label_transform:
 	ldp	x29, x30, [sp], #32
 	ret
 
-// void jump_label_update(struct static_key *key, int type): every entry of the key.
+// void jump_label_update(struct static_key *key, int type): every entry of the key
+// (the first jump_label_nr_entries of the table, if that is not 0).
 	.global jump_label_update
 jump_label_update:
 	stp	x29, x30, [sp, #-48]!
 	mov	x29, sp
 	stp	x19, x20, [sp, #16]
-	str	x21, [sp, #32]
+	stp	x21, x22, [sp, #32]
 	mov	x19, x0
 	mov	w21, w1
 	ldr	x20, =__start___jump_table
-1:	ldr	x9, =__stop___jump_table
-	cmp	x20, x9
+	ldr	x22, =__stop___jump_table
+	ldr	x9, =jump_label_nr_entries
+	ldr	w9, [x9]
+	cbz	w9, 1f
+	mov	x10, #JE_SIZE
+	madd	x9, x9, x10, x20
+	cmp	x9, x22
+	csel	x22, x9, x22, lo
+1:	cmp	x20, x22
 	b.hs	3f
 	ldr	x10, [x20, #JE_KEY]
 	cmp	x10, x19
@@ -110,7 +125,7 @@ jump_label_update:
 5:	ldr	x9, =jump_label_apply_fn
 	ldr	x9, [x9]
 	blr	x9
-4:	ldr	x21, [sp, #32]
+4:	ldp	x21, x22, [sp, #32]
 	ldp	x19, x20, [sp, #16]
 	ldp	x29, x30, [sp], #48
 	ret
@@ -154,6 +169,9 @@ static_key_disable:
 
 	.data
 	.align	3
+	.global jump_label_nr_entries
+jump_label_nr_entries:
+	.word	0
 	.global jump_label_patch_mode
 jump_label_patch_mode:
 	.word	0

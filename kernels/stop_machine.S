@@ -95,10 +95,11 @@ aarch64_insn_patch_text_cb:
 	str	x21, [sp, #32]
 	mov	x19, x0
 	add	x9, x19, #P_COUNT
-1:	ldaxr	w10, [x9]			// atomic_inc_return(&pp->cpu_count)
-	add	w10, w10, #1
-	stlxr	w11, w10, [x9]
-	cbnz	w11, 1b
+1:	ldxr	w10, [x9]			// atomic_inc_return(&pp->cpu_count):
+	add	w10, w10, #1			// fully ordered (LL/SC with release and a
+	stlxr	w11, w10, [x9]			// trailing full barrier, as arm64's
+	cbnz	w11, 1b				// __ll_sc_atomic_add_return)
+	dmb	ish
 	cmp	w10, #1
 	b.ne	4f
 	mov	x20, #0				// master: patch every instruction
@@ -115,22 +116,24 @@ aarch64_insn_patch_text_cb:
 	mov	w21, w0
 	add	x20, x20, #1
 	b	2b
-3:	add	x9, x19, #P_COUNT		// notify the others with an extra increment
-5:	ldaxr	w10, [x9]
-	add	w10, w10, #1
-	stlxr	w11, w10, [x9]
+3:	add	x9, x19, #P_COUNT		// atomic_inc(&pp->cpu_count): notify the
+5:	ldxr	w10, [x9]			// others with an extra increment (relaxed:
+	add	w10, w10, #1			// the flush's "dsb; isb" is what orders the
+	stxr	w11, w10, [x9]			// text before it)
 	cbnz	w11, 5b
 	mov	w0, w21
 	b	7f
 4:	ldr	x12, =nr_cpus			// while (cpu_count <= num_online_cpus())
 	ldr	w12, [x12]
 	add	x9, x19, #P_COUNT
-6:	ldar	w10, [x9]
+6:	ldr	w10, [x9]			// atomic_read(): relaxed
 	cmp	w10, w12
 	b.hi	8f
 	yield
 	b	6b
-8:	isb
+8:	.global	aarch64_insn_patch_text_cb_isb
+aarch64_insn_patch_text_cb_isb:
+	isb					// control dependency + ISB
 	mov	w0, #0
 7:	ldr	x21, [sp, #32]
 	ldp	x19, x20, [sp, #16]

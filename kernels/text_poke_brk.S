@@ -6,8 +6,10 @@
 // kprobes' simulate_b_bl()/simulate_nop() do (arch/arm64/kernel/probes/simulate-insn.c).
 //
 // * text_poke_brk_single: the sketch as posted: one global {nosync_addr, nosync_insn}
-//   slot, no IPI.  The handler matches regs->pc against the slot, then reads the
-//   instruction: the patcher may have moved on to the next site in between.
+//   slot (insn, then a release of the address), no IPI.  The handler matches regs->pc
+//   against the slot (an acquire), then reads the instruction: the patcher may have
+//   moved on to the next site in between.  text_poke_brk_plain: the same with plain
+//   accesses.
 // * text_poke_brk_sync: a per-patch descriptor with a refcount the handler takes and
 //   the patcher waits on (x86 text_poke_bp_batch), plus kick_all_cpus_sync() after
 //   writing the BRK and after writing the final instruction.
@@ -86,10 +88,24 @@ emulate_and_log:
 	ret
 
 // ---- the sketch as posted: one global slot ----------------------------------------
+// Peter Zijlstra, LKML <20191101100440.GU4131@hirez.programming.kicks-ass.net>, with
+// its follow-up's WRITE_ONCE(nosync_addr, NULL):
+//
+//	nosync_insn = insn;
+//	smp_store_release(&nosync_addr, tp);
+//	ret = aarch64_insn_write(addr, break); __flush_icache_range(...);
+//	perf_event_text_poke(...);
+//	ret = aarch64_insn_write(addr, insn); __flush_icache_range(...);
+//	WRITE_ONCE(nosync_addr, NULL);
+//
+// and its handler: if (regs->pc == smp_load_acquire(&nosync_addr)) emulate(nosync_insn).
+// The `brk_plain` variant (text_poke_brk_plain, text_poke_plain_handler) is the same with
+// a plain store and a plain load: on Arm the handler may see the new address and the old
+// instruction.
 
-// int text_poke_brk_single(void *addr, u32 insn)
-	.global text_poke_brk_single
-text_poke_brk_single:
+	// text_poke_brk_slot publish: the patcher's body, publishing the
+	// slot with the given store instructions (str/stlr).
+	.macro text_poke_brk_slot publish
 	stp	x29, x30, [sp, #-48]!
 	mov	x29, sp
 	stp	x19, x20, [sp, #16]
@@ -97,10 +113,10 @@ text_poke_brk_single:
 	mov	x19, x0
 	mov	w20, w1
 	ldr	w21, [x19]			// the old instruction (a data load: the D-side)
-	ldr	x9, =nosync_addr
-	str	x19, [x9]			// publish {nosync_addr, nosync_insn}
 	ldr	x9, =nosync_insn
-	str	w20, [x9]
+	str	w20, [x9]			// nosync_insn = insn
+	ldr	x9, =nosync_addr
+	\publish	x19, [x9]			// smp_store_release(&nosync_addr, tp) / plain
 	mov	x0, x19
 	movz	w1, #(TEXT_POKE_BRK & 0xffff)
 	movk	w1, #(TEXT_POKE_BRK >> 16), lsl #16
@@ -113,20 +129,21 @@ text_poke_brk_single:
 	mov	w1, w20
 	bl	aarch64_insn_patch_text_nosync	// the final instruction, flush
 	ldr	x9, =nosync_addr
-	str	xzr, [x9]			// clear the slot
+	str	xzr, [x9]			// WRITE_ONCE(nosync_addr, NULL)
 	mov	w0, #0
 	ldr	x21, [sp, #32]
 	ldp	x19, x20, [sp, #16]
 	ldp	x29, x30, [sp], #48
 	ret
+	.endm
 
-// int text_poke_single_handler(struct pt_regs *regs, unsigned int esr): break hook.
-	.global text_poke_single_handler
-text_poke_single_handler:
+	// text_poke_slot_handler load: the break hook, reading the slot's address with the
+	// given load instruction (ldar/ldr), then the instruction.
+	.macro text_poke_slot_handler load
 	stp	x29, x30, [sp, #-16]!
 	mov	x29, sp
 	ldr	x9, =nosync_addr
-	ldr	x10, [x9]
+	\load	x10, [x9]			// smp_load_acquire(&nosync_addr) / plain
 	ldr	x11, [x0, #S_PC]
 	cmp	x10, x11			// regs->pc == nosync_addr ?
 	b.ne	1f
@@ -136,6 +153,26 @@ text_poke_single_handler:
 1:	mov	x0, #0				// DBG_HOOK_HANDLED (PC unchanged if no match)
 	ldp	x29, x30, [sp], #16
 	ret
+	.endm
+
+// int text_poke_brk_single(void *addr, u32 insn): the sketch as posted.
+	.global text_poke_brk_single
+text_poke_brk_single:
+	text_poke_brk_slot stlr
+
+// int text_poke_single_handler(struct pt_regs *regs, unsigned int esr): its break hook.
+	.global text_poke_single_handler
+text_poke_single_handler:
+	text_poke_slot_handler ldar
+
+// The same with a plain store and a plain load (brk_plain).
+	.global text_poke_brk_plain
+text_poke_brk_plain:
+	text_poke_brk_slot str
+
+	.global text_poke_plain_handler
+text_poke_plain_handler:
+	text_poke_slot_handler ldr
 
 // ---- the fixed protocol: descriptor, refcount, IPIs ----------------------------------
 
@@ -162,6 +199,7 @@ text_poke_brk_sync:
 	str	w9, [x21, #D_REFS]			// atomic_set(&desc->refs, 1)
 	ldr	x9, =text_poke_desc
 	stlr	x21, [x9]				// smp_store_release(&bp_desc, desc)
+	dmb	ishst					// smp_wmb(): desc before the BRK
 	mov	x0, x19
 	movz	w1, #(TEXT_POKE_BRK & 0xffff)
 	movk	w1, #(TEXT_POKE_BRK >> 16), lsl #16
@@ -178,10 +216,11 @@ text_poke_brk_sync:
 	ldr	x9, =text_poke_desc
 	str	xzr, [x9]				// WRITE_ONCE(bp_desc, NULL)
 	add	x9, x21, #D_REFS			// if (!atomic_dec_and_test(&refs))
-1:	ldaxr	w10, [x9]
-	sub	w10, w10, #1
-	stlxr	w11, w10, [x9]
+1:	ldxr	w10, [x9]				// (fully ordered: LL/SC with release
+	sub	w10, w10, #1				//  and a trailing full barrier, as
+	stlxr	w11, w10, [x9]				//  arm64's __ll_sc_atomic_sub_return)
 	cbnz	w11, 1b
+	dmb	ish
 2:	ldar	w10, [x9]				//   atomic_cond_read_acquire(&refs, !VAL)
 	cbz	w10, 3f
 	yield
@@ -207,15 +246,17 @@ text_poke_sync_handler:
 	mov	x29, sp
 	stp	x19, x20, [sp, #16]
 	mov	x19, x0
+	dmb	ishld					// smp_rmb(): the BRK before bp_desc
 	ldr	x9, =text_poke_desc
-	ldar	x20, [x9]				// desc = READ_ONCE(bp_desc)
+	ldr	x20, [x9]				// desc = READ_ONCE(bp_desc)
 	cbz	x20, 4f
-	add	x9, x20, #D_REFS			// try_get_desc(): inc_not_zero
-1:	ldaxr	w10, [x9]
+	add	x9, x20, #D_REFS			// try_get_desc(): atomic_inc_not_zero
+1:	ldxr	w10, [x9]				// (fully ordered on success)
 	cbz	w10, 3f
 	add	w10, w10, #1
 	stlxr	w11, w10, [x9]
 	cbnz	w11, 1b
+	dmb	ish
 	ldr	x10, [x20, #D_ADDR]
 	ldr	x11, [x19, #S_PC]
 	cmp	x10, x11
@@ -223,10 +264,11 @@ text_poke_sync_handler:
 	mov	x0, x19
 	ldr	w1, [x20, #D_INSN]
 	bl	emulate_and_log
-2:	add	x9, x20, #D_REFS			// put_desc()
-5:	ldaxr	w10, [x9]
+2:	add	x9, x20, #D_REFS			// put_desc():
+	dmb	ish					// smp_mb__before_atomic();
+5:	ldxr	w10, [x9]				// atomic_dec(&desc->refs) (relaxed)
 	sub	w10, w10, #1
-	stlxr	w11, w10, [x9]
+	stxr	w11, w10, [x9]
 	cbnz	w11, 5b
 	b	4f
 3:	clrex

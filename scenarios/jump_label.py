@@ -127,6 +127,58 @@ class BrkSingleSlot(JumpLabelNosync):
         return brk_emulation(m, expected) + super().check(m)
 
 
+class BrkRelease(BrkSingleSlot):
+    """The 2019 sketch exactly as posted, on one site patched once:
+    ``nosync_insn = insn; smp_store_release(&nosync_addr, tp);`` and a handler that
+    reads ``smp_load_acquire(&nosync_addr)`` before ``nosync_insn``.  With one site the
+    slot is never reused, so a handler that matched the address reads the instruction
+    published with it: clean, under ``arm`` as under ``sc``.
+
+    The site is taken to be module text patched without ``CONFIG_STRICT_MODULE_RWX``,
+    where ``patch_map()`` returns the address as it is: no barrier of
+    ``aarch64_insn_write`` then stands between the publication and the BRK store
+    (``aarch64_insn_write_direct``), so the publication's own ordering is all there is.
+    It is judged by the BRK-emulation oracle alone: the sketch has no IPI, so a worker
+    may still run the site's old NOP after seeing the flag (``jump_label_nosync``'s
+    race), which is not what this pair is about."""
+
+    name = "brk_release"
+    description = "the 2019 BRK sketch as posted (release/acquire), one site: clean"
+    nr_entries = 1
+    direct = 1  # aarch64_insn_write_direct: module text, no fixmap barrier
+    expect = None
+    trace_decode = False
+
+    def setup(self, m: Machine) -> None:
+        m.write(m.addr("jump_label_nr_entries"), self.nr_entries.to_bytes(4, "little"))
+        m.write(m.addr("aarch64_insn_write_direct"), self.direct.to_bytes(4, "little"))
+        super().setup(m)
+
+    def check(self, m: Machine) -> list[Finding]:
+        site, yes = SITES[0]
+        return brk_emulation(m, {m.addr(site): b(m.addr(site), m.addr(yes))})
+
+
+class BrkPlain(BrkRelease):
+    """``brk_release`` with a plain store of ``nosync_addr`` and a plain load in the
+    handler.  On Arm the handler may read the new address and then the old instruction
+    (a message-passing shape with no ordering on either side) and emulate it: a
+    BRK-emulation finding under ``arm``; under ``sc`` the instruction is always written
+    before the address is seen, and nothing is found.
+
+    Core kernel text is different: ``patch_map()``'s ``set_pte`` ends with
+    ``DSB ISHST``, which orders the publication before the BRK store, and a CPU that
+    executes the BRK has its later reads ordered after what that store was ordered
+    after (fetch rule F1 of ``testbed/armmem.py``): set ``direct=0`` and the plain
+    version is clean under ``arm`` too (``tests/test_dataside.py``)."""
+
+    name = "brk_plain"
+    description = "brk_release with plain accesses: the handler may see the old insn (arm)"
+    patch_mode = 128
+    break_handler = "text_poke_plain_handler"
+    expect = OracleName.BRK_EMULATION
+
+
 class BrkRefcountSync(BrkSingleSlot):
     """The fixed protocol: a descriptor per patch with a refcount the handler takes and
     the patcher waits on (x86 text_poke_bp_batch), and kick_all_cpus_sync() after the

@@ -27,11 +27,11 @@ from testbed.strategies import RandomWalk  # noqa: E402
 
 # (patcher instructions, all-CPU instructions, stalled CPU-steps) for N = 2 and 4.
 PROTOCOL_COUNTS = {
-    "nosync": {"2": (722, 722, 0), "4": (722, 722, 0)},
-    "kick": {"2": (749, 822, 9), "4": (757, 988, 33)},
-    "brk": {"2": (2562, 4794, 296), "4": (2630, 9442, 944)},
-    "stop_machine": {"2": (1690, 2898, 248), "4": (1850, 5762, 888)},
-    "stop_machine_batch": {"2": (1020, 1366, 109), "4": (1040, 2114, 345)},
+    "nosync": {"2": (893, 893, 0), "4": (893, 893, 0)},
+    "kick": {"2": (920, 994, 10), "4": (928, 1162, 36)},
+    "brk": {"2": (2785, 5057, 336), "4": (2869, 9816, 1072)},
+    "stop_machine": {"2": (1901, 3373, 360), "4": (2061, 6765, 1224)},
+    "stop_machine_batch": {"2": (1179, 1763, 205), "4": (1199, 2987, 633)},
 }
 
 
@@ -117,3 +117,21 @@ def test_bench_kernel_matches_gnu_as(tmp_path: Path) -> None:
     names = [k[1:] if k.startswith("@") else k for k in JumpLabelCost.kernels]
     paths = [BENCH_KERNELS / n if n == "jl_cost.S" else kernels_dir() / n for n in names]
     check_against_gnu([Source.from_path(p) for p in paths], tmp_path)
+
+
+def test_models_section(quick: dict[str, Any]) -> None:
+    """arm against sc in the same run: every scenario under both; brk_plain's race is
+    found under arm only; no forbidden litmus outcome under either."""
+    data = quick["sections"]["models"]["data"]
+    rows = data["scenarios"]
+    assert set(rows) == {"nosync_stale", "brk_plain"}
+    for row in rows.values():
+        assert set(row) == {"arm", "sc"}
+        assert all(r["decisions_per_schedule"] > 0 for r in row.values())
+    plain = rows["brk_plain"]
+    assert plain["arm"]["ttff"]["schedules"] and plain["sc"]["ttff"]["schedules"] is None
+    lit = data["litmus"]
+    if "skipped" not in lit:
+        assert lit["arm"]["forbidden_observed"] == lit["sc"]["forbidden_observed"] == 0
+        assert lit["arm"]["allowed_observed"] > lit["sc"]["allowed_observed"]
+
