@@ -25,6 +25,7 @@ SECTIONS: tuple[str, ...] = (
     "scaling",  # 3. campaign workers / Dask
     "protocols",  # 4. what one static_key_enable() costs under each protocol, N CPUs
     "memory",  # 5. peak RSS of a worker process with N CPUs
+    "models",  # 6. the Arm data-memory model against sc, per scenario, and litmus
 )
 
 
