@@ -25,7 +25,12 @@ what the machine must around each access there (``access``), each barrier
 - the instructions between visible operations carry register views (``deps.apply``):
   data and address dependencies, and conditional branches' control views (C1);
 - an IPI carries the sender's write view to the value the receiver acknowledges (I1,
-  I2).
+  I2);
+- a store to the text records its W2 view (``Cpu.text_view``, set here before the
+  emulator runs it), and a CPU about to execute a word stores touched is ordered after
+  the view of the store it fetched (F1, ``execute.step``); cache maintenance completes
+  at the issuing CPU's ``DSB`` (fetch rule 9 in ``memory.py``, driven from
+  ``execute.step``).
 
 Promises (P1-P3) are offered only while no CPU has done anything else (``promise-first``
 exploration, as in the Promising-ARM paper's checker: every execution of the model has
