@@ -39,12 +39,9 @@ class StopMachinePatch(Scenario):
         for cpu in range(1, m.ncpus):
             m.start(cpu, "sm_worker", self.passes)
         m.may_patch("sm_site")
-        self.setup_knobs(m)
+        m.write(m.addr("caches_skip_final_dsb"), self.skip_final_dsb.to_bytes(4, "little"))
 
     skip_final_dsb = 0  # caches_skip_final_dsb: the variant without the flush's last DSB
-
-    def setup_knobs(self, m: Machine) -> None:
-        m.write(m.addr("caches_skip_final_dsb"), self.skip_final_dsb.to_bytes(4, "little"))
 
     def check(self, m: Machine) -> list[Finding]:
         """A CPU that ran the old instruction after its own stop_machine callback's ISB

@@ -64,13 +64,13 @@ from .cpu import UNTIL, XREG, Cpu, CpuState, UcError
 from .deps import apply
 from .findings import EventKind, OracleName
 from .isa import MemKind, MemOp, classify
-from .schedule import step
+from .schedule import Decision, DecisionKind, step
 
 if TYPE_CHECKING:
     from .machine import Machine
 
-__all__ = ["Access", "ModelChoiceError", "access", "barrier", "decode", "pack",
-           "promise", "promise_choices", "read_choices", "track", "unpack"]
+__all__ = ["Access", "ModelChoiceError", "access", "barrier", "choices", "decode", "pack",
+           "promise", "promise_choices", "track", "unpack"]
 
 _UNPACK = struct.Struct("<32Q").unpack_from
 TS_BITS = 20  # a READ decision packs one timestamp per granule, 20 bits each
@@ -114,8 +114,8 @@ def decode(word: int) -> Access | None:
     addr = _slots((plan.base, plan.index) if plan.index else (plan.base,))
     data = _slots(plan.sources + plan.new)
     dests = () if op.kind is MemKind.STORE else _slots(plan.dests)
-    if op.simd:  # SIMD&FP registers carry no tracked views: data over-approximated
-        data, dests = (), ()
+    if op.simd:  # SIMD&FP registers carry no tracked views (deps.py): a store of one has
+        data, dests = (), ()  # no data view (the kernels and litmus tests use none)
     return Access(op, plan, addr, data, dests, op.size * op.count)
 
 
@@ -176,18 +176,24 @@ def _locs(m: Machine, ea: int, n: int) -> list[tuple[int, bytearray, int, int, i
 
 
 # -- what the scheduler may choose ------------------------------------------------------
-def read_choices(m: Machine, c: Cpu) -> list[int]:
-    """The READ decisions of ``c``'s next load (or atomic, when it may fulfil a promise):
-    each a packed timestamp per granule, every combination the model allows but the
-    all-latest one (a plain STEP)."""
+def choices(m: Machine, c: Cpu) -> list[Decision]:
+    """The model decisions of ``c``'s next access: READs of a load (or of an atomic that
+    may fulfil a promise), FAIL of a store-exclusive that could succeed."""
     p = _pending(m, c)
     if p is None:
         return []
     a, ea, _ = p
+    if a.op.kind is MemKind.STORE:
+        return [Decision(DecisionKind.FAIL, c.index)] if _can_fail(m, c, a, ea) else []
+    return [Decision(DecisionKind.READ, c.index, packed)
+            for packed in _read_choices(m, c, a, ea)]
+
+
+def _read_choices(m: Machine, c: Cpu, a: Access, ea: int) -> list[int]:
+    """Each a packed timestamp per granule: every combination the model allows but the
+    all-latest one (a plain STEP)."""
     arm = m.arm
     assert arm is not None
-    if a.op.kind is MemKind.STORE:
-        return []
     th = arm.threads[c.index]
     if a.op.kind is MemKind.RMW and not any(
             arm.msgs[ts - 1][0] == g for ts in th.promises
@@ -227,15 +233,13 @@ def read_bytes(m: Machine, addr: int, size: int, read: int) -> bytes | None:
     return out
 
 
-def can_fail(m: Machine, c: Cpu) -> bool:
-    """Whether ``c``'s next operation is a store-exclusive that could succeed (and so may
-    also fail spuriously: a FAIL decision)."""
-    p = _pending(m, c)
-    if p is None or not (p[0].op.exclusive and p[0].op.kind is MemKind.STORE):
+def _can_fail(m: Machine, c: Cpu, a: Access, ea: int) -> bool:
+    """Whether a store-exclusive could succeed now (and so may also fail spuriously)."""
+    if not a.op.exclusive:
         return False
     arm = m.arm
     assert arm is not None
-    return all(arm.exclusive_ok(c.index, g) for g, _, _ in granules(p[1], p[0].nbytes))
+    return all(arm.exclusive_ok(c.index, g) for g, _, _ in granules(ea, a.nbytes))
 
 
 # -- performing one access ---------------------------------------------------------------

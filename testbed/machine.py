@@ -41,6 +41,7 @@ from .exceptions import EC_SVC64 as EC_SVC64
 from .exceptions import EC_UNKNOWN as EC_UNKNOWN
 from .exceptions import install_hooks as install_exception_hooks
 from .execute import irq as _irq
+from .execute import resume as _resume
 from .execute import step as _step
 from .findings import Event, EventKind, Finding
 from .interrupts import InterruptController
@@ -387,10 +388,7 @@ class Machine:
         for c in self.cpus:
             if c.state is not CpuState.RUNNABLE or not self._can_step(c):
                 continue
-            for packed in dataside.read_choices(self, c):
-                out.append(Decision(DecisionKind.READ, c.index, packed))
-            if dataside.can_fail(self, c):
-                out.append(Decision(DecisionKind.FAIL, c.index))
+            out += dataside.choices(self, c)
         if self.promise_phase:
             for c in self.cpus:
                 if c.state is CpuState.RUNNABLE:
@@ -461,8 +459,7 @@ class Machine:
             self.step_no -= 1
             raise InvalidDecision(index, d, str(e)) from None
         if nxt >= 0:
-            from .execute import resume
-            resume(self, c, nxt)
+            _resume(self, c, nxt)
         if c.state is not CpuState.RUNNABLE:
             self.states_changed()
 
