@@ -97,11 +97,11 @@ def slot(reg: str) -> tuple[int, int] | None:
         return -1, 0
     if reg in ("sp", "wsp"):
         return 31, MASK64 if reg == "sp" else 0xFFFF_FFFF
+    if reg in ("lr", "fp"):  # Capstone's names of X30 and X29
+        return (30 if reg == "lr" else 29), MASK64
     if reg[:1] in ("w", "x") and reg[1:].isdigit() and int(reg[1:]) <= 30:
         return int(reg[1:]), MASK64 if reg[0] == "x" else 0xFFFF_FFFF
     return None
-
-
 
 
 @lru_cache(maxsize=4096)

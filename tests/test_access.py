@@ -33,6 +33,9 @@ CASES = [
     ("stlrh w1, [x5]", regs(x5=0x4002), 0x4002, AccessKind.STORE, 2),
     ("ldxr x1, [x6]", regs(x6=0x5000), 0x5000, AccessKind.LOAD, 8),
     ("stxr w9, x1, [x6]", regs(x6=0x5000), 0x5000, AccessKind.STORE, 8),
+    # Capstone names X30 and X29 "lr" and "fp" as base registers
+    ("ldr w6, [x30]", regs(x30=0x6008), 0x6008, AccessKind.LOAD, 4),
+    ("str x1, [x29, #0x10]", regs(x29=0x7000), 0x7010, AccessKind.STORE, 8),
 ]
 
 
