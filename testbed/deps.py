@@ -184,6 +184,10 @@ def apply(views: list[int], word: int, spill: int) -> tuple[int, int]:
         spill = max(spill, v)
     if f.stack_load:
         v = max(v, spill)
+    if f.branch:  # BL, BLR write PC + 4 to X30: a value that depends on no register
+        for d in f.dst:
+            views[d] = 0
+        return v, spill
     for d in f.dst:
         views[d] = v
-    return (v if f.branch else 0), spill
+    return 0, spill

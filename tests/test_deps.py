@@ -81,6 +81,15 @@ def test_views_flow_through_a_data_dependency_and_a_branch() -> None:
     assert views[2] == 0
 
 
+def test_a_branch_and_link_writes_a_return_address_that_depends_on_nothing() -> None:
+    # BLR X2 reads X2 to branch (a control view) but writes X30 = PC + 4: a load through
+    # X30 has no address dependency on X2 (herd: MP+rel+blr Allowed).
+    views = [0] * 33
+    views[2], views[30] = 5, 9
+    ctrl, _ = apply(views, word("blr x2"), 0)
+    assert ctrl == 5 and views[30] == 0
+
+
 def test_the_stack_keeps_views_soundly() -> None:
     views = [0] * 33
     views[29] = 4
