@@ -83,11 +83,27 @@ The rules, numbered; ``tests/test_armmem.py`` has one test per rule, named after
   cannot be satisfied before the branch's inputs.
 - **C1 control**: a conditional branch joins the view of what it tested into ``vcap``
   (writes after it are ordered, reads are not until an ISB).
-- **F1 fetch**: a text store records its W2 view; a CPU that executes an instruction
-  fetched from it (which value a fetch gets is the fetch model's, ``memory.py``) has
-  its later reads and writes ordered after that view: an instruction's accesses come
-  after its fetch, and a fetched value is what a read of the store would give
-  (``MP.FR+dmb+fpo-fe`` Forbidden, ESOP 2020).
+- **F1 fetch**: the text is memory like any other: its granules are locations and its
+  stores messages, and which value a fetch gets is the fetch model's (``memory.py``).
+  A CPU that executes a word fetched from a store has its later reads and writes
+  ordered after what that store was ordered after (its W2 view, ``text_write``): an
+  instruction executes after its fetch, and a fetched value is what a read of the
+  store would give (ESOP 2020's ``f-ob``; ``MP.FR+dmb+fpo-fe`` Forbidden), and its
+  coherence on the word's granule reaches the store (``CoFR`` Forbidden).  The W2
+  view, not the store's timestamp: with promises the store could have been promised
+  just above that view (its writer's earlier stores need not be visible first), and
+  scenarios run without promises (``fetched``).
+- **F2 cache clean**: a ``DC CVAU`` of a text line may be performed before program-order
+  earlier accesses it is not ordered after, so the line it cleans to the PoU may be the
+  line as it was at any timestamp from ``clean_view`` on: its address register's view,
+  the thread's control view (``vctrl``: ``ctrl; [DC.CVAU]``; not ``vcap``, whose
+  address views of earlier accesses do not order a ``DC``), ``vrp`` and ``vwp`` (full
+  barriers order it, ``bob``; the other barriers and acquires do not, so this orders a
+  little more than the architecture), and its coherence on the line's granules
+  (``po-scl-ob``: same-line accesses before it).  ``MP.RF+dmb+addr-cachesync``
+  (Allowed): the clean may miss a store that a program-order-earlier load saw.  Which
+  timestamp is a scheduler's choice; the fetch model keeps the PoU from going back
+  (rule 10 in ``memory.py``).
 - **I1 interrupt sent**: an IPI (the write to the interrupt controller) carries the
   sender's W2 view at that point: after a ``DSB``/``DMB`` it covers the sender's earlier
   writes, without one it does not (the IPI may overtake them, which is why Linux's
@@ -216,18 +232,20 @@ class ThreadState:
     promises: set[int] = field(default_factory=set)  # timestamps promised, not yet fulfilled
     spill: int = 0  # the join of the views stored to the CPU's own stack (deps.apply)
     signal: int = 0  # I1: the view an interrupt sent to this thread carries
+    vctrl: int = 0  # F2: control dependencies alone (``vcap`` also has address views)
 
     def copy(self) -> ThreadState:
         return ThreadState(dict(self.coh), self.vrp, self.vwp, self.vrm, self.vwm,
                            self.vcap, self.vrel, dict(self.fwd), self.exbank,
-                           list(self.regs), set(self.promises), self.spill, self.signal)
+                           list(self.regs), set(self.promises), self.spill, self.signal,
+                           self.vctrl)
 
     def key(self) -> tuple[object, ...]:
         return (tuple(sorted(self.coh.items())), self.vrp, self.vwp, self.vrm, self.vwm,
                 self.vcap, self.vrel, tuple(sorted((k, v.ts, v.view, v.ex)
                                                    for k, v in self.fwd.items())),
                 self.exbank, tuple(self.regs), tuple(sorted(self.promises)), self.spill,
-                self.signal)
+                self.signal, self.vctrl)
 
 
 class ArmMemory:
@@ -242,8 +260,7 @@ class ArmMemory:
         self.msgs: list[tuple[int, bytes, int]] = []  # (loc, value, tid); ts = index + 1
         self.by_loc: dict[int, list[int]] = {}  # loc -> timestamps of its messages
         self.initial: dict[int, bytes] = {}  # loc -> its value at timestamp 0
-        # F1: text word offset -> ((value, write view), ...) of the stores to it, in order
-        self.text: dict[int, tuple[tuple[bytes, int], ...]] = {}
+        self.wviews: dict[int, int] = {}  # F1: a text message's timestamp -> its W2 view
 
     # -- memory ------------------------------------------------------------------------
     def value(self, loc: int, ts: int) -> bytes:
@@ -420,23 +437,51 @@ class ArmMemory:
         """C1: a conditional branch on something of view ``view``."""
         th = self.threads[tid]
         th.vcap = max(th.vcap, view)
+        th.vctrl = max(th.vctrl, view)
 
     # -- instruction fetch ---------------------------------------------------------------
-    def store_text(self, tid: int, word: int, value: bytes, view: int) -> None:
-        """F1: ``tid`` stored ``value`` to text word ``word``, ordered after ``view`` (its
-        W2 view: the text stays with the fetch model, which decides what is fetched)."""
-        self.text[word] = (*self.text.get(word, ()), (bytes(value), view))
+    def text_write(self, tid: int, loc: int, value: bytes, vaddr: int = 0,
+                   vdata: int = 0, ord: WriteOrd = WriteOrd.PLAIN) -> int:
+        """A store to the text (W1-W3), its W2 view kept for F1; its timestamp."""
+        view = self.write_view(tid, vaddr, vdata, ord)
+        ts = self.write(tid, loc, value, vaddr, vdata, ord)
+        self.wviews[ts] = view
+        return ts
 
-    def fetched(self, tid: int, word: int, value: bytes) -> None:
-        """F1: ``tid`` executes ``value`` fetched from text word ``word``: its later reads
-        and writes are ordered after what the last store of that value there was
-        ordered after (an instruction executes after its fetch, herd's ``fe``)."""
-        for v, view in reversed(self.text.get(word, ())):
-            if v == value:
-                th = self.threads[tid]
-                th.vrp = max(th.vrp, view)
-                th.vwp = max(th.vwp, view)
-                return
+    def fetched(self, tid: int, loc: int, off: int, value: bytes) -> int:
+        """F1: ``tid`` executes ``value`` fetched from bytes ``off``.. of text granule
+        ``loc``: its later reads and writes are ordered after the W2 view of the store
+        that gave those bytes that value (with the value written more than once, the
+        latest store: more order, never less); returns that view (0: none did, the value
+        was there from the start)."""
+        n = len(value)
+        stamps = self.by_loc.get(loc, ())
+        i = len(stamps) - 1
+        while i >= 0 and self.msgs[stamps[i] - 1][1][off:off + n] != value:
+            i -= 1
+        if i < 0:
+            return 0
+        while i > 0 and self.msgs[stamps[i - 1] - 1][1][off:off + n] == value:
+            i -= 1  # back to the message that wrote the value (the others kept it)
+        if i == 0 and self.initial[loc][off:off + n] == value:
+            return 0  # there from the start: nothing to be ordered after
+        view = self.wviews.get(stamps[i], stamps[i])
+        th = self.threads[tid]
+        th.coh[loc] = max(th.coh.get(loc, 0), stamps[i])  # as a read of it (R5; CoFR)
+        th.vrp = max(th.vrp, view)
+        th.vwp = max(th.vwp, view)
+        return view
+
+    def clean_view(self, tid: int, vaddr: int, locs: list[int]) -> int:
+        """F2: the timestamp from which a ``DC CVAU`` by ``tid`` of the line whose
+        granules are ``locs`` may clean the line as it was (``vaddr``: its address
+        register's view)."""
+        th = self.threads[tid]
+        return max(vaddr, th.vctrl, th.vrp, th.vwp, *(th.coh.get(loc, 0) for loc in locs))
+
+    def last_at_or_below(self, loc: int, view: int) -> int:
+        """The timestamp of ``loc``'s last message at or below ``view`` (0: initial)."""
+        return self._last_at_or_below(loc, view)
 
     # -- interrupts --------------------------------------------------------------------
     def send_interrupt(self, src: int, dst: int) -> None:
@@ -454,20 +499,20 @@ class ArmMemory:
     # -- snapshots ---------------------------------------------------------------------
     def save(self) -> tuple[object, ...]:
         return (tuple(self.msgs), [t.copy() for t in self.threads], dict(self.initial),
-                dict(self.text))
+                dict(self.wviews))
 
     def load(self, state: tuple[object, ...]) -> None:
         """Back to a saved state (any: an ancestor of this one or not)."""
-        msgs, threads, initial, text = state
+        msgs, threads, initial, wviews = state
         assert isinstance(msgs, tuple) and isinstance(threads, list) \
-            and isinstance(initial, dict) and isinstance(text, dict)
+            and isinstance(initial, dict) and isinstance(wviews, dict)
         self.msgs = list(msgs)
         self.by_loc = {}
         for ts, (loc, _, _) in enumerate(msgs, 1):
             self.by_loc.setdefault(loc, []).append(ts)
         self.threads = [t.copy() for t in threads]
         self.initial = dict(initial)
-        self.text = dict(text)
+        self.wviews = dict(wviews)
 
     def key(self) -> bytes:
         """A digest of everything that decides what can happen next.
@@ -484,9 +529,9 @@ class ArmMemory:
         timestamps directly: the whole history is digested."""
         h = hashlib.blake2b(digest_size=16)
         if any(t.promises for t in self.threads):
-            h.update(repr(sorted(self.text.items())).encode())
             for loc, value, tid in self.msgs:
                 h.update(loc.to_bytes(8, "little") + value + tid.to_bytes(2, "little"))
+            h.update(repr(sorted(self.wviews.items())).encode())
             h.update(repr([t.key() for t in self.threads]).encode())
             return h.digest()
         parts: list[bytes] = []
@@ -538,12 +583,16 @@ class ArmMemory:
                                if floor_of.get(loc, 0) < len(self.by_loc.get(loc, ()))))
             out.append((
                 coh, pos(t.vrp), pos(t.vwp), pos(t.vrm), pos(t.vwm), pos(t.vcap),
-                pos(t.vrel), pos(t.spill), pos(t.signal), tuple(pos(v) for v in t.regs),
+                pos(t.vrel), pos(t.spill), pos(t.signal), pos(t.vctrl),
+                tuple(pos(v) for v in t.regs),
                 tuple(sorted((loc, a, pos(f.view), f.ex) for loc, f in t.fwd.items()
                              if (a := at(loc, f.ts)) >= 0)),
                 None if t.exbank is None else (t.exbank[0], at(t.exbank[0], t.exbank[1]),
                                                pos(t.exbank[2]))))
-        out.append(tuple(sorted((w, tuple((v, pos(view)) for v, view in stores))
-                                for w, stores in self.text.items())))
+        # F1: every text store's W2 view (a stale fetch may pick any), by its place
+        # among its location's messages
+        out.append(tuple(sorted((self.msgs[ts - 1][0],
+                                 bisect.bisect_left(self.by_loc[self.msgs[ts - 1][0]], ts),
+                                 pos(view)) for ts, view in self.wviews.items())))
         h.update(repr(out).encode())
         return h.digest()

@@ -113,7 +113,7 @@ class Cpu:
         "state",
         "stop",
         "text_read_mode",
-        "text_view",
+        "text_write",
         "uc",
         "write_spsr",
     )
@@ -137,7 +137,9 @@ class Cpu:
         self.read_pc = 0
         self.read_ctx: Any = None
         self.text_read_mode = False
-        self.text_view = 0  # Arm model: the W2 view of this CPU's store to the text (F1)
+        # Arm model: the address and data views and the ordering of this CPU's store to
+        # the text, which the text side makes a message (textside.text_store)
+        self.text_write: tuple[int, int, int] = (0, 0, 0)
         self.stack = bytearray(layout.STACK_SIZE)
         self.start = emulator.starter(uc)
         self.stop = emulator.stopper(uc)

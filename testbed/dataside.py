@@ -2,10 +2,10 @@
 the emulator, one visible operation at a time.
 
 Under ``sc`` every load reads the host buffer, which is what every CPU sees.  Under
-``arm`` the buffers of the shared data and the per-CPU areas (the *modelled* memory)
-hold each 8-byte granule's latest message of ``armmem.ArmMemory``, and this module does
-what the machine must around each access there (``access``), each barrier
-(``barrier``), and each stretch of code between them (``track``):
+``arm`` the buffers of the shared data, the per-CPU areas and the text's D-side (the
+*modelled* memory) hold each 8-byte granule's latest message of ``armmem.ArmMemory``,
+and this module does what the machine must around each access there (``access``),
+each barrier (``barrier``), and each stretch of code between them (``track``):
 
 - a **load** (``LDR``, ``LDP``, ``LDAR``, ``LDAPR``, ``LDXR``...) reads the latest
   message when a CPU simply steps; a model decision ``READ`` makes it read an older
@@ -26,10 +26,17 @@ what the machine must around each access there (``access``), each barrier
   data and address dependencies, and conditional branches' control views (C1);
 - an IPI carries the sender's write view to the value the receiver acknowledges (I1,
   I2);
-- a store to the text records its W2 view (``Cpu.text_view``, set here before the
-  emulator runs it), and a CPU about to execute a word stores touched is ordered after
-  the view of the store it fetched (F1, ``execute.step``); cache maintenance completes
-  at the issuing CPU's ``DSB`` (fetch rule 9 in ``memory.py``, driven from
+- the **text** is modelled memory too, through its address and its writable alias
+  (one location per granule, named by the text address): a load of it (a literal,
+  ``aarch64_insn_read``) is a load like any other, and a store to it, which the text
+  side performs (``textside.text_store``), becomes a message with the views this module
+  leaves in ``Cpu.text_write`` (it is never promised; exclusives and atomics on the
+  text are not modelled);
+- a CPU about to execute a word stores touched is ordered after the W2 view of the
+  store it fetched (F1, ``execute.step``); a ``DC`` that cleans a text line may clean
+  it as it was at an earlier time (F2: ``clean_choices``, a ``READ`` decision on the
+  ``DC``; the fetch model's rule 10 through ``TextHistory``); cache maintenance
+  completes at the issuing CPU's ``DSB`` (fetch rule 9 in ``memory.py``, driven from
   ``execute.step``).
 
 Promises (P1-P3) are offered only while no CPU has done anything else (``promise-first``
@@ -41,11 +48,11 @@ promise is what a solo run of it from the current state stores (``promise_choice
 Scenarios run without promises: load-buffering shapes (a write visible before a
 program-order-earlier read or write of its own CPU) are out of their reach.
 
-Accesses elsewhere (the CPU's stack through a register other than SP, the text through
-its alias, the interrupt controller) stay sequentially consistent; a load from a stack
-takes the view of what the CPU stored there (``ThreadState.spill``), the acknowledge
-register I2's view, other loads from the interrupt controller or the text the bottom
-view.
+Accesses elsewhere (the CPU's stack through a register other than SP, the interrupt
+controller) and literal loads (``LDR`` literal, not a visible operation: they read the
+latest bytes) stay sequentially consistent; a load from a stack takes the view of what
+the CPU stored there (``ThreadState.spill``), the acknowledge register I2's view, other
+loads from the interrupt controller the bottom view.
 """
 
 from __future__ import annotations
@@ -63,18 +70,21 @@ from .armmem import GRANULE, ArmMemory, ReadOrd, WriteOrd, granules
 from .cpu import UNTIL, XREG, Cpu, CpuState, UcError
 from .deps import apply
 from .findings import EventKind, OracleName
-from .isa import MemKind, MemOp, classify
+from .isa import MemKind, MemOp, OpKind, classify
 from .schedule import Decision, DecisionKind, step
+from .textside import restore_text_reads, text_offset
 
 if TYPE_CHECKING:
     from .machine import Machine
 
-__all__ = ["Access", "ModelChoiceError", "access", "barrier", "choices", "decode", "pack",
-           "promise", "promise_choices", "track", "unpack"]
+__all__ = ["Access", "ModelChoiceError", "TextHistory", "access", "barrier", "choices",
+           "clean_choices", "decode", "pack", "promise", "promise_choices", "track", "unpack"]
 
 _UNPACK = struct.Struct("<32Q").unpack_from
 TS_BITS = 20  # a READ decision packs one timestamp per granule, 20 bits each
 MAX_GRANULES = 3
+_Buf = bytearray | memoryview
+_Locs = list[tuple[int, _Buf, int, int, int]]  # see _locs
 
 
 class ModelChoiceError(Exception):
@@ -119,13 +129,27 @@ def decode(word: int) -> Access | None:
     return Access(op, plan, addr, data, dests, op.size * op.count)
 
 
-def _region(m: Machine, addr: int, size: int) -> tuple[bytearray, int] | None:
-    """The modelled buffer holding [addr, addr + size), and the offset in it."""
+def _region(m: Machine, addr: int, size: int,
+            text: bool = False) -> tuple[_Buf, int, int] | None:
+    """The modelled buffer holding [addr, addr + size): (buffer, offset in it, the
+    address its locations are named by).  ``text``: the text is modelled too, through
+    the text address or its writable alias (both name one location, by the text
+    address): for plain and acquire loads, whose stores the text side performs."""
     if addr >= layout.DATA_BASE and addr + size <= layout.DATA_BASE + len(m.data):
-        return m.data, addr - layout.DATA_BASE
+        return m.data, addr - layout.DATA_BASE, layout.DATA_BASE
     if addr >= layout.PERCPU_BASE and addr + size <= layout.PERCPU_BASE + len(m.percpu):
-        return m.percpu, addr - layout.PERCPU_BASE
+        return m.percpu, addr - layout.PERCPU_BASE, layout.PERCPU_BASE
+    if text:
+        for base in (layout.TEXT_BASE, layout.TEXT_ALIAS):
+            if addr >= base and addr + size <= base + m.text_size:
+                return m.dside_text, addr - base, layout.TEXT_BASE
     return None
+
+
+def _text_load(op: MemOp) -> bool:
+    """Whether an access to the text is modelled here: a load (not exclusive); the text
+    side performs stores to the text and makes their messages (``textside``)."""
+    return op.kind is MemKind.LOAD and not op.exclusive
 
 
 def pack(stamps: list[int]) -> int:
@@ -156,22 +180,24 @@ def _pending(m: Machine, c: Cpu) -> tuple[Access, int, tuple[int, ...]] | None:
         return None
     regs = _UNPACK(c.read_regs())
     ea, _ = effective_address(a.plan, regs)
-    if _region(m, ea, a.nbytes) is None:
+    if _region(m, ea, a.nbytes, _text_load(a.op)) is None:
         return None
     return a, ea, regs
 
 
-def _locs(m: Machine, ea: int, n: int) -> list[tuple[int, bytearray, int, int, int]]:
+def _locs(m: Machine, ea: int, n: int
+          ) -> _Locs:
     """(loc, buffer, offset of the granule in it, offset in the granule, bytes)."""
     arm = m.arm
     assert arm is not None
     out = []
     for g, goff, k in granules(ea, n):
-        where = _region(m, g, GRANULE)
+        where = _region(m, g, GRANULE, True)
         assert where is not None  # the buffers are whole granules long
-        buf, off = where
-        arm.know(g, bytes(buf[off:off + GRANULE]))
-        out.append((g, buf, off, goff, k))
+        buf, off, base = where
+        loc = base + off
+        arm.know(loc, bytes(buf[off:off + GRANULE]))
+        out.append((loc, buf, off, goff, k))
     return out
 
 
@@ -179,6 +205,8 @@ def _locs(m: Machine, ea: int, n: int) -> list[tuple[int, bytearray, int, int, i
 def choices(m: Machine, c: Cpu) -> list[Decision]:
     """The model decisions of ``c``'s next access: READs of a load (or of an atomic that
     may fulfil a promise), FAIL of a store-exclusive that could succeed."""
+    if c.exc is None and c.kind_at.get(c.pc) is OpKind.DC:
+        return [Decision(DecisionKind.READ, c.index, t) for t in clean_choices(m, c)]
     p = _pending(m, c)
     if p is None:
         return []
@@ -213,21 +241,70 @@ def _read_choices(m: Machine, c: Cpu, a: Access, ea: int) -> list[int]:
     return [pack(co) for co in combos if co != latest]
 
 
+class TextHistory:
+    """The text's stores in the Arm model's order, for the fetch model's rule 10."""
+
+    def __init__(self, arm: ArmMemory, initial: bytes) -> None:
+        self.arm = arm
+        self.initial = initial
+
+    def now(self) -> int:
+        return len(self.arm.msgs)
+
+    def line_at(self, line: int, size: int, t: int) -> bytes:
+        arm, out = self.arm, b""
+        for g in range(line, line + size, GRANULE):
+            loc = layout.TEXT_BASE + g
+            out += (arm.value(loc, arm.last_at_or_below(loc, t)) if loc in arm.initial
+                    else self.initial[g:g + GRANULE])
+        return out
+
+
+_CLEANS = frozenset({"cvau", "cvac", "civac", "cvap", "cvadp"})  # all clean to the PoU
+
+
+def clean_choices(m: Machine, c: Cpu) -> list[int]:
+    """F2: the times as of which ``c``'s next instruction, a ``DC`` that cleans a text
+    line to the PoU (IDC=0), may clean it, but the latest (a plain STEP): the first
+    time it may (``ArmMemory.clean_view``, and no earlier than the PoU's own time,
+    rule 10), then each later store to the line but the last."""
+    model, arm = m.model, m.arm
+    if arm is None or model.config.cache.idc:
+        return []
+    off = c.pc - layout.TEXT_BASE
+    info = classify(int.from_bytes(m.iviews[c.index][off:off + 4], "little"))
+    if info.op not in _CLEANS:
+        return []
+    va = c.regs.read(XREG[info.rt]) if info.rt != 31 else 0
+    where = text_offset(m, va)
+    if where is None:
+        return []
+    dline = model.config.dline
+    line = where & ~(dline - 1)
+    locs = [layout.TEXT_BASE + g for g in range(line, line + dline, GRANULE)]
+    th = arm.threads[c.index]
+    low = max(arm.clean_view(c.index, th.regs[info.rt] if info.rt != 31 else 0, locs),
+              model.pou_time.get(line, 0))
+    later = sorted(ts for loc in locs for ts in arm.by_loc.get(loc, ()) if ts > low)
+    return [low, *later[:-1]] if later else []
+
+
 def read_bytes(m: Machine, addr: int, size: int, read: int) -> bytes | None:
     """The bytes a load of ``size`` at ``addr`` sees under the READ decision ``read``
     (packed timestamps, one per granule), for timelines; ``None`` outside the modelled
     memory."""
     arm = m.arm
-    if arm is None or _region(m, addr, size) is None:
+    if arm is None or _region(m, addr, size, True) is None:
         return None
     parts = granules(addr, size)
     stamps = unpack(read, min(len(parts), MAX_GRANULES))
     out = b""
     for i, (g, goff, k) in enumerate(parts):
-        where = _region(m, g, GRANULE)
+        where = _region(m, g, GRANULE, True)
         assert where is not None
-        buf, off = where
-        value = (arm.value(g, stamps[i]) if i < len(stamps) and g in arm.initial
+        buf, off, base = where
+        loc = base + off
+        value = (arm.value(loc, stamps[i]) if i < len(stamps) and loc in arm.initial
                  else bytes(buf[off:off + GRANULE]))
         out += value[goff:goff + k]
     return out
@@ -263,16 +340,15 @@ def access(m: Machine, c: Cpu, pc: int, read: int | None = None,
     tid = c.index
     th = arm.threads[tid]
     views = th.regs
-    if _region(m, ea, a.nbytes) is None:
+    where = _region(m, ea, a.nbytes, _text_load(a.op))
+    if where is None:
         if read is not None or fail:
             raise ModelChoiceError("the next access is not to modelled memory")
         _unmodelled(m, c, a, ea)
-        if a.op.kind is not MemKind.LOAD:  # a store to the text: F1's view
-            c.text_view = arm.write_view(tid, max((views[s] for s in a.addr_slots),
-                                                  default=0),
-                                         max((views[s] for s in a.data_slots), default=0),
-                                         WriteOrd.RELEASE if a.op.release else
-                                         WriteOrd.PLAIN)
+        if a.op.kind is not MemKind.LOAD:  # perhaps a store to the text (textside)
+            c.text_write = (max((views[s] for s in a.addr_slots), default=0),
+                            max((views[s] for s in a.data_slots), default=0),
+                            WriteOrd.RELEASE if a.op.release else WriteOrd.PLAIN)
         return None
     vaddr = max((views[s] for s in a.addr_slots), default=0)
     op = a.op
@@ -289,9 +365,14 @@ def access(m: Machine, c: Cpu, pc: int, read: int | None = None,
             if ts != top:
                 swapped.append((buf, boff, bytes(buf[boff:boff + GRANULE])))
                 buf[boff:boff + GRANULE] = arm.value(loc, ts)
+        text = where[0] is m.dside_text
+        c.text_read_mode = text  # a load from the text address sees the D-side's bytes
         try:
             nxt = _execute(m, c, pc)
         finally:
+            if text:
+                c.text_read_mode = False
+                restore_text_reads(m, c)
             for buf, boff, old in swapped:
                 buf[boff:boff + GRANULE] = old
         if nxt < 0:
@@ -381,7 +462,7 @@ def access(m: Machine, c: Cpu, pc: int, read: int | None = None,
     return nxt
 
 
-def _chosen(arm: ArmMemory, tid: int, locs: list[tuple[int, bytearray, int, int, int]],
+def _chosen(arm: ArmMemory, tid: int, locs: _Locs,
             read: int, latest: list[int], vaddr: int, ordr: ReadOrd) -> list[int]:
     """A READ decision's timestamps, each checked readable (R1, R2)."""
     n = min(len(locs), MAX_GRANULES)
@@ -400,7 +481,7 @@ def _invalid(m: Machine, why: str) -> None:
     m.stopped = True
 
 
-def _store(m: Machine, tid: int, loc: int, buf: bytearray, boff: int, vaddr: int,
+def _store(m: Machine, tid: int, loc: int, buf: _Buf, boff: int, vaddr: int,
            vdata: int, ordw: WriteOrd, ex: bool, value: bytes | None = None,
            vctl: int = 0) -> None:
     """The granule's new bytes (``value``, else the buffer's) become a message, or fulfil
@@ -424,7 +505,7 @@ def _store(m: Machine, tid: int, loc: int, buf: bytearray, boff: int, vaddr: int
 
 
 def _store_exclusive(m: Machine, c: Cpu, pc: int, a: Access,
-                     locs: list[tuple[int, bytearray, int, int, int]], regs: tuple[int, ...],
+                     locs: _Locs, regs: tuple[int, ...],
                      vaddr: int, vdata: int, fail: bool) -> int:
     """W4, in Python: the emulator's own monitor knows nothing of older messages."""
     arm = m.arm
@@ -587,7 +668,7 @@ def promise(m: Machine, cpu: int, k: int) -> None:
     loc, value = choices[k]
     where = _region(m, loc, GRANULE)
     assert where is not None
-    buf, off = where
+    buf, off, _ = where
     arm.know(loc, bytes(buf[off:off + GRANULE]))  # before the first message of loc
     arm.promise(cpu, loc, value)
     buf[off:off + GRANULE] = value

@@ -34,8 +34,9 @@ _INVISIBLE, _ERET, _FETCH = OpKind.INVISIBLE, OpKind.ERET, OpKind.FETCH
 _NONE, _VISIBLE, _TEXT = Stop.NONE, Stop.VISIBLE, Stop.TEXT
 
 
-def step(m: Machine, c: Cpu) -> None:
-    """Perform ``c``'s next visible operation (or exception entry) and run on."""
+def step(m: Machine, c: Cpu, as_of: int | None = None) -> None:
+    """Perform ``c``'s next visible operation (or exception entry) and run on
+    (``as_of``: a ``DC``'s clean as of that time, ``dataside.clean_choices``)."""
     if c.exc is not None:
         esr, elr, _ = c.exc
         c.exc = None
@@ -47,7 +48,7 @@ def step(m: Machine, c: Cpu) -> None:
     kind = c.kind_at.get(pc, _INVISIBLE)
     if m.arm is not None and pc - layout.TEXT_BASE in m.model.touched:
         off = pc - layout.TEXT_BASE  # F1: a stored instruction executes after its store
-        m.arm.fetched(c.index, off, bytes(m.iviews[c.index][off:off + 4]))
+        m.arm.fetched(c.index, pc & ~7, off & 7, bytes(m.iviews[c.index][off:off + 4]))
     if kind is _FETCH:
         if m.cmodx_oracle and cmodx_violation(m, c, pc):
             return
@@ -94,7 +95,7 @@ def step(m: Machine, c: Cpu) -> None:
     elif kind is OpKind.ISB:
         catch_up(m, c, "ISB")
     elif kind is OpKind.DC or kind is OpKind.IC:
-        cache_op(m, c, pc)
+        cache_op(m, c, pc, as_of)
     resume(m, c, pc + 4)
 
 

@@ -113,6 +113,8 @@ class Machine:
         self.model = FetchModel(self.fetch_config, text, ncpus,
                                 dside=memoryview(self.dside_text), iviews=self.iviews)
         self.model.deferred = memory == "arm"  # rule 9: maintenance completes at a DSB
+        if self.arm is not None:  # rule 10: a DC may clean its line as it was earlier
+            self.model.history = dataside.TextHistory(self.arm, self.model.initial)
         self.gic = InterruptController(ncpus)
         self.step_no = 0
         self.events: list[Event] = []
@@ -448,6 +450,13 @@ class Machine:
         try:
             if d.kind is DecisionKind.PROMISE:
                 dataside.promise(self, d.cpu, d.addr)
+                return
+            if c.exc is None and c.kind_at.get(c.pc) is OpKind.DC \
+                    and d.kind is DecisionKind.READ:  # F2: a clean as of an earlier time
+                if d.addr not in dataside.clean_choices(self, c):
+                    raise dataside.ModelChoiceError(f"the DC cannot clean its line as at "
+                                                    f"time {d.addr}")
+                _step(self, c, d.addr)
                 return
             if c.exc is not None or c.kind_at.get(c.pc) is not OpKind.MEMORY:
                 raise dataside.ModelChoiceError("the next operation is not an access")

@@ -38,10 +38,15 @@ The rules, numbered as in DESIGN.md and named in the tests:
    may still fetch the old instruction).  Under a sequentially consistent D-side they
    complete at once, as before: the data model that a ``DSB`` orders against is the
    Arm one.
+10. ``as_of`` cleans (under ``--memory arm``, with a ``history`` of the text's stores): a
+   ``DC CVAU`` may clean its line as it was at an earlier point of the data model's
+   order (F2 in ``armmem.py``: it may be performed before loads it is not ordered
+   after); the PoU keeps the time of the line it holds (``pou_time``) and never goes
+   back: a clean as of an earlier time than that does nothing.
 
 Known gaps (stated in the docs too): no non-monotone fetch (CoFF), no intermediate
-values of a location seen by different CPUs (FOW); cache maintenance is never performed
-*before* a program-order-earlier load (it is only delayed, rule 9).
+values of a location seen by different CPUs (FOW); an ``IC`` is never performed before a
+program-order-earlier load (it is only delayed, rule 9).
 """
 
 from __future__ import annotations
@@ -50,11 +55,25 @@ import enum
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-__all__ = ["CacheType", "FetchConfig", "FetchModel", "ModelError"]
+__all__ = ["CacheType", "FetchConfig", "FetchModel", "ModelError", "TextHistory"]
 
 # Rule 9's operations (FetchModel.queues).
-_INVAL_LINE, _INVAL_ALL, _INVAL_CPU, _CLEAN_LINE, _INVAL_CPU_LINE = 0, 1, 2, 3, 4
+_INVAL_LINE, _INVAL_ALL, _INVAL_CPU, _CLEAN_LINE, _INVAL_CPU_LINE, _CLEAN_AS_OF = range(6)
+_CLEANS = (_CLEAN_LINE, _CLEAN_AS_OF)
+
+
+class TextHistory(Protocol):
+    """Rule 10: the text's stores in the data model's order (``dataside`` gives it)."""
+
+    def now(self) -> int:
+        """The time of the latest store of any location."""
+        ...
+
+    def line_at(self, line: int, size: int, t: int) -> bytes:
+        """The D-side bytes [line, line + size) as they were at time ``t``."""
+        ...
 
 
 class ModelError(Exception):
@@ -163,6 +182,7 @@ class Snapshot:
     torn: tuple[tuple[int, frozenset[int]], ...]
     whole: tuple[tuple[int, frozenset[int]], ...]
     queues: tuple[tuple[tuple[int, int], ...], ...] = ()
+    pou_time: tuple[tuple[int, int], ...] = ()
 
 
 def _word(buf: _Buffer | bytes, off: int) -> int:
@@ -213,6 +233,10 @@ class FetchModel:
         # _CLEAN_LINE line, _INVAL_CPU_LINE line | cpu << 32.  Only with ``deferred``.
         self.deferred = False
         self.queues: list[list[tuple[int, int]]] = [[] for _ in range(ncpus)]
+        # Rule 10: the text's history, and per D-cache line the time of what the PoU
+        # holds (absent: the initial text, or no history)
+        self.history: TextHistory | None = None
+        self.pou_time: dict[int, int] = {}
 
     # -- reset and snapshots ---------------------------------------------------------
     def reset(self) -> list[list[int]]:
@@ -239,6 +263,7 @@ class FetchModel:
         self._whole.clear()
         for q in self.queues:
             q.clear()
+        self.pou_time.clear()
         return out
 
     def snapshot(self) -> Snapshot:
@@ -252,6 +277,7 @@ class FetchModel:
             tuple((w, frozenset(s)) for w, s in self._torn.items()),
             tuple((w, frozenset(s)) for w, s in self._whole.items()),
             tuple(tuple(q) for q in self.queues),
+            tuple(self.pou_time.items()),
         )
 
     def restore(self, snap: Snapshot) -> list[list[int]]:
@@ -276,6 +302,7 @@ class FetchModel:
         self._whole = {w: set(s) for w, s in snap.whole}
         self.queues = ([list(q) for q in snap.queues] if snap.queues
                        else [[] for _ in range(self.ncpus)])
+        self.pou_time = dict(snap.pou_time)
         return out
 
     def state_key(self) -> bytes:
@@ -299,6 +326,8 @@ class FetchModel:
         h.update(repr(sorted((w, sorted(s)) for w, s in self._torn.items())).encode())
         if any(self.queues):
             h.update(repr(self.queues).encode())
+        if self.pou_time:
+            h.update(repr(sorted(self.pou_time.items())).encode())
         return h.digest()
 
     # -- rule 1: stores -----------------------------------------------------------
@@ -346,12 +375,20 @@ class FetchModel:
                 self.queues[cpu].append((_INVAL_CPU_LINE, line | cpu << 32))
 
     # -- rules 2, 6: cleaning to the PoU -----------------------------------------
-    def dc_cvau(self, off: int, cpu: int | None = None) -> None:
+    def dc_cvau(self, off: int, cpu: int | None = None, as_of: int | None = None) -> None:
         """``DC CVAU`` on the line holding ``off`` (any CPU: the PoU is shared); issued by
-        ``cpu`` (rule 9; ``None``: complete at once)."""
+        ``cpu`` (rule 9; ``None``: complete at once); ``as_of``: the line as it was at
+        that time of the history (rule 10), else as it is when the clean completes."""
         self._check(off)
-        if not self.config.cache.idc:
-            self._issue(cpu, _CLEAN_LINE, off & self._dmask)
+        if self.config.cache.idc:
+            return
+        line = off & self._dmask
+        if as_of is None:
+            self._issue(cpu, _CLEAN_LINE, line)
+        else:
+            if self.history is None:
+                raise ModelError("a clean as of a time needs the text's history")
+            self._issue(cpu, _CLEAN_AS_OF, line | as_of << 32)
 
     def write_back(self, line: int) -> None:
         """A spontaneous write-back of a D-cache line to the PoU (IDC=0 only)."""
@@ -362,6 +399,15 @@ class FetchModel:
     def _clean(self, line: int) -> None:
         end = line + self.config.dline
         self.pou[line:end] = bytes(self.dside[line:end])
+        if self.history is not None:
+            self.pou_time[line] = self.history.now()
+
+    def _clean_as_of(self, line: int, t: int) -> None:
+        assert self.history is not None
+        if t <= self.pou_time.get(line, 0):
+            return  # rule 10: the PoU holds the line as of a later time already
+        self.pou[line:line + self.config.dline] = self.history.line_at(line, self.config.dline, t)
+        self.pou_time[line] = t
 
     # -- rule 3: invalidation -----------------------------------------------------------
     def ic_ivau(self, off: int, cpu: int | None = None) -> None:
@@ -396,6 +442,8 @@ class FetchModel:
             self._invalidate_all([self.cpus[arg]])
         elif op == _INVAL_CPU_LINE:
             self._invalidate_line(arg & 0xFFFF_FFFF, [self.cpus[arg >> 32]])
+        elif op == _CLEAN_AS_OF:
+            self._clean_as_of(arg & 0xFFFF_FFFF, arg >> 32)
         else:
             self._clean(arg)
 
@@ -419,6 +467,9 @@ class FetchModel:
             return f"(invalidate CPU{arg}'s I-cache)"
         if op == _INVAL_CPU_LINE:
             return f"(invalidate line +{arg & 0xFFFF_FFFF:#x} in its own I-cache)"
+        if op == _CLEAN_AS_OF:
+            return (f"(clean line +{arg & 0xFFFF_FFFF:#x} to the PoU as it was at time "
+                    f"{arg >> 32})")
         return f"(clean line +{arg:#x} to the PoU)"
 
     def complete_all(self, cpu: int) -> None:
@@ -431,7 +482,7 @@ class FetchModel:
         """Rule 9: a ``DMB`` of ``cpu`` that orders stores: its outstanding ``DC CVAU``s,
         which a DMB orders as it orders stores (an ``IC`` needs a DSB)."""
         q = self.queues[cpu]
-        for item in [i for i in q if i[0] == _CLEAN_LINE]:
+        for item in [i for i in q if i[0] in _CLEANS]:
             q.remove(item)
             self._perform(*item)
 

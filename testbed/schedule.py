@@ -59,7 +59,9 @@ class DecisionKind(enum.Enum):
     EVICT = "evict"  # rule 5
     WRITE_BACK = "writeback"  # rule 6 (IDC=0)
     # The Arm data-memory model (``--memory arm``, testbed/dataside.py):
-    READ = "read"  # the CPU's next load reads older messages (addr: packed timestamps)
+    # the CPU's next load reads older messages (addr: packed timestamps), or its next DC
+    # cleans its line as it was at an earlier time (addr: that time; F2)
+    READ = "read"
     FAIL = "fail"  # the CPU's next store-exclusive fails spuriously
     PROMISE = "promise"  # the CPU promises a write (addr: which of its solo run's stores)
     COMPLETE = "complete"  # rule 9: the CPU's addr-th outstanding cache maintenance completes

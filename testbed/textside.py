@@ -32,6 +32,7 @@ import unicorn as uc_mod
 from unicorn import arm64_const as A
 
 from . import layout, trace
+from .armmem import WriteOrd
 from .cpu import UNTIL, XREG, Cpu, Stop, UcError, hook_code
 from .findings import EventKind, OracleName
 from .isa import OpKind, classify, is_cmodx
@@ -117,18 +118,28 @@ def on_alias_write(m: Machine, u: Any, access: int, addr: int, size: int, value:
 
 
 def text_store(m: Machine, c: Cpu, off: int, size: int, value: int) -> None:
-    """CPU ``c`` stores ``value`` (``size`` bytes) at text offset ``off``, to the D-side."""
+    """CPU ``c`` stores ``value`` (``size`` bytes) at text offset ``off``, to the D-side;
+    under the Arm model, each granule it writes becomes a message (W1-W3, with the
+    views ``dataside.access`` left in ``Cpu.text_write``)."""
     value &= (1 << (8 * size)) - 1
     words = range(off & ~3, off + size, 4)
     fresh = [w for w in words if w not in m.model.touched]
     old = [int.from_bytes(m.dside_text[w:w + 4], "little") for w in words]
+    arm = m.arm
+    grans = range(off & ~7, off + size, 8)
+    if arm is not None:
+        for g in grans:
+            arm.know(layout.TEXT_BASE + g, bytes(m.dside_text[g:g + 8]))
     m.model.store(off, value.to_bytes(size, "little"), c.index)
     for w, before in zip(words, old, strict=True):
         if off <= w and w + 4 <= off + size:  # a store of part of a word is left to
             after = int.from_bytes(m.dside_text[w:w + 4], "little")  # the torn oracle
             m.text_stores.append((m.step_no, c.index, w, before, after))
-        if m.arm is not None:  # what executing this word is ordered after (F1)
-            m.arm.store_text(c.index, w, bytes(m.dside_text[w:w + 4]), c.text_view)
+    if arm is not None:
+        vaddr, vdata, ordw = c.text_write
+        for g in grans:
+            arm.text_write(c.index, layout.TEXT_BASE + g, bytes(m.dside_text[g:g + 8]),
+                           vaddr, vdata, WriteOrd(ordw))
     m.new_fetch_points += fresh
     m.add_event(c.index, EventKind.TEXT_STORE, layout.TEXT_BASE + off, value, f"size {size}")
 
@@ -255,8 +266,9 @@ def catch_up(m: Machine, c: Cpu, why: str) -> None:
 
 
 # -- cache maintenance and the CMODX oracle --------------------------------------------
-def cache_op(m: Machine, c: Cpu, pc: int) -> None:
-    """The ``DC`` or ``IC`` instruction at ``pc``, on the model."""
+def cache_op(m: Machine, c: Cpu, pc: int, as_of: int | None = None) -> None:
+    """The ``DC`` or ``IC`` instruction at ``pc``, on the model (``as_of``: a clean of
+    the line as it was then, ``dataside.clean_choices``)."""
     info = classify(m.model.fetch(c.index, pc - layout.TEXT_BASE))
     va = c.regs.read(XREG[info.rt]) if info.rt != 31 else 0
     off = text_offset(m, va)
@@ -272,9 +284,9 @@ def cache_op(m: Machine, c: Cpu, pc: int) -> None:
     elif info.op == "ivac":
         return  # invalidating the D-side to the PoC would lose data: not modelled
     else:  # cvau, cvac, civac, cvap, cvadp all clean at least to the PoU
-        model.dc_cvau(off, c.index)
-    m.add_event(c.index, EventKind.IC if info.kind is OpKind.IC else EventKind.DC,
-                va, detail=info.op)
+        model.dc_cvau(off, c.index, as_of)
+    m.add_event(c.index, EventKind.IC if info.kind is OpKind.IC else EventKind.DC, va,
+                detail=info.op if as_of is None else f"{info.op}, the line as at time {as_of}")
 
 
 def text_offset(m: Machine, va: int) -> int | None:

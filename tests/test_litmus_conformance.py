@@ -56,13 +56,11 @@ KNOWN_GAPS_SC = {
                                 "cleans the new instruction to the PoU",
 }
 # Under the Arm data model (the default): a store, its DIC=1 invalidation and cache
-# maintenance complete only at a DSB (fetch rule 9), so DIC1.SM.B+isb is produced; the
-# others remain.
-KNOWN_GAPS_ARM = {k: v for k, v in KNOWN_GAPS_SC.items() if k != "DIC1.SM.B+isb"}
-KNOWN_GAPS_ARM["MP.RF+dmb+addr-cachesync"] = (
-    "cache maintenance is only delayed (to the issuing CPU's DSB), never performed before "
-    "a program-order-earlier load: the DC CVAU after the load of x=1 cleans the new "
-    "instruction, as the text's D-side stays with the fetch model")
+# maintenance complete only at a DSB (fetch rule 9), so DIC1.SM.B+isb is produced; a DC
+# CVAU may clean its line as it was before a store that an earlier load of its CPU saw
+# (F2, rule 10), so MP.RF+dmb+addr-cachesync is produced; the others remain.
+KNOWN_GAPS_ARM = {k: v for k, v in KNOWN_GAPS_SC.items()
+                  if k not in ("DIC1.SM.B+isb", "MP.RF+dmb+addr-cachesync")}
 KNOWN_GAPS = {"sc": KNOWN_GAPS_SC, "arm": KNOWN_GAPS_ARM}
 
 
