@@ -168,6 +168,52 @@ def test_C1_control_orders_writes_not_reads() -> None:
     assert m.write_view(0) == 6 and m.threads[0].vrp == 0
 
 
+def test_F1_fetch_orders_after_the_stores_write_view_and_its_coherence() -> None:
+    m = mem()
+    tx = m.write(0, X, v(1))  # a plain data store, then a plain text store (T)
+    t1 = m.text_write(0, Z, v(0x14000001))
+    # the fetching CPU gets the text store's W2 view (nothing: no barrier before it) ...
+    assert m.fetched(1, Z, 0, v(0x14000001)[:4]) == 0
+    assert m.readable(1, X) == [0, tx]  # MP.FR+po+fe-ldtext: the old x is fine
+    assert m.readable(1, Z) == [t1]  # ... and its coherence: CoFR
+    m.dmb(0, rr=False, rw=False, wr=False, ww=True)  # DMB ST, then another text store
+    t2 = m.text_write(0, Z, v(0x14000002))
+    assert m.fetched(1, Z, 0, v(0x14000002)[:4]) == t1  # its W2 view covers T
+    m.dmb(1)
+    assert m.readable(1, Z) == [t2]
+    # a value the word held from the start orders nothing; a value written twice, the
+    # latest store that wrote it (more order, never less)
+    m2 = mem()
+    assert m2.fetched(1, Z, 0, ZERO[:4]) == 0
+    m2.text_write(0, Z, v(5))
+    m2.dmb(0)
+    m2.text_write(0, Z, v(6))
+    m2.dmb(0)
+    m2.text_write(0, Z, v(5))
+    assert m2.fetched(1, Z, 0, v(5)[:4]) == 2
+
+
+def test_F2_clean_view() -> None:
+    m = mem()
+    m.text_write(0, Z, v(1))
+    tx = m.write(0, X, v(1))
+    _, view = m.read(1, X, tx)
+    m.threads[1].vcap = view  # an address dependency of a later access: not for a DC
+    assert m.clean_view(1, 0, [Z]) == 0  # MP.RF+dmb+addr-cachesync: may clean the old f
+    assert m.clean_view(1, view, [Z]) == view  # its own address depends on x
+    m.control(1, view)
+    assert m.clean_view(1, 0, [Z]) == view  # ctrl; [DC.CVAU]
+    m2 = mem()
+    m2.write(0, Z, v(1))
+    m2.read(1, Z, 1)
+    assert m2.clean_view(1, 0, [Z]) == 1  # a same-line access before it (po-scl-ob)
+    m3 = mem()
+    m3.write(0, X, v(1))
+    m3.read(1, X, 1)
+    m3.dmb(1)
+    assert m3.clean_view(1, 0, [Z]) == 1  # a full DMB orders it
+
+
 def test_M1_granules() -> None:
     assert granules(0x1004, 4) == [(0x1000, 4, 4)]
     assert granules(0x1006, 4) == [(0x1000, 6, 2), (0x1008, 0, 2)]
