@@ -48,6 +48,42 @@ aarch64_insn_write:
 	mov	x0, #0
 	ret
 
+// int aarch64_insn_write_literal_u64(void *addr, u64 val): a 64-bit literal in the text
+// (arch/arm64/kernel/patching.c since v6.3, added by Mark Rutland's "arm64: patching:
+// Add aarch64_insn_write_literal_u64()"), the same lock, patch_map() and patch_unmap()
+// as __aarch64_insn_write() above:
+//
+//	raw_spin_lock_irqsave(&patch_lock, flags);
+//	waddr = patch_map(addr, FIX_TEXT_POKE0);
+//	ret = copy_to_kernel_nofault(waddr, &val, sizeof(val));
+//	patch_unmap(FIX_TEXT_POKE0);
+//	raw_spin_unlock_irqrestore(&patch_lock, flags);
+	.global aarch64_insn_write_literal_u64
+aarch64_insn_write_literal_u64:
+	mrs	x3, daif			// raw_spin_lock_irqsave(&patch_lock, flags)
+	msr	daifset, #2
+	ldr	x4, =patch_lock
+	mov	w6, #1
+1:	ldaxr	w5, [x4]
+	cbnz	w5, 1b
+	stxr	w5, w6, [x4]
+	cbnz	w5, 1b
+	ldr	x5, =aarch64_insn_write_direct
+	ldr	w5, [x5]
+	cbnz	w5, 2f				// patch_map: "else return addr;"
+	dsb	ishst				// patch_map: set_fixmap_offset: set_pte()
+	isb
+2:	ldr	x2, =TEXT_ALIAS_OFFSET
+	add	x2, x0, x2
+	str	x1, [x2]			// copy_to_kernel_nofault(waddr, &val, 8)
+	dsb	ishst				// patch_unmap: flush_tlb_kernel_range()
+	dsb	ish
+	isb
+	stlr	wzr, [x4]			// raw_spin_unlock_irqrestore(&patch_lock, flags)
+	msr	daif, x3
+	mov	x0, #0
+	ret
+
 // void caches_clean_inval_pou(unsigned long start, unsigned long end):
 // D-side clean to the PoU by line (skipped when CTR_EL0.IDC), DSB ISH, I-side
 // invalidate to the PoU by line (skipped when CTR_EL0.DIC), DSB ISH, ISB.

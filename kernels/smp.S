@@ -13,8 +13,11 @@
 // void kick_all_cpus_sync(void)
 	.global kick_all_cpus_sync
 kick_all_cpus_sync:
+	ldr	x9, =kick_skip_smp_mb		// a scenario's knob (not the kernel's): 1
+	ldr	w9, [x9]			// leaves out the smp_mb()
+	cbnz	w9, 3f
 	dmb	ish				// smp_mb()
-	ldr	x9, =nr_cpus
+3:	ldr	x9, =nr_cpus
 	ldr	w10, [x9]
 	sub	w10, w10, #1			// every other online CPU must answer
 	ldr	x11, =call_function_pending
@@ -47,4 +50,7 @@ nr_cpus:				// set by the scenario: CPUs online for IPIs
 	.word	0
 	.global call_function_pending
 call_function_pending:
+	.word	0
+	.global kick_skip_smp_mb
+kick_skip_smp_mb:			// 1: kick_all_cpus_sync() without its smp_mb()
 	.word	0

@@ -45,10 +45,12 @@ class JumpLabelNosync(Scenario):
     patch_mode = 0  # jump_label_patch_mode: bit 0 kick_all_cpus_sync, bit 1 no DC CVAU
     expect = OracleName.STATIC_KEY_INCOHERENCE
     search_scope: ClassVar[dict[str, int]] = {"iterations": 2, "ncpus": 2}
+    skip_smp_mb = 0  # kick_skip_smp_mb: kick_all_cpus_sync() without its smp_mb()
 
     def setup(self, m: Machine) -> None:
         self.prepare_logs(m)
         m.write(m.addr("nr_cpus"), m.ncpus.to_bytes(4, "little"))
+        m.write(m.addr("kick_skip_smp_mb"), self.skip_smp_mb.to_bytes(4, "little"))
         m.write(m.addr("jump_label_patch_mode"), self.patch_mode.to_bytes(4, "little"))
         m.write(m.addr("ipi_handlers") + 8 * IPI_CALL_FUNC,
                 m.addr("ipi_call_function").to_bytes(8, "little"))

@@ -49,6 +49,7 @@ class OracleName(enum.StrEnum):
     BRK_EMULATION = "brk-emulation"
     TRACE_DECODE = "trace-decode"
     PERF_RING = "perf-ring"
+    STALE_LITERAL = "stale-literal"
 
 
 class EventKind(enum.Enum):

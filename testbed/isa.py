@@ -20,7 +20,7 @@ import enum
 from dataclasses import dataclass
 from functools import lru_cache
 
-__all__ = ["ISB", "NOP", "MemKind", "MemOp", "OpInfo", "OpKind", "b", "brk", "classify",
+__all__ = ["ISB", "NOP", "MemKind", "MemOp", "OpInfo", "OpKind", "b", "bl", "brk", "classify",
            "decode_mem", "is_cmodx"]
 
 NOP = 0xD503201F
@@ -263,6 +263,11 @@ def b(src: int, dst: int) -> int:
     if off & 3 or not -(1 << 27) <= off < (1 << 27):
         raise ValueError(f"B from {src:#x} cannot reach {dst:#x}")
     return 0x14000000 | ((off >> 2) & 0x3FFFFFF)
+
+
+def bl(src: int, dst: int) -> int:
+    """The encoding of ``BL dst`` placed at ``src`` (``AARCH64_INSN_BRANCH_LINK``)."""
+    return b(src, dst) | 0x8000_0000
 
 
 def is_cmodx(word: int) -> bool:

@@ -28,8 +28,8 @@ from testbed.strategies import RandomWalk  # noqa: E402
 # (patcher instructions, all-CPU instructions, stalled CPU-steps) for N = 2 and 4.
 PROTOCOL_COUNTS = {
     "nosync": {"2": (893, 893, 0), "4": (893, 893, 0)},
-    "kick": {"2": (920, 994, 10), "4": (928, 1162, 36)},
-    "brk": {"2": (2785, 5057, 336), "4": (2869, 9816, 1072)},
+    "kick": {"2": (923, 997, 10), "4": (931, 1165, 36)},
+    "brk": {"2": (2829, 5101, 336), "4": (2905, 9875, 1084)},
     "stop_machine": {"2": (1901, 3373, 360), "4": (2061, 6765, 1224)},
     "stop_machine_batch": {"2": (1179, 1763, 205), "4": (1199, 2987, 633)},
 }

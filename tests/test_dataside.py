@@ -23,6 +23,7 @@ from testbed.litmus_run import run_test
 from testbed.machine import Machine
 from testbed.scenario import Session, load_scenario
 from testbed.schedule import Decision, DecisionKind, Schedule, ScheduleMismatch
+from testbed.search import SearchBounds, search
 from testbed.strategies import RandomWalk
 
 RULES = Path(__file__).parent / "data" / "litmus" / "arm_rules"
@@ -49,6 +50,13 @@ CASES = {
     "STXR-fail": "W4 a store-exclusive may fail spuriously (FAIL decision)",
     "ATOM-ldadd": "A1 atomics read the latest message",
     "CAS-fail": "A1 a CAS whose comparison fails does not write",
+    "MP.FR+po+fe-ldtext": "F1 a fetched store orders reads after its W2 view only "
+                          "(a data read of the text reads an older message)",
+    "MP.FR+dmb.st+fe-ldtext": "F1 a CPU that executes a stored instruction reads after "
+                              "what that store was ordered after",
+    "MP.RF+dmb+addr-cachesync": "F2 a DC CVAU not ordered after a load may clean the "
+                                "line as it was before what that load saw",
+    "MP.RF+dmb+dmb-cachesync": "F2 a full DMB orders the DC CVAU after the load",
 }
 
 
@@ -286,3 +294,35 @@ def test_stop_machine_without_its_final_dsb_races_under_arm_only() -> None:
     assert "stale-after-flush" in _findings("stop_machine_nodsb", "arm", 300)
     assert _findings("stop_machine_nodsb", "sc", 300) == set()
     assert _findings("stop_machine_patch", "arm", 300) == set()
+
+
+def test_call_ops_literal_without_ordering_races_under_arm_only() -> None:
+    """ftrace CALL_OPS: a plain literal store and the BL store unordered (module text
+    patched in place): a CPU may run the new BL and read the old literal (F1 orders its
+    reads only after what the BL store was ordered after).  With the kernel's
+    aarch64_insn_write_literal_u64 (patch_unmap's DSB ISH) it cannot; on core text
+    patch_map's DSB ISHST orders even the plain literal.  `tests/test_search.py` finds
+    call_ops_plain's race within 2 preemptions and 1 model event, and covers call_ops at
+    2 preemptions and 2 model events."""
+    assert "stale-literal" in _findings("call_ops_plain", "arm", 300)
+    assert _findings("call_ops_plain", "sc", 300) == set()
+    assert _findings("call_ops_plain", "arm", 300, direct=0) == set()
+    assert _findings("call_ops", "arm", 300) == set()
+
+
+
+def test_the_kicks_smp_mb_is_not_needed_after_the_flush() -> None:
+    """kick_all_cpus_sync()'s smp_mb() orders nothing the protocol needs on arm64: the
+    flush before it ends with DSB ISH (the text stores and their maintenance complete)
+    and the IPI is sent after another DSB (I1).  Without it, jump_label_kick is still
+    covered with no finding within 2 preemptions and 1 model event under arm (a
+    bound in which jump_label_nosync's race is found)."""
+    cls = load_scenario("jump_label_kick")
+    session = Session(cls(), params={**cls.search_scope, "skip_smp_mb": 1}, memory="arm")
+    assert session.machine.read_u32("kick_skip_smp_mb") == 1
+    res = search(session, SearchBounds(2, 1, max_seconds=300))
+    assert res.covered and res.reason == "" and res.findings == {}
+    nosync = load_scenario("jump_label_nosync")
+    found = search(Session(nosync(), params=nosync.search_scope, memory="arm"),
+                   SearchBounds(2, 1, max_seconds=300), stop_on="static-key-incoherence")
+    assert found.findings

@@ -19,7 +19,7 @@ RACES = sorted(n for n, c in SCENARIOS.items() if c.expect)
 CORRECT = sorted(n for n, c in SCENARIOS.items() if not c.expect)
 # The bounds each correct scenario is covered within, in its search scope (CI-sized;
 # `testbed search brk_refcount_sync` covers 2 preemptions and 1 model event in ~150 s).
-COVER = {"brk_refcount_sync": (2, 0)}
+COVER = {"brk_refcount_sync": (2, 0), "call_ops": (2, 2)}
 # The bounds each race is found within, where 2 preemptions and 1 model event are not
 # enough: brk_plain needs its handler to read an older message (a READ decision) besides
 # the catch-up that shows it the BRK.
@@ -31,7 +31,7 @@ FIND = {"brk_plain": (2, 2)}
 # are searched under sc, which explores the same interleavings 2-7 times faster (the
 # pytest plugin's test runs every scenario under arm; `python -m bench --only models`
 # searches each under both).
-ARM = {"brk_plain", "brk_release", "stop_machine_nodsb"}
+ARM = {"brk_plain", "brk_release", "stop_machine_nodsb", "call_ops", "call_ops_plain"}
 
 
 def session(name: str, memory: str | None = None) -> Session:
