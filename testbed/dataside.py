@@ -185,8 +185,7 @@ def _pending(m: Machine, c: Cpu) -> tuple[Access, int, tuple[int, ...]] | None:
     return a, ea, regs
 
 
-def _locs(m: Machine, ea: int, n: int
-          ) -> _Locs:
+def _locs(m: Machine, ea: int, n: int) -> _Locs:
     """(loc, buffer, offset of the granule in it, offset in the granule, bytes)."""
     arm = m.arm
     assert arm is not None

@@ -99,7 +99,9 @@ def test_the_litmus_folder_is_complete() -> None:
 @pytest.mark.parametrize("memory", ["arm", "sc"])
 @pytest.mark.parametrize("path", FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_conformance(path: Path, memory: str) -> None:
-    r = run_test(parse_file(path), bounds=Bounds(max_seconds=300, max_states=3_000_000),
+    # The bound is for slow shared machines: the longest, esop2020/FOW under arm, takes
+    # about 130 s on one core here (194,229 states; the text's stores are messages).
+    r = run_test(parse_file(path), bounds=Bounds(max_seconds=900, max_states=3_000_000),
                  memory=memory)
     assert r.complete, f"{path.name}: exploration incomplete ({r.reason})"
     assert not r.findings, [f.message for f in r.findings]
