@@ -26,6 +26,7 @@ SECTIONS: tuple[str, ...] = (
     "protocols",  # 4. what one static_key_enable() costs under each protocol, N CPUs
     "memory",  # 5. peak RSS of a worker process with N CPUs
     "models",  # 6. the Arm data-memory model against sc, per scenario, and litmus
+    "ablation",  # 7. testbed ablate jump_label_kick, end to end
 )
 
 

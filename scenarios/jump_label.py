@@ -46,6 +46,7 @@ class JumpLabelNosync(Scenario):
     expect = OracleName.STATIC_KEY_INCOHERENCE
     search_scope: ClassVar[dict[str, int]] = {"iterations": 2, "ncpus": 2}
     skip_smp_mb = 0  # kick_skip_smp_mb: kick_all_cpus_sync() without its smp_mb()
+    ablatable = ("kick_all_cpus_sync",)  # `testbed ablate` may drop the kick
 
     def setup(self, m: Machine) -> None:
         self.prepare_logs(m)

@@ -482,6 +482,66 @@ def cmd_search(args: argparse.Namespace) -> int:
     return EXIT_FINDING if res.findings else EXIT_CLEAN
 
 
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from .ablate import Row, ablate
+    from .ablation import AblationError
+    from .search import SearchBounds
+    out = _out_dir(args.out)
+    if args.html:
+        _out_dir(args.html, "--html")
+    cls = load_scenario(args.scenario)
+    functions = ([f.strip() for f in args.functions.split(",") if f.strip()]
+                 if args.functions is not None else None)
+    if functions is not None and not functions:
+        raise CliError("--functions: name at least one function")
+    try:
+        bounds = SearchBounds(args.preemptions, args.model_events,
+                              max_seconds=args.max_seconds)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    if not args.json:
+        print(f"ablating {cls.name}: each point alone, searched at {args.preemptions} "
+              f"preemptions and {args.model_events} memory-model events (search scope), then "
+              f"{args.schedules} random schedules")
+
+    saved: dict[int, str] = {}
+
+    def show(r: Row) -> None:
+        p = r.point
+        if r.needed and r.reproducer is not None:
+            path = out / f"{cls.name}-ablate-{p.function}+{p.offset:#x}.json"
+            out.mkdir(parents=True, exist_ok=True)
+            r.reproducer.save(path)
+            saved[p.addr] = str(path)
+        if args.json:
+            return
+        where = f"{Path(p.file).name}:{p.line}" if p.file else "?"
+        result = (f"NEEDED: {r.oracle} ({r.how})" if r.needed else f"not shown needed: {r.how}")
+        print(f"{p.name:<34} {where:<16} {p.what:<34} {result} [{r.seconds:.1f}s]", flush=True)
+        if p.addr in saved:
+            print(f"{'':<34} reproduce: testbed replay {saved[p.addr]}", flush=True)
+
+    try:
+        report = ablate(cls, functions=functions, memory=args.memory, bounds=bounds,
+                        schedules=args.schedules, progress=show)
+    except AblationError as e:
+        raise CliError(f"--functions: {e}") from None
+    needed = [r for r in report.rows if r.needed]
+    if args.html:
+        from .ablate import write_html
+        page = write_html(report, Path(args.html), saved,
+                          "testbed ablate " + " ".join(sys.argv[2:]))
+        if not args.json:
+            print(f"wrote {page}")
+    if args.json:
+        print(json.dumps(report.to_json(saved), indent=2))
+    else:
+        print(f"{len(report.rows)} points ({len(report.not_executed)} more not executed in "
+              f"this configuration): {len(needed)} needed; baseline: {report.baseline}; "
+              f"{report.seconds:.0f}s")
+    return EXIT_FINDING if needed else EXIT_CLEAN
+
+
 class _VerdictsAction(argparse.Action):
     """``--verdicts FILE``, repeatable: each file read and checked when it is parsed, and
     merged with the ones before it (a test given two verdicts is refused)."""
@@ -623,6 +683,27 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
     sp.add_argument("--out", default="testbed-findings", help="where reproducers go")
     sp.set_defaults(func=cmd_search)
+    sp = sub.add_parser("ablate", help="weaken each ordering and maintenance point alone and "
+                        "look for a race (exit 1 if some point is needed)")
+    sp.add_argument("scenario", help="scenario name or path/to/file.py[:name]")
+    sp.add_argument("--functions", metavar="F,G",
+                    help="the kernel functions whose points to weaken (default: every "
+                    "function the scenario executes)")
+    _memory_option(sp, None)
+    sp.add_argument("--preemptions", type=_int(0, 64), default=2,
+                    help="search's preemption bound (default 2)")
+    sp.add_argument("--model-events", type=_int(0, 64), default=1,
+                    help="search's memory-model choices per schedule (default 1)")
+    sp.add_argument("--max-seconds", type=_float(0, open_lo=True), default=300.0,
+                    help="each search's time bound (default 300)")
+    sp.add_argument("--schedules", type=_int(0), default=200,
+                    help="random schedules per point when the search finds nothing "
+                    "(default 200)")
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--html", metavar="FOLDER", help="also write FOLDER/index.html, each "
+                    "needed point linked to a page with its reproducer's timeline")
+    sp.add_argument("--out", default="testbed-findings", help="where reproducers go")
+    sp.set_defaults(func=cmd_ablate)
     sp = sub.add_parser("litmus", help="run herd-format litmus tests, herd7-style verdicts")
     sp.add_argument("paths", nargs="+", metavar="PATH", help=".litmus files or folders")
     sp.add_argument("--cache", type=_cache, help="IDC0, IDC1 or DIC1 (default: the file's)")

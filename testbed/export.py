@@ -21,7 +21,7 @@ from .resources import kernels_dir
 from .timeline import LEGEND, Fold, Kind, Row, Timeline
 
 __all__ = ["FINDING_BG", "HEAD_BG", "Page", "SourceBlock", "html", "source_blocks", "svg",
-           "write_html", "write_svg"]
+           "table_html", "write_html", "write_svg"]
 
 
 @dataclass(frozen=True)
@@ -308,6 +308,30 @@ def html(page: Page) -> str:
     out.append("</section>")
     out.append(f"<footer>Made by <code>{_e(page.command)}</code>: a real run of the "
                "testbed, replayable with the command above.</footer>")
+    out += ["</body>", "</html>", ""]
+    return "\n".join(out)
+
+
+def table_html(title: str, summary: str, header: Sequence[str],
+               rows: Sequence[tuple[Sequence[str], str]], notes: Sequence[str],
+               command: str) -> str:
+    """A self-contained page in the same style holding one table (``rows``: the cells,
+    already HTML, and a row class: "finding" shades it); for reports such as
+    ``testbed ablate``'s."""
+    out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+           f"<title>{_e(title)}</title>",
+           f"<style>{_CSS}\ntable.report {{ border-collapse: collapse; font-size: 13px; }}"
+           "\ntable.report th, table.report td { border: 1px solid #cccccc; padding: 4px 8px;"
+           " text-align: left; vertical-align: top; }\ntable.report tr.finding td "
+           f"{{ background: {FINDING_BG}; }}\n</style>", "</head>", "<body>",
+           f"<header><h1>{_e(title)}</h1><p><strong>{_e(summary)}</strong></p></header>",
+           '<table class="report"><thead><tr>'
+           + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr></thead><tbody>"]
+    for cells, cls in rows:
+        out.append(f'<tr class="{cls}">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    out.append("</tbody></table>")
+    out += [f"<p>{_e(n)}</p>" for n in notes]
+    out.append(f"<footer>Made by <code>{_e(command)}</code>.</footer>")
     out += ["</body>", "</html>", ""]
     return "\n".join(out)
 

@@ -26,6 +26,7 @@ from types import ModuleType
 from typing import ClassVar
 
 from . import layout
+from .ablation import AblationError, from_config, to_config, weaken
 from .asm import AsmError, Image, link_files
 from .errors import scenario_code_error
 from .findings import Finding
@@ -76,6 +77,8 @@ class Scenario:
     # The small scope exhaustive search explores by default (``testbed search``): integer
     # attributes of the scenario (``iterations``, ``passes``...) and ``ncpus``.
     search_scope: ClassVar[dict[str, int]] = {}
+    # Helpers whose calls (BL) `testbed ablate` may weaken to NOP, e.g. kick_all_cpus_sync.
+    ablatable: ClassVar[tuple[str, ...]] = ()
 
     def setup(self, m: Machine) -> None:
         """Start CPUs and initialise data (before the machine is sealed)."""
@@ -140,7 +143,8 @@ class Session:
     def __init__(self, scenario: Scenario, *, ncpus: int | None = None,
                  cache: CacheType | None = None, budget: int = 200_000,
                  params: Mapping[str, int] | None = None,
-                 oracles: Collection[str] | None = None, memory: str | None = None) -> None:
+                 oracles: Collection[str] | None = None, memory: str | None = None,
+                 ablate: Sequence[Mapping[str, object]] = ()) -> None:
         self.scenario = scenario
         self.params = dict(params or {})
         for key, value in self.params.items():
@@ -167,6 +171,14 @@ class Session:
         self.source = scenario_source(type(scenario))
         self.image = link_kernels(scenario.kernels, Path(self.source.file).parent
                                   if self.source is not None else None)
+        # Points weakened in this image (testbed.ablation; config "ablate"): found in the
+        # linked image, so that one recorded before the kernel changed is refused.
+        try:
+            self.ablated = from_config(self.image, list(ablate), scenario.ablatable)
+        except AblationError as e:
+            raise ScheduleMismatch(f"ablation: {e}") from None
+        if self.ablated:
+            self.image = weaken(self.image, self.ablated)
         self.cache = cache or scenario.cache
         self.memory = memory or scenario.memory
         if self.memory not in MEMORY_MODELS:
@@ -201,6 +213,8 @@ class Session:
             cfg["params"] = dict(sorted(self.params.items()))
         if self.patched:
             cfg["patched"] = sorted(a - layout.TEXT_BASE for a in self.patched)
+        if self.ablated:
+            cfg["ablate"] = to_config(self.ablated)
         return cfg
 
     def set_patched(self, offsets: Sequence[int]) -> None:
@@ -213,7 +227,7 @@ class Session:
         m = self.machine
         # What the schedule records beyond the machine's own configuration, taken before
         # the run: the fetch points it starts with.
-        config = self.config() if self.params or self.patched else None
+        config = self.config() if self.params or self.patched or self.ablated else None
         result = run(m, strategy, scenario=self.scenario.name,
                      max_decisions=max_decisions or self.scenario.max_decisions)
         if config is not None or self.source is not None:
@@ -309,13 +323,15 @@ def session_for(schedule: Schedule, scenario_path: str | None = None, *,
     cfg = schedule.config
     ncpus, cache, params = cfg.get("ncpus"), cfg.get("cache"), cfg.get("params")
     memory = cfg.get("memory", "sc")  # recorded before the switch: sequentially consistent
+    ablate = cfg.get("ablate")
     try:
         cache_type = CacheType.parse(cache) if isinstance(cache, str) else None
     except ValueError as e:
         raise ScheduleMismatch(f"schedule configuration: {e}") from None
     return Session(cls(), ncpus=ncpus if isinstance(ncpus, int) else None, cache=cache_type,
                    params=params if isinstance(params, dict) else None, oracles=oracles,
-                   memory=memory if isinstance(memory, str) else None)
+                   memory=memory if isinstance(memory, str) else None,
+                   ablate=ablate if isinstance(ablate, list) else ())
 
 
 def _load_module(path: Path) -> ModuleType:

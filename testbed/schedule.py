@@ -172,6 +172,14 @@ def _check_config(cfg: Mapping[str, Any], source: str) -> None:
             type(o) is int and 0 <= o < 1 << 32 for o in patched)):
         raise ScheduleError(f"{source}: field 'config.patched' must be a list of text "
                             "offsets")
+    ablate = cfg.get("ablate")
+    if ablate is not None and not (isinstance(ablate, list) and all(
+            isinstance(e, dict) and set(e) == {"function", "offset", "from", "to"}
+            and isinstance(e["function"], str)
+            and all(type(e[k]) is int and 0 <= e[k] < 1 << 32 for k in ("offset", "from", "to"))
+            for e in ablate)):
+        raise ScheduleError(f"{source}: field 'config.ablate' must be a list of "
+                            "{function, offset, from, to} objects (32-bit integers)")
     params = cfg.get("params")
     if params is not None and not (isinstance(params, dict) and all(
             isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)

@@ -591,8 +591,8 @@ def _search(session: Session, bounds: SearchBounds = SearchBounds(), *,
            ) -> SearchResult:
     """Explore every schedule within ``bounds`` from the scenario's baseline.
 
-    ``stop_on``: stop at the first finding of that oracle (the result is then not
-    covered).  ``observe``: collect an observation of every final state in
+    ``stop_on``: stop at the first finding of that oracle (``"*"``: of any oracle; the
+    result is then not covered).  ``observe``: collect an observation of every final state in
     ``result.observations``.  ``checkpoint``: a file written every ``checkpoint_every``
     seconds and when the search ends; ``resume``: continue from it (``CheckpointError``
     if it cannot be read, is malformed, or was written for another scenario, image,
@@ -758,8 +758,9 @@ def _search(session: Session, bounds: SearchBounds = SearchBounds(), *,
                         res.findings[f.signature()] = (f, path)
                         if on_finding is not None:
                             on_finding(f, path)
-                if stop_on and any(f.oracle == stop_on for f in found):
-                    res.reason = f"stopped at the first {stop_on} finding"
+                if stop_on and any(stop_on in ("*", f.oracle) for f in found):
+                    res.reason = ("stopped at the first finding" if stop_on == "*"
+                                  else f"stopped at the first {stop_on} finding")
                     break
                 continue
             first = True

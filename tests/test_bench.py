@@ -135,3 +135,14 @@ def test_models_section(quick: dict[str, Any]) -> None:
         assert lit["arm"]["forbidden_observed"] == lit["sc"]["forbidden_observed"] == 0
         assert lit["arm"]["allowed_observed"] > lit["sc"]["allowed_observed"]
 
+
+
+def test_ablation_section(quick: dict[str, Any]) -> None:
+    """testbed ablate end to end: the clean, IC and kick points are needed, the table
+    has a row per executed point."""
+    data = quick["sections"]["ablation"]["data"]
+    assert data["scenario"] == "jump_label_kick" and data["points"] == len(data["rows"])
+    needed = {r["weakened"] for r in data["rows"] if r["verdict"] == "needed"}
+    assert {"dc cvau, x2 -> nop", "ic ivau, x2 -> nop",
+            "bl kick_all_cpus_sync -> nop"} <= needed
+    assert data["needed"] == len(needed) and data["seconds"] > 0

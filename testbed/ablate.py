@@ -1,0 +1,230 @@
+"""``testbed ablate``: is each ordering and maintenance point of a protocol needed?
+
+For each point (``testbed.ablation``) alone, the scenario's image is rebuilt with that
+instruction weakened, and the project's own means look for a finding in it:
+
+1. the preemption-bounded exhaustive search on the scenario's search scope, stopped at
+   the first finding of any oracle;
+2. if it finds none, a random campaign of ``schedules`` runs of the scenario as it runs
+   (seeds 0, 1, ...).
+
+A point is **needed** when either finds something: the row carries the oracle, the
+message and a reproducer shrunk with ``testbed.shrink`` (its config records the
+ablation, so ``testbed replay`` rebuilds the same weakened image).  Otherwise it is
+**not shown needed** within the bounds the row states (the search's, whether it
+covered them, and the number of random schedules): never "redundant".
+
+The points are those of the functions named, by default of every function some CPU
+executes in a reference run of the scenario's search scope, and of those only the ones
+that run executed (a point on a path the configuration never takes, such as the
+``IDC`` branch of ``caches_clean_inval_pou`` on an ``IDC=0`` machine, cannot be shown
+needed here; the report counts them).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from html import escape
+from pathlib import Path
+
+from .ablation import Point, find_points, to_config
+from .explain import explain_replay
+from .export import Page, table_html
+from .export import write_html as write_page
+from .findings import finding_text
+from .scenario import Scenario, Session, session_for
+from .schedule import Schedule
+from .search import SearchBounds, search
+from .shrink import shrink
+from .strategies import RandomWalk
+from .timeline import build
+
+__all__ = ["AblationReport", "Row", "ablate", "reference_functions", "write_html"]
+
+
+@dataclass
+class Row:
+    point: Point
+    verdict: str = "not shown needed"  # or "needed"
+    how: str = ""  # what found it ("search", "random seed 7"), or the bounds it held for
+    oracle: str = ""
+    message: str = ""
+    reproducer: Schedule | None = None
+    states: int = 0
+    covered: bool = False
+    schedules: int = 0
+    seconds: float = 0.0
+
+    @property
+    def needed(self) -> bool:
+        return self.verdict == "needed"
+
+    def to_json(self, reproducer: str = "") -> dict[str, object]:
+        p = self.point
+        return {"function": p.function, "offset": p.offset, "addr": p.addr, "kind": p.kind,
+                "weakened": p.what, "file": p.file, "line": p.line, "source": p.source,
+                "verdict": self.verdict, "how": self.how, "oracle": self.oracle,
+                "message": self.message, "search_states": self.states,
+                "search_covered": self.covered, "random_schedules": self.schedules,
+                "seconds": round(self.seconds, 3), "reproducer": reproducer}
+
+
+@dataclass
+class AblationReport:
+    scenario: str
+    memory: str
+    bounds: SearchBounds
+    schedules: int
+    functions: list[str]
+    rows: list[Row] = field(default_factory=list)
+    not_executed: list[Point] = field(default_factory=list)
+    baseline: str = ""  # the unablated scenario's own result within the same bounds
+    seconds: float = 0.0
+
+    def to_json(self, reproducers: Mapping[int, str] | None = None) -> dict[str, object]:
+        """``reproducers``: where each needed point's reproducer was saved, by address."""
+        saved = reproducers or {}
+        return {"scenario": self.scenario, "memory": self.memory, **self.bounds.space(),
+                "random_schedules": self.schedules, "functions": self.functions,
+                "baseline": self.baseline, "seconds": round(self.seconds, 3),
+                "points": [r.to_json(saved.get(r.point.addr, "")) for r in self.rows],
+                "not_executed": [{"function": p.function, "offset": p.offset,
+                                  "weakened": p.what} for p in self.not_executed]}
+
+
+def _session(cls: type[Scenario], memory: str | None, scope: bool,
+             points: Collection[Point] = ()) -> Session:
+    return Session(cls(), params=dict(cls.search_scope) if scope else None, memory=memory,
+                   ablate=to_config(list(points)))
+
+
+def reference_functions(session: Session, runs: int = 10) -> tuple[list[str], set[int]]:
+    """The functions some CPU executes in ``runs`` runs of ``session`` (random seeds 0,
+    1, ...), and the addresses executed."""
+    ran: set[int] = set()
+    for seed in range(runs):
+        r = session.run(RandomWalk(seed))
+        ran |= {addr for entries in r.ground_truth() for _, addr, _ in entries}
+    funcs = set()
+    for addr in ran:
+        line = session.image.line_of(addr)
+        if line is not None and line.symbol:
+            funcs.add(line.symbol.partition("+")[0])
+    return sorted(funcs), ran
+
+
+def ablate(cls: type[Scenario], *, functions: Collection[str] | None = None,
+           memory: str | None = None, bounds: SearchBounds | None = None,
+           schedules: int = 200, shrink_runs: int = 300,
+           progress: Callable[[Row], None] | None = None) -> AblationReport:
+    """Weaken each point alone and look for a finding (module docstring); ``bounds``:
+    the search's (default 2 preemptions, 1 model event)."""
+    bounds = bounds or SearchBounds(2, 1)
+    t0 = time.monotonic()
+    ref = _session(cls, memory, True)
+    funcs, ran = reference_functions(ref)
+    full, ran_full = reference_functions(_session(cls, memory, False))
+    ran |= ran_full
+    chosen = sorted(set(functions)) if functions is not None else sorted(set(funcs) | set(full))
+    points = find_points(ref.image, chosen, cls.ablatable)
+    report = AblationReport(cls.name, ref.memory, bounds, schedules, chosen)
+    base = search(_session(cls, memory, True), bounds, stop_on="*")
+    report.baseline = (f"{len(base.findings)} finding(s) without ablation"
+                       if base.findings else
+                       f"no finding without ablation ({base.states} states, "
+                       + ("covered" if base.covered else f"not covered: {base.reason}") + ")")
+    for p in points:
+        if p.addr not in ran:
+            report.not_executed.append(p)
+            continue
+        row = Row(p)
+        t = time.monotonic()
+        s = _session(cls, memory, True, [p])
+        res = search(s, bounds, stop_on="*")
+        row.states, row.covered = res.states, res.covered
+        found: tuple[Session, Schedule] | None = None
+        if res.findings:
+            sig = next(iter(res.findings))
+            found = (s, res.witness(s, sig))
+            row.how = "search"
+        else:
+            full_s = _session(cls, memory, False, [p])
+            for seed in range(schedules):
+                r = full_s.run(RandomWalk(seed))
+                row.schedules = seed + 1
+                if r.findings:
+                    found = (full_s, r.schedule)
+                    row.how = f"random seed {seed}"
+                    break
+        if found is not None:
+            session, schedule = found
+            try:
+                small = shrink(session, schedule, max_runs=shrink_runs).shrunk
+            except ValueError:
+                small = schedule
+            f = session.replay(small).findings[0]
+            row.verdict, row.oracle, row.message, row.reproducer = "needed", f.oracle, \
+                f.message, small
+        else:
+            cover = "covered" if res.covered else f"NOT covered ({res.reason})"
+            row.how = (f"search {bounds.preemptions} preemptions, {bounds.model_events} model "
+                       f"events: {res.states} states, {cover}; {row.schedules} random "
+                       "schedules")
+        row.seconds = time.monotonic() - t
+        report.rows.append(row)
+        if progress is not None:
+            progress(row)
+    report.seconds = time.monotonic() - t0
+    return report
+
+
+def write_html(report: AblationReport, folder: Path, reproducers: Mapping[int, str],
+               command: str) -> Path:
+    """``folder/index.html``: the report's table, each needed point linked to a page of
+    its own with the reproducer's timeline (as ``testbed demo --html`` draws one)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows: list[tuple[list[str], str]] = []
+    for r in report.rows:
+        p = r.point
+        where = f"{Path(p.file).name}:{p.line}" if p.file else ""
+        verdict = escape(r.verdict)
+        if r.needed and r.reproducer is not None:
+            name = f"{p.function}+{p.offset:#x}.html"
+            session = session_for(r.reproducer)
+            explained = explain_replay(session, r.reproducer)
+            timeline = build(explained.result, session.image, session.machine.ncpus,
+                             records=explained.records, accesses=explained.accesses)
+            replay = f"testbed replay {reproducers.get(p.addr, '(not saved)')} --timeline"
+            why = " ".join(line.strip() for line in explained.lines if line.strip())
+            write_page(Page(
+                title=f"testbed ablate {report.scenario}: {p.name} ({p.what})",
+                summary=f"Without this {p.kind} point: {r.oracle}",
+                story=f"{p.name} ({where}: {p.source}) weakened: {p.what}, in an image "
+                      "otherwise the scenario's. The run below is the shrunk reproducer "
+                      "that shows the point is needed.",
+                provenance=f"Found by the {r.how} under --memory {report.memory}.",
+                timeline=timeline, image=session.image,
+                findings=[finding_text(f) for f in explained.result.findings],
+                target=r.oracle, why=[why] if why else [], replay=replay, command=command,
+                functions=(p.function,)), folder / name)
+            verdict = f'<a href="{escape(name)}">needed</a>: {escape(r.oracle)}'
+        rows.append(([escape(p.name), escape(where), f"<code>{escape(p.source)}</code>",
+                      escape(p.what), verdict, escape(r.how), f"{r.seconds:.1f}"],
+                     "finding" if r.needed else ""))
+    space = report.bounds.space()
+    notes = [f"Search: the scenario's search scope, {space['preemptions']} preemptions and "
+             f"{space['model_events']} memory-model events, then {report.schedules} random "
+             "schedules of the scenario as it runs. \"not shown needed\" holds for those "
+             "bounds only; it never means redundant.",
+             f"Baseline: {report.baseline}.",
+             f"{len(report.not_executed)} more points are in code this configuration never "
+             "executes: " + ", ".join(f"{p.name} ({p.what})" for p in report.not_executed)]
+    path = folder / "index.html"
+    path.write_text(table_html(
+        f"testbed ablate {report.scenario}", f"{sum(r.needed for r in report.rows)} of "
+        f"{len(report.rows)} points needed, under --memory {report.memory}",
+        ["point", "source", "line", "weakened to", "verdict", "bound or how found", "s"],
+        rows, notes, command), encoding="utf-8")
+    return path
