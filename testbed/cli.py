@@ -529,8 +529,11 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     needed = [r for r in report.rows if r.needed]
     if args.html:
         from .ablate import write_html
-        page = write_html(report, Path(args.html), saved,
-                          "testbed ablate " + " ".join(sys.argv[2:]))
+        command = " ".join([f"testbed ablate {args.scenario}",
+                            *([f"--functions {args.functions}"] if args.functions else []),
+                            f"--memory {report.memory} --preemptions {args.preemptions} "
+                            f"--model-events {args.model_events} --schedules {args.schedules}"])
+        page = write_html(report, Path(args.html), saved, command)
         if not args.json:
             print(f"wrote {page}")
     if args.json:
