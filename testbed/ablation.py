@@ -51,7 +51,7 @@ class Point:
     """One ordering or maintenance instruction and its weakened form."""
 
     addr: int
-    function: str  # the global symbol it is in
+    function: str  # the symbol it is in (global, or a file-local label)
     offset: int  # from that symbol
     original: int
     weakened: int
@@ -126,14 +126,20 @@ def _bl_target(line: ListingLine) -> int | None:
     return line.addr + 4 * off
 
 
+def _functions(image: Image) -> set[str]:
+    """The names the listing gives code (global symbols and file-local labels)."""
+    return {line.symbol.partition("+")[0] for line in image.listing if line.symbol}
+
+
 def find_points(image: Image, functions: Collection[str] | None = None,
                 calls: Collection[str] = ()) -> list[Point]:
-    """Every point in ``functions`` (global symbols; ``None``: every function of the
-    image), in address order; ``calls``: helpers whose ``BL`` is a point."""
+    """Every point in ``functions`` (the names the listing gives code: global symbols
+    and file-local labels; ``None``: all of the image), in address order; ``calls``:
+    helpers whose ``BL`` is a point."""
     targets = {image.addr(c): c for c in calls}
     wanted = None if functions is None else set(functions)
     if wanted is not None:
-        unknown = sorted(f for f in wanted if f not in image.symbols)
+        unknown = sorted(wanted - _functions(image))
         if unknown:
             raise AblationError(f"no function {unknown[0]!r} in the image")
     out: list[Point] = []
@@ -202,7 +208,7 @@ def from_config(image: Image, entries: object, calls: Collection[str] = ()) -> l
                 isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 1 << 32
                 for x in (offset, old, new)):
             raise AblationError(f"{where}: a function name and three 32-bit integers")
-        if function not in image.symbols:
+        if function not in _functions(image):
             raise AblationError(f"{where}: no function {function!r} in the image")
         hits = [p for p in find_points(image, [function], calls)
                 if p.offset == offset and p.original == old and p.weakened == new]

@@ -153,3 +153,13 @@ def test_the_cli_reports_each_point_and_exits_1_when_one_is_needed(
     page = (tmp_path / "html" / "site_loop+0x18.html").read_text()
     assert "stale-after-flush" in page and "site_loop+0x18 (isb -&gt; nop)" in page
     assert main(["ablate", "nosync_isb", "--functions", "nope"]) == 2
+
+
+def test_points_in_file_local_functions_are_found_and_replayed() -> None:
+    """el1_irq is a label local to boot.S: its points are named by it, and a schedule
+    that records one rebuilds the same image."""
+    session = Session(load_scenario("jump_label_kick")())
+    points = find_points(session.image, ["el1_irq", "handle_ipi"])
+    assert points and all(p.function in ("el1_irq", "handle_ipi") for p in points)
+    again = Session(load_scenario("jump_label_kick")(), ablate=to_config(points[:1]))
+    assert again.ablated == points[:1]
