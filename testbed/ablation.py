@@ -136,7 +136,7 @@ def find_points(image: Image, functions: Collection[str] | None = None,
     """Every point in ``functions`` (the names the listing gives code: global symbols
     and file-local labels; ``None``: all of the image), in address order; ``calls``:
     helpers whose ``BL`` is a point."""
-    targets = {image.addr(c): c for c in calls}
+    targets = {image.addr(c): c for c in calls if c in image.symbols}
     wanted = None if functions is None else set(functions)
     if wanted is not None:
         unknown = sorted(wanted - _functions(image))

@@ -87,6 +87,9 @@ def test_declared_calls_are_points() -> None:
     session = Session(load_scenario("jump_label_kick")())
     points = find_points(session.image, ["jump_label_update"], calls=["kick_all_cpus_sync"])
     assert [p.what for p in points if p.kind == "call"] == ["bl kick_all_cpus_sync -> nop"]
+    # a declared helper this image does not link has no call to weaken
+    assert find_points(session.image, ["jump_label_update"], calls=["not_linked"]) == [
+        p for p in points if p.kind != "call"]
 
 
 def test_an_ablated_image_is_recorded_and_rebuilt_on_replay() -> None:
