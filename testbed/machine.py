@@ -451,23 +451,25 @@ class Machine:
             if d.kind is DecisionKind.PROMISE:
                 dataside.promise(self, d.cpu, d.addr)
                 return
-            if c.exc is None and c.kind_at.get(c.pc) is OpKind.DC \
-                    and d.kind is DecisionKind.READ:  # F2: a clean as of an earlier time
-                if d.addr not in dataside.clean_choices(self, c):
-                    raise dataside.ModelChoiceError(f"the DC cannot clean its line as at "
-                                                    f"time {d.addr}")
-                _step(self, c, d.addr)
-                return
-            if c.exc is not None or c.kind_at.get(c.pc) is not OpKind.MEMORY:
-                raise dataside.ModelChoiceError("the next operation is not an access")
-            nxt = dataside.access(self, c, c.pc, d.addr if d.kind is DecisionKind.READ
-                                  else None, d.kind is DecisionKind.FAIL)
-            if nxt is None:
-                raise dataside.ModelChoiceError("the access is not to modelled memory")
+            nxt: int | None = -1
+            clean = (c.exc is None and c.kind_at.get(c.pc) is OpKind.DC
+                     and d.kind is DecisionKind.READ)  # F2: a clean as of an earlier time
+            if clean and d.addr not in dataside.clean_choices(self, c):
+                raise dataside.ModelChoiceError(f"the DC cannot clean its line as at "
+                                                f"time {d.addr}")
+            if not clean:
+                if c.exc is not None or c.kind_at.get(c.pc) is not OpKind.MEMORY:
+                    raise dataside.ModelChoiceError("the next operation is not an access")
+                nxt = dataside.access(self, c, c.pc, d.addr if d.kind is DecisionKind.READ
+                                      else None, d.kind is DecisionKind.FAIL)
+                if nxt is None:
+                    raise dataside.ModelChoiceError("the access is not to modelled memory")
         except dataside.ModelChoiceError as e:
             self.step_no -= 1
             raise InvalidDecision(index, d, str(e)) from None
-        if nxt >= 0:
+        if clean:
+            _step(self, c, d.addr)
+        elif nxt is not None and nxt >= 0:
             _resume(self, c, nxt)
         if c.state is not CpuState.RUNNABLE:
             self.states_changed()
