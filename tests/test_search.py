@@ -68,7 +68,7 @@ def test_every_race_is_found_within_two_preemptions(name: str) -> None:
 
 
 @pytest.mark.parametrize(("name", "memory"), [(n, None) for n in CORRECT]
-                         + [("brk_release", "sc")])
+                         + [("brk_release", "sc"), ("call_ops", "sc")])
 def test_correct_scenarios_are_covered_without_findings(name: str, memory: str | None) -> None:
     pre, model = COVER.get(name, (2, 1))
     res = search(session(name, memory), SearchBounds(pre, model, max_seconds=300))
