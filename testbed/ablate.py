@@ -15,10 +15,10 @@ ablation, so ``testbed replay`` rebuilds the same weakened image).  Otherwise it
 covered them, and the number of random schedules): never "redundant".
 
 The points are those of the functions named, by default of every function some CPU
-executes in a reference run of the scenario's search scope, and of those only the ones
-that run executed (a point on a path the configuration never takes, such as the
-``IDC`` branch of ``caches_clean_inval_pou`` on an ``IDC=0`` machine, cannot be shown
-needed here; the report counts them).
+executes in reference runs (random seeds 0-9 of the search scope and of the scenario
+as it runs), and of those only the ones these runs executed (a point on a path the
+configuration never takes, such as the ``IDC`` branch of ``caches_clean_inval_pou`` on
+an ``IDC=0`` machine, cannot be shown needed here; the report counts them).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 
-from .ablation import Point, find_points, to_config
+from .ablation import Point, find_points, functions_at, to_config
 from .explain import explain_replay
 from .export import Page, table_html
 from .export import write_html as write_page
@@ -41,7 +41,7 @@ from .shrink import shrink
 from .strategies import RandomWalk
 from .timeline import build
 
-__all__ = ["AblationReport", "Row", "ablate", "reference_functions", "write_html"]
+__all__ = ["AblationReport", "Row", "ablate", "executed", "write_html"]
 
 
 @dataclass
@@ -100,19 +100,14 @@ def _session(cls: type[Scenario], memory: str | None, scope: bool,
                    ablate=to_config(list(points)))
 
 
-def reference_functions(session: Session, runs: int = 10) -> tuple[list[str], set[int]]:
-    """The functions some CPU executes in ``runs`` runs of ``session`` (random seeds 0,
-    1, ...), and the addresses executed."""
+def executed(session: Session, runs: int = 10) -> set[int]:
+    """The addresses some CPU executes in ``runs`` runs of ``session`` (random seeds 0,
+    1, ...)."""
     ran: set[int] = set()
     for seed in range(runs):
         r = session.run(RandomWalk(seed))
         ran |= {addr for entries in r.ground_truth() for _, addr, _ in entries}
-    funcs = set()
-    for addr in ran:
-        line = session.image.line_of(addr)
-        if line is not None and line.symbol:
-            funcs.add(line.symbol.partition("+")[0])
-    return sorted(funcs), ran
+    return ran
 
 
 def ablate(cls: type[Scenario], *, functions: Collection[str] | None = None,
@@ -124,10 +119,9 @@ def ablate(cls: type[Scenario], *, functions: Collection[str] | None = None,
     bounds = bounds or SearchBounds(2, 1)
     t0 = time.monotonic()
     ref = _session(cls, memory, True)
-    funcs, ran = reference_functions(ref)
-    full, ran_full = reference_functions(_session(cls, memory, False))
-    ran |= ran_full
-    chosen = sorted(set(functions)) if functions is not None else sorted(set(funcs) | set(full))
+    ran = executed(ref) | executed(_session(cls, memory, False))
+    chosen = sorted(set(functions) if functions is not None
+                    else functions_at(ref.image, ran))
     points = find_points(ref.image, chosen, cls.ablatable)
     report = AblationReport(cls.name, ref.memory, bounds, schedules, chosen)
     base = search(_session(cls, memory, True), bounds, stop_on="*")

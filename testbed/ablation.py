@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from .asm import Image, ListingLine
 from .isa import NOP, MemKind, decode_mem
 
-__all__ = ["AblationError", "Point", "find_points", "from_config", "plain_form",
-           "to_config", "weaken"]
+__all__ = ["AblationError", "Point", "find_points", "from_config", "functions_at",
+           "plain_form", "to_config", "weaken"]
 
 # Barrier and maintenance words (the register field masked where there is one).
 _DSB, _DMB, _ISB = 0xD503309F, 0xD50330BF, 0xD50330DF
@@ -126,9 +126,12 @@ def _bl_target(line: ListingLine) -> int | None:
     return line.addr + 4 * off
 
 
-def _functions(image: Image) -> set[str]:
-    """The names the listing gives code (global symbols and file-local labels)."""
-    return {line.symbol.partition("+")[0] for line in image.listing if line.symbol}
+def functions_at(image: Image, addrs: Iterable[int] | None = None) -> set[str]:
+    """The names the listing gives the code at ``addrs`` (global symbols and file-local
+    labels; ``None``: all the code)."""
+    lines = (image.listing if addrs is None
+             else (line for a in addrs if (line := image.line_of(a)) is not None))
+    return {line.symbol.partition("+")[0] for line in lines if line.symbol}
 
 
 def find_points(image: Image, functions: Collection[str] | None = None,
@@ -139,7 +142,7 @@ def find_points(image: Image, functions: Collection[str] | None = None,
     targets = {image.addr(c): c for c in calls if c in image.symbols}
     wanted = None if functions is None else set(functions)
     if wanted is not None:
-        unknown = sorted(wanted - _functions(image))
+        unknown = sorted(wanted - functions_at(image))
         if unknown:
             raise AblationError(f"no function {unknown[0]!r} in the image")
     out: list[Point] = []
@@ -208,7 +211,7 @@ def from_config(image: Image, entries: object, calls: Collection[str] = ()) -> l
                 isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 1 << 32
                 for x in (offset, old, new)):
             raise AblationError(f"{where}: a function name and three 32-bit integers")
-        if function not in _functions(image):
+        if function not in functions_at(image):
             raise AblationError(f"{where}: no function {function!r} in the image")
         hits = [p for p in find_points(image, [function], calls)
                 if p.offset == offset and p.original == old and p.weakened == new]
