@@ -34,6 +34,7 @@ from .explain import explain_replay
 from .export import Page, table_html
 from .export import write_html as write_page
 from .findings import finding_text
+from .runs import replay_command
 from .scenario import Scenario, Session, session_for
 from .schedule import Schedule
 from .search import SearchBounds, search
@@ -119,6 +120,8 @@ def ablate(cls: type[Scenario], *, functions: Collection[str] | None = None,
     bounds = bounds or SearchBounds(2, 1)
     t0 = time.monotonic()
     ref = _session(cls, memory, True)
+    if functions is not None:  # unknown names refused before any run
+        find_points(ref.image, functions, cls.ablatable)
     ran = executed(ref) | executed(_session(cls, memory, False))
     chosen = sorted(set(functions) if functions is not None
                     else functions_at(ref.image, ran))
@@ -190,7 +193,8 @@ def write_html(report: AblationReport, folder: Path, reproducers: Mapping[int, s
             explained = explain_replay(session, r.reproducer)
             timeline = build(explained.result, session.image, session.machine.ncpus,
                              records=explained.records, accesses=explained.accesses)
-            replay = f"testbed replay {reproducers.get(p.addr, '(not saved)')} --timeline"
+            replay = (replay_command(Path(reproducers[p.addr]), r.reproducer.source, "replay",
+                                     "--timeline") if p.addr in reproducers else "(not saved)")
             why = " ".join(line.strip() for line in explained.lines if line.strip())
             write_page(Page(
                 title=f"testbed ablate {report.scenario}: {p.name} ({p.what})",

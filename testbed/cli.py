@@ -499,14 +499,14 @@ def cmd_ablate(args: argparse.Namespace) -> int:
                               max_seconds=args.max_seconds)
     except ValueError as e:
         raise CliError(str(e)) from None
-    if not args.json:
-        print(f"ablating {cls.name}: each point alone, searched at {args.preemptions} "
-              f"preemptions and {args.model_events} memory-model events (search scope), then "
-              f"{args.schedules} random schedules")
-
     saved: dict[int, str] = {}
+    heading = [f"ablating {cls.name}: each point alone, searched at {args.preemptions} "
+               f"preemptions and {args.model_events} memory-model events (search scope), "
+               f"then {args.schedules} random schedules"]
 
     def show(r: Row) -> None:
+        if heading and not args.json:  # printed with the first row: bad input prints none
+            print(heading.pop(), flush=True)
         p = r.point
         if r.needed and r.reproducer is not None:
             path = out / f"{cls.name}-ablate-{p.function}+{p.offset:#x}.json"
@@ -518,8 +518,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         where = f"{Path(p.file).name}:{p.line}" if p.file else "?"
         result = (f"NEEDED: {r.oracle} ({r.how})" if r.needed else f"not shown needed: {r.how}")
         print(f"{p.name:<34} {where:<16} {p.what:<34} {result} [{r.seconds:.1f}s]", flush=True)
-        if p.addr in saved:
-            print(f"{'':<34} reproduce: testbed replay {saved[p.addr]}", flush=True)
+        if p.addr in saved and r.reproducer is not None:
+            print(f"{'':<34} reproduce: "
+                  f"{replay_command(Path(saved[p.addr]), r.reproducer.source)}", flush=True)
 
     try:
         report = ablate(cls, functions=functions, memory=args.memory, bounds=bounds,

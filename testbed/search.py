@@ -166,7 +166,8 @@ class SearchResult:
         m = session.machine
         return Schedule(self.scenario, session.image.digest, session.config(), path,
                         "search", None, {"strategy": "search", **self.bounds.space(),
-                                         "preemptions_used": preemptions(m, path)})
+                                         "preemptions_used": preemptions(m, path)},
+                        session.source)
 
 
 # Paths share their prefixes: a node is (parent node, last decision); None is the root.

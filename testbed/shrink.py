@@ -144,6 +144,6 @@ def shrink(session: Session, schedule: Schedule, *, oracle: str = "", addr: int 
     shrunk = Schedule(schedule.scenario, schedule.image_digest, schedule.config,
                       tuple(best), "shrunk", schedule.seed,
                       {**dict(schedule.meta), "shrunk_from": len(schedule.decisions),
-                       "preemptions": best_key[1]})
+                       "preemptions": best_key[1]}, schedule.source)
     return ShrinkResult(schedule, shrunk, best_result, runs, (start_pre, best_key[1]),
                         (sum(d.is_model for d in schedule.decisions), best_key[2]))

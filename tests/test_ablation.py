@@ -166,3 +166,23 @@ def test_points_in_file_local_functions_are_found_and_replayed() -> None:
     assert points and all(p.function in ("el1_irq", "handle_ipi") for p in points)
     again = Session(load_scenario("jump_label_kick")(), ablate=to_config(points[:1]))
     assert again.ablated == points[:1]
+
+
+def test_a_scenario_of_ones_own_is_ablated_and_its_printed_replay_command_works(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reproducer of a search witness, shrunk, keeps the scenario file it came from
+    (search and shrink both carried it), so the printed command names --scenario."""
+    own = Path(__file__).parent / "data" / "own_scenario"
+    for f in own.iterdir():
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    monkeypatch.chdir(tmp_path)
+    assert main(["ablate", "ftrace_race.py", "--functions", "caches_clean_inval_pou",
+                 "--memory", "sc", "--preemptions", "1", "--model-events", "0",
+                 "--schedules", "5"]) == 1
+    out = capsys.readouterr().out
+    [first] = [line.split("reproduce: ")[1] for line in out.splitlines()
+               if "reproduce: " in line][:1]
+    words = first.split()
+    assert words[:2] == ["testbed", "replay"] and words[3:] == ["--scenario", "ftrace_race.py"]
+    assert main(words[1:]) == 1
