@@ -437,7 +437,8 @@ def cmd_search(args: argparse.Namespace) -> int:
                               max_seconds=args.max_seconds, max_memory=args.max_memory)
     except ValueError as e:
         raise CliError(str(e)) from None
-    session = Session(cls(), cache=args.cache, params=params, memory=args.memory)
+    session = Session(cls(), cache=args.cache, params=params, memory=args.memory,
+                      promises=args.promises)
     scope = ", ".join(f"{k}={v}" for k, v in sorted(params.items())) or "as the scenario runs"
     if not args.json:
         print(f"searching {cls.name} ({scope}): at most {args.preemptions} preemptions and "
@@ -499,50 +500,59 @@ def cmd_ablate(args: argparse.Namespace) -> int:
                               max_seconds=args.max_seconds)
     except ValueError as e:
         raise CliError(str(e)) from None
-    saved: dict[int, str] = {}
-    heading = [f"ablating {cls.name}: each point alone, searched at {args.preemptions} "
-               f"preemptions and {args.model_events} memory-model events (search scope), "
-               f"then {args.schedules} random schedules"]
+    saved: dict[str, str] = {}
+    heading = [f"ablating {cls.name}: each point alone"
+               + (", then each two not shown needed alone together" if args.pairs else "")
+               + f", searched at {args.preemptions} preemptions and {args.model_events} "
+               f"memory-model events (search scope), then {args.schedules} random schedules"]
 
     def show(r: Row) -> None:
         if heading and not args.json:  # printed with the first row: bad input prints none
             print(heading.pop(), flush=True)
-        p = r.point
         if r.needed and r.reproducer is not None:
-            path = out / f"{cls.name}-ablate-{p.function}+{p.offset:#x}.json"
+            path = out / f"{cls.name}-ablate-{r.key}.json"
             out.mkdir(parents=True, exist_ok=True)
             r.reproducer.save(path)
-            saved[p.addr] = str(path)
+            saved[r.key] = str(path)
         if args.json:
             return
-        where = f"{Path(p.file).name}:{p.line}" if p.file else "?"
-        result = (f"NEEDED: {r.oracle} ({r.how})" if r.needed else f"not shown needed: {r.how}")
-        print(f"{p.name:<34} {where:<16} {p.what:<34} {result} [{r.seconds:.1f}s]", flush=True)
-        if p.addr in saved and r.reproducer is not None:
+        where = ", ".join(f"{Path(p.file).name}:{p.line}" if p.file else "?"
+                          for p in r.points)
+        result = (f"{r.verdict.upper()}: {r.oracle} ({r.how})" if r.needed
+                  else f"not shown needed: {r.how}")
+        print(f"{r.name:<34} {where:<16} {r.what:<34} {result} [{r.seconds:.1f}s]",
+              flush=True)
+        if r.key in saved and r.reproducer is not None:
             print(f"{'':<34} reproduce: "
-                  f"{replay_command(Path(saved[p.addr]), r.reproducer.source)}", flush=True)
+                  f"{replay_command(Path(saved[r.key]), r.reproducer.source)}", flush=True)
 
     try:
         report = ablate(cls, functions=functions, memory=args.memory, bounds=bounds,
-                        schedules=args.schedules, progress=show)
+                        schedules=args.schedules, pairs=args.pairs, promises=args.promises,
+                        progress=show)
     except AblationError as e:
         raise CliError(f"--functions: {e}") from None
-    needed = [r for r in report.rows if r.needed]
+    needed = [r for r in report.rows + report.pairs if r.needed]
     if args.html:
         from .ablate import write_html
         command = " ".join([f"testbed ablate {args.scenario}",
                             *([f"--functions {args.functions}"] if args.functions else []),
                             f"--memory {report.memory} --preemptions {args.preemptions} "
-                            f"--model-events {args.model_events} --schedules {args.schedules}"])
+                            f"--model-events {args.model_events} --schedules {args.schedules}",
+                            *(["--pairs"] if args.pairs else []),
+                            *(["--promises"] if args.promises else [])])
         page = write_html(report, Path(args.html), saved, command)
         if not args.json:
             print(f"wrote {page}")
     if args.json:
         print(json.dumps(report.to_json(saved), indent=2))
     else:
+        pairs = (f"; {len(report.pairs)} pairs tried, "
+                 f"{sum(r.needed for r in report.pairs)} needed together"
+                 if args.pairs else "")
         print(f"{len(report.rows)} points ({len(report.not_executed)} more not executed in "
-              f"this configuration): {len(needed)} needed; baseline: {report.baseline}; "
-              f"{report.seconds:.0f}s")
+              f"this configuration): {sum(r.needed for r in report.rows)} needed{pairs}; "
+              f"baseline: {report.baseline}; {report.seconds:.0f}s")
     return EXIT_FINDING if needed else EXIT_CLEAN
 
 
@@ -569,7 +579,8 @@ def cmd_litmus(args: argparse.Namespace) -> int:
                         bounds=Bounds(max_states=args.max_states,
                                       max_seconds=args.max_seconds),
                         random_runs=args.random, seed=args.seed, as_json=args.json,
-                        out=sys.stdout, err=sys.stderr, verdicts=args.verdicts)
+                        out=sys.stdout, err=sys.stderr, verdicts=args.verdicts,
+                        promises=args.promises)
     except (LitmusError, ValueError) as e:
         raise CliError(str(e)) from None
 
@@ -600,6 +611,14 @@ def _memory_option(sp: argparse.ArgumentParser, default: str | None) -> None:
                     "testbed/dataside.py) or sc (sequentially consistent: faster, for "
                     "teaching); default: " + (default or "the scenario's (arm unless it "
                                                "says)"))
+
+
+def _promises_option(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--promises", action="store_true",
+                    help="with --memory arm: a store may become visible before earlier "
+                    "accesses of its CPU (Promising-ARM's promises, made at any point and "
+                    "certified by a solo run: testbed/dataside.py); slower, needed for "
+                    "the writer side of a message-passing race")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -677,6 +696,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--cpus", type=_int(1, layout.MAX_CPUS))
     sp.add_argument("--cache", type=_cache)
     _memory_option(sp, None)
+    _promises_option(sp)
     sp.add_argument("--max-states", type=_int(1), default=5_000_000)
     sp.add_argument("--max-seconds", type=_float(0, open_lo=True), default=3600.0)
     sp.add_argument("--max-memory", type=_size, default=4 << 30, metavar="SIZE",
@@ -694,6 +714,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the kernel functions whose points to weaken (default: every "
                     "function the scenario executes)")
     _memory_option(sp, None)
+    _promises_option(sp)
     sp.add_argument("--preemptions", type=_int(0, 64), default=2,
                     help="search's preemption bound (default 2)")
     sp.add_argument("--model-events", type=_int(0, 64), default=1,
@@ -703,6 +724,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--schedules", type=_int(0), default=200,
                     help="random schedules per point when the search finds nothing "
                     "(default 200)")
+    sp.add_argument("--pairs", action="store_true",
+                    help="then weaken every two points not shown needed alone together: "
+                    "pairs needed together (each suffices without the other)")
     sp.add_argument("--json", action="store_true")
     sp.add_argument("--html", metavar="FOLDER", help="also write FOLDER/index.html, each "
                     "needed point linked to a page with its reproducer's timeline")
@@ -712,6 +736,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("paths", nargs="+", metavar="PATH", help=".litmus files or folders")
     sp.add_argument("--cache", type=_cache, help="IDC0, IDC1 or DIC1 (default: the file's)")
     _memory_option(sp, "arm")
+    sp.add_argument("--promises", choices=("first", "anytime"), default="first",
+                    help="when the Arm model's promises are made: before anything else "
+                    "(default, the paper's checker) or at any point as scenarios make "
+                    "them with --promises (testbed/dataside.py)")
     sp.add_argument("--json", action="store_true",
                     help="print JSON Lines: one object per test, as each ends")
     sp.add_argument("--max-states", type=_int(1), default=500_000)

@@ -39,14 +39,32 @@ each barrier (``barrier``), and each stretch of code between them (``track``):
   completes at the issuing CPU's ``DSB`` (fetch rule 9 in ``memory.py``, driven from
   ``execute.step``).
 
-Promises (P1-P3) are offered only while no CPU has done anything else (``promise-first``
-exploration, as in the Promising-ARM paper's checker: every execution of the model has
-an equivalent one whose promises all come first, since a promise only appends a
-message and the later steps read and fulfil against the same message order).  The
-machine enables them for litmus tests (``Machine(promises=True)``); what a CPU may
-promise is what a solo run of it from the current state stores (``promise_choices``).
-Scenarios run without promises: load-buffering shapes (a write visible before a
-program-order-earlier read or write of its own CPU) are out of their reach.
+Promises (P1-P3) let a store become visible before program-order-earlier accesses of
+its CPU (load buffering, and the writer side of message passing: ``MP+po+addr``).
+What a CPU may promise is what a solo run of it from the current state stores
+(``promise_choices``).  Two modes:
+
+- **promise-first** (``Machine(promises=True)``, litmus tests): only while no CPU has
+  done anything else, as in the Promising-ARM paper's checker (every execution of the
+  model has an equivalent one whose promises all come first, since a promise only
+  appends a message and the later steps read and fulfil against the same order); an
+  unfulfilled promise at the end makes the run no execution (P3);
+- **at any point** (``Machine(promises="anytime")``, scenarios with
+  ``Session(promises=True)`` / ``--promises``): a scenario's stores are thousands of
+  instructions in, beyond any solo run from the start.  A CPU whose next operation is an
+  access to the shared data (``.data``) may promise a later store its solo run makes to
+  the shared data before the next barrier that orders that access before stores
+  (``DMB ST``/full for a store, ``DMB LD``/full for a load), each location's first
+  store only (a store cannot pass the CPU's own earlier store to its location), one
+  outstanding promise per CPU, and only one a second solo run with the promise made
+  fulfils (the paper's certification; the solo run reads as a plain step does, never
+  the CPU's own outstanding promise, ``_unpromised``).  The run still ends invalid if
+  the promise is left unfulfilled (the other CPUs changed what it reads), and an
+  invalid run has no finding (``Session.run``).  Each restriction only removes
+  executions, never adds one: on ``tests/data/litmus/arm_rules`` both modes give
+  herd7's verdicts (``tests/test_dataside.py``).  Without promises a scenario's stores
+  become visible in program order, so a writer-side ordering (a release, a ``DMB ST``
+  between two stores) is never shown needed.
 
 Accesses elsewhere (the CPU's stack through a register other than SP, the interrupt
 controller) and literal loads (``LDR`` literal, not a visible operation: they read the
@@ -66,7 +84,7 @@ from unicorn import arm64_const as A
 
 from . import layout, trace
 from .access import Plan, decode_access, effective_address, slot
-from .armmem import GRANULE, ArmMemory, ReadOrd, WriteOrd, granules
+from .armmem import GRANULE, ArmMemory, ReadOrd, ThreadState, WriteOrd, granules
 from .cpu import UNTIL, XREG, Cpu, CpuState, UcError
 from .deps import apply
 from .findings import EventKind, OracleName
@@ -236,8 +254,28 @@ def _read_choices(m: Machine, c: Cpu, a: Access, ea: int) -> list[int]:
     combos: list[list[int]] = [[]]
     for ts in lists:
         combos = [[*co, t] for co in combos for t in ts]
-    latest = [t[-1] for t in lists]
-    return [pack(co) for co in combos if co != latest]
+    default = [_unpromised(th, t) for t in lists] if m.anytime else [t[-1] for t in lists]
+    return [pack(co) for co in combos if co != default]
+
+
+def _unpromised(th: ThreadState, readable: list[int]) -> int:
+    """What a plain STEP reads with promises at any time: the latest message readable
+    that is not one of the CPU's own outstanding promises (reading one is never an
+    execution: coherence would pass the promise, P3)."""
+    return next((ts for ts in reversed(readable) if ts not in th.promises), readable[-1])
+
+
+def _default_read(m: Machine, tid: int, locs: _Locs, latest: list[int], vaddr: int,
+                  ordr: ReadOrd) -> list[int]:
+    """The timestamps a plain STEP's load reads: the latest messages, or with promises at
+    any time the latest that are not the CPU's own (``_unpromised``)."""
+    arm = m.arm
+    assert arm is not None
+    th = arm.threads[tid]
+    if not m.anytime or not th.promises:
+        return latest
+    return [_unpromised(th, arm.readable(tid, loc, vaddr, ordr)) if ts in th.promises
+            else ts for (loc, *_), ts in zip(locs, latest, strict=True)]
 
 
 class TextHistory:
@@ -357,8 +395,9 @@ def access(m: Machine, c: Cpu, pc: int, read: int | None = None,
     if op.kind is MemKind.LOAD:
         ordr = _read_ord(op)
         latest = [arm.latest(loc) for loc, *_ in locs]
-        stamps = latest if read is None else _chosen(arm, tid, locs, read, latest,
-                                                     vaddr, ordr)
+        default = _default_read(m, tid, locs, latest, vaddr, ordr)
+        stamps = default if read is None else _chosen(arm, tid, locs, read, default,
+                                                      vaddr, ordr)
         swapped = []
         for (loc, buf, boff, _, _), ts, top in zip(locs, stamps, latest, strict=True):
             if ts != top:
@@ -577,6 +616,8 @@ def barrier(m: Machine, c: Cpu, word: int) -> None:
     arm = m.arm
     assert arm is not None
     kind = (word >> 8) & 3
+    if m.solo_stores is not None:  # a barrier (-2 full, -3 LD, -4 ST): promise_choices
+        m.solo_stores.append((c.index, -2 - (kind == 1) - 2 * (kind == 2), b""))
     if kind == 1:
         arm.dmb(c.index, rr=True, rw=True, wr=False, ww=False)
     elif kind == 2:
@@ -618,7 +659,16 @@ def promise_choices(m: Machine, cpu: int) -> list[tuple[int, bytes]]:
     from the current state makes, less those it has promised already (P1)."""
     arm = m.arm
     assert arm is not None
-    key = arm.key()
+    at_store = False
+    if m.anytime:  # at an access to shared data, one promise at a time (docstring)
+        if arm.threads[cpu].promises:
+            return []
+        pending = _pending(m, m.cpus[cpu])
+        if pending is None \
+                or not layout.DATA_BASE <= pending[1] < layout.DATA_BASE + len(m.data):
+            return []
+        at_store = pending[0].op.kind is MemKind.STORE
+    key = m.state_key() if m.anytime else arm.key()  # anytime: the CPU state matters
     cached = m.solo_cache.get((cpu, key))
     if cached is not None:
         return cached
@@ -632,11 +682,24 @@ def promise_choices(m: Machine, cpu: int) -> list[tuple[int, bytes]]:
             if m.stopped or c.state is not CpuState.RUNNABLE or cpu not in m.steppable():
                 break
             m.apply(step(cpu))
-        done = [(loc, v) for t, loc, v in m.solo_stores if t == cpu]
+        done = [(loc, v) for t, loc, v in m.solo_stores  # barriers (< -1): anytime only
+                if t == cpu and (loc >= -1 or m.anytime)]
         # Promises come first (only in the promise phase, before any CPU did anything):
         # a store that is the CPU's first access needs none, since performing it then is
         # the same as promising it then and fulfilling it at once.
-        if done and done[0][0] >= 0:
+        if m.anytime:  # the CPU is at an access (checked above): which later store may
+            # pass it: up to the next barrier that orders the access before stores
+            stop = (-2, -4) if at_store else (-2, -3)
+            cut = next((i for i, (loc, _) in enumerate(done) if loc in stop), len(done))
+            seen = {done[0][0]} if done else set()
+            later = []
+            for loc, v in done[1:cut]:  # each location's first store (CoWW), to
+                if loc >= 0 and loc not in seen:  # shared data
+                    seen.add(loc)
+                    if layout.DATA_BASE <= loc < layout.DATA_BASE + len(m.data):
+                        later.append((loc, v))
+            done = later
+        elif done and done[0][0] >= 0:
             done = done[1:]
         stores = [(loc, v) for loc, v in done if loc >= 0]
     finally:
@@ -653,8 +716,37 @@ def promise_choices(m: Machine, cpu: int) -> list[tuple[int, bytes]]:
             held.remove(s)
         elif s not in out:
             out.append(s)
+    if m.anytime:
+        out = [s for s in out if _certified(m, cpu, *s)]
+    if len(m.solo_cache) >= 4096:  # a search visits each state about once: bounded
+        m.solo_cache.clear()
     m.solo_cache[(cpu, key)] = out
     return out
+
+
+def _certified(m: Machine, cpu: int, loc: int, value: bytes) -> bool:
+    """With promises at any time: whether a solo run of ``cpu`` (``solo_steps`` steps,
+    reading as a plain STEP does) fulfils the promise of ``value`` to ``loc`` made now
+    (the paper's certification; promise-first litmus runs leave it to the end, P3)."""
+    arm = m.arm
+    assert arm is not None
+    saved = m.save()
+    phase = m.promise_phase
+    m.promise_phase = False
+    c = m.cpus[cpu]
+    try:
+        _promise(m, cpu, loc, value)
+        for _ in range(m.solo_steps):
+            if not arm.threads[cpu].promises:
+                return True
+            if m.stopped or arm.dead(cpu) or c.state is not CpuState.RUNNABLE \
+                    or cpu not in m.steppable():
+                return False
+            m.apply(step(cpu))
+        return not arm.threads[cpu].promises
+    finally:
+        m.promise_phase = phase
+        m.load(saved)
 
 
 def promise(m: Machine, cpu: int, k: int) -> None:
@@ -662,13 +754,17 @@ def promise(m: Machine, cpu: int, k: int) -> None:
     choices = promise_choices(m, cpu)
     if not 0 <= k < len(choices):
         raise ModelChoiceError(f"CPU{cpu} has no promise {k} to make now")
+    loc, value = choices[k]
+    _promise(m, cpu, loc, value)
+    m.add_event(cpu, EventKind.PROMISE, loc, int.from_bytes(value, "little"), "promise")
+
+
+def _promise(m: Machine, cpu: int, loc: int, value: bytes) -> None:
     arm = m.arm
     assert arm is not None
-    loc, value = choices[k]
     where = _region(m, loc, GRANULE)
     assert where is not None
     buf, off, _ = where
     arm.know(loc, bytes(buf[off:off + GRANULE]))  # before the first message of loc
     arm.promise(cpu, loc, value)
     buf[off:off + GRANULE] = value
-    m.add_event(cpu, EventKind.PROMISE, loc, int.from_bytes(value, "little"), "promise")

@@ -246,9 +246,10 @@ def _source(test: LitmusTest) -> tuple[str, dict[int, int]]:
 
 
 def build(test: LitmusTest, cache: CacheType | None = None, *,
-          budget: int = 20_000, memory: str = "arm") -> LitmusProgram:
+          budget: int = 20_000, memory: str = "arm", promises: str = "first") -> LitmusProgram:
     """Map ``test`` onto a fresh machine (sealed at its initial state), its data side
-    ``memory`` ("sc" or "arm"; under "arm" with promises, see testbed/dataside.py)."""
+    ``memory`` ("sc" or "arm"; under "arm" with promises, promise-first unless
+    ``promises`` is "anytime", as scenarios run them: see testbed/dataside.py)."""
     if cache is None:
         try:
             cache = test.cache or CacheType.IDC0
@@ -264,7 +265,7 @@ def build(test: LitmusTest, cache: CacheType | None = None, *,
     ncpus = len(test.threads)
     # Litmus tests modify code concurrently on purpose: no CMODX oracle here.
     m = Machine(image, ncpus, FetchConfig(cache), budget=budget, cmodx_oracle=False,
-                memory=memory, promises=True)
+                memory=memory, promises=promises)
     observed = _observed(test)
     prog = LitmusProgram(test, image, m, cache, observed)
     for loc in test.locs:
@@ -398,10 +399,10 @@ class LitmusResult:
 
 def run_test(test: LitmusTest, cache: CacheType | None = None, *,
              bounds: Bounds | None = None, random_runs: int = 0,
-             seed: int = 0, memory: str = "arm") -> LitmusResult:
+             seed: int = 0, memory: str = "arm", promises: str = "first") -> LitmusResult:
     """Explore ``test`` exhaustively (or sample ``random_runs`` random schedules)."""
     bounds = bounds or Bounds(max_seconds=60.0)
-    prog = build(test, cache, memory=memory)
+    prog = build(test, cache, memory=memory, promises=promises)
     m = prog.machine
     if random_runs:
         import time
@@ -514,12 +515,12 @@ def failure_text(path: str | os.PathLike[str], e: Exception) -> str:
 
 
 def _run_one(path: Path, cache: CacheType | None, memory: str, bounds: Bounds | None,
-             random_runs: int,
-             seed: int, as_json: bool) -> tuple[str, Outcome]:
+             random_runs: int, seed: int, as_json: bool,
+             promises: str = "first") -> tuple[str, Outcome]:
     """What to print for the test at ``path``, and what the conformance summary needs of
     it (its machine is freed when this returns)."""
     result = run_test(parse_file(path), cache, bounds=bounds, random_runs=random_runs,
-                      seed=seed, memory=memory)
+                      seed=seed, memory=memory, promises=promises)
     text = json.dumps(result.to_json()) if as_json else report_text(result) + "\n"
     return text, Outcome.of(result)
 
@@ -527,7 +528,8 @@ def _run_one(path: Path, cache: CacheType | None, memory: str, bounds: Bounds | 
 def run_many(paths: Sequence[str | os.PathLike[str]], *, cache: CacheType | None = None,
              memory: str = "arm", bounds: Bounds | None = None, random_runs: int = 0, seed: int = 0,
              as_json: bool = False, out: TextIO | None = None,
-             err: TextIO | None = None, verdicts: Verdicts | None = None) -> int:
+             err: TextIO | None = None, verdicts: Verdicts | None = None,
+             promises: str = "first") -> int:
     """Run every test ``paths`` name (see `litmus_files`), printing each result as it ends.
 
     Returns 0 when every test ran, 2 when some could not be run.  A path that names no
@@ -537,7 +539,8 @@ def run_many(paths: Sequence[str | os.PathLike[str]], *, cache: CacheType | None
     the machine), is one line on ``err`` (``testbed: error: FILE[:LINE]: REASON``) and the
     run goes on with the next test.  A verdict of ``No`` is a result, not a failure.
     ``cache`` overrides every file's ``CacheType``; ``out``/``err`` default to
-    ``sys.stdout``/``sys.stderr``.
+    ``sys.stdout``/``sys.stderr``; ``promises`` "anytime" runs the Arm model's promises
+    as scenarios run them (``testbed/dataside.py``), else promise-first.
 
     Text mode prints each herd7-shaped report (and a blank line) as soon as its test
     ends, and ends with ``N tests run, M could not be run`` on ``out``.
@@ -565,7 +568,8 @@ def run_many(paths: Sequence[str | os.PathLike[str]], *, cache: CacheType | None
     outcomes: list[Outcome] = []
     for path in files:
         try:
-            text, outcome = _run_one(path, cache, memory, bounds, random_runs, seed, as_json)
+            text, outcome = _run_one(path, cache, memory, bounds, random_runs, seed, as_json,
+                                     promises)
         except Exception as e:  # one test must not end the run (KeyboardInterrupt does)
             failed += 1
             print(f"testbed: error: {failure_text(path, e)}", file=err, flush=True)

@@ -74,7 +74,7 @@ class Machine:
 
     def __init__(self, image: Image, ncpus: int, fetch: FetchConfig | None = None, *,
                  budget: int = 200_000, cmodx_oracle: bool = True, memory: str = "sc",
-                 promises: bool = False) -> None:
+                 promises: bool | str = False) -> None:
         if not 1 <= ncpus <= layout.MAX_CPUS:
             raise GuestError(f"ncpus must be 1..{layout.MAX_CPUS}, not {ncpus}")
         if image.text_base != layout.TEXT_BASE or image.data_base != layout.DATA_BASE:
@@ -87,7 +87,14 @@ class Machine:
         # messages and views (testbed/dataside.py drives it).
         self.memory = memory
         self.arm: ArmMemory | None = ArmMemory(ncpus) if memory == "arm" else None
-        self.promises = promises and self.arm is not None
+        # Promises (P1-P3 of armmem.py): ``True`` or "first" offers them only before any
+        # CPU did anything else (litmus tests), "anytime" at every state (scenarios: their
+        # stores are too far in for a solo run from the start to reach; dataside.py).
+        mode = "first" if promises is True else (promises or "")
+        if mode not in ("", "first", "anytime"):
+            raise GuestError(f"promises must be 'first' or 'anytime', not {promises!r}")
+        self.promises = bool(mode) and self.arm is not None
+        self.anytime = self.promises and mode == "anytime"
         self.promise_phase = self.promises  # promise-first: until any other decision
         self.invalid = ""  # why this run is not an execution of the model ("": it is)
         self.solo_stores: list[tuple[int, int, bytes]] | None = None  # a solo run's stores
@@ -412,7 +419,7 @@ class Machine:
                 if c.state is not _RUNNABLE:
                     self.states_changed()
                 if self.promises:
-                    self.promise_phase = False
+                    self.promise_phase = self.anytime
                     self._check_promises()
                 return
         if kind is not DecisionKind.WRITE_BACK and not 0 <= d.cpu < self.ncpus:
@@ -438,7 +445,7 @@ class Machine:
             self._apply_model(d, index)
         if self.promises:
             if kind is not DecisionKind.PROMISE:
-                self.promise_phase = False
+                self.promise_phase = self.anytime
             self._check_promises()
 
     def _apply_arm(self, d: Decision, index: int) -> None:
@@ -553,7 +560,7 @@ class Machine:
         return {"ncpus": self.ncpus, "cache": self.fetch_config.cache.value,
                 "iline": self.fetch_config.iline,
                 "iallu_broadcast": self.fetch_config.iallu_broadcast,
-                "memory": self.memory}
+                "memory": self.memory, **({"promises": "anytime"} if self.anytime else {})}
 
     def registers(self, cpu: int, names: Sequence[str]) -> dict[str, int]:
         """Read registers by name (``x0``..``x30``, ``w0``.., ``sp``, ``elr_el1``...)."""

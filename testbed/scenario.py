@@ -144,7 +144,7 @@ class Session:
                  cache: CacheType | None = None, budget: int = 200_000,
                  params: Mapping[str, int] | None = None,
                  oracles: Collection[str] | None = None, memory: str | None = None,
-                 ablate: Sequence[Mapping[str, object]] = ()) -> None:
+                 ablate: Sequence[Mapping[str, object]] = (), promises: bool = False) -> None:
         self.scenario = scenario
         self.params = dict(params or {})
         for key, value in self.params.items():
@@ -185,8 +185,11 @@ class Session:
             raise ScenarioError(f"{scenario_file(type(scenario))}: scenario "
                                 f"{scenario.name!r}: memory must be one of "
                                 f"{', '.join(MEMORY_MODELS)}, not {self.memory!r}")
+        if promises and self.memory != "arm":
+            raise ScenarioError("--promises needs --memory arm (promises are the Arm "
+                                "model's out-of-order writes)")
         self.machine = Machine(self.image, n, FetchConfig(self.cache), budget=budget,
-                               memory=self.memory)
+                               memory=self.memory, promises="anytime" if promises else False)
         self.oracles = (default_oracles(scenario) if oracles is None
                         else select_oracles(scenario, oracles))
         names = {o.name for o in self.oracles}
@@ -238,6 +241,9 @@ class Session:
         result.findings = []
         for oracle in self.oracles:
             result.findings.extend(oracle.check(m, result, raised))
+        if not m.valid:  # a promise left unfulfilled: not an execution, no finding (P3)
+            result.findings = []
+            result.invalid = m.invalid or "a promise left unfulfilled"
         try:
             result.observations = self.scenario.observe(m)
         except Exception as e:
@@ -324,6 +330,7 @@ def session_for(schedule: Schedule, scenario_path: str | None = None, *,
     ncpus, cache, params = cfg.get("ncpus"), cfg.get("cache"), cfg.get("params")
     memory = cfg.get("memory", "sc")  # recorded before the switch: sequentially consistent
     ablate = cfg.get("ablate")
+    promises = cfg.get("promises") == "anytime"
     try:
         cache_type = CacheType.parse(cache) if isinstance(cache, str) else None
     except ValueError as e:
@@ -331,7 +338,7 @@ def session_for(schedule: Schedule, scenario_path: str | None = None, *,
     return Session(cls(), ncpus=ncpus if isinstance(ncpus, int) else None, cache=cache_type,
                    params=params if isinstance(params, dict) else None, oracles=oracles,
                    memory=memory if isinstance(memory, str) else None,
-                   ablate=ablate if isinstance(ablate, list) else ())
+                   ablate=ablate if isinstance(ablate, list) else (), promises=promises)
 
 
 def _load_module(path: Path) -> ModuleType:

@@ -167,6 +167,10 @@ def _check_config(cfg: Mapping[str, Any], source: str) -> None:
     if memory is not None and memory not in ("sc", "arm"):
         raise ScheduleError(f"{source}: field 'config.memory' must be \"sc\" or \"arm\", "
                             f"not {memory!r}")
+    promises = cfg.get("promises")
+    if promises is not None and promises != "anytime":
+        raise ScheduleError(f"{source}: field 'config.promises' must be \"anytime\", not "
+                            f"{promises!r}")
     patched = cfg.get("patched")
     if patched is not None and not (isinstance(patched, list) and all(
             type(o) is int and 0 <= o < 1 << 32 for o in patched)):
@@ -314,6 +318,12 @@ class Schedule:
                 f"schedule was recorded under the {mine!r} data-memory model, not "
                 f"{theirs!r}: its decisions mean something else there (replay it with "
                 f"--memory {mine})")
+        if self.config.get("promises") != config.get("promises"):
+            with_ = ["without", "with"]
+            raise ScheduleMismatch(
+                f"schedule was recorded {with_[bool(self.config.get('promises'))]} promises, "
+                f"this session runs {with_[bool(config.get('promises'))]} them: its "
+                "decisions mean something else there")
         for key, value in self.config.items():
             if key == "patched":  # fetch points: the session takes the schedule's
                 continue

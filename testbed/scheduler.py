@@ -36,6 +36,9 @@ class RunResult:
     logs: list[list[tuple[int, int, int]]] = field(repr=False)
     initial_text: bytes = field(repr=False)
     observations: dict[str, object] = field(default_factory=dict)
+    # Why this run is no execution of the data-memory model (a promise left unfulfilled):
+    # its findings are dropped.  "" for an execution.
+    invalid: str = ""
 
     def ground_truth(self) -> list[list[trace.Entry]]:
         return trace.expand(self.initial_text, self.logs)

@@ -146,10 +146,11 @@ def test_the_cli_reports_each_point_and_exits_1_when_one_is_needed(
                  "--html", str(tmp_path / "html")])
     doc = json.loads(capsys.readouterr().out)
     assert code == 1
-    points = {p["weakened"]: p for p in doc["points"]}
-    isb = points["isb -> nop"]
+    rows = {r["points"][0]["weakened"]: r for r in doc["rows"]}
+    isb = rows["isb -> nop"]
     assert isb["verdict"] == "needed" and isb["oracle"] == "stale-after-flush"
-    assert Path(isb["reproducer"]).is_file() and isb["source"].startswith("isb")
+    assert Path(isb["reproducer"]).is_file() and isb["points"][0]["source"].startswith("isb")
+    assert doc["pairs"] == [] and all(len(r["points"]) == 1 for r in doc["rows"])
     assert main(["replay", isb["reproducer"]]) == 1
     index = (tmp_path / "html" / "index.html").read_text()
     assert '<a href="site_loop+0x18.html">needed</a>' in index and "not shown needed" in index

@@ -142,7 +142,7 @@ def test_ablation_section(quick: dict[str, Any]) -> None:
     has a row per executed point."""
     data = quick["sections"]["ablation"]["data"]
     assert data["scenario"] == "jump_label_kick" and data["points"] == len(data["rows"])
-    needed = {r["weakened"] for r in data["rows"] if r["verdict"] == "needed"}
+    needed = {r["points"][0]["weakened"] for r in data["rows"] if r["verdict"] == "needed"}
     assert {"dc cvau, x2 -> nop", "ic ivau, x2 -> nop",
             "bl kick_all_cpus_sync -> nop"} <= needed
     assert data["needed"] == len(needed) and data["seconds"] > 0

@@ -17,14 +17,16 @@ from pathlib import Path
 import pytest
 from conftest import MachineFactory
 
+from testbed import dataside
+from testbed.ablation import find_points, to_config
 from testbed.exploration import Bounds, explore
 from testbed.litmus import parse_file
 from testbed.litmus_run import run_test
 from testbed.machine import Machine
-from testbed.scenario import Session, load_scenario
-from testbed.schedule import Decision, DecisionKind, Schedule, ScheduleMismatch
+from testbed.scenario import Session, load_scenario, session_for
+from testbed.schedule import Decision, DecisionKind, Schedule, ScheduleMismatch, step
 from testbed.search import SearchBounds, search
-from testbed.strategies import RandomWalk
+from testbed.strategies import RandomWalk, Replay
 
 RULES = Path(__file__).parent / "data" / "litmus" / "arm_rules"
 HERD = dict(line.split() for line in (RULES / "herd7.txt").read_text().splitlines())
@@ -57,6 +59,11 @@ CASES = {
     "MP.RF+dmb+addr-cachesync": "F2 a DC CVAU not ordered after a load may clean the "
                                 "line as it was before what that load saw",
     "MP.RF+dmb+dmb-cachesync": "F2 a full DMB orders the DC CVAU after the load",
+    "MP+po+addr": "P1 a later store promised before an earlier one (the writer side of "
+                  "message passing: the reader is ordered)",
+    "MP+po+acq": "P1 the same against an acquiring reader",
+    "MP+dmb.st+addr": "P2 a promise cannot be fulfilled past a DMB ST",
+    "MP+rel+addr": "P2 nor as a release past the CPU's earlier stores",
 }
 
 
@@ -70,6 +77,17 @@ def _path(name: str) -> Path:
 def test_rule_against_herd7(name: str) -> None:
     """Under arm: herd7's verdict, with a complete exploration."""
     r = run_test(parse_file(_path(name)), memory="arm")
+    assert r.complete, r.reason
+    assert r.witnessed == (HERD[name] == "Allowed"), f"{name}: {CASES[name]}"
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_rule_against_herd7_with_promises_at_any_point(name: str) -> None:
+    """As scenarios make promises (``Session(promises=True)``): at a CPU's access to
+    shared data, of a later store a solo run makes before the next barrier ordering that
+    access, certified by a second solo run.  Never an outcome herd7 forbids; on these
+    tests every allowed one too (load buffering included)."""
+    r = run_test(parse_file(_path(name)), memory="arm", promises="anytime")
     assert r.complete, r.reason
     assert r.witnessed == (HERD[name] == "Allowed"), f"{name}: {CASES[name]}"
 
@@ -326,3 +344,89 @@ def test_the_kicks_smp_mb_is_not_needed_after_the_flush() -> None:
     found = search(Session(nosync(), params=nosync.search_scope, memory="arm"),
                    SearchBounds(2, 1, max_seconds=300), stop_on="static-key-incoherence")
     assert found.findings
+
+
+# -- promises in scenarios (Session(promises=True)) -----------------------------------------
+
+
+def _brk_release(promises: bool, plain_publish: bool) -> Session:
+    """brk_release on its search scope; ``plain_publish``: the sketch's
+    ``smp_store_release(&nosync_addr, tp)`` weakened to a plain store."""
+    cls = load_scenario("brk_release")
+    ablate = []
+    if plain_publish:
+        [stlr] = [p for p in find_points(Session(cls()).image, ["text_poke_brk_single"])
+                  if p.what == "stlr -> str"]
+        ablate = to_config([stlr])
+    return Session(cls(), memory="arm", params=dict(cls.search_scope), ablate=ablate,
+                   promises=promises)
+
+
+def _to_the_publication(s: Session) -> list[Decision]:
+    """CPU0 (the patcher) stepped to its store of nosync_insn, the slot's first store."""
+    m, path = s.machine, []
+    m.reset()
+    while s.image.symbolize(m.cpus[0].pc) != "text_poke_brk_single+0x20":
+        path.append(step(0))
+        m.apply(path[-1])
+    return path
+
+
+def test_a_promise_is_offered_only_where_it_can_be_fulfilled() -> None:
+    """At the store of nosync_insn: with a release publishing the address, no later
+    store may pass it (the release orders it; the patch lock's LDAXR comes after the
+    release, RCsc, and orders the lock's store); with a plain publication the address
+    may pass it, and so may the lock's store."""
+    for plain, want in ((False, []), (True, ["nosync_addr", "patch_lock"])):
+        s = _brk_release(True, plain)
+        _to_the_publication(s)
+        got = [s.image.symbolize(loc) for loc, _ in dataside.promise_choices(s.machine, 0)]
+        assert got == want, (plain, got)
+        assert len([d for d in s.machine.model_choices()
+                    if d.kind is DecisionKind.PROMISE]) == len(want)
+    s = _brk_release(False, True)  # without promises: none
+    _to_the_publication(s)
+    assert not [d for d in s.machine.model_choices() if d.kind is DecisionKind.PROMISE]
+
+
+def test_the_writer_side_of_the_brk_sketch_races_only_with_promises() -> None:
+    """The 2019 sketch with its release weakened and its handler's acquire kept: the
+    address is promised before the instruction is stored; CPU1 fetches the BRK, reads
+    the new address (acquire) and then the old instruction, and emulates it.  Without
+    promises a CPU's stores land in program order and this cannot happen (herd7:
+    ``MP+po+acq`` Allowed).  The schedule records the promises and replays only with
+    them."""
+    s = _brk_release(True, True)
+    m, img = s.machine, s.image
+    path = _to_the_publication(s)
+
+    def do(d: Decision) -> None:
+        path.append(d)
+        m.apply(d)
+
+    [addr] = [k for k, (loc, _) in enumerate(dataside.promise_choices(m, 0))
+              if img.symbolize(loc) == "nosync_addr"]
+    do(Decision(DecisionKind.PROMISE, 0, addr))
+    while "perf_event_text_poke" not in img.symbolize(m.cpus[0].pc):  # BRK written
+        do(step(0))
+    do(next(d for d in m.model_choices() if d.kind is DecisionKind.CATCH_UP and d.cpu == 1))
+    while img.symbolize(m.cpus[1].pc) != "text_poke_single_handler+0x20":  # ldr insn
+        do(step(1))
+    do(Decision(DecisionKind.READ, 1, 0))  # the instruction's older message
+    while not m.done:
+        do(step(m.steppable()[0]))
+    r = s.run(Replay(tuple(path)), max_decisions=len(path))
+    assert [f.oracle for f in r.findings] == ["brk-emulation"] and not r.invalid
+    assert "emulated 0x00000000 at jl_func_a" in r.findings[0].message
+    schedule = Schedule.from_json(r.schedule.to_json())
+    assert schedule.config["promises"] == "anytime"
+    again = session_for(schedule).replay(schedule)
+    assert [f.signature() for f in again.findings] == [f.signature() for f in r.findings]
+    with pytest.raises(ScheduleMismatch, match="recorded with promises"):
+        _brk_release(False, True).replay(schedule)
+
+
+def test_promises_need_the_arm_model() -> None:
+    from testbed.scenario import ScenarioError
+    with pytest.raises(ScenarioError, match="--promises needs --memory arm"):
+        Session(load_scenario("brk_release")(), memory="sc", promises=True)
