@@ -274,8 +274,11 @@ def write_html(report: AblationReport, folder: Path, reproducers: Mapping[str, s
     space = report.bounds.space()
     notes = [f"Search: the scenario's search scope, {space['preemptions']} preemptions and "
              f"{space['model_events']} memory-model events, then {report.schedules} random "
-             "schedules of the scenario as it runs. \"not shown needed\" holds for those "
-             "bounds only; it never means redundant.",
+             "schedules of the scenario as it runs" + (", with promises (a store may "
+             "become visible before earlier accesses of its CPU)" if report.promises else
+             ", without promises (a CPU's stores become visible in program order: a "
+             "writer-side ordering cannot be shown needed)") + ". \"not shown needed\" "
+             "holds for those bounds only; it never means redundant.",
              f"Baseline: {report.baseline}.",
              f"{len(report.not_executed)} more points are in code this configuration never "
              "executes: " + ", ".join(f"{p.name} ({p.what})" for p in report.not_executed)]

@@ -154,8 +154,12 @@ of fewer bytes appends a message whose other bytes are those of the granule's la
 message, as if the writer had rewritten them; a load extracts its bytes from one
 message.  This never lets an aligned access tear (each reads or writes one message),
 and it only adds ordering (a narrow write carries the bytes of the latest write beside
-it), so it is sound; the cost is completeness for mixed-size tests where two halves
-of one granule are written by different threads and read out of order.
+it), so it is sound; the cost is completeness for mixed-size tests where parts of one
+granule are seen out of order: two narrow stores to one granule, by one CPU or two,
+are seen by another in the order of their messages (herd7 -variant mixed allows
+``MP-halves``, two 4-byte stores read in the other order; here it is not produced,
+``tests/test_dataside.py``).  A protocol whose correctness rests on two fields of one
+8-byte word being published in order is therefore not checked here.
 """
 
 from __future__ import annotations

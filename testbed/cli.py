@@ -504,7 +504,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     heading = [f"ablating {cls.name}: each point alone"
                + (", then each two not shown needed alone together" if args.pairs else "")
                + f", searched at {args.preemptions} preemptions and {args.model_events} "
-               f"memory-model events (search scope), then {args.schedules} random schedules"]
+               f"memory-model events (search scope), then {args.schedules} random schedules"
+               + (", with promises" if args.promises else "")]
 
     def show(r: Row) -> None:
         if heading and not args.json:  # printed with the first row: bad input prints none
@@ -553,6 +554,11 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         print(f"{len(report.rows)} points ({len(report.not_executed)} more not executed in "
               f"this configuration): {sum(r.needed for r in report.rows)} needed{pairs}; "
               f"baseline: {report.baseline}; {report.seconds:.0f}s")
+        writer = [r.name for r in report.rows if not r.needed and (
+            r.point.kind == "release" or r.point.what.startswith(("dmb ishst", "dmb st")))]
+        if writer and report.memory == "arm" and not args.promises:
+            print(f"note: without --promises a CPU's stores become visible in program order, "
+                  f"so these writer-side points cannot be shown needed: {', '.join(writer)}")
     return EXIT_FINDING if needed else EXIT_CLEAN
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.ablate import ablate
+from testbed.ablate import Row, ablate, weaken_and_search
 from testbed.ablation import AblationError, find_points, plain_form, to_config, weaken
 from testbed.asm import Source, link
 from testbed.cli import main
@@ -187,3 +187,71 @@ def test_a_scenario_of_ones_own_is_ablated_and_its_printed_replay_command_works(
     words = first.split()
     assert words[:2] == ["testbed", "replay"] and words[3:] == ["--scenario", "ftrace_race.py"]
     assert main(words[1:]) == 1
+
+
+def _replays(row: Row) -> None:
+    """A needed row's reproducer, through its JSON and the schedule alone."""
+    assert row.reproducer is not None and row.reproducer.config["ablate"]
+    schedule = Schedule.from_json(row.reproducer.to_json())
+    again = session_for(schedule).replay(schedule)
+    assert any(f.oracle == row.oracle for f in again.findings), row
+
+
+def test_the_brk_sketch_needs_its_release_acquire_pair_under_arm_only() -> None:
+    """The 2019 BRK sketch (brk_release: smp_store_release of the slot's address, the
+    handler's smp_load_acquire).  Under arm, without promises, neither alone is shown
+    needed (the patch lock's LDAXR after the release orders the BRK store after it,
+    RCsc, and a CPU that executes the BRK reads after it, F1; a CPU's stores land in
+    program order); without both, the handler reads the new address and then the old
+    instruction and emulates it: a BRK-emulation finding (brk_plain's race).  Under sc
+    the pair is not needed: the same bounds are covered with none."""
+    cls = load_scenario("brk_release")
+    fns = ["text_poke_brk_single", "text_poke_single_handler"]
+    arm = ablate(cls, functions=fns, memory="arm", bounds=SearchBounds(1, 2), schedules=0,
+                 pairs=True)
+    assert [(r.what, r.verdict) for r in arm.rows] == [
+        ("stlr -> str", "not shown needed"), ("ldar -> ldr", "not shown needed")]
+    assert all(r.covered for r in arm.rows)
+    [pair] = arm.pairs
+    assert pair.what == "stlr -> str + ldar -> ldr" and pair.verdict == "needed together"
+    assert pair.oracle == "brk-emulation" and pair.how == "search"
+    _replays(pair)
+    sc = ablate(cls, functions=fns, memory="sc", bounds=SearchBounds(1, 2), schedules=20,
+                pairs=True)
+    assert [r.verdict for r in sc.rows + sc.pairs] == ["not shown needed"] * 3
+    assert all(r.covered for r in sc.rows + sc.pairs)
+
+
+def test_the_kicks_dsb_and_the_flushs_last_dsb_are_needed_together_under_arm() -> None:
+    """jump_label_kick: the DSB ISH that ends caches_clean_inval_pou and the one
+    kick_all_cpus_sync() executes before its IPI each complete the IC IVAU (fetch rule
+    9); without both, a worker takes the IPI, and still runs the old NOP after the
+    static key's enable returned."""
+    cls = load_scenario("jump_label_kick")
+    points = find_points(Session(cls()).image, ["caches_clean_inval_pou",
+                                                "kick_all_cpus_sync"])
+    last = [p for p in points if p.function == "caches_clean_inval_pou"
+            and p.what == "dsb ish -> nop"][-1]
+    [kick] = [p for p in points if p.function == "kick_all_cpus_sync"
+              and p.what == "dsb ish -> nop"]
+    row = weaken_and_search(cls, (last, kick), memory="arm", bounds=SearchBounds(1, 1),
+                            schedules=0)
+    assert row.verdict == "needed together" and row.oracle == "static-key-incoherence"
+    _replays(row)
+    for alone in (last, kick):
+        row = weaken_and_search(cls, (alone,), memory="arm", bounds=SearchBounds(1, 1),
+                                schedules=0)
+        assert not row.needed and row.covered, alone
+
+
+def test_without_promises_the_cli_says_writer_side_points_cannot_be_shown(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["ablate", "brk_release", "--functions", "text_poke_brk_single", "--memory",
+            "arm", "--preemptions", "0", "--model-events", "0", "--schedules", "0",
+            "--out", str(tmp_path)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "cannot be shown needed: text_poke_brk_single+0x28" in out
+    assert main([*args, "--promises"]) == 0
+    out = capsys.readouterr().out
+    assert "with promises" in out and "cannot be shown needed" not in out

@@ -92,6 +92,18 @@ def test_rule_against_herd7_with_promises_at_any_point(name: str) -> None:
     assert r.witnessed == (HERD[name] == "Allowed"), f"{name}: {CASES[name]}"
 
 
+def test_halves_of_one_granule_read_out_of_order_are_a_known_gap() -> None:
+    """Arm's mixed-size model has a location per byte: two 4-byte stores to the halves
+    of an 8-byte word, read in the other order, may be seen out of order (herd7
+    -variant mixed: Allowed).  Here a message is a whole granule, so the second store's
+    message carries the first's bytes: not produced, in either promise mode.  When this
+    fails, the gap is closed: update armmem.py's docstring and the README."""
+    assert HERD["MP-halves"] == "Allowed"
+    for promises in ("first", "anytime"):
+        r = run_test(parse_file(_path("MP-halves")), memory="arm", promises=promises)
+        assert r.complete and not r.witnessed
+
+
 @pytest.mark.parametrize("name", sorted(n for n in CASES if HERD[n] == "Allowed"))
 def test_sc_does_not_show_the_weak_outcomes(name: str) -> None:
     r = run_test(parse_file(_path(name)), memory="sc")
