@@ -94,6 +94,7 @@ class CampaignSpec:
     source: dict[str, str] | None = None  # a scenario of one's own: file and SHA-256
     # The data-memory model (a campaign.json written before the switch existed ran "sc").
     memory: str = "arm"
+    promises: bool = False  # the Arm model's promises at any point (Session(promises=True))
     # The scenario file the user named on this command line (never read from
     # campaign.json: a campaign file does not make the testbed import anything).
     scenario_file: str | None = field(default=None, compare=False)
@@ -122,7 +123,7 @@ _FIELDS: dict[str, tuple[type, ...]] = {
     "scenario": (str,), "strategy": (str,), "seed": (int,), "batch": (int,),
     "depth": (int,), "k": (int,), "p_model": (float, int), "ncpus": (int, type(None)),
     "cache": (str, type(None)), "image": (str,), "source": (dict, type(None)),
-    "memory": (str,),
+    "memory": (str,), "promises": (bool,),
 }
 
 
@@ -140,7 +141,7 @@ def spec_from_json(doc: Any, path: Path, scenario_file: str | None) -> CampaignS
                 raise CampaignError(f"{path}: field 'scenario' missing")
             continue
         value = doc[name]
-        if not isinstance(value, types) or isinstance(value, bool):
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             want = " or ".join("null" if t is type(None) else t.__name__ for t in types)
             raise CampaignError(f"{path}: field {name!r} must be {want}, not {value!r}")
         fields[name] = value
@@ -175,7 +176,8 @@ _local = threading.local()  # one session per worker thread (Dask workers may ha
 def _session(spec: CampaignSpec) -> Session:
     from .memory import CacheType
     from .scenario import Session, resolve_scenario
-    key = (spec.scenario, spec.scenario_file, spec.ncpus, spec.cache, spec.memory)
+    key = (spec.scenario, spec.scenario_file, spec.ncpus, spec.cache, spec.memory,
+           spec.promises)
     cached = getattr(_local, "sessions", None)
     if cached is None:
         cached = _local.sessions = {}
@@ -185,7 +187,8 @@ def _session(spec: CampaignSpec) -> Session:
         except ValueError as e:
             raise CampaignError(f"campaign field 'cache': {e}") from None
         cls = resolve_scenario(spec.scenario, spec.scenario_source(), spec.scenario_file)
-        session = Session(cls(), ncpus=spec.ncpus, cache=cache, memory=spec.memory)
+        session = Session(cls(), ncpus=spec.ncpus, cache=cache, memory=spec.memory,
+                          promises=spec.promises)
         # Any run of a campaign is re-created alone by `testbed run`: a worker must not
         # learn fetch points from the runs it happened to run before (Machine.may_patch).
         session.learning = False

@@ -142,8 +142,9 @@ def _out_dir(path: str, option: str = "--out") -> Path:
 
 
 def _session(scenario: str, cpus: int | None, cache: CacheType | None,
-             memory: str | None = None) -> Session:
-    return Session(load_scenario(scenario)(), ncpus=cpus, cache=cache, memory=memory)
+             memory: str | None = None, promises: bool = False) -> Session:
+    return Session(load_scenario(scenario)(), ncpus=cpus, cache=cache, memory=memory,
+                   promises=promises)
 
 
 def _schedule_session(args: argparse.Namespace, schedule: Schedule,
@@ -199,7 +200,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                        "database's schedules)")
     spec = StrategySpec(args.strategy, depth=args.depth, k=args.k or 200,
                         p_model=args.p_model)
-    session = _session(args.scenario, args.cpus, args.cache, args.memory)
+    session = _session(args.scenario, args.cpus, args.cache, args.memory, args.promises)
     db = default_db() if not args.no_db else None
     log = FindingsLog(session, out, db)
     decisions = instructions = decode_runs = runs = 0
@@ -318,7 +319,8 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
             spec = campaign.create(CampaignSpec(
                 cls.name, args.strategy, args.seed, args.batch, args.depth, args.k,
                 args.p_model, args.cpus, args.cache.value if args.cache else None,
-                memory=args.memory or cls.memory, scenario_file=scenario_file))
+                memory=args.memory or cls.memory, scenario_file=scenario_file,
+                promises=args.promises))
     except ScenarioFileRequired as e:
         raise CliError(f"{args.out}: the campaign fuzzes scenario {e.name!r} of {e.file}, "
                        f"not {args.scenario}") from None
@@ -609,6 +611,7 @@ def _strategy_options(sp: argparse.ArgumentParser, default_k: str) -> None:
                     help=f"CPUs (1..{layout.MAX_CPUS}; default: the scenario's)")
     sp.add_argument("--cache", type=_cache, help="IDC0, IDC1 or DIC1")
     _memory_option(sp, None)
+    _promises_option(sp)
 
 
 def _memory_option(sp: argparse.ArgumentParser, default: str | None) -> None:

@@ -51,6 +51,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--testbed-memory", choices=["arm", "sc"], default=None,
                     help="the data-memory model (default: each scenario's, arm unless it "
                     "says)")
+    group.addoption("--testbed-promises", action="store_true",
+                    help="with the arm model: stores may become visible before earlier "
+                    "accesses of their CPU (Promising-ARM's promises; slower)")
     group.addoption("--testbed-out", default="testbed-findings",
                     help="where reproducers of failures are written")
     group.addoption("--testbed-scenarios", action="store_true",
@@ -116,7 +119,9 @@ class ScenarioItem(pytest.Item):
         n = cfg.getoption("--testbed-schedules")
         seed0 = _seed(cfg)
         spec = StrategySpec(cfg.getoption("--testbed-strategy"))
-        session = Session(self.scenario(), memory=cfg.getoption("--testbed-memory"))
+        memory = cfg.getoption("--testbed-memory") or self.scenario.memory
+        session = Session(self.scenario(), memory=memory,
+                          promises=cfg.getoption("--testbed-promises") and memory == "arm")
         expect = self.scenario.expect
         wanted = (expect,) if isinstance(expect, str) else tuple(expect or ())
         db = default_db()

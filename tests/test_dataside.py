@@ -442,3 +442,21 @@ def test_promises_need_the_arm_model() -> None:
     from testbed.scenario import ScenarioError
     with pytest.raises(ScenarioError, match="--promises needs --memory arm"):
         Session(load_scenario("brk_release")(), memory="sc", promises=True)
+    from testbed.cli import main
+    assert main(["run", "brk_release", "--memory", "sc", "--promises", "--schedules",
+                 "1", "--no-db"]) == 2
+
+
+def test_a_campaign_records_its_promises(tmp_path: Path) -> None:
+    """`testbed fuzz --promises`: campaign.json says so, a resumed campaign keeps it, and
+    its runs are made with them."""
+    import json
+
+    from testbed.campaign import _session, spec_from_json
+    from testbed.cli import main
+    assert main(["fuzz", "brk_release", "--promises", "--schedules", "2", "--batch", "2",
+                 "--workers", "1", "--out", str(tmp_path / "c")]) == 0
+    doc = json.loads((tmp_path / "c" / "campaign.json").read_text())
+    spec = spec_from_json(doc, tmp_path, None)
+    assert doc["promises"] is True and spec.promises
+    assert _session(spec).machine.anytime
