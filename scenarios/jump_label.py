@@ -194,6 +194,9 @@ class BrkRefcountSync(BrkSingleSlot):
     expect = None
     break_handler = "text_poke_sync_handler"
     brk_ipis = 1
+    # `testbed ablate` may drop either kick of the protocol (text_poke_kick calls
+    # kick_all_cpus_sync unless brk_ipis is 0): brk_no_sync drops both
+    ablatable = ("kick_all_cpus_sync", "text_poke_kick")
 
     def setup(self, m: Machine) -> None:
         m.write(m.addr("text_poke_brk_ipis"), self.brk_ipis.to_bytes(4, "little"))

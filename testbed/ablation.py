@@ -140,6 +140,8 @@ def find_points(image: Image, functions: Collection[str] | None = None,
     and file-local labels; ``None``: all of the image), in address order; ``calls``:
     helpers whose ``BL`` is a point."""
     targets = {image.addr(c): c for c in calls if c in image.symbols}
+    targets.update({line.addr: line.symbol for line in image.listing  # file-local helpers
+                    if line.is_insn and line.symbol in calls})
     wanted = None if functions is None else set(functions)
     if wanted is not None:
         unknown = sorted(wanted - functions_at(image))

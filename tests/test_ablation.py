@@ -255,3 +255,25 @@ def test_without_promises_the_cli_says_writer_side_points_cannot_be_shown(
     assert main([*args, "--promises"]) == 0
     out = capsys.readouterr().out
     assert "with promises" in out and "cannot be shown needed" not in out
+
+
+def test_the_brk_protocols_kicks_are_points_and_the_first_is_needed() -> None:
+    """brk_refcount_sync declares its file-local text_poke_kick ablatable: the kick
+    after the BRK and the one after the final instruction are points.  Without the
+    first, a CPU can start running the final instruction with no traced event after the
+    record (brk_no_sync's trace-decode finding).  The second is not shown needed: a CPU
+    that still fetches the BRK traps, finds no descriptor or the old one, and returns
+    to the same PC through the ERET, which synchronises it (x86's text_poke_bp_batch()
+    syncs after removing the int3 so that no CPU hits it once the descriptor is gone:
+    a handler that claims no int3 is not an option there)."""
+    cls = load_scenario("brk_refcount_sync")
+    points = find_points(Session(cls()).image, ["text_poke_brk_sync"], cls.ablatable)
+    kicks = [p for p in points if p.kind == "call"]
+    assert [p.what for p in kicks] == ["bl text_poke_kick -> nop"] * 2
+    first = weaken_and_search(cls, kicks[:1], memory="sc", bounds=SearchBounds(1, 0),
+                              schedules=0)
+    assert first.needed and first.oracle == "trace-decode", first
+    _replays(first)
+    second = weaken_and_search(cls, kicks[1:], memory="sc", bounds=SearchBounds(1, 0),
+                               schedules=0)
+    assert not second.needed and second.covered
