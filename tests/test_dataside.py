@@ -110,13 +110,17 @@ def test_sc_does_not_show_the_weak_outcomes(name: str) -> None:
     assert r.complete and not r.witnessed
 
 
+# tests of a known gap of the model, with herd7's verdict, each checked as such below
+GAPS = {"MP-halves"}
+
+
 def test_every_rule_test_has_a_verdict() -> None:
     names = {p.read_text().split()[1] for p in RULES.glob("*.litmus")}
-    assert names == set(CASES) == set(HERD)
+    assert names == set(CASES) | GAPS == set(HERD) and not GAPS & set(CASES)
 
 
 def test_promises_are_what_gives_load_buffering() -> None:
-    """P1: without promises (as scenarios run) LB's outcome is out of reach."""
+    """P1: without promises (as scenarios run by default) LB's outcome is out of reach."""
     from testbed.litmus_run import build
     prog = build(parse_file(_path("LB")), memory="arm")
     m = prog.machine
