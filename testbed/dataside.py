@@ -684,9 +684,6 @@ def promise_choices(m: Machine, cpu: int) -> list[tuple[int, bytes]]:
             m.apply(step(cpu))
         done = [(loc, v) for t, loc, v in m.solo_stores  # barriers (< -1): anytime only
                 if t == cpu and (loc >= -1 or m.anytime)]
-        # Promises come first (only in the promise phase, before any CPU did anything):
-        # a store that is the CPU's first access needs none, since performing it then is
-        # the same as promising it then and fulfilling it at once.
         if m.anytime:  # the CPU is at an access (checked above): which later store may
             # pass it: up to the next barrier that orders the access before stores
             stop = (-2, -4) if at_store else (-2, -3)
@@ -700,6 +697,8 @@ def promise_choices(m: Machine, cpu: int) -> list[tuple[int, bytes]]:
                         later.append((loc, v))
             done = later
         elif done and done[0][0] >= 0:
+            # Promise-first: a store that is the CPU's first access needs none, since
+            # performing it then is the same as promising it then and fulfilling it.
             done = done[1:]
         stores = [(loc, v) for loc, v in done if loc >= 0]
     finally:
