@@ -262,7 +262,8 @@ def write_html(report: AblationReport, folder: Path, reproducers: Mapping[str, s
                       "otherwise the scenario's. The run below is the shrunk reproducer "
                       "that shows " + ("the point is needed." if len(r.points) == 1 else
                                        "the pair is needed together."),
-                provenance=f"Found by the {r.how} under --memory {report.memory}.",
+                provenance=f"Found by the {r.how} under --memory {report.memory}"
+                           + (" --promises." if report.promises else "."),
                 timeline=timeline, image=session.image,
                 findings=[finding_text(f) for f in explained.result.findings],
                 target=r.oracle, why=[why] if why else [], replay=replay, command=command,
