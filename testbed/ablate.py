@@ -87,6 +87,12 @@ class Row:
     def what(self) -> str:
         return " + ".join(p.what for p in self.points)
 
+    @property
+    def where(self) -> str:
+        """``insn.S:42``, or ``a.S:1, b.S:2`` for a pair (``?``: no source line)."""
+        return ", ".join(f"{Path(p.file).name}:{p.line}" if p.file else "?"
+                         for p in self.points)
+
     def to_json(self, reproducer: str = "") -> dict[str, object]:
         return {"points": [{"function": p.function, "offset": p.offset, "addr": p.addr,
                             "kind": p.kind, "weakened": p.what, "file": p.file,
@@ -240,8 +246,7 @@ def write_html(report: AblationReport, folder: Path, reproducers: Mapping[str, s
     folder.mkdir(parents=True, exist_ok=True)
     rows: list[tuple[list[str], str]] = []
     for r in report.rows + report.pairs:
-        where = ", ".join(f"{Path(p.file).name}:{p.line}" if p.file else "?"
-                          for p in r.points)
+        where = r.where
         source = "; ".join(p.source for p in r.points)
         verdict = escape(r.verdict)
         if r.needed and r.reproducer is not None:

@@ -519,11 +519,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
             saved[r.key] = str(path)
         if args.json:
             return
-        where = ", ".join(f"{Path(p.file).name}:{p.line}" if p.file else "?"
-                          for p in r.points)
         result = (f"{r.verdict.upper()}: {r.oracle} ({r.how})" if r.needed
                   else f"not shown needed: {r.how}")
-        print(f"{r.name:<34} {where:<16} {r.what:<34} {result} [{r.seconds:.1f}s]",
+        print(f"{r.name:<34} {r.where:<16} {r.what:<34} {result} [{r.seconds:.1f}s]",
               flush=True)
         if r.key in saved and r.reproducer is not None:
             print(f"{'':<34} reproduce: "

@@ -76,6 +76,7 @@ loads from the interrupt controller the bottom view.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -664,8 +665,7 @@ def promise_choices(m: Machine, cpu: int) -> list[tuple[int, bytes]]:
         if arm.threads[cpu].promises:
             return []
         pending = _pending(m, m.cpus[cpu])
-        if pending is None \
-                or not layout.DATA_BASE <= pending[1] < layout.DATA_BASE + len(m.data):
+        if pending is None or not _shared(m, pending[1]):
             return []
         at_store = pending[0].op.kind is MemKind.STORE
     key = m.state_key() if m.anytime else arm.key()  # anytime: the CPU state matters
@@ -674,14 +674,8 @@ def promise_choices(m: Machine, cpu: int) -> list[tuple[int, bytes]]:
         return cached
     saved = m.save()
     m.solo_stores = []
-    phase = m.promise_phase
-    m.promise_phase = False
-    c = m.cpus[cpu]
     try:
-        for _ in range(m.solo_steps):
-            if m.stopped or c.state is not CpuState.RUNNABLE or cpu not in m.steppable():
-                break
-            m.apply(step(cpu))
+        _solo(m, cpu)
         done = [(loc, v) for t, loc, v in m.solo_stores  # barriers (< -1): anytime only
                 if t == cpu and (loc >= -1 or m.anytime)]
         if m.anytime:  # the CPU is at an access (checked above): which later store may
@@ -693,7 +687,7 @@ def promise_choices(m: Machine, cpu: int) -> list[tuple[int, bytes]]:
             for loc, v in done[1:cut]:  # each location's first store (CoWW), to
                 if loc >= 0 and loc not in seen:  # shared data
                     seen.add(loc)
-                    if layout.DATA_BASE <= loc < layout.DATA_BASE + len(m.data):
+                    if _shared(m, loc):
                         later.append((loc, v))
             done = later
         elif done and done[0][0] >= 0:
@@ -703,7 +697,6 @@ def promise_choices(m: Machine, cpu: int) -> list[tuple[int, bytes]]:
         stores = [(loc, v) for loc, v in done if loc >= 0]
     finally:
         m.solo_stores = None
-        m.promise_phase = phase
         m.load(saved)
     held = [(arm.msgs[ts - 1][0], arm.msgs[ts - 1][1]) for ts in arm.threads[cpu].promises]
     if len(held) >= len(stores):  # no more promises than the stores a solo run makes
@@ -730,22 +723,35 @@ def _certified(m: Machine, cpu: int, loc: int, value: bytes) -> bool:
     arm = m.arm
     assert arm is not None
     saved = m.save()
+    try:
+        _promise(m, cpu, loc, value)  # a promise coherence passes stops the run (P3)
+        return _solo(m, cpu, lambda: not arm.threads[cpu].promises)
+    finally:
+        m.load(saved)
+
+
+def _solo(m: Machine, cpu: int, done: Callable[[], bool] = lambda: False) -> bool:
+    """Step ``cpu`` alone, at most ``solo_steps`` steps, until ``done()``; whether it
+    came true.  No promise is offered meanwhile; the caller saves the machine before
+    and loads it after."""
     phase = m.promise_phase
     m.promise_phase = False
     c = m.cpus[cpu]
     try:
-        _promise(m, cpu, loc, value)
         for _ in range(m.solo_steps):
-            if not arm.threads[cpu].promises:
+            if done():
                 return True
-            if m.stopped or arm.dead(cpu) or c.state is not CpuState.RUNNABLE \
-                    or cpu not in m.steppable():
+            if m.stopped or c.state is not CpuState.RUNNABLE or cpu not in m.steppable():
                 return False
             m.apply(step(cpu))
-        return not arm.threads[cpu].promises
+        return done()
     finally:
         m.promise_phase = phase
-        m.load(saved)
+
+
+def _shared(m: Machine, addr: int) -> bool:
+    """Whether ``addr`` is in the shared data (``.data``): where promises are made."""
+    return layout.DATA_BASE <= addr < layout.DATA_BASE + len(m.data)
 
 
 def promise(m: Machine, cpu: int, k: int) -> None:
