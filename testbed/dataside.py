@@ -668,7 +668,9 @@ def promise_choices(m: Machine, cpu: int) -> list[tuple[int, bytes]]:
         if pending is None or not _shared(m, pending[1]):
             return []
         at_store = pending[0].op.kind is MemKind.STORE
-    key = m.state_key() if m.anytime else arm.key()  # anytime: the CPU state matters
+    # anytime: the CPU state matters, and the step too: the guest's clock reads it
+    # (exceptions.gic_read), so two states the search merges may store different values
+    key = m.state_key() + m.step_no.to_bytes(8, "little") if m.anytime else arm.key()
     cached = m.solo_cache.get((cpu, key))
     if cached is not None:
         return cached

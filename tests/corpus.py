@@ -1,0 +1,149 @@
+"""A fixed corpus of schedules and searches, with digests of what they did.
+
+Every speed-up of the engine, the search or the models must leave runs exactly as
+they were: the same decisions offered, the same instructions executed, the same
+findings, the same final machine state.  ``tests/test_corpus.py`` replays each recorded
+schedule and compares its digests with the ones recorded here, and runs each recorded
+search and compares its findings and the set of its final states.
+
+The digests are computed from what a run leaves in the machine (registers, memory,
+I-views, findings, events, the ground-truth trace), never from ``Machine.state_key``,
+whose encoding an optimisation may change.
+
+Regenerate (only when a change is *meant* to change behaviour, and say so in the
+commit): ``python tests/corpus.py``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from testbed.machine import Machine
+from testbed.scenario import Session, load_scenario
+from testbed.schedule import Schedule
+from testbed.scheduler import RunResult
+from testbed.search import SearchBounds, search
+from testbed.strategies import PCT, RandomWalk
+
+CORPUS = Path(__file__).parent / "data" / "corpus" / "corpus.json.gz"
+
+# (scenario, memory, promises, strategy, seeds): every scenario of the testbed under
+# both models, random walks and PCT, and promises where a scenario's race needs them.
+SCENARIOS = ("cmodx_violation", "torn_write", "call_ops", "call_ops_plain",
+             "jump_label_nosync", "jump_label_kick", "missing_dc", "missing_dc_idc1",
+             "brk_single_slot", "brk_release", "brk_plain", "brk_refcount_sync",
+             "brk_no_sync", "text_poke_pre_post", "nosync_stale", "nosync_isb",
+             "stop_machine_patch", "stop_machine_nodsb")
+RUNS: list[tuple[str, str, bool, str, tuple[int, ...]]] = [
+    *[(name, memory, False, "random", (0, 1)) for name in SCENARIOS for memory in ("sc", "arm")],
+    *[(name, "arm", False, "pct", (3,)) for name in SCENARIOS],
+    ("brk_release", "arm", True, "random", (207, 5)),
+    ("jump_label_kick", "arm", True, "random", (1,)),
+]
+# (scenario, memory, promises, preemptions, model events): searches of the scenarios'
+# search scopes small enough to run in a test.
+SEARCHES: list[tuple[str, str, bool, int, int]] = [
+    ("nosync_isb", "sc", False, 1, 1),
+    ("nosync_isb", "arm", False, 1, 1),
+    ("nosync_stale", "arm", False, 2, 1),
+    ("torn_write", "arm", False, 2, 1),
+    ("call_ops_plain", "arm", False, 1, 1),
+    ("jump_label_nosync", "arm", False, 1, 1),
+    ("cmodx_violation", "sc", False, 2, 1),
+    ("brk_release", "arm", True, 1, 0),
+]
+
+
+def session(name: str, memory: str, promises: bool, *, scope: bool = False) -> Session:
+    cls = load_scenario(name)
+    params = dict(cls.search_scope) if scope else None
+    return Session(cls(), memory=memory, promises=promises, params=params)
+
+
+def machine_digest(m: Machine) -> str:
+    """What a run left in the machine: every CPU's registers, state and stack, shared
+    memory, the per-CPU areas, the text as each CPU's I-view and the D-side hold it, and
+    the findings."""
+    h = hashlib.sha256()
+    for c in m.cpus:
+        h.update(repr((c.state.value, c.pc, c.exc, c.irq_masked)).encode())
+        h.update(c.read_regs())
+        h.update(bytes(c.stack))
+    h.update(bytes(m.data[:m.data_extent]))
+    h.update(bytes(m.percpu))
+    h.update(bytes(m.dside_text))
+    for view in m.iviews:
+        h.update(bytes(view))
+    h.update(repr(sorted(f.signature() for f in m.findings)).encode())
+    return h.hexdigest()
+
+
+def run_digests(r: RunResult, m: Machine) -> dict[str, Any]:
+    return {
+        "decisions": r.decisions,
+        "instructions": r.instructions,
+        "trace": r.trace_digest(),
+        "events": hashlib.sha256(repr([(e.step, e.cpu, e.kind.value, e.addr, e.value,
+                                        e.detail) for e in r.events]).encode()).hexdigest(),
+        "findings": sorted([f.oracle, f.message, f.cpu, f.addr, f.step] for f in r.findings),
+        "invalid": r.invalid,
+        "machine": machine_digest(m),
+    }
+
+
+def search_digests(name: str, memory: str, promises: bool, pre: int,
+                   mod: int) -> dict[str, Any]:
+    s = session(name, memory, promises, scope=True)
+    res = search(s, SearchBounds(pre, mod), observe=machine_digest)
+    finals = {str(o) for o in res.observations}
+    return {
+        "covered": res.covered,
+        "states": res.states,
+        "finals": hashlib.sha256("\n".join(sorted(finals)).encode()).hexdigest(),
+        "distinct_finals": len(finals),
+        "findings": sorted([f.oracle, f.message, f.cpu, f.addr] for f, _ in
+                           res.findings.values()),
+    }
+
+
+def record() -> dict[str, Any]:
+    runs = []
+    for name, memory, promises, strategy, seeds in RUNS:
+        s = session(name, memory, promises)
+        for seed in seeds:
+            r = s.run(RandomWalk(seed) if strategy == "random" else PCT(seed))
+            runs.append({"schedule": json.loads(r.schedule.to_json()),
+                         "promises": promises, **run_digests(r, s.machine)})
+    searches = [{"scenario": name, "memory": memory, "promises": promises,
+                 "preemptions": pre, "model_events": mod,
+                 **search_digests(name, memory, promises, pre, mod)}
+                for name, memory, promises, pre, mod in SEARCHES]
+    return {"runs": runs, "searches": searches}
+
+
+def load() -> dict[str, Any]:
+    with gzip.open(CORPUS, "rt", encoding="utf-8") as f:
+        doc: dict[str, Any] = json.load(f)
+    return doc
+
+
+def replay(entry: dict[str, Any]) -> dict[str, Any]:
+    """Replay one recorded run in a fresh session; its digests."""
+    sched = Schedule.from_json(json.dumps(entry["schedule"]))
+    s = session(sched.scenario, str(sched.config["memory"]), entry["promises"])
+    r = s.replay(sched)
+    return run_digests(r, s.machine)
+
+
+if __name__ == "__main__":
+    doc = record()
+    CORPUS.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.GzipFile(CORPUS, "wb", mtime=0) as f:
+        f.write(json.dumps(doc, indent=0, sort_keys=True).encode())
+    print(f"{CORPUS}: {len(doc['runs'])} runs, {len(doc['searches'])} searches",
+          file=sys.stderr)
