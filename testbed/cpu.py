@@ -33,13 +33,14 @@ from .isa import OpKind
 if TYPE_CHECKING:
     from .machine import Machine
 
-__all__ = ["KEY_REGS", "PSTATE_I", "UNTIL", "XREG", "Cpu", "CpuState", "Stop", "UcError",
-           "hook_code", "new_cpu", "ranges", "register_id"]
+__all__ = ["KEY_REGS", "NO_COUNT", "PSTATE_I", "UNTIL", "XREG", "Cpu", "CpuState", "Stop",
+           "UcError", "hook_code", "new_cpu", "ranges", "register_id"]
 
 # The binding does not re-export its error type for type checkers.
 UcError: type[Exception] = uc_mod.UcError  # type: ignore[attr-defined]
 _Uc: Any = uc_mod.Uc  # type: ignore[attr-defined]
 UNTIL = 0xFFFF_FFFF_FFFF_FFFC  # an address never reached: runs end by hooks or count
+NO_COUNT = 1 << 62  # a count never reached (Cpu.counting)
 PSTATE_I = 0x80
 # Xn register ids of Unicorn (X29, X30 are not contiguous with X0..X28).
 XREG = [A.UC_ARM64_REG_X0 + i for i in range(29)] + [A.UC_ARM64_REG_X29,
@@ -89,12 +90,14 @@ class Cpu:
 
     __slots__ = (
         "_keep",
+        "counting",
         "exc",
         "hook_error",
         "index",
         "irq_masked",
         "kind_at",
         "last_cse",
+        "left",
         "log",
         "on_code",
         "pc",
@@ -151,6 +154,13 @@ class Cpu:
         self.read_regs = emulator.register_reader(uc, KEY_REGS)
         self.read_spsr = emulator.cp_reader(uc, 3, 0, 4, 0, 0)
         self.hook_error: BaseException | None = None
+        # The instruction budget of a run, counted by the block hook: Unicorn's own
+        # count (``count`` > 0) walks every code hook at every instruction, about 20x
+        # slower.  Once a single step (``count`` = 1) installed Unicorn's counter, it
+        # stays (removing it flushes every translation): ``counting`` then passes a
+        # count the block hook's budget always reaches first.
+        self.left = 0
+        self.counting = False
         self._keep: list[Any] = []
 
 
@@ -222,10 +232,17 @@ def _code_hook(c: Cpu) -> emulator.HookFn:
 
 
 def _block_hook(m: Machine, c: Cpu) -> emulator.HookFn:
-    """The ground truth: every block of code as it starts (cut where the run stops)."""
+    """The ground truth: every block of code as it starts (cut where the run stops),
+    and the instruction budget: the run stops (``Stop.NONE``) at the first block that
+    would take it past ``m.budget`` instructions since its start."""
+    stop = c.stop
 
     def on_block(handle: int, addr: int, size: int, key: int) -> None:
         c.log.append((m.step_no, addr, addr + size))
+        left = c.left - (size >> 2)
+        c.left = left
+        if left < 0:
+            stop()
 
     return on_block
 

@@ -86,7 +86,7 @@ from unicorn import arm64_const as A
 from . import layout, trace
 from .access import Plan, decode_access, effective_address, slot
 from .armmem import GRANULE, ArmMemory, ReadOrd, ThreadState, WriteOrd, granules
-from .cpu import UNTIL, XREG, Cpu, CpuState, UcError
+from .cpu import NO_COUNT, UNTIL, XREG, Cpu, CpuState, UcError
 from .deps import apply
 from .findings import EventKind, OracleName
 from .isa import MemKind, MemOp, OpKind, classify
@@ -575,6 +575,8 @@ def _execute(m: Machine, c: Cpu, pc: int) -> int:
     """Let the emulator execute the one instruction at ``pc``; where it goes on, -1 on
     a fault (a finding)."""
     c.skip = pc
+    c.counting = True  # (cpu.Cpu.left)
+    c.left = NO_COUNT  # Unicorn counts the one step
     try:
         c.start(pc, UNTIL, 1)
     except UcError as e:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from unicorn import arm64_const as A
 
 from . import dataside, layout, trace
-from .cpu import PSTATE_I, UNTIL, Cpu, CpuState, Stop, UcError
+from .cpu import NO_COUNT, PSTATE_I, UNTIL, Cpu, CpuState, Stop, UcError
 from .exceptions import enter, eret, take_irq
 from .findings import EventKind, OracleName
 from .isa import OpKind
@@ -132,8 +132,9 @@ def _run(m: Machine, c: Cpu, pc: int) -> None:
     while True:
         c.skip = pc if pc in c.kind_at else -1
         c.reason = _NONE
+        c.left = m.budget
         try:
-            c.start(pc, UNTIL, m.budget)
+            c.start(pc, UNTIL, NO_COUNT if c.counting else 0)
         except UcError as e:
             where = u.reg_read(A.UC_ARM64_REG_PC)
             trace.cut(c.log, where)

@@ -52,10 +52,11 @@ program-order-earlier load (it is only delayed, rule 9).
 from __future__ import annotations
 
 import enum
-import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
+
+from .statehash import Bytes, digest
 
 __all__ = ["CacheType", "FetchConfig", "FetchModel", "ModelError", "TextHistory"]
 
@@ -183,6 +184,7 @@ class Snapshot:
     whole: tuple[tuple[int, frozenset[int]], ...]
     queues: tuple[tuple[tuple[int, int], ...], ...] = ()
     pou_time: tuple[tuple[int, int], ...] = ()
+    key: list[bytes] = field(default_factory=list, compare=False)  # its state key, once known
 
 
 def _word(buf: _Buffer | bytes, off: int) -> int:
@@ -237,10 +239,18 @@ class FetchModel:
         # holds (absent: the initial text, or no history)
         self.history: TextHistory | None = None
         self.pou_time: dict[int, int] = {}
+        # Generations (issue 15): every change of the state above counts one, so that a
+        # search that comes back to a snapshot the model still holds restores nothing,
+        # and a key or snapshot of an unchanged state is not made again.
+        self.gen = 0
+        self._holds: tuple[Snapshot | None, int] = (None, -1)  # (snapshot, generation)
+        self._key: tuple[bytes, int] = (b"", -1)  # (state key, generation)
+        self.stale: set[int] = set()  # see restore()
 
     # -- reset and snapshots ---------------------------------------------------------
     def reset(self) -> list[list[int]]:
         """Back to the initial text everywhere; returns, per CPU, the I-view words changed."""
+        self.gen += 1
         init = self.initial
         for w in self.touched:
             self.dside[w:w + 4] = init[w:w + 4]
@@ -266,8 +276,17 @@ class FetchModel:
         self.pou_time.clear()
         return out
 
+    def holds(self, snap: Snapshot) -> bool:
+        """Whether the model is in ``snap``'s state, known without comparing: nothing
+        changed since ``snap`` was taken or restored."""
+        held, gen = self._holds
+        return held is snap and gen == self.gen
+
     def snapshot(self) -> Snapshot:
-        return Snapshot(
+        held, gen = self._holds
+        if held is not None and gen == self.gen:
+            return held  # snapshots are immutable: the same state, the same snapshot
+        snap = Snapshot(
             bytes(self.dside[0:self.size]),
             bytes(self.pou[0:self.size]) if not self.config.cache.idc else b"",
             tuple((bytes(c.icache), frozenset(c.invalid), frozenset(c.pending),
@@ -279,9 +298,23 @@ class FetchModel:
             tuple(tuple(q) for q in self.queues),
             tuple(self.pou_time.items()),
         )
+        self._holds = (snap, self.gen)
+        if self._key[1] == self.gen:
+            snap.key.append(self._key[0])
+        return snap
 
     def restore(self, snap: Snapshot) -> list[list[int]]:
         """Return to ``snap``; returns, per CPU, the I-view words whose bytes changed."""
+        if self.holds(snap):
+            self.stale = set()
+            return [[] for _ in self.cpus]
+        self.gen += 1
+        # Words whose fetch kind may change besides the I-view words returned: those
+        # that became touched or untouched, and torn words (textside.kind_for)
+        self.stale = self.touched.symmetric_difference(snap.touched)
+        if self._torn or snap.torn:
+            self.stale.update(self._torn)
+            self.stale.update(w for w, _ in snap.torn)
         self.dside[0:self.size] = snap.dside
         if not self.config.cache.idc:
             self.pou[0:self.size] = snap.pou
@@ -303,6 +336,9 @@ class FetchModel:
         self.queues = ([list(q) for q in snap.queues] if snap.queues
                        else [[] for _ in range(self.ncpus)])
         self.pou_time = dict(snap.pou_time)
+        self._holds = (snap, self.gen)
+        if snap.key:
+            self._key = (snap.key[0], self.gen)
         return out
 
     def state_key(self) -> bytes:
@@ -311,29 +347,38 @@ class FetchModel:
         Words never stored to hold the initial text everywhere, so only touched words
         (and the validity of lines) enter the key.
         """
-        h = hashlib.blake2b(digest_size=16)
+        key, gen = self._key
+        if gen == self.gen:
+            return key
+        parts: list[Bytes] = []
+        add = parts.append
+        dside, pou = self.dside, self.pou
         for w in sorted(self.touched):
-            h.update(w.to_bytes(4, "little"))
-            h.update(bytes(self.dside[w:w + 4]))
-            h.update(bytes(self.pou[w:w + 4]))
+            add(w.to_bytes(4, "little"))
+            add(dside[w:w + 4])
+            add(pou[w:w + 4])
             for cpu, scope in zip(self.cpus, self.scopes, strict=True):
                 if scope is not None and w not in scope:
                     continue  # this CPU never fetches w: its copies cannot matter
-                h.update(b"i" if w in cpu.invalid else bytes(cpu.icache[w:w + 4]))
-                h.update(bytes(cpu.iview[w:w + 4]))
+                add(b"i" if w in cpu.invalid else cpu.icache[w:w + 4])
+                add(cpu.iview[w:w + 4])
         # Invalid untouched words refill to the initial text, so they cannot matter.
-        h.update(repr(sorted(self._pieces.items())).encode())
-        h.update(repr(sorted((w, sorted(s)) for w, s in self._torn.items())).encode())
-        if any(self.queues):
-            h.update(repr(self.queues).encode())
-        if self.pou_time:
-            h.update(repr(sorted(self.pou_time.items())).encode())
-        return h.digest()
+        add(repr((sorted(self._pieces.items()),
+                  sorted((w, sorted(s)) for w, s in self._torn.items()),
+                  self.queues if any(self.queues) else None,
+                  sorted(self.pou_time.items()))).encode())
+        key = digest(b"".join(parts))
+        self._key = (key, self.gen)
+        held, gen = self._holds
+        if held is not None and gen == self.gen:
+            held.key[:] = [key]
+        return key
 
     # -- rule 1: stores -----------------------------------------------------------
     def store(self, off: int, data: bytes, cpu: int | None = None) -> None:
         """A data store of ``data`` at text offset ``off`` (single-copy atomic) by ``cpu``
         (``None``: a store whose DIC=1 invalidation completes at once)."""
+        self.gen += 1
         end = off + len(data)
         if off < 0 or end > self.size:
             raise ModelError(f"store at {off:#x}+{len(data)} is outside the text")
@@ -394,6 +439,7 @@ class FetchModel:
         """A spontaneous write-back of a D-cache line to the PoU (IDC=0 only)."""
         if self.config.cache.idc:
             raise ModelError("write-back is not a choice when IDC=1: stores reach the PoU")
+        self.gen += 1
         self._clean(line)
 
     def _clean(self, line: int) -> None:
@@ -428,6 +474,7 @@ class FetchModel:
 
     # -- rule 9: completion ---------------------------------------------------------------
     def _issue(self, cpu: int | None, op: int, arg: int) -> None:
+        self.gen += 1
         if cpu is not None and self.deferred:
             self.queues[cpu].append((op, arg))
         else:
@@ -452,6 +499,7 @@ class FetchModel:
         q = self.queues[cpu]
         if not 0 <= index < len(q):
             raise ModelError(f"CPU{cpu} has no outstanding cache maintenance {index}")
+        self.gen += 1
         self._perform(*q.pop(index))
 
     def describe_pending(self, cpu: int, index: int) -> str:
@@ -475,6 +523,8 @@ class FetchModel:
     def complete_all(self, cpu: int) -> None:
         """Rule 9: a ``DSB`` of ``cpu``: all its outstanding maintenance, in order."""
         q = self.queues[cpu]
+        if q:
+            self.gen += 1
         while q:
             self._perform(*q.pop(0))
 
@@ -482,6 +532,8 @@ class FetchModel:
         """Rule 9: a ``DMB`` of ``cpu`` that orders stores: its outstanding ``DC CVAU``s,
         which a DMB orders as it orders stores (an ``IC`` needs a DSB)."""
         q = self.queues[cpu]
+        if q:
+            self.gen += 1
         for item in [i for i in q if i[0] in _CLEANS]:
             q.remove(item)
             self._perform(*item)
@@ -518,6 +570,7 @@ class FetchModel:
         if from_dside and self.config.cache.idc:
             raise ModelError("fill from the D-side is only a distinct choice when IDC=0")
         src = self.dside if from_dside else self.pou
+        self.gen += 1
         c.icache[word:word + 4] = bytes(src[word:word + 4])
         c.invalid.discard(word)
         c.pending.add(word)
@@ -556,6 +609,7 @@ class FetchModel:
         self._check(word)
         if word in c.invalid:
             raise ModelError(f"evict of CPU{cpu} word {word:#x}: the word is already invalid")
+        self.gen += 1
         c.invalid.add(word)
         c.pending.add(word)
 
@@ -566,6 +620,9 @@ class FetchModel:
         Returns the words whose I-view value changed, in address order.
         """
         c = self.cpus[cpu]
+        if not c.invalid and not c.pending:
+            return []
+        self.gen += 1
         pou, icache, iview = self.pou, c.icache, c.iview
         for w in c.invalid:
             icache[w:w + 4] = pou[w:w + 4]

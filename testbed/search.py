@@ -66,7 +66,8 @@ __all__ = ["DEFAULT_MEMORY", "MIN_MEMORY", "CheckpointError", "SearchBounds", "S
            "resident_memory", "search", "state_bytes"]
 
 CHECKPOINT_FORMAT = "cmodx-testbed/search-checkpoint"
-CHECKPOINT_VERSION = 2  # 1 was a gzip-compressed pickle: no longer read (it could run code)
+CHECKPOINT_VERSION = 3  # 1 was a gzip-compressed pickle (it could run code); 2 had
+# blake2b state keys (issue 15 made them XXH3: testbed/statehash.py)
 CACHE_STRIDE = 8  # replayed paths keep a saved state every this many decisions
 # Saved states kept for replays, at most: fewer when they do not fit under the memory
 # bound.  A state is ~80 KB with 2 CPUs and ~2.2 MB with 64 (``state_bytes``, measured:

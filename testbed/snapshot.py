@@ -10,7 +10,6 @@ puts back only the words the run touched instead of every CPU's whole I-cache.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +18,7 @@ from .cpu import CpuState
 from .findings import Finding
 from .isa import OpKind
 from .memory import Snapshot
+from .statehash import Bytes, digest
 from .textside import forget_view, kind_for, refresh_fetch_points
 
 if TYPE_CHECKING:
@@ -68,10 +68,10 @@ def load(m: Machine, st: MachineState, *, model: bool = True) -> None:
     are cut to their length at ``st``, which is this state's history only when the
     machine has not run another branch since; replay the path for a history.
     ``model=False``: the caller has already put the fetch model back (reset)."""
-    if model:
+    if model and not m.model.holds(st.model):  # (a search often comes back unchanged)
         for c, words in zip(m.cpus, m.model.restore(st.model), strict=True):
-            forget_view(m, c, words)
-        refresh_fetch_points(m)
+            forget_view(m, c, words)  # their kinds follow the I-view
+        refresh_fetch_points(m, m.model.stale)  # and the words whose status changed
     m.data[:m.data_extent] = st.data
     m.percpu[:] = st.percpu
     for c, ctx, stack, (state, pc, exc, masked, loglen, cse) in zip(
@@ -135,25 +135,32 @@ def state_key(m: Machine) -> bytes:
     The ground-truth log and the step counter are history, not state: two paths that
     reach the same key continue identically.
     """
-    h = hashlib.blake2b(digest_size=16)
+    parts: list[Bytes] = []
+    add = parts.append
     base = m.baseline
     for i, c in enumerate(m.cpus):
-        h.update(repr((c.state.value, c.pc, c.exc, c.irq_masked, c.read_spsr())).encode())
-        h.update(c.read_regs())
+        add(repr((c.state.value, c.pc, c.exc, c.irq_masked, c.read_spsr())).encode())
+        add(c.read_regs())
         # Stacks and per-CPU areas rarely change: compare (memcmp) before hashing.
+        # (Each part of varying presence or length is tagged: the parts are joined.)
         if base is None or c.stack != base.stacks[i]:
-            h.update(c.stack)
-    h.update(m.data[:m.data_extent])
+            add(b"S")
+            add(c.stack)
+        else:
+            add(b"s")
+    add(m.data[:m.data_extent])
     if base is None or m.percpu != base.percpu:
-        h.update(m.percpu)
-    h.update(m.model.state_key())
+        add(b"C")
+        add(m.percpu)
+    add(m.model.state_key())
     if m.arm is not None:
-        h.update(m.arm.key())
-        h.update(b"P" if m.promise_phase else b"-")
-    if m.cmodx_oracle:  # what the CMODX oracle will judge at each CPU's next fetches
-        h.update(repr([sorted({(w, o, n) for st, cpu, w, o, n in m.text_stores
-                               if st > c.last_cse and cpu != c.index})
-                       for c in m.cpus]).encode())
-    h.update(repr((m.gic.state(), m.stopped,
-                   [f.signature() for f in m.findings])).encode())
-    return h.digest()
+        add(m.arm.key())
+        add(b"P" if m.promise_phase else b"-")
+    if m.cmodx_oracle and m.text_stores:  # what the CMODX oracle will judge at each
+        # CPU's next fetches
+        add(b"T")
+        add(repr([sorted({(w, o, n) for st, cpu, w, o, n in m.text_stores
+                          if st > c.last_cse and cpu != c.index})
+                  for c in m.cpus]).encode())
+    add(repr((m.gic.state(), m.stopped, [f.signature() for f in m.findings])).encode())
+    return digest(b"".join(parts))

@@ -33,7 +33,7 @@ from unicorn import arm64_const as A
 
 from . import layout, trace
 from .armmem import WriteOrd
-from .cpu import UNTIL, XREG, Cpu, Stop, UcError, hook_code
+from .cpu import NO_COUNT, UNTIL, XREG, Cpu, Stop, UcError, hook_code
 from .findings import EventKind, OracleName
 from .isa import OpKind, classify, is_cmodx
 
@@ -160,6 +160,8 @@ def redo_text_access(m: Machine, c: Cpu) -> int:
     trace.cut(c.log, pc)
     c.skip = pc if pc in c.kind_at else -1
     c.text_read_mode = True
+    c.counting = True  # (cpu.Cpu.left)
+    c.left = NO_COUNT  # Unicorn counts the one step
     try:
         c.start(pc, UNTIL, 1)
     except UcError as e:
@@ -223,9 +225,14 @@ def install_fetch_points(m: Machine) -> None:
     m.new_fetch_points = []
 
 
-def refresh_fetch_points(m: Machine) -> None:
-    """After the model state was replaced (reset, load): kinds follow it again."""
-    for addr in m.fetch_points:
+def refresh_fetch_points(m: Machine, words: Iterable[int] | None = None) -> None:
+    """After the model state was replaced (reset, load): kinds follow it again; only at
+    ``words`` (text offsets) if given, the only ones whose kinds may have changed."""
+    if words is None:
+        addrs: Iterable[int] = m.fetch_points
+    else:
+        addrs = [a for a in (layout.TEXT_BASE + w for w in words) if a in m.fetch_points]
+    for addr in addrs:
         w = addr - layout.TEXT_BASE
         for c in m.cpus:
             c.kind_at[addr] = kind_for(m, c, w)

@@ -34,13 +34,12 @@ OLD_PATH, NEW_PATH = 1, 2
 def static_key_incoherence(m: Machine, logs: Sequence[SiteLog]) -> list[Finding]:
     """One finding per (CPU, site) whose old path ran after the flag was seen set."""
     findings: list[Finding] = []
-    truth = m.ground_truth()
+    truth: list[list[tuple[int, int, int]]] = []  # built only for a finding (issue 15)
     for wl in logs:
         raw = m.read(wl.log, 4 * wl.iterations)
         n = len(wl.sites)
         for k, (site_sym, yes_sym) in enumerate(wl.sites):
             site = m.addr(site_sym)
-            runs = [step for step, addr, _ in truth[wl.cpu] if addr == site]
             for i in range(wl.iterations):
                 entry = int.from_bytes(raw[4 * i:4 * i + 4], "little")
                 if not entry:
@@ -48,6 +47,8 @@ def static_key_incoherence(m: Machine, logs: Sequence[SiteLog]) -> list[Finding]
                 flag = entry >> wl.flag_shift
                 path = (entry >> (4 * (n - 1 - k))) & 0xF
                 if flag == 1 and path == OLD_PATH:
+                    truth = truth or m.ground_truth()
+                    runs = [step for step, addr, _ in truth[wl.cpu] if addr == site]
                     findings.append(Finding(
                         OracleName.STATIC_KEY_INCOHERENCE,
                         f"CPU{wl.cpu} saw static_key_enable() return (flag read with a "
