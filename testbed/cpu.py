@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import ctypes
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import unicorn as uc_mod
 from unicorn import arm64_const as A
 
-from . import emulator, layout
+from . import emulator, fastpath, layout
 from .isa import OpKind
 
 if TYPE_CHECKING:
@@ -85,13 +85,23 @@ def _no_hook(handle: int, addr: int, size: int, key: int) -> None:
     return None
 
 
+def _nothing() -> None:
+    return None
+
+
+def _no_range(lo: int, hi: int) -> None:
+    return None
+
+
 class Cpu:
     """One CPU: its Unicorn instance and what the scheduler needs to know about it."""
 
     __slots__ = (
         "_keep",
+        "code_hook",
         "counting",
         "exc",
+        "flush",
         "hook_error",
         "index",
         "irq_masked",
@@ -161,6 +171,11 @@ class Cpu:
         # count the block hook's budget always reaches first.
         self.left = 0
         self.counting = False
+        # The compiled fast path (fastpath.attach) replaces start, and these: hand the
+        # blocks logged so far to ``log`` (hooks that cut it call this first), and hook
+        # the code at [lo, hi].
+        self.flush: Callable[[], None] = _nothing
+        self.code_hook: Callable[[int, int], None] = _no_range
         self._keep: list[Any] = []
 
 
@@ -195,19 +210,30 @@ def new_cpu(m: Machine, i: int) -> Cpu:
     u.cpr_write(3, 6, 1, 1, 0, u.cpr_read(3, 6, 1, 1, 0) | (1 << 10) | 1)
     u.cpr_write(3, 4, 1, 1, 0, u.cpr_read(3, 4, 1, 1, 0) | (1 << 31))
     text_end = layout.TEXT_BASE + m.text_size - 1
-    cpu.kind_at = dict(m.static_kinds)
-    cpu.on_code = _code_hook(cpu)
-    for lo, hi in ranges(sorted(m.static_kinds)):
-        emulator.add_hook(u, uc_mod.UC_HOOK_CODE, cpu.on_code, lo, hi)
-    emulator.add_hook(u, uc_mod.UC_HOOK_BLOCK, _block_hook(m, cpu), layout.TEXT_BASE,
-                      text_end)
+    hooked = ranges(sorted(m.static_kinds))
+    if m.fastpath:  # the same hooks, compiled (fastpath.py)
+        cpu.kind_at = fastpath.KindTable(layout.TEXT_BASE, m.text_size // 4,
+                                         m.static_kinds.items())
+        fastpath.attach(m, cpu, u, layout.TEXT_BASE, hooked, text_end, Stop.VISIBLE)
+    else:
+        cpu.kind_at = dict(m.static_kinds)
+        on_code = cpu.on_code = _code_hook(cpu)
+
+        def code_hook(lo: int, hi: int) -> None:
+            emulator.add_hook(u, uc_mod.UC_HOOK_CODE, on_code, lo, hi)
+
+        cpu.code_hook = code_hook
+        for lo, hi in hooked:
+            cpu.code_hook(lo, hi)
+        emulator.add_hook(u, uc_mod.UC_HOOK_BLOCK, _block_hook(m, cpu), layout.TEXT_BASE,
+                          text_end)
     emulator.add_mrs_hook(u, _mrs_hook(cpu, m.fetch_config.ctr_el0))
     return cpu
 
 
 def hook_code(c: Cpu, addr: int) -> None:
     """Make the code hook see ``addr`` (its kind is set in ``c.kind_at`` by the caller)."""
-    emulator.add_hook(c.uc, uc_mod.UC_HOOK_CODE, c.on_code, addr, addr + 3)
+    c.code_hook(addr, addr + 3)
 
 
 # -- the CPU's own hooks (called from inside emu_start) ---------------------------------

@@ -128,6 +128,7 @@ def gic_write(m: Machine, u: Any, offset: int, size: int, value: int, c: Cpu) ->
                     detail="to " + ",".join(f"CPU{t}" for t in access.targets))
     elif access.kind == "off":
         pc = u.reg_read(A.UC_ARM64_REG_PC)
+        c.flush()  # the blocks the compiled hook logged so far
         trace.cut(c.log, pc + 4)
         c.state = CpuState.OFF
         c.reason = Stop.HALT
@@ -135,6 +136,7 @@ def gic_write(m: Machine, u: Any, offset: int, size: int, value: int, c: Cpu) ->
         u.emu_stop()
     elif access.kind == "die":
         pc = u.reg_read(A.UC_ARM64_REG_PC)
+        c.flush()  # the blocks the compiled hook logged so far
         trace.cut(c.log, pc + 4)
         m.add_finding(c, OracleName.KERNEL_DIE, f"CPU{c.index}: kernel died (reason "
                       f"{access.value:#x}) at {m.image.symbolize(pc)}", pc)

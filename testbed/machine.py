@@ -43,6 +43,7 @@ from .exceptions import install_hooks as install_exception_hooks
 from .execute import irq as _irq
 from .execute import resume as _resume
 from .execute import step as _step
+from .fastpath import wanted as wanted_fastpath
 from .findings import Event, EventKind, Finding
 from .interrupts import InterruptController
 from .isa import OpKind, classify
@@ -74,7 +75,7 @@ class Machine:
 
     def __init__(self, image: Image, ncpus: int, fetch: FetchConfig | None = None, *,
                  budget: int = 200_000, cmodx_oracle: bool = True, memory: str = "sc",
-                 promises: bool | str = False) -> None:
+                 promises: bool | str = False, fastpath: bool | None = None) -> None:
         if not 1 <= ncpus <= layout.MAX_CPUS:
             raise GuestError(f"ncpus must be 1..{layout.MAX_CPUS}, not {ncpus}")
         if image.text_base != layout.TEXT_BASE or image.data_base != layout.DATA_BASE:
@@ -83,6 +84,11 @@ class Machine:
             raise GuestError(f"memory must be one of {', '.join(MEMORY_MODELS)}, not {memory!r}")
         self.image = image
         self.ncpus = ncpus
+        # The compiled hooks (testbed/fastpath.py): None uses them when they were built
+        try:
+            self.fastpath = wanted_fastpath(fastpath)
+        except ValueError as e:
+            raise GuestError(str(e)) from None
         # The data side: None is sequentially consistent ("sc"), else the Arm model's
         # messages and views (testbed/dataside.py drives it).
         self.memory = memory

@@ -132,12 +132,13 @@ def load() -> dict[str, Any]:
     return doc
 
 
-def replay(entry: dict[str, Any]) -> dict[str, Any]:
-    """Replay one recorded run in a fresh session; its digests."""
+def replay(entry: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Replay one recorded run in a fresh session; its digests, and whether the
+    compiled fast path ran it."""
     sched = Schedule.from_json(json.dumps(entry["schedule"]))
     s = session(sched.scenario, str(sched.config["memory"]), entry["promises"])
     r = s.replay(sched)
-    return run_digests(r, s.machine)
+    return run_digests(r, s.machine), s.machine.fastpath
 
 
 if __name__ == "__main__":

@@ -8,10 +8,13 @@ replayed and each search run again, and the digests must be the recorded ones.
 
 from __future__ import annotations
 
+import shutil
 from typing import Any
 
 import corpus
 import pytest
+
+from testbed import fastpath
 
 DOC = corpus.load()
 
@@ -21,11 +24,27 @@ def _id(entry: dict[str, Any]) -> str:
     return f"{s['scenario']}-{s['config']['memory']}-{s['strategy']}-{s['seed']}"
 
 
+@pytest.mark.parametrize("path", ["compiled", "python"])
 @pytest.mark.parametrize("entry", DOC["runs"], ids=_id)
-def test_a_recorded_schedule_replays_to_the_same_digests(entry: dict[str, Any]) -> None:
-    got = corpus.replay(entry)
+def test_a_recorded_schedule_replays_to_the_same_digests(
+        entry: dict[str, Any], path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the compiled hooks (testbed/_fastpath.c) and the pure-Python ones alike."""
+    if path == "python":
+        monkeypatch.setenv("TESTBED_FASTPATH", "0")
+    elif not fastpath.available():
+        pytest.skip("the compiled fast path was not built here (no C compiler at install: "
+                    "test_the_fast_path_is_built_where_there_is_a_compiler says if that "
+                    "is wrong)")
+    got, used = corpus.replay(entry)
+    assert used == (path == "compiled")
     want = {k: entry[k] for k in got}
     assert got == want
+
+
+def test_the_fast_path_is_built_where_there_is_a_compiler() -> None:
+    """CI installs with a C compiler: the compiled variant above must not be skipped."""
+    if shutil.which("cc") or shutil.which("gcc"):
+        assert fastpath.available(), "a C compiler is here, yet testbed._fastpath was not built"
 
 
 @pytest.mark.parametrize("entry", DOC["searches"], ids=lambda e: "-".join(

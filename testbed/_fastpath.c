@@ -1,0 +1,219 @@
+/*
+ * The engine's compiled fast path (issue 15): the hooks Unicorn calls at every decision
+ * (stop before a visible operation; log each block and count the budget) in C, and the
+ * run call with the log handed back to Python in one go.
+ *
+ * Through the Python binding each of those hooks was a ctypes callback (about 250 ns
+ * each, two or three per decision) and each uc_emu_start a ctypes call (about 1 us).
+ * Here the hooks are C functions registered with uc_hook_add (testbed/fastpath.py) and
+ * run() is one METH_FASTCALL call that also turns the blocks logged into the
+ * (step, start, end) tuples of Cpu.log.
+ *
+ * No Unicorn header or library is linked: the binding's own uc_emu_start and
+ * uc_emu_stop are passed in as addresses, so the module builds with any C compiler and
+ * only Python's headers.  testbed/cpu.py's pure-Python hooks do exactly the same and
+ * are the fallback; tests/test_corpus.py replays the corpus through both.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+typedef int (*emu_start_fn)(void *uc, uint64_t begin, uint64_t until, uint64_t timeout,
+                            size_t count);
+typedef int (*emu_stop_fn)(void *uc);
+
+enum { STOP_NONE = 0, STOP_VISIBLE = 1 };
+
+typedef struct {
+    void *uc;
+    emu_start_fn start;
+    emu_stop_fn stop;
+    uint64_t text_base;
+    uint64_t nwords;
+    const uint8_t *kinds; /* per text word, its kind now (0: invisible): KindTable */
+    int64_t skip;         /* the hooked address to let through once */
+    int64_t pc;           /* where the code hook stopped the CPU */
+    int reason;           /* STOP_VISIBLE if the code hook stopped it */
+    int64_t left;         /* instructions the run may still execute */
+    int64_t step;         /* the machine's step number, for the log */
+    int64_t *log;         /* (step, start, end) triples not yet handed to Python */
+    Py_ssize_t len, cap;  /* in triples */
+    int overflow;         /* the log could not grow: the run was stopped */
+} fast_cpu;
+
+static const char CAPSULE[] = "testbed._fastpath.cpu";
+
+static void code_hook(void *uc, uint64_t addr, uint32_t size, void *user) {
+    fast_cpu *c = (fast_cpu *)user;
+    (void)size;
+    if ((int64_t)addr == c->skip) {
+        c->skip = -1;
+        return;
+    }
+    uint64_t w = (addr - c->text_base) >> 2;
+    if (w < c->nwords && c->kinds[w]) {
+        c->pc = (int64_t)addr;
+        c->reason = STOP_VISIBLE;
+        c->stop(uc);
+    }
+}
+
+static void block_hook(void *uc, uint64_t addr, uint32_t size, void *user) {
+    fast_cpu *c = (fast_cpu *)user;
+    if (c->len == c->cap) {
+        Py_ssize_t cap = c->cap ? 2 * c->cap : 1024;
+        int64_t *log = realloc(c->log, (size_t)cap * 3 * sizeof(int64_t));
+        if (log == NULL) {
+            c->overflow = 1;
+            c->stop(uc);
+            return;
+        }
+        c->log = log;
+        c->cap = cap;
+    }
+    int64_t *e = c->log + 3 * c->len++;
+    e[0] = c->step;
+    e[1] = (int64_t)addr;
+    e[2] = (int64_t)addr + size;
+    c->left -= size >> 2;
+    if (c->left < 0)
+        c->stop(uc);
+}
+
+static void cpu_free(PyObject *capsule) {
+    fast_cpu *c = PyCapsule_GetPointer(capsule, CAPSULE);
+    if (c != NULL) {
+        free(c->log);
+        free(c);
+    }
+}
+
+static fast_cpu *get(PyObject *capsule) {
+    return (fast_cpu *)PyCapsule_GetPointer(capsule, CAPSULE);
+}
+
+/* new(uc, start, stop, text_base, kinds_address, nwords) -> capsule */
+static PyObject *fp_new(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "new() takes 6 arguments");
+        return NULL;
+    }
+    fast_cpu *c = calloc(1, sizeof(fast_cpu));
+    if (c == NULL)
+        return PyErr_NoMemory();
+    c->uc = PyLong_AsVoidPtr(args[0]);
+    c->start = (emu_start_fn)PyLong_AsVoidPtr(args[1]);
+    c->stop = (emu_stop_fn)PyLong_AsVoidPtr(args[2]);
+    c->text_base = PyLong_AsUnsignedLongLong(args[3]);
+    c->kinds = (const uint8_t *)PyLong_AsVoidPtr(args[4]);
+    c->nwords = PyLong_AsUnsignedLongLong(args[5]);
+    c->skip = -1;
+    if (PyErr_Occurred()) {
+        free(c);
+        return NULL;
+    }
+    PyObject *capsule = PyCapsule_New(c, CAPSULE, cpu_free);
+    if (capsule == NULL)
+        free(c);
+    return capsule;
+}
+
+/* address(capsule) -> the struct's address: the hooks' user data */
+static PyObject *fp_address(PyObject *self, PyObject *capsule) {
+    (void)self;
+    fast_cpu *c = get(capsule);
+    return c == NULL ? NULL : PyLong_FromVoidPtr(c);
+}
+
+/* hooks() -> (code hook address, block hook address) */
+static PyObject *fp_hooks(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+    return Py_BuildValue("(NN)", PyLong_FromVoidPtr((void *)(uintptr_t)code_hook),
+                         PyLong_FromVoidPtr((void *)(uintptr_t)block_hook));
+}
+
+/* Hand the logged blocks to Python: append (step, start, end) tuples to ``log``. */
+static int flush(fast_cpu *c, PyObject *log) {
+    for (Py_ssize_t i = 0; i < c->len; i++) {
+        int64_t *e = c->log + 3 * i;
+        PyObject *t = Py_BuildValue("(LLL)", (long long)e[0], (long long)e[1],
+                                    (long long)e[2]);
+        if (t == NULL || PyList_Append(log, t) < 0) {
+            Py_XDECREF(t);
+            return -1;
+        }
+        Py_DECREF(t);
+    }
+    c->len = 0;
+    return 0;
+}
+
+static PyObject *fp_flush(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 2 || !PyList_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "flush(cpu, log: list)");
+        return NULL;
+    }
+    fast_cpu *c = get(args[0]);
+    if (c == NULL || flush(c, args[1]) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* start(cpu, begin, until, count, skip, left, step, log) -> (status, stopped_visible, pc)
+ *
+ * uc_emu_start with the hooks' state set, the GIL released only where Unicorn runs
+ * Python hooks anyway (it is not released: the Python hooks need it), and the blocks
+ * logged appended to ``log``.  ``status`` is Unicorn's error code (0: none); -1 if the
+ * log could not grow (out of memory).
+ */
+static PyObject *fp_start(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 8 || !PyList_Check(args[7])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "start(cpu, begin, until, count, skip, left, step, log: list)");
+        return NULL;
+    }
+    fast_cpu *c = get(args[0]);
+    if (c == NULL)
+        return NULL;
+    uint64_t begin = PyLong_AsUnsignedLongLong(args[1]);
+    uint64_t until = PyLong_AsUnsignedLongLong(args[2]);
+    uint64_t count = PyLong_AsUnsignedLongLong(args[3]);
+    c->skip = PyLong_AsLongLong(args[4]);
+    c->left = PyLong_AsLongLong(args[5]);
+    c->step = PyLong_AsLongLong(args[6]);
+    if (PyErr_Occurred())
+        return NULL;
+    c->reason = STOP_NONE;
+    c->overflow = 0;
+    int status = c->start(c->uc, begin, until, 0, (size_t)count);
+    if (flush(c, args[7]) < 0)
+        return NULL;
+    if (c->overflow)
+        return PyErr_NoMemory();
+    return Py_BuildValue("(iiL)", status, c->reason, (long long)c->pc);
+}
+
+static PyMethodDef methods[] = {
+    {"new", (PyCFunction)(void (*)(void))fp_new, METH_FASTCALL,
+     "new(uc, start, stop, text_base, kinds_address, nwords) -> cpu"},
+    {"address", fp_address, METH_O, "address(cpu) -> the hooks' user data"},
+    {"hooks", fp_hooks, METH_NOARGS, "hooks() -> (code hook, block hook) addresses"},
+    {"flush", (PyCFunction)(void (*)(void))fp_flush, METH_FASTCALL,
+     "flush(cpu, log): append the blocks logged so far to log"},
+    {"start", (PyCFunction)(void (*)(void))fp_start, METH_FASTCALL,
+     "start(cpu, begin, until, count, skip, left, step, log) -> (status, visible, pc)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_fastpath",
+    "The engine's compiled hooks and run call (see testbed/fastpath.py).", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__fastpath(void) { return PyModule_Create(&module); }

@@ -1,0 +1,128 @@
+"""The engine's compiled fast path, when it was built (issue 15).
+
+``testbed/_fastpath.c`` holds the two hooks Unicorn calls at every decision (the code
+hook that stops a CPU before a visible operation, the block hook that logs each block
+and counts the instruction budget) and the run call that hands the logged blocks back
+to Python.  ``pip install`` builds it when a C compiler is present (``setup.py``: an
+optional extension); without one the pure-Python hooks of ``cpu.py`` do the same work,
+more slowly, and give byte-identical runs (``tests/test_corpus.py`` replays the corpus
+through both).
+
+``Machine(fastpath=...)``: ``True`` requires it, ``False`` refuses it, ``None`` (the
+default) uses it when it was built, unless the environment sets
+``TESTBED_FASTPATH=0``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Iterable
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import unicorn as _unicorn
+from unicorn.unicorn_py3 import unicorn as _ucpy
+
+from .isa import OpKind
+
+if TYPE_CHECKING:
+    from .cpu import Cpu
+    from .machine import Machine
+
+__all__ = ["KindTable", "attach", "available", "wanted"]
+
+_lib: Any = _ucpy.uclib
+_uc_hook_h: Any = getattr(_ucpy, "uc_hook_h")  # noqa: B009 (not re-exported for mypy)
+_UcError: Any = _unicorn.UcError  # type: ignore[attr-defined]
+
+
+def _module() -> ModuleType | None:
+    try:
+        from . import _fastpath  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return _fastpath  # type: ignore[no-any-return]
+
+
+def available() -> bool:
+    """Whether the compiled fast path was built."""
+    return _module() is not None
+
+
+def wanted(choice: bool | None) -> bool:
+    """Whether a machine built with ``fastpath=choice`` uses it (``ValueError`` if it
+    must and cannot)."""
+    if choice is None:
+        return os.environ.get("TESTBED_FASTPATH", "1") != "0" and available()
+    if choice and not available():
+        raise ValueError("the compiled fast path was not built (no C compiler when the "
+                         "testbed was installed); run without it")
+    return choice
+
+
+class KindTable(dict[int, OpKind]):
+    """``Cpu.kind_at``: every hooked text address -> its kind now, mirrored in a byte per
+    text word that the compiled code hook reads."""
+
+    __slots__ = ("base", "table")
+
+    def __init__(self, base: int, nwords: int, items: Iterable[tuple[int, OpKind]]) -> None:
+        super().__init__()
+        self.base = base
+        self.table = bytearray(nwords)
+        for addr, kind in items:
+            self[addr] = kind
+
+    def __setitem__(self, addr: int, kind: OpKind) -> None:
+        dict.__setitem__(self, addr, kind)
+        w = (addr - self.base) >> 2
+        if 0 <= w < len(self.table):
+            self.table[w] = kind
+
+
+def attach(m: Machine, c: Cpu, u: Any, text_base: int, ranges: list[tuple[int, int]],
+           text_end: int, visible: object) -> None:
+    """Install the compiled code and block hooks on ``c`` and make ``c.start``,
+    ``c.flush`` and ``c.code_hook`` use them (``visible``: ``Stop.VISIBLE``).
+    ``c.kind_at`` must be a ``KindTable``."""
+    fp = _module()
+    assert fp is not None and isinstance(c.kind_at, KindTable)
+    table = c.kind_at.table
+    kinds = (ctypes.c_char * len(table)).from_buffer(table)
+    c._keep.append(kinds)
+    handle = fp.new(u._uch.value, ctypes.cast(_lib.uc_emu_start, ctypes.c_void_p).value,
+                    ctypes.cast(_lib.uc_emu_stop, ctypes.c_void_p).value, text_base,
+                    ctypes.addressof(kinds), len(table))
+    c._keep.append(handle)
+    user = ctypes.c_void_p(fp.address(handle))
+    code_hook, block_hook = fp.hooks()
+    for htype, fn, lo, hi in [*((_unicorn.UC_HOOK_CODE, code_hook, lo, hi) for lo, hi in ranges),
+                              (_unicorn.UC_HOOK_BLOCK, block_hook, text_base, text_end)]:
+        _add(u, htype, fn, user, lo, hi)
+    c.code_hook = lambda lo, hi: _add(u, _unicorn.UC_HOOK_CODE, code_hook, user, lo, hi)
+    fstart, fflush = fp.start, fp.flush
+    log_of = c  # the log list is replaced at each reset: read it at each call
+
+    def start(begin: int, until: int, count: int) -> None:
+        u._hook_exception = None
+        status, stopped, pc = fstart(handle, begin, until, count, c.skip, c.left, m.step_no,
+                                     log_of.log)
+        if stopped:
+            c.pc = pc
+            c.reason = visible  # type: ignore[assignment]
+        if status != 0:
+            raise _UcError(status)
+        if u._hook_exception is not None:
+            raise u._hook_exception
+
+    c.start = start
+    c.flush = lambda: fflush(handle, log_of.log)
+
+
+def _add(u: Any, htype: int, fn: int, user: ctypes.c_void_p, begin: int, end: int) -> None:
+    handle = _uc_hook_h()
+    status = _lib.uc_hook_add(u._uch, ctypes.byref(handle), htype, ctypes.c_void_p(fn), user,
+                              ctypes.c_uint64(begin), ctypes.c_uint64(end))
+    if status != _unicorn.UC_ERR_OK:
+        raise _UcError(status)
