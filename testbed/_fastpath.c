@@ -163,7 +163,11 @@ static PyObject *fp_flush(PyObject *self, PyObject *const *args, Py_ssize_t narg
     Py_RETURN_NONE;
 }
 
-/* start(cpu, begin, until, count, skip, left, step, log) -> (status, stopped_visible, pc)
+/* start(cpu, begin, until, count, skip, left, step, log) -> (status, stopped, pc)
+ *
+ * ``stopped``: 0 if the code hook did not stop the CPU; 1 if it did, and the last block
+ * logged is cut where it stopped (execute._run's cut); 2 if it did before this run
+ * logged any block (the caller cuts the entry before).
  *
  * uc_emu_start with the hooks' state set, the GIL released only where Unicorn runs
  * Python hooks anyway (it is not released: the Python hooks need it), and the blocks
@@ -191,6 +195,16 @@ static PyObject *fp_start(PyObject *self, PyObject *const *args, Py_ssize_t narg
     c->reason = STOP_NONE;
     c->overflow = 0;
     int status = c->start(c->uc, begin, until, 0, (size_t)count);
+    if (c->reason == STOP_VISIBLE && c->len > 0) {
+        /* The last block ends where the CPU stopped (execute._run's cut, here). */
+        int64_t *e = c->log + 3 * (c->len - 1);
+        if (e[1] == c->pc)
+            c->len--;
+        else if (e[1] < c->pc && c->pc < e[2])
+            e[2] = c->pc;
+    } else if (c->reason == STOP_VISIBLE) {
+        c->reason = 2; /* stopped before logging a block: Python cuts its log */
+    }
     if (flush(c, args[7]) < 0)
         return NULL;
     if (c->overflow)

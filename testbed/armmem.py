@@ -164,6 +164,7 @@ are seen by another in the order of their messages (herd7 -variant mixed allows
 
 from __future__ import annotations
 
+import array
 import bisect
 import enum
 from dataclasses import dataclass, field
@@ -538,37 +539,43 @@ class ArmMemory:
             parts.append(repr((sorted(self.wviews.items()),
                                [t.key() for t in self.threads])).encode())
             return digest(b"".join(parts))
-        parts = []
-        floor_of: dict[int, int] = {}  # location -> position of its oldest readable message
-        active: list[tuple[list[int], int]] = []
-        bisect_right = bisect.bisect_right
         threads = self.threads
-        msgs = self.msgs
-        for loc in sorted(self.by_loc):
-            stamps = self.by_loc[loc]
-            low = last = len(stamps)
+        by_loc, msgs = self.by_loc, self.msgs
+        bisect_right = bisect.bisect_right
+        nums: list[int] = []  # per location: loc, floor, messages digested; per message:
+        values: list[bytes] = []  # its writer and length; and the values, in order
+        floor_of: dict[int, int] = {}  # location -> position of its oldest readable message
+        active: list[tuple[int, list[int], int]] = []  # (loc, stamps, floor), loc order
+        bounds = [(t.coh, t.vrp, t.exbank) for t in threads]
+        for loc in sorted(by_loc):
+            stamps = by_loc[loc]
+            n = len(stamps)
             latest = stamps[-1]
-            for th in threads:
-                bound = th.coh.get(loc, 0)
-                if bound != latest and th.vrp > bound:  # R2: the last at or below vrp
-                    i = bisect_right(stamps, th.vrp)
+            low = n
+            for coh, vrp, ex in bounds:
+                bound = coh.get(loc, 0)
+                if bound != latest and vrp > bound:  # R2: the last at or below vrp
+                    i = bisect_right(stamps, vrp)
                     if i and stamps[i - 1] > bound:
                         bound = stamps[i - 1]
-                ex = th.exbank
                 if ex is not None and ex[0] == loc and ex[1] < bound:
                     bound = ex[1]
-                i = bisect_right(stamps, bound)
-                if i < low:
-                    low = i
+                if bound != latest:  # (the latest: every message is at or below it)
+                    i = bisect_right(stamps, bound)
+                    if i < low:
+                        low = i
             floor_of[loc] = low
-            parts.append(loc.to_bytes(8, "little") + low.to_bytes(4, "little"))
+            first = low - 1 if low else 0
+            nums += (loc, low, n - first)
             if low == 0:
-                parts.append(self.initial[loc])
-            for ts in stamps[max(low - 1, 0):]:
+                values.append(self.initial[loc])
+                nums.append(len(self.initial[loc]))
+            for ts in stamps[first:]:
                 _, value, tid = msgs[ts - 1]
-                parts.append(value + tid.to_bytes(2, "little"))
-            if low < last:
-                active.append((stamps, low))
+                values.append(value)
+                nums += (tid, len(value))
+            if low < n:
+                active.append((loc, stamps, low))
         # Settled locations (every thread must read the latest message) give every view
         # the same position: only the others enter the views' digests, and coherence
         # only there.  A view's positions grow with it, so the distinct positions of the
@@ -582,39 +589,61 @@ class ArmMemory:
             views.update(f.view for f in t.fwd.values())
             if t.exbank is not None:
                 views.add(t.exbank[2])
+        # The positions of each distinct view, in one sweep over the active messages.
+        ordered = sorted(views)
         rank: dict[int, int] = {}
-        table: list[tuple[int, ...]] = []
-        previous: tuple[int, ...] | None = None
-        for v in sorted(views):
-            p = tuple(max(bisect_right(stamps, v) - low, 0) for stamps, low in active)
-            if p != previous:
-                table.append(p)
-                previous = p
-            rank[v] = len(table) - 1
+        nums.append(len(active))
+        if active:
+            merged = sorted((ts, j) for j, (_, stamps, low) in enumerate(active)
+                            for ts in stamps[low:])
+            counts = [0] * len(active)
+            i, end, distinct = 0, len(merged), -1
+            for v in ordered:
+                moved = distinct < 0
+                while i < end and merged[i][0] <= v:
+                    counts[merged[i][1]] += 1
+                    i += 1
+                    moved = True
+                if moved:
+                    distinct += 1
+                    nums += counts
+                rank[v] = distinct
+            nums.append(distinct + 1)
+        else:  # every view has the same (empty) positions
+            rank = dict.fromkeys(ordered, 0)
 
         def at(loc: int, ts: int) -> int:  # a message's position from its floor; -1: dead
             low = floor_of.get(loc)
             if low is None:
                 return 0
-            p = bisect_right(self.by_loc[loc], ts) - low
+            p = bisect_right(by_loc[loc], ts) - low
             return p if p >= 0 else -1
 
-        out: list[object] = [table]
         for t in threads:
-            coh = tuple(sorted((loc, at(loc, ts)) for loc, ts in t.coh.items()
-                               if floor_of.get(loc, 0) < len(self.by_loc.get(loc, ()))))
-            out.append((
-                coh, rank[t.vrp], rank[t.vwp], rank[t.vrm], rank[t.vwm], rank[t.vcap],
-                rank[t.vrel], rank[t.spill], rank[t.signal], rank[t.vctrl],
-                tuple(map(rank.__getitem__, t.regs)),
-                tuple(sorted((loc, a, rank[f.view], f.ex) for loc, f in t.fwd.items()
-                             if (a := at(loc, f.ts)) >= 0)),
-                None if t.exbank is None else (t.exbank[0], at(t.exbank[0], t.exbank[1]),
-                                               rank[t.exbank[2]])))
+            coh_of = t.coh
+            for loc, stamps, low in active:
+                seen = coh_of.get(loc)
+                if seen is None:
+                    nums.append(-2)
+                else:
+                    place = bisect_right(stamps, seen) - low
+                    nums.append(place if place >= 0 else -1)
+            nums += (rank[t.vrp], rank[t.vwp], rank[t.vrm], rank[t.vwm], rank[t.vcap],
+                     rank[t.vrel], rank[t.spill], rank[t.signal], rank[t.vctrl], len(t.regs))
+            nums += map(rank.__getitem__, t.regs)
+            fwd = sorted((loc, a, rank[f.view], f.ex) for loc, f in t.fwd.items()
+                         if (a := at(loc, f.ts)) >= 0) if t.fwd else []
+            nums.append(len(fwd))
+            for loc, a, r, exclusive in fwd:
+                nums += (loc, a, r, exclusive)
+            ex = t.exbank
+            nums += (-1,) if ex is None else (1, ex[0], at(ex[0], ex[1]), rank[ex[2]])
         # F1: every text store's W2 view (a stale fetch may pick any), by its place
         # among its location's messages
-        out.append(tuple(sorted((msgs[ts - 1][0],
-                                 bisect.bisect_left(self.by_loc[msgs[ts - 1][0]], ts),
-                                 rank[view]) for ts, view in self.wviews.items())))
-        parts.append(repr(out).encode())
-        return digest(b"".join(parts))
+        texts = sorted((msgs[ts - 1][0], bisect.bisect_left(by_loc[msgs[ts - 1][0]], ts),
+                        rank[view]) for ts, view in self.wviews.items())
+        nums.append(len(texts))
+        for text in texts:
+            nums += text
+        values.append(array.array("q", nums).tobytes())
+        return digest(b"".join(values))

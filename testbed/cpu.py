@@ -100,6 +100,7 @@ class Cpu:
         "_keep",
         "code_hook",
         "counting",
+        "cut",
         "exc",
         "flush",
         "hook_error",
@@ -175,6 +176,10 @@ class Cpu:
         # blocks logged so far to ``log`` (hooks that cut it call this first), and hook
         # the code at [lo, hi].
         self.flush: Callable[[], None] = _nothing
+        # Whether the caller must cut the log where a run stopped before a visible
+        # operation (the compiled run call does it itself, but for a run that logged
+        # nothing)
+        self.cut = True
         self.code_hook: Callable[[int, int], None] = _no_range
         self._keep: list[Any] = []
 

@@ -148,6 +148,8 @@ def _run(m: Machine, c: Cpu, pc: int) -> None:
             raise RuntimeError("internal error in a code hook") from c.hook_error
         reason = c.reason
         if reason is _VISIBLE:  # the common case: trace.cut() inlined
+            if not c.cut:
+                return  # the compiled run call cut it
             log = c.log
             step, start, stop = log[-1]
             end = c.pc

@@ -111,6 +111,7 @@ def attach(m: Machine, c: Cpu, u: Any, text_base: int, ranges: list[tuple[int, i
         if stopped:
             c.pc = pc
             c.reason = visible  # type: ignore[assignment]
+            c.cut = stopped == 2
         if status != 0:
             raise _UcError(status)
         if u._hook_exception is not None:

@@ -111,6 +111,8 @@ class Machine:
         self.cmodx_oracle = cmodx_oracle
         # Whole-word stores to text, in order: (step, cpu, word, old value, new value).
         self.text_stores: list[tuple[int, int, int, int, int]] = []
+        # snapshot._cmodx_pending's memo: (text stores, each CPU's last CSE) -> its part
+        self.cmodx_memo: dict[tuple[object, ...], list[list[tuple[int, int, int]]]] = {}
         line = max(layout.PAGE, self.fetch_config.iline, self.fetch_config.dline)
         self.text_size = max(line, -(-len(image.text) // line) * line)
         if self.text_size > layout.TEXT_MAX or len(image.data) > layout.DATA_SIZE:

@@ -138,8 +138,9 @@ def state_key(m: Machine) -> bytes:
     parts: list[Bytes] = []
     add = parts.append
     base = m.baseline
+    small: list[object] = []  # what is not bytes, in one repr at the end
     for i, c in enumerate(m.cpus):
-        add(repr((c.state.value, c.pc, c.exc, c.irq_masked, c.read_spsr())).encode())
+        small.append((c.state.value, c.pc, c.exc, c.irq_masked, c.read_spsr()))
         add(c.read_regs())
         # Stacks and per-CPU areas rarely change: compare (memcmp) before hashing.
         # (Each part of varying presence or length is tagged: the parts are joined.)
@@ -148,7 +149,7 @@ def state_key(m: Machine) -> bytes:
             add(c.stack)
         else:
             add(b"s")
-    add(m.data[:m.data_extent])
+    add(memoryview(m.data)[:m.data_extent])
     if base is None or m.percpu != base.percpu:
         add(b"C")
         add(m.percpu)
@@ -157,10 +158,23 @@ def state_key(m: Machine) -> bytes:
         add(m.arm.key())
         add(b"P" if m.promise_phase else b"-")
     if m.cmodx_oracle and m.text_stores:  # what the CMODX oracle will judge at each
-        # CPU's next fetches
-        add(b"T")
-        add(repr([sorted({(w, o, n) for st, cpu, w, o, n in m.text_stores
-                          if st > c.last_cse and cpu != c.index})
-                  for c in m.cpus]).encode())
-    add(repr((m.gic.state(), m.stopped, [f.signature() for f in m.findings])).encode())
+        small.append(_cmodx_pending(m))  # CPU's next fetches
+    small.append((m.gic.state(), m.stopped, [f.signature() for f in m.findings]))
+    add(repr(small).encode())
     return digest(b"".join(parts))
+
+
+def _cmodx_pending(m: Machine) -> list[list[tuple[int, int, int]]]:
+    """Per CPU, the (word, old, new) of other CPUs' text stores since its last context
+    synchronization event (memoised: a search asks at every state, and they rarely
+    change)."""
+    cses = tuple(c.last_cse for c in m.cpus)
+    memo_key = (tuple(m.text_stores), cses)
+    got = m.cmodx_memo.get(memo_key)
+    if got is None:
+        if len(m.cmodx_memo) >= 4096:
+            m.cmodx_memo.clear()
+        got = m.cmodx_memo[memo_key] = [
+            sorted({(w, o, n) for st, cpu, w, o, n in m.text_stores
+                    if st > c.last_cse and cpu != c.index}) for c in m.cpus]
+    return got
