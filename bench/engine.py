@@ -1,8 +1,9 @@
 """Engine throughput on ``jump_label_nosync``, one core, and the raw-Unicorn ceiling.
 
 For 2, 8 and 32 CPUs (32: ``JumpLabelWide``, the same kernel code with room for the
-logs), a fixed set of random-walk seeds (``RandomWalk(seed)``, its default
-probabilities) is run several times in one process:
+logs), under the sequentially consistent data side and through the compiled hooks
+(``testbed/_fastpath.c``), a fixed set of random-walk seeds (``RandomWalk(seed)``, its
+default probabilities) is run several times in one process:
 
 * deterministic counts: decisions, emulated instructions, schedules (identical on
   every machine, and checked by tests/test_bench.py);
@@ -13,6 +14,9 @@ probabilities) is run several times in one process:
 * for 2 CPUs, the cost split into a per-decision and a per-schedule part, from the same
   seeds with 12 and 48 iterations of the workers' loop.
 
+For 2 CPUs the same seeds also run through the pure-Python hooks (``TESTBED_FASTPATH=0``)
+and under the Arm data-memory model, side by side (``paths_2cpus``).
+
 The ceiling: one Unicorn instance runs the scenario's worker loop (``jl_worker``, the
 same linked image) with no scheduler, no hooks and no memory model, timed in the same
 process, so the ratio says what the scheduler, the hooks and the model cost.
@@ -20,6 +24,7 @@ process, so the ratio says what the scheduler, the hooks and the model cost.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -46,11 +51,25 @@ def _spread(samples: list[float]) -> dict[str, float]:
     return {"median": statistics.median(samples), "min": min(samples), "max": max(samples)}
 
 
-def _session(ncpus: int, iterations: int | None = None) -> Session:
+def _session(ncpus: int, iterations: int | None = None, memory: str = "sc",
+             compiled: bool = True) -> Session:
+    """The workload under ``memory``, through the compiled hooks or the pure-Python ones
+    (``TESTBED_FASTPATH``, read when the machine is built)."""
     scenario: Any = load_scenario("jump_label_nosync")() if ncpus <= 8 else JumpLabelWide()
     if iterations is not None:
         scenario.iterations = iterations
-    return Session(scenario, ncpus=ncpus)
+    before = os.environ.get("TESTBED_FASTPATH")
+    os.environ["TESTBED_FASTPATH"] = "1" if compiled else "0"
+    try:
+        session = Session(scenario, ncpus=ncpus, memory=memory)
+    finally:
+        if before is None:
+            del os.environ["TESTBED_FASTPATH"]
+        else:
+            os.environ["TESTBED_FASTPATH"] = before
+    if compiled and not session.machine.fastpath:
+        raise RuntimeError("the compiled fast path was not built: reinstall with a C compiler")
+    return session
 
 
 def _counts(session: Session, seeds: range) -> dict[str, int]:
@@ -124,14 +143,16 @@ def _unicorn_share(session: Session, seeds: range) -> dict[str, float]:
             "us_per_call": spent[0] / spent[1] * 1e6}
 
 
-def measure(ncpus: int, runs: int, repeats: int) -> dict[str, Any]:
-    session = _session(ncpus)
+def measure(ncpus: int, runs: int, repeats: int, memory: str = "sc",
+            compiled: bool = True) -> dict[str, Any]:
+    session = _session(ncpus, memory=memory, compiled=compiled)
     seeds = range(runs)
     counts = _counts(session, seeds)  # also warms the translation caches
     batch, resets, cpu = _timed_batches(session, seeds, repeats)
     d, i = counts["decisions"], counts["instructions"]
     return {
         "cpus": ncpus, "scenario": session.scenario.name, "runs": runs, "repeats": repeats,
+        "memory": memory, "compiled": compiled,
         "counts": counts,
         "decisions_per_s": _spread([d / t for t in batch]),
         "instructions_per_s": _spread([i / t for t in batch]),
@@ -237,6 +258,11 @@ def run(opts: Options) -> Report:
         plan = {2: (400, 9), 8: (100, 7), 32: (20, 7)}
         split_plan, ceiling_plan = (300, 7), (20_000, 11)
     results = {n: measure(n, runs, repeats) for n, (runs, repeats) in plan.items()}
+    runs2, repeats2 = plan[2]
+    paths = {f"{memory} {'compiled' if compiled else 'python'}":
+             results[2] if (memory, compiled) == ("sc", True)
+             else measure(2, runs2, repeats2, memory, compiled)
+             for memory in ("sc", "arm") for compiled in (True, False)}
     image = _session(2).image
     roof = ceiling(image, *ceiling_plan)
     cut = split(*split_plan)
@@ -244,6 +270,11 @@ def run(opts: Options) -> Report:
     data: dict[str, Any] = {
         "strategy": "RandomWalk(seed), default p_model=0.05, p_irq=0.25; seeds 0..runs-1",
         "by_cpus": {str(n): r for n, r in results.items()},
+        "paths_2cpus": paths,
+        "compiled_over_python": {
+            memory: paths[f"{memory} compiled"]["decisions_per_cpu_s"]["median"]
+            / paths[f"{memory} python"]["decisions_per_cpu_s"]["median"]
+            for memory in ("sc", "arm")},
         "ceiling": roof,
         "split_2cpus": cut,
         "targets": {"decisions_per_s": TARGET_DECISIONS_PER_S,
@@ -256,7 +287,7 @@ def run(opts: Options) -> Report:
         "engine_over_block_hook_tier":
             two["instructions_per_s"]["median"] / roof["budget_block_log"]["median"],
     }
-    return Report(data, _table(results, roof, cut))
+    return Report(data, _table(results, roof, cut) + _paths_table(paths))
 
 
 def _fmt(d: dict[str, float], scale: float = 1.0, digits: int = 0) -> str:
@@ -294,8 +325,9 @@ def _table(results: dict[int, dict[str, Any]], roof: dict[str, Any],
         "| ceiling: raw Unicorn, one CPU, jl_worker, no scheduler | instructions/s |",
         "|---|---|",
         f"| free-running (count=0) | {_fmt(free)} |",
-        f"| with an instruction budget (count>0, as the machine runs) | {_fmt(budget)} |",
-        f"| ... plus the machine's Python block hook (ground-truth log) | {_fmt(logged)} |",
+        f"| with Unicorn's instruction count (count>0; the machine's budget until issue 15) "
+        f"| {_fmt(budget)} |",
+        f"| ... plus a Python block hook (the pure-Python ground-truth log) | {_fmt(logged)} |",
         f"| engine, 2 CPUs, over free-running | {two / free['median']:.1%} |",
         f"| engine, 2 CPUs, over budget + block hook | {two / logged['median']:.1%} |",
         "",
@@ -306,4 +338,28 @@ def _table(results: dict[int, dict[str, Any]], roof: dict[str, Any],
         f"Targets (2 CPUs): {TARGET_DECISIONS_PER_S:,} decisions/s, "
         f"{TARGET_SCHEDULES_PER_S:,} schedules/s.",
     ]
+    return lines
+
+
+def _paths_table(paths: dict[str, dict[str, Any]]) -> list[str]:
+    """2 CPUs: the compiled and the pure-Python hooks side by side, under sc and arm."""
+    cols = list(paths)
+    rows = [
+        ("decisions / schedule (deterministic)",
+         [f"{paths[k]['counts']['decisions'] / paths[k]['runs']:,.1f}" for k in cols]),
+        ("decisions per CPU-second", [_fmt(paths[k]["decisions_per_cpu_s"]) for k in cols]),
+        ("schedules per CPU-second", [_fmt(paths[k]["schedules_per_cpu_s"]) for k in cols]),
+        ("us per decision", [_fmt(paths[k]["us_per_decision"], digits=2) for k in cols]),
+        ("time inside uc_emu_start", [f"{paths[k]['unicorn']['share_of_time']:.0%}"
+                                      for k in cols]),
+    ]
+    lines = ["", "2 CPUs, the same seeds through the compiled hooks (testbed/_fastpath.c) and "
+             "the pure-Python ones (TESTBED_FASTPATH=0), under each data-memory model:", "",
+             "| figure | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    lines += [f"| {name} | " + " | ".join(vals) + " |" for name, vals in rows]
+    for memory in ("sc", "arm"):
+        c, p = paths[f"{memory} compiled"], paths[f"{memory} python"]
+        ratio = c["decisions_per_cpu_s"]["median"] / p["decisions_per_cpu_s"]["median"]
+        lines.append(f"{memory}: compiled / pure Python = {ratio:.2f}x (decisions per "
+                     "CPU-second, same run).")
     return lines

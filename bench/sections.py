@@ -27,6 +27,7 @@ SECTIONS: tuple[str, ...] = (
     "memory",  # 5. peak RSS of a worker process with N CPUs
     "models",  # 6. the Arm data-memory model against sc, per scenario, and litmus
     "ablation",  # 7. testbed ablate jump_label_kick, end to end
+    "litmus",  # 8. instruction-fetch litmus tests, the testbed against herd7
 )
 
 

@@ -64,7 +64,7 @@ def test_engine_counts_are_deterministic(quick: dict[str, Any]) -> None:
     counts = two["counts"]
     assert counts["schedules"] == two["runs"] and counts["decisions"] > 10 * two["runs"]
     # The same seeds again, on a fresh session: the same counts.
-    session = Session(load_scenario("jump_label_nosync")(), ncpus=2)
+    session = Session(load_scenario("jump_label_nosync")(), ncpus=2, memory="sc")
     decisions = instructions = 0
     for seed in range(two["runs"]):
         r = session.run(RandomWalk(seed))
@@ -74,6 +74,10 @@ def test_engine_counts_are_deterministic(quick: dict[str, Any]) -> None:
     for key in ("decisions_per_s", "schedules_per_s", "reset_us_per_schedule"):
         d = two[key]
         assert 0 < d["min"] <= d["median"] <= d["max"], key
+    paths = data["paths_2cpus"]
+    assert list(paths) == ["sc compiled", "sc python", "arm compiled", "arm python"]
+    for memory in ("sc", "arm"):  # both paths make the same decisions
+        assert paths[f"{memory} compiled"]["counts"] == paths[f"{memory} python"]["counts"]
     roof = data["ceiling"]
     assert roof["instructions_per_call"] > 0 and roof["free"]["median"] > 0
     assert 0 < data["split_2cpus"]["decisions"][0] < data["split_2cpus"]["decisions"][1]
@@ -146,3 +150,16 @@ def test_ablation_section(quick: dict[str, Any]) -> None:
     assert {"dc cvau, x2 -> nop", "ic ivau, x2 -> nop",
             "bl kick_all_cpus_sync -> nop"} <= needed
     assert data["needed"] == len(needed) and data["seconds"] > 0
+
+
+def test_litmus_section_explores_the_ifetch_tests_and_times_herd7(
+        quick: dict[str, Any]) -> None:
+    data = quick["sections"]["litmus"]["data"]
+    assert data["run"] == data["files"] == 16 and data["not_run"] == 0
+    assert data["states"] > 0 and data["cpu_seconds"] > 0 and not data["incomplete"]
+    slowest = [r["cpu_seconds"] for r in data["slowest"]]
+    assert slowest == sorted(slowest, reverse=True)
+    herd = data["herd7"]
+    if "skipped" not in herd:  # herd7 decided every file it was given
+        assert herd["status"] == 0 and herd["decided"] == data["run"]
+        assert data["ratio"] == pytest.approx(data["cpu_seconds"] / herd["cpu_seconds"])
