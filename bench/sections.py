@@ -28,6 +28,7 @@ SECTIONS: tuple[str, ...] = (
     "models",  # 6. the Arm data-memory model against sc, per scenario, and litmus
     "ablation",  # 7. testbed ablate jump_label_kick, end to end
     "litmus",  # 8. instruction-fetch litmus tests, the testbed against herd7
+    "search",  # 9. exhaustive search of brk_refcount_sync, both models
 )
 
 

@@ -10,6 +10,7 @@ puts back only the words the run touched instead of every CPU's whole I-cache.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,7 @@ from .textside import forget_view, kind_for, refresh_fetch_points
 if TYPE_CHECKING:
     from .machine import Machine
 
-__all__ = ["MachineState", "load", "reset", "save", "state_key"]
+__all__ = ["MachineState", "content_digest", "load", "reset", "save", "state_key"]
 
 
 @dataclass(frozen=True)
@@ -178,3 +179,23 @@ def _cmodx_pending(m: Machine) -> list[list[tuple[int, int, int]]]:
             sorted({(w, o, n) for st, cpu, w, o, n in m.text_stores
                     if st > c.last_cse and cpu != c.index}) for c in m.cpus]
     return got
+
+
+def content_digest(m: Machine) -> str:
+    """SHA-256 of what a run left in the machine: every CPU's state, registers and stack,
+    shared memory, the per-CPU areas, the text as the D-side and each CPU's I-view hold
+    it, and the findings.  Unlike ``state_key`` it does not depend on how states are
+    canonicalised or hashed, so it compares final states across versions of the
+    testbed (tests/corpus.py, bench/search.py)."""
+    h = hashlib.sha256()
+    for c in m.cpus:
+        h.update(repr((c.state.value, c.pc, c.exc, c.irq_masked)).encode())
+        h.update(c.read_regs())
+        h.update(bytes(c.stack))
+    h.update(bytes(m.data[:m.data_extent]))
+    h.update(bytes(m.percpu))
+    h.update(bytes(m.dside_text))
+    for view in m.iviews:
+        h.update(bytes(view))
+    h.update(repr(sorted(f.signature() for f in m.findings)).encode())
+    return h.hexdigest()

@@ -28,6 +28,7 @@ from testbed.scenario import Session, load_scenario
 from testbed.schedule import Schedule
 from testbed.scheduler import RunResult
 from testbed.search import SearchBounds, search
+from testbed.snapshot import content_digest
 from testbed.strategies import PCT, RandomWalk
 
 CORPUS = Path(__file__).parent / "data" / "corpus" / "corpus.json.gz"
@@ -66,21 +67,8 @@ def session(name: str, memory: str, promises: bool, *, scope: bool = False) -> S
 
 
 def machine_digest(m: Machine) -> str:
-    """What a run left in the machine: every CPU's registers, state and stack, shared
-    memory, the per-CPU areas, the text as each CPU's I-view and the D-side hold it, and
-    the findings."""
-    h = hashlib.sha256()
-    for c in m.cpus:
-        h.update(repr((c.state.value, c.pc, c.exc, c.irq_masked)).encode())
-        h.update(c.read_regs())
-        h.update(bytes(c.stack))
-    h.update(bytes(m.data[:m.data_extent]))
-    h.update(bytes(m.percpu))
-    h.update(bytes(m.dside_text))
-    for view in m.iviews:
-        h.update(bytes(view))
-    h.update(repr(sorted(f.signature() for f in m.findings)).encode())
-    return h.hexdigest()
+    """What a run left in the machine (``snapshot.content_digest``)."""
+    return content_digest(m)
 
 
 def run_digests(r: RunResult, m: Machine) -> dict[str, Any]:

@@ -163,3 +163,18 @@ def test_litmus_section_explores_the_ifetch_tests_and_times_herd7(
     if "skipped" not in herd:  # herd7 decided every file it was given
         assert herd["status"] == 0 and herd["decided"] == data["run"]
         assert data["ratio"] == pytest.approx(data["cpu_seconds"] / herd["cpu_seconds"])
+
+
+def test_search_section_explores_what_the_corpus_recorded(quick: dict[str, Any]) -> None:
+    """The quick search (nosync_isb at 1 preemption, 1 model event) covers its space and
+    ends in the final states the corpus recorded for the same search."""
+    import corpus  # tests/corpus.py
+
+    rows = quick["sections"]["search"]["data"]["by_memory"]
+    for memory in ("sc", "arm"):
+        r = rows[memory]
+        want = next(e for e in corpus.load()["searches"] if (e["scenario"], e["memory"],
+                    e["preemptions"], e["model_events"]) == ("nosync_isb", memory, 1, 1))
+        assert r["covered"] and r["states"] <= want["states"]
+        assert (r["distinct_final_states"], r["final_states_digest"]) == (
+            want["distinct_finals"], want["finals"])
