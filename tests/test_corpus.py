@@ -68,3 +68,17 @@ def test_the_corpus_covers_every_scenario_and_both_models() -> None:
     assert any(e["findings"] for e in DOC["runs"]) and any(
         not e["findings"] for e in DOC["runs"])
     assert any(e["promises"] for e in DOC["runs"])
+
+
+def test_without_the_compiled_module_the_python_hooks_run_and_requiring_it_is_refused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine where the extension was not built: the default falls back, and asking
+    for the compiled path is bad input (one line), not a crash."""
+    from testbed.machine import GuestError
+
+    monkeypatch.setattr(fastpath, "_module", lambda: None)
+    assert not fastpath.available() and not fastpath.wanted(None)
+    s = corpus.session("torn_write", "sc", False)
+    assert not s.machine.fastpath
+    with pytest.raises(GuestError, match="fast path was not built"):
+        type(s.machine)(s.image, 2, fastpath=True)
