@@ -134,7 +134,10 @@ def state_key(m: Machine) -> bytes:
     """A digest of everything that can affect the rest of a run or its final state.
 
     The ground-truth log and the step counter are history, not state: two paths that
-    reach the same key continue identically.
+    reach the same key continue identically, but for one thing: the guest's clock
+    (``layout.GIC_CLOCK``) reads the step counter, so a scenario that records it (perf
+    records) continues with other timestamps.  The search merges such states; final
+    states that differ only in recorded timestamps may not all be reached.
     """
     parts: list[Bytes] = []
     add = parts.append
