@@ -246,13 +246,6 @@ class ThreadState:
                            list(self.regs), set(self.promises), self.spill, self.signal,
                            self.vctrl)
 
-    def key(self) -> tuple[object, ...]:
-        return (tuple(sorted(self.coh.items())), self.vrp, self.vwp, self.vrm, self.vwm,
-                self.vcap, self.vrel, tuple(sorted((k, v.ts, v.view, v.ex)
-                                                   for k, v in self.fwd.items())),
-                self.exbank, tuple(self.regs), tuple(sorted(self.promises)), self.spill,
-                self.signal, self.vctrl)
-
 
 class ArmMemory:
     """Messages and thread views; every operation is one rule of the module docstring.
@@ -505,20 +498,48 @@ class ArmMemory:
     # -- snapshots ---------------------------------------------------------------------
     def save(self) -> tuple[object, ...]:
         return (tuple(self.msgs), [t.copy() for t in self.threads], dict(self.initial),
-                dict(self.wviews))
+                dict(self.wviews), tuple((loc, tuple(stamps))
+                                         for loc, stamps in self.by_loc.items()))
 
     def load(self, state: tuple[object, ...]) -> None:
         """Back to a saved state (any: an ancestor of this one or not)."""
-        msgs, threads, initial, wviews = state
+        msgs, threads, initial, wviews, by_loc = state
         assert isinstance(msgs, tuple) and isinstance(threads, list) \
-            and isinstance(initial, dict) and isinstance(wviews, dict)
+            and isinstance(initial, dict) and isinstance(wviews, dict) \
+            and isinstance(by_loc, tuple)
         self.msgs = list(msgs)
-        self.by_loc = {}
-        for ts, (loc, _, _) in enumerate(msgs, 1):
-            self.by_loc.setdefault(loc, []).append(ts)
+        self.by_loc = {loc: list(stamps) for loc, stamps in by_loc}
         self.threads = [t.copy() for t in threads]
         self.initial = dict(initial)
         self.wviews = dict(wviews)
+
+    def _history_key(self) -> bytes:
+        """The whole history and every view as they are (``ThreadState.key``'s fields),
+        as one array of integers and the values."""
+        nums: list[int] = [len(self.msgs)]
+        values: list[bytes] = []
+        for loc, value, tid in self.msgs:
+            nums += (loc, tid, len(value))
+            values.append(value)
+        nums.append(len(self.wviews))
+        for ts, view in sorted(self.wviews.items()):
+            nums += (ts, view)
+        for t in self.threads:
+            nums.append(len(t.coh))
+            for loc, ts in sorted(t.coh.items()):
+                nums += (loc, ts)
+            nums += (t.vrp, t.vwp, t.vrm, t.vwm, t.vcap, t.vrel, t.spill, t.signal, t.vctrl,
+                     len(t.fwd))
+            for loc, f in sorted(t.fwd.items()):
+                nums += (loc, f.ts, f.view, f.ex)
+            ex = t.exbank
+            nums += (-1,) if ex is None else (1, *ex)
+            nums.append(len(t.regs))
+            nums += t.regs
+            nums.append(len(t.promises))
+            nums += sorted(t.promises)
+        values.append(array.array("q", nums).tobytes())
+        return digest(b"".join(values))
 
     def key(self) -> bytes:
         """A digest of everything that decides what can happen next.
@@ -534,11 +555,7 @@ class ArmMemory:
         With promises outstanding, fulfilment compares views with the promises'
         timestamps directly: the whole history is digested."""
         if any(t.promises for t in self.threads):
-            parts = [loc.to_bytes(8, "little") + value + tid.to_bytes(2, "little")
-                     for loc, value, tid in self.msgs]
-            parts.append(repr((sorted(self.wviews.items()),
-                               [t.key() for t in self.threads])).encode())
-            return digest(b"".join(parts))
+            return self._history_key()
         threads = self.threads
         by_loc, msgs = self.by_loc, self.msgs
         bisect_right = bisect.bisect_right
