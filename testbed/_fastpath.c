@@ -169,10 +169,9 @@ static PyObject *fp_flush(PyObject *self, PyObject *const *args, Py_ssize_t narg
  * logged is cut where it stopped (execute._run's cut); 2 if it did before this run
  * logged any block (the caller cuts the entry before).
  *
- * uc_emu_start with the hooks' state set, the GIL released only where Unicorn runs
- * Python hooks anyway (it is not released: the Python hooks need it), and the blocks
- * logged appended to ``log``.  ``status`` is Unicorn's error code (0: none); -1 if the
- * log could not grow (out of memory).
+ * uc_emu_start with the hooks' state set (the GIL stays held: the machine's other
+ * hooks are Python), then the blocks logged appended to ``log``.  ``status`` is
+ * Unicorn's error code (0: none); MemoryError if the log could not grow.
  */
 static PyObject *fp_start(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
@@ -220,7 +219,7 @@ static PyMethodDef methods[] = {
     {"flush", (PyCFunction)(void (*)(void))fp_flush, METH_FASTCALL,
      "flush(cpu, log): append the blocks logged so far to log"},
     {"start", (PyCFunction)(void (*)(void))fp_start, METH_FASTCALL,
-     "start(cpu, begin, until, count, skip, left, step, log) -> (status, visible, pc)"},
+     "start(cpu, begin, until, count, skip, left, step, log) -> (status, stopped, pc)"},
     {NULL, NULL, 0, NULL},
 };
 

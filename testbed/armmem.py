@@ -514,8 +514,9 @@ class ArmMemory:
         self.wviews = dict(wviews)
 
     def _history_key(self) -> bytes:
-        """The whole history and every view as they are (``ThreadState.key``'s fields),
-        as one array of integers and the values."""
+        """The whole history and every thread's views, coherence, forwarding, exclusive
+        bank, register views and promises as they are, as one array of integers and the
+        values (``key`` with promises outstanding)."""
         nums: list[int] = [len(self.msgs)]
         values: list[bytes] = []
         for loc, value, tid in self.msgs:
@@ -571,7 +572,9 @@ class ArmMemory:
             low = n
             for coh, vrp, ex in bounds:
                 bound = coh.get(loc, 0)
-                if bound != latest and vrp > bound:  # R2: the last at or below vrp
+                # R2: the last at or below vrp (``_last_at_or_below``, inlined: the
+                # key's hottest loop)
+                if bound != latest and vrp > bound:
                     i = bisect_right(stamps, vrp)
                     if i and stamps[i - 1] > bound:
                         bound = stamps[i - 1]

@@ -172,9 +172,10 @@ class Cpu:
         # count the block hook's budget always reaches first.
         self.left = 0
         self.counting = False
-        # The compiled fast path (fastpath.attach) replaces start, and these: hand the
-        # blocks logged so far to ``log`` (hooks that cut it call this first), and hook
-        # the code at [lo, hi].
+        # The compiled fast path (fastpath.attach) replaces ``start`` and sets ``flush``
+        # (hand the blocks its hook logged so far to ``log``: a hook that cuts the log
+        # during a run calls it first); new_cpu sets ``code_hook`` (hook the code at
+        # [lo, hi]) for either path.
         self.flush: Callable[[], None] = _nothing
         # Whether the caller must cut the log where a run stopped before a visible
         # operation (the compiled run call does it itself, but for a run that logged

@@ -69,10 +69,7 @@ def step(m: Machine, c: Cpu, as_of: int | None = None) -> None:
                 return
             run(m, c, pc, pc)  # not modelled memory: run as under sc
             return
-        if m.arm is None:
-            _run(m, c, pc)
-        else:
-            run(m, c, pc)
+        run(m, c, pc)
         if (kind == 2 or kind == 3) and c.state is CpuState.RUNNABLE:
             c.irq_masked = bool(c.regs.read(A.UC_ARM64_REG_PSTATE) & PSTATE_I)
         return

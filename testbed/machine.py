@@ -256,8 +256,7 @@ class Machine:
         """
         if self.baseline is not None:
             raise GuestError("set_fetch_scope() after seal()")
-        self.model.scopes[cpu] = frozenset(a - layout.TEXT_BASE for a in addrs)
-        self.model.gen += 1  # the model's key depends on the scopes
+        self.model.set_scope(cpu, frozenset(a - layout.TEXT_BASE for a in addrs))
 
     def read(self, addr: int, size: int) -> bytes:
         buf, off = self._buffer(addr, size)

@@ -276,6 +276,11 @@ class FetchModel:
         self.pou_time.clear()
         return out
 
+    def set_scope(self, cpu: int, words: frozenset[int] | None) -> None:
+        """``scopes[cpu]`` (see ``__init__``); the key depends on it."""
+        self.scopes[cpu] = words
+        self.gen += 1
+
     def holds(self, snap: Snapshot) -> bool:
         """Whether the model is in ``snap``'s state, known without comparing: nothing
         changed since ``snap`` was taken or restored."""

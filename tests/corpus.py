@@ -66,11 +66,6 @@ def session(name: str, memory: str, promises: bool, *, scope: bool = False) -> S
     return Session(cls(), memory=memory, promises=promises, params=params)
 
 
-def machine_digest(m: Machine) -> str:
-    """What a run left in the machine (``snapshot.content_digest``)."""
-    return content_digest(m)
-
-
 def run_digests(r: RunResult, m: Machine) -> dict[str, Any]:
     return {
         "decisions": r.decisions,
@@ -80,14 +75,14 @@ def run_digests(r: RunResult, m: Machine) -> dict[str, Any]:
                                         e.detail) for e in r.events]).encode()).hexdigest(),
         "findings": sorted([f.oracle, f.message, f.cpu, f.addr, f.step] for f in r.findings),
         "invalid": r.invalid,
-        "machine": machine_digest(m),
+        "machine": content_digest(m),
     }
 
 
 def search_digests(name: str, memory: str, promises: bool, pre: int,
                    mod: int) -> dict[str, Any]:
     s = session(name, memory, promises, scope=True)
-    res = search(s, SearchBounds(pre, mod), observe=machine_digest)
+    res = search(s, SearchBounds(pre, mod), observe=content_digest)
     finals = {str(o) for o in res.observations}
     return {
         "covered": res.covered,

@@ -362,7 +362,7 @@ def test_refill_is_evict_then_fill_and_only_offered_when_it_changes_something() 
 
 def test_fetch_scope_prunes_choices_and_state_key() -> None:
     m = model(CacheType.IDC0)
-    m.scopes[1] = frozenset({0})  # CPU1 never fetches word 8
+    m.set_scope(1, frozenset({0}))  # CPU1 never fetches word 8
     put(m, 8, B_NEW)
     m.ic_ivau(8)
     assert m.fill_choices(1) == [] and m.refill_choices(1) == []
