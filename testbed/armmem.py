@@ -260,6 +260,8 @@ class ArmMemory:
         self.by_loc: dict[int, list[int]] = {}  # loc -> timestamps of its messages
         self.initial: dict[int, bytes] = {}  # loc -> its value at timestamp 0
         self.wviews: dict[int, int] = {}  # F1: a text message's timestamp -> its W2 view
+        # Granules no thread ever reads (Machine.set_history): left out of ``key``
+        self.history: frozenset[int] = frozenset()
 
     # -- memory ------------------------------------------------------------------------
     def value(self, loc: int, ts: int) -> bytes:
@@ -554,7 +556,8 @@ class ArmMemory:
         still read (or holds in its exclusive bank); each location's messages from
         there on are digested with their values and writers (W4 needs the writers).
         With promises outstanding, fulfilment compares views with the promises'
-        timestamps directly: the whole history is digested."""
+        timestamps directly: the whole history is digested.  Locations in ``history``
+        are left out (no thread reads them: what they hold decides nothing)."""
         if any(t.promises for t in self.threads):
             return self._history_key()
         threads = self.threads
@@ -565,7 +568,10 @@ class ArmMemory:
         floor_of: dict[int, int] = {}  # location -> position of its oldest readable message
         active: list[tuple[int, list[int], int]] = []  # (loc, stamps, floor), loc order
         bounds = [(t.coh, t.vrp, t.exbank) for t in threads]
+        hist = self.history
         for loc in sorted(by_loc):
+            if loc in hist:
+                continue
             stamps = by_loc[loc]
             n = len(stamps)
             latest = stamps[-1]
@@ -652,7 +658,7 @@ class ArmMemory:
                      rank[t.vrel], rank[t.spill], rank[t.signal], rank[t.vctrl], len(t.regs))
             nums += map(rank.__getitem__, t.regs)
             fwd = sorted((loc, a, rank[f.view], f.ex) for loc, f in t.fwd.items()
-                         if (a := at(loc, f.ts)) >= 0) if t.fwd else []
+                         if loc not in hist and (a := at(loc, f.ts)) >= 0) if t.fwd else []
             nums.append(len(fwd))
             for loc, a, r, exclusive in fwd:
                 nums += (loc, a, r, exclusive)

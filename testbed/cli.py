@@ -477,8 +477,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(f"{res.states} states, {res.transitions} transitions, {res.finals} final states "
               f"in {res.total_seconds:.1f}s; {len(res.findings)} distinct findings; {verdict}")
         if res.history_oracle:
-            print("note: the trace decoder judges history; state hashing can prune a path "
-                  "only it would flag (see testbed/search.py)")
+            print("note: the trace decoder and the perf ring's checks judge history; state "
+                  "hashing can prune a path only they would flag (see testbed/search.py)")
         if not res.covered and args.checkpoint:
             print(f"resume with: testbed search {scenario_ref(cls)} --checkpoint "
                   f"{args.checkpoint} --resume (same bounds and scope)")

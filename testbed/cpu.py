@@ -110,7 +110,9 @@ class Cpu:
         "last_cse",
         "left",
         "log",
+        "mark",
         "on_code",
+        "parked",
         "pc",
         "read_ctx",
         "read_fix",
@@ -122,6 +124,7 @@ class Cpu:
         "remove_cache",
         "restore",
         "skip",
+        "spun",
         "stack",
         "start",
         "state",
@@ -142,6 +145,15 @@ class Cpu:
         self.exc: tuple[int, int, int] | None = None  # (ESR, ELR, executed-through) pending
         self.irq_masked = True
         self.last_cse = 0  # step of this CPU's last context synchronization event
+        # Folded steps (``Machine.fold``, execute.py): whether this CPU passed a YIELD or
+        # WFE since its last step (it spins: switching away is free), whether it is
+        # parked (its last spin iteration changed nothing and no one has written since,
+        # so the next one would change nothing either), and what it held at its last
+        # YIELD or WFE: (pc, registers, stack digest, the machine's mutation count, its
+        # Arm-model thread state).
+        self.spun = False
+        self.parked = False
+        self.mark: tuple[object, ...] | None = None
         self.kind_at: dict[int, OpKind] = {}  # every hooked address -> its current kind
         # Ground truth, in order: (step, start, end) for code run, (step, ~word, value)
         # for an I-view change; start/end are addresses, ~word is negative.

@@ -104,6 +104,7 @@ def eret(m: Machine, c: Cpu, pc: int) -> None:
 
 # -- the interrupt controller's page (Unicorn MMIO callbacks) -----------------------------
 def gic_read(m: Machine, u: Any, offset: int, size: int, c: Cpu) -> int:
+    m.mutations += 1  # the clock moves, an acknowledgement changes the controller
     if offset == layout.GIC_CLOCK:
         return m.step_no  # one timebase for the trace and the guest's records
     value, access = m.gic.read(c.index, offset)

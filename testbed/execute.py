@@ -10,6 +10,29 @@ budget: a CPU that runs ``budget`` instructions without one is a liveness findin
 
 Before a fetch of a word that stores touched, the CMODX oracle (``textside``) and the
 declared fetch scope are checked.  Functions take the machine and the CPU they run.
+
+**Folded steps** (``Machine.fold``, on in sessions; schedules record it).  Some visible
+operations can neither affect another CPU nor be affected by one: ``YIELD``, ``WFE``
+(which never blocks here) and ``SEV`` always, and under ``sc`` a ``DMB``/``DSB`` when the
+CPU has no cache maintenance outstanding (it then has no effect at all).  A CPU that
+reaches one performs it within the step that brought it there and runs on (``_fold``):
+a scheduling point that commutes with every other decision is removed, so that no
+schedule and no final state is lost (each interleaving of the removed point is the same
+state as one with it moved next to the operation before it).  Passing a ``YIELD`` or
+``WFE`` marks the CPU as spinning (``Cpu.spun``): switching away from it is free, as from
+a CPU stopped at one.
+
+A CPU that arrives at a ``YIELD``/``WFE`` with the same pc, registers, stack and Arm-model
+thread state as at its previous arrival, when nothing anyone can read has changed since
+(``Machine.mutations``: every decision that is not a step of a plain load, a spin hint or
+a folded operation counts one, and so does every read of the interrupt controller's
+page, which holds the clock), is **parked**: its last spin iteration changed nothing, so
+the next one, which would run from the same state on the same memory, would change
+nothing either.  It runs on to its next visible operation, as it would unparked (so
+that a parked run takes the same steps, and reads the same clock, as any other), and
+is not steppable there until the count moves (``Machine.apply`` unparks).
+Parking removes only self-loops; a run in which every CPU left is parked or asleep is a
+deadlock (``scheduler.run``).
 """
 
 from __future__ import annotations
@@ -23,6 +46,7 @@ from .cpu import NO_COUNT, PSTATE_I, UNTIL, Cpu, CpuState, Stop, UcError
 from .exceptions import enter, eret, take_irq
 from .findings import EventKind, OracleName
 from .isa import OpKind
+from .statehash import digest
 from .textside import cache_op, catch_up, cmodx_violation, redo_text_access
 
 if TYPE_CHECKING:
@@ -32,6 +56,8 @@ __all__ = ["irq", "resume", "run", "step"]
 
 _INVISIBLE, _ERET, _FETCH = OpKind.INVISIBLE, OpKind.ERET, OpKind.FETCH
 _NONE, _VISIBLE, _TEXT = Stop.NONE, Stop.VISIBLE, Stop.TEXT
+_YIELD, _WFE, _SEV, _BARRIER = OpKind.YIELD, OpKind.WFE, OpKind.SEV, OpKind.BARRIER
+FOLDABLE = frozenset({_YIELD, _WFE, _SEV, _BARRIER})  # kinds _fold may perform
 
 
 def step(m: Machine, c: Cpu, as_of: int | None = None) -> None:
@@ -83,6 +109,8 @@ def step(m: Machine, c: Cpu, as_of: int | None = None) -> None:
                       f"word {word:#010x} at {m.image.symbolize(pc)}", pc, (word,))
         return
     c.log.append((m.step_no, pc, pc + 4))
+    if (kind is _YIELD or kind is _WFE) and m.fold:
+        c.spun = True
     if kind is OpKind.BARRIER:
         if m.arm is not None:
             off = pc - layout.TEXT_BASE
@@ -111,8 +139,39 @@ def resume(m: Machine, c: Cpu, pc: int) -> None:
     kind = c.kind_at.get(pc)
     if kind is not None and kind is not OpKind.INVISIBLE:
         c.pc = pc
+        if m.fold and kind in FOLDABLE:
+            nxt = _fold(m, c)
+            if nxt >= 0:
+                run(m, c, nxt)
         return
     run(m, c, pc)
+
+
+def _fold(m: Machine, c: Cpu) -> int:
+    """Perform the foldable operations ``c`` stopped at (module docstring): the address
+    to run on from, or -1 when ``c`` stays stopped at ``c.pc`` (an operation that is not
+    foldable now)."""
+    kind_at = c.kind_at
+    while True:
+        pc = c.pc
+        kind = kind_at.get(pc)
+        if kind is _YIELD or kind is _WFE:
+            arm = m.arm
+            mark = (pc, c.read_regs(), digest(c.stack), m.mutations,
+                    None if arm is None else arm.threads[c.index].copy())
+            if mark == c.mark:  # parked, at its next visible operation, as if not
+                c.parked = True  # (a parked run takes the same steps as any other)
+            c.mark = mark
+            c.spun = True
+        elif not (kind is _SEV or (kind is _BARRIER and m.arm is None
+                                   and not m.model.queues[c.index])):
+            return -1
+        c.log.append((m.step_no, pc, pc + 4))
+        pc += 4
+        kind = kind_at.get(pc)
+        if kind is None or kind is _INVISIBLE:
+            return pc
+        c.pc = pc
 
 
 def run(m: Machine, c: Cpu, pc: int, skip: int = -1) -> None:
@@ -129,6 +188,7 @@ def run(m: Machine, c: Cpu, pc: int, skip: int = -1) -> None:
 
 def _run(m: Machine, c: Cpu, pc: int) -> None:
     u = c.uc
+    folds = 0
     while True:
         c.skip = pc if pc in c.kind_at else -1
         c.reason = _NONE
@@ -145,20 +205,35 @@ def _run(m: Machine, c: Cpu, pc: int) -> None:
             raise RuntimeError("internal error in a code hook") from c.hook_error
         reason = c.reason
         if reason is _VISIBLE:  # the common case: trace.cut() inlined
-            if not c.cut:
-                return  # the compiled run call cut it
-            log = c.log
-            step, start, stop = log[-1]
-            end = c.pc
-            if start == end:
-                log.pop()
-            elif start < end < stop:
-                log[-1] = (step, start, end)
-            return
-        if reason is _TEXT:  # a data access to a text address: redone in text mode
-            pc = redo_text_access(m, c)
+            if c.cut:  # (else the compiled run call cut it)
+                log = c.log
+                step, start, stop = log[-1]
+                end = c.pc
+                if start == end:
+                    log.pop()
+                elif start < end < stop:
+                    log[-1] = (step, start, end)
+            if not m.fold or c.kind_at.get(c.pc) not in FOLDABLE:
+                return
+            pc = _fold(m, c)
             if pc < 0:
                 return
+            folds += 1
+            if folds > m.budget:  # spinning with a changing state and no visible operation
+                m.add_finding(c, OracleName.LIVENESS, f"CPU{c.index} spun {m.budget} "
+                              "times without a visible operation, at "
+                              f"{m.image.symbolize(c.pc)}", c.pc)
+                return
+            continue
+        if reason is _TEXT:  # a data access to a text address: redone in text mode
+            pc = redo_text_access(m, c)
+            if pc < 0:  # stopped: by a fault, or at its next visible operation
+                if not m.fold or c.state is not CpuState.RUNNABLE \
+                        or c.kind_at.get(c.pc) not in FOLDABLE:
+                    return
+                pc = _fold(m, c)
+                if pc < 0:
+                    return
             continue
         if reason is Stop.EXCEPTION:
             assert c.exc is not None

@@ -27,15 +27,17 @@ Attributes without an underscore that the scenario API does not use (``fetch_poi
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from functools import partial
 from typing import Any
 
+import unicorn as uc_mod
 from unicorn import arm64_const as A
 
 from . import dataside, layout, snapshot, textside, trace
-from .armmem import ArmMemory
+from .armmem import GRANULE, ArmMemory
 from .asm import Image
 from .cpu import XREG as XREG
-from .cpu import Cpu, CpuState, hook_code, new_cpu, register_id
+from .cpu import Cpu, CpuState, Stop, hook_code, new_cpu, register_id
 from .exceptions import EC_BRK64 as EC_BRK64
 from .exceptions import EC_SVC64 as EC_SVC64
 from .exceptions import EC_UNKNOWN as EC_UNKNOWN
@@ -44,9 +46,9 @@ from .execute import irq as _irq
 from .execute import resume as _resume
 from .execute import step as _step
 from .fastpath import wanted as wanted_fastpath
-from .findings import Event, EventKind, Finding
+from .findings import Event, EventKind, Finding, OracleName
 from .interrupts import InterruptController
-from .isa import OpKind, classify
+from .isa import MemKind, OpKind, classify
 from .memory import FetchConfig, FetchModel, ModelError
 from .schedule import Decision, DecisionKind, InvalidDecision
 from .snapshot import MachineState as MachineState
@@ -75,7 +77,8 @@ class Machine:
 
     def __init__(self, image: Image, ncpus: int, fetch: FetchConfig | None = None, *,
                  budget: int = 200_000, cmodx_oracle: bool = True, memory: str = "sc",
-                 promises: bool | str = False, fastpath: bool | None = None) -> None:
+                 promises: bool | str = False, fastpath: bool | None = None,
+                 fold: bool = False) -> None:
         if not 1 <= ncpus <= layout.MAX_CPUS:
             raise GuestError(f"ncpus must be 1..{layout.MAX_CPUS}, not {ncpus}")
         if image.text_base != layout.TEXT_BASE or image.data_base != layout.DATA_BASE:
@@ -106,6 +109,13 @@ class Machine:
         self.solo_stores: list[tuple[int, int, bytes]] | None = None  # a solo run's stores
         self.solo_cache: dict[tuple[int, bytes], list[tuple[int, bytes]]] = {}
         self.solo_steps = 64  # how far a solo run looks for stores to promise
+        # Folded steps and parked spins (execute.py): a schedule records whether it ran
+        # with them (config "fold"), as its decisions differ.  ``mutations`` counts the
+        # decisions (and reads of the interrupt controller) that may change what a
+        # spinning CPU reads; a parked CPU waits for it to move.
+        self.fold = fold
+        self.mutations = 0
+        self._parked = False  # whether a CPU is parked (states_changed)
         self.fetch_config = fetch or FetchConfig()
         self.budget = budget
         self.cmodx_oracle = cmodx_oracle
@@ -136,6 +146,11 @@ class Machine:
         self.findings: list[Finding] = []
         self.stopped = False  # a finding ended the run
         self.static_kinds = self._visible_addresses()
+        # Plain loads (a step of one changes nothing another CPU can read), by address
+        # in the image's text; a word stores touched is not one (a fetch point).
+        self.pure_loads = frozenset(
+            a for a, k in self.static_kinds.items() if k is OpKind.MEMORY and _is_load(
+                int.from_bytes(self.dside_text[a - layout.TEXT_BASE:][:4], "little")))
         self.has_wfi = OpKind.WFI in self.static_kinds.values()
         self.fixed_kinds: dict[int, OpKind] = {}  # kinds set by the machine, not the text
         self.fetch_points: set[int] = set()  # text addresses ever touched by a store
@@ -144,6 +159,12 @@ class Machine:
         # (``may_patch``, ``set_patched``), besides the words stores touched in this one.
         self.declared: set[int] = set()
         self._declared_by_setup: set[int] = set()
+        # History (``set_history``): data the guest writes and never reads, left out of
+        # state keys.  (offset in ``data``, end, name); the key's spans of ``data``.
+        self.history: list[tuple[int, int, str]] = []
+        self._key_spans: tuple[int, list[tuple[int, int]]] = (-1, [])
+        self._arm_history: frozenset[int] = frozenset()  # (set_keyed_history)
+        self._history_keyed = False
         self._runnable: list[int] = []
         self.cpus = [self._make_cpu(i) for i in range(ncpus)]
         self.baseline: MachineState | None = None
@@ -248,6 +269,55 @@ class Machine:
         self._initial_kinds.clear()
         refresh_fetch_points(self)
 
+    def set_history(self, where: str | int, size: int) -> None:
+        """Declare ``size`` bytes of shared data at ``where`` history: written by the
+        guest for the host to read after the run (the perf ring and its clock), never
+        read by the guest.  State keys leave history out (``snapshot.state_key``), so a
+        search merges states that differ only in what was recorded there; a guest load
+        from it is a guest-fault finding, so a wrong declaration cannot go unseen."""
+        if self.baseline is not None:
+            raise GuestError("set_history() after seal(): declare history in setup()")
+        addr = self.addr(where)
+        off = addr - layout.DATA_BASE
+        if not (isinstance(size, int) and size > 0 and off >= 0
+                and off + size <= len(self.data)):
+            raise GuestError(f"set_history({where!r}, {size!r}): not in shared data")
+        name = where if isinstance(where, str) else f"{addr:#x}"
+        self.history.append((off, off + size, name))
+        if self.arm is not None:  # the granules wholly inside
+            first = -(-addr // GRANULE) * GRANULE
+            self._arm_history |= frozenset(range(first, addr + size - GRANULE + 1, GRANULE))
+            self.arm.history = self._arm_history
+        self._key_spans = (-1, [])
+        for c in self.cpus:
+            c.uc.hook_add(uc_mod.UC_HOOK_MEM_READ, partial(_history_read, self, name, addr),
+                          c, addr, addr + size - 1)
+
+    def set_keyed_history(self, keyed: bool) -> None:
+        """Whether state keys digest the history too (as before it was declared): a
+        search then tells apart states that differ only in what was recorded there."""
+        self._key_spans = (-1, [])
+        self._history_keyed = keyed
+        if self.arm is not None:
+            self.arm.history = frozenset() if keyed else self._arm_history
+
+    def key_spans(self) -> list[tuple[int, int]]:
+        """The spans of ``data`` (up to ``data_extent``) a state key digests: all of it
+        but the history."""
+        extent, spans = self._key_spans
+        if extent != self.data_extent:
+            spans, at = [], 0
+            for lo, hi, _ in sorted(self.history) if not self._history_keyed else ():
+                if lo >= self.data_extent:
+                    break
+                if lo > at:
+                    spans.append((at, lo))
+                at = max(at, hi)
+            if at < self.data_extent:
+                spans.append((at, self.data_extent))
+            self._key_spans = (self.data_extent, spans)
+        return spans
+
     def set_fetch_scope(self, cpu: int, addrs: Iterable[int]) -> None:
         """Declare every text address ``cpu`` can ever fetch (a pruning hint for search).
 
@@ -343,14 +413,16 @@ class Machine:
         return [i for i in self._runnable if self._can_step(self.cpus[i])]
 
     def _can_step(self, c: Cpu) -> bool:
-        if c.state is not CpuState.RUNNABLE:
+        if c.state is not CpuState.RUNNABLE or c.parked:
             return False
         # A CPU at WFI sleeps until an interrupt is pending (masked or not).
         return (not self.has_wfi or c.exc is not None or self.gic.pending[c.index] != 0
                 or c.kind_at.get(c.pc) is not OpKind.WFI)
 
     def states_changed(self) -> None:
-        self._runnable = [c.index for c in self.cpus if c.state is CpuState.RUNNABLE]
+        self._runnable = [c.index for c in self.cpus
+                          if c.state is CpuState.RUNNABLE and not c.parked]
+        self._parked = any(c.parked for c in self.cpus)
 
     def irq_choices(self) -> list[int]:
         gic = self.gic.pending
@@ -366,8 +438,9 @@ class Machine:
         return kind if kind is not None else OpKind.INVISIBLE
 
     def spinning(self, cpu: int) -> bool:
-        """Whether ``cpu`` waits in a spin loop (its next operation is YIELD or WFE)."""
-        return self.pending_kind(cpu) in (OpKind.YIELD, OpKind.WFE)
+        """Whether ``cpu`` waits in a spin loop: its next operation is YIELD or WFE, or
+        (folded steps) it passed one since its last step."""
+        return self.cpus[cpu].spun or self.pending_kind(cpu) in (OpKind.YIELD, OpKind.WFE)
 
     def model_choices(self, compact: bool = False) -> list[Decision]:
         """Memory-model choices that can change an outcome now.
@@ -421,9 +494,13 @@ class Machine:
         kind = d.kind
         if kind is _STEP and 0 <= d.cpu < self.ncpus:  # the common case, first
             c = self.cpus[d.cpu]
-            if c.state is _RUNNABLE and (not self.has_wfi or self._can_step(c)):
+            if c.state is _RUNNABLE and not c.parked and (not self.has_wfi
+                                                          or self._can_step(c)):
                 self.step_no += 1
-                _step(self, c)
+                if self.fold:
+                    self._step_folded(c)
+                else:
+                    _step(self, c)
                 if c.state is not _RUNNABLE:
                     self.states_changed()
                 if self.promises:
@@ -433,28 +510,57 @@ class Machine:
         if kind is not DecisionKind.WRITE_BACK and not 0 <= d.cpu < self.ncpus:
             raise InvalidDecision(index, d, f"no CPU{d.cpu}")
         self.step_no += 1
-        if kind is DecisionKind.STEP:
+        if kind is DecisionKind.STEP:  # (the fast path above takes every enabled step)
             c = self.cpus[d.cpu]
-            if not self._can_step(c):
-                self.step_no -= 1
-                raise InvalidDecision(index, d, f"CPU{d.cpu} cannot step ({c.state.value})")
-            _step(self, c)
-            if c.state is not CpuState.RUNNABLE:
-                self.states_changed()
-        elif kind is DecisionKind.IRQ:
+            self.step_no -= 1
+            raise InvalidDecision(index, d, f"CPU{d.cpu} cannot step (" + (
+                "parked: it spins on memory no one has written since"
+                if c.parked else c.state.value) + ")")
+        if self.fold:  # anything but a step may change what a spinning CPU reads
+            self.mutations += 1
+        if kind is DecisionKind.IRQ:
             if d.cpu not in self.irq_choices():
                 self.step_no -= 1
                 raise InvalidDecision(index, d, f"CPU{d.cpu} has no IRQ it can take")
+            self.cpus[d.cpu].spun = False
             _irq(self, self.cpus[d.cpu])
             self.states_changed()
         elif kind in _ARM_KINDS:
+            if kind is not DecisionKind.PROMISE:  # the CPU performs its access
+                self.cpus[d.cpu].spun = False
             self._apply_arm(d, index)
         else:
             self._apply_model(d, index)
+        if self._parked:
+            self._unpark()
         if self.promises:
             if kind is not DecisionKind.PROMISE:
                 self.promise_phase = self.anytime
             self._check_promises()
+
+    def _step_folded(self, c: Cpu) -> None:
+        """A step with folded operations (execute.py): counts a mutation unless ``c``
+        performs a plain load or a spin hint, and unparks every CPU when it does."""
+        before = self.mutations
+        pc = c.pc
+        kind = c.kind_at.get(pc)
+        if c.exc is not None or not (
+                (kind is OpKind.MEMORY and pc in self.pure_loads
+                 and pc not in self.fetch_points)
+                or kind is OpKind.YIELD or kind is OpKind.WFE or kind is OpKind.SEV):
+            self.mutations += 1
+        c.spun = False
+        _step(self, c)
+        if self.mutations != before:
+            if self._parked:
+                self._unpark()
+        elif c.parked:
+            self.states_changed()
+
+    def _unpark(self) -> None:
+        for c in self.cpus:
+            c.parked = False
+        self.states_changed()
 
     def _apply_arm(self, d: Decision, index: int) -> None:
         c = self.cpus[d.cpu]
@@ -568,7 +674,8 @@ class Machine:
         return {"ncpus": self.ncpus, "cache": self.fetch_config.cache.value,
                 "iline": self.fetch_config.iline,
                 "iallu_broadcast": self.fetch_config.iallu_broadcast,
-                "memory": self.memory, **({"promises": "anytime"} if self.anytime else {})}
+                "memory": self.memory, **({"promises": "anytime"} if self.anytime else {}),
+                **({"fold": True} if self.fold else {})}
 
     def registers(self, cpu: int, names: Sequence[str]) -> dict[str, int]:
         """Read registers by name (``x0``..``x30``, ``w0``.., ``sp``, ``elr_el1``...)."""
@@ -578,6 +685,21 @@ class Machine:
             value = int(u.reg_read(_register(name)))
             out[name] = value & 0xFFFF_FFFF if name.lower().startswith("w") else value
         return out
+
+
+def _history_read(m: Machine, name: str, base: int, u: Any, access: int, addr: int,
+                  size: int, value: int, c: Cpu) -> None:
+    pc = u.reg_read(A.UC_ARM64_REG_PC)
+    m.add_finding(c, OracleName.GUEST_FAULT, f"CPU{c.index} reads {name}+{addr - base:#x} "
+                  f"at {m.image.symbolize(pc)}, which is declared history (never read by "
+                  "the guest, left out of state keys: Machine.set_history)", pc)
+    c.reason = Stop.DIE
+    u.emu_stop()
+
+
+def _is_load(word: int) -> bool:
+    mem = classify(word).mem
+    return mem is not None and mem.kind is MemKind.LOAD
 
 
 def _register(name: str) -> int:

@@ -38,6 +38,7 @@ from .resources import kernels_dir, scenarios_dir
 from .schedule import ScenarioSource, Schedule, ScheduleMismatch
 from .scheduler import RunResult, run
 from .strategies import RandomWalk, Replay, Strategy
+from .textpoke import declare_history
 
 __all__ = [
     "Scenario",
@@ -138,13 +139,15 @@ class Session:
     """One scenario, linked and set up once, run under any number of schedules.
 
     ``oracles`` names the oracles to run (``testbed.oracles``); by default every one
-    that applies to the scenario."""
+    that applies to the scenario.  ``fold``: folded steps and parked spins (execute.py),
+    on unless a schedule recorded without them is replayed (``session_for``)."""
 
     def __init__(self, scenario: Scenario, *, ncpus: int | None = None,
                  cache: CacheType | None = None, budget: int = 200_000,
                  params: Mapping[str, int] | None = None,
                  oracles: Collection[str] | None = None, memory: str | None = None,
-                 ablate: Sequence[Mapping[str, object]] = (), promises: bool = False) -> None:
+                 ablate: Sequence[Mapping[str, object]] = (), promises: bool = False,
+                 fold: bool = True) -> None:
         self.scenario = scenario
         self.params = dict(params or {})
         for key, value in self.params.items():
@@ -189,7 +192,9 @@ class Session:
             raise ScenarioError("--promises needs --memory arm (promises are the Arm "
                                 "model's out-of-order writes)")
         self.machine = Machine(self.image, n, FetchConfig(self.cache), budget=budget,
-                               memory=self.memory, promises="anytime" if promises else False)
+                               memory=self.memory, promises="anytime" if promises else False,
+                               fold=fold)
+        declare_history(self.machine)  # the perf ring: left out of state keys
         self.oracles = (default_oracles(scenario) if oracles is None
                         else select_oracles(scenario, oracles))
         names = {o.name for o in self.oracles}
@@ -331,6 +336,7 @@ def session_for(schedule: Schedule, scenario_path: str | None = None, *,
     memory = cfg.get("memory", "sc")  # recorded before the switch: sequentially consistent
     ablate = cfg.get("ablate")
     promises = cfg.get("promises") == "anytime"
+    fold = cfg.get("fold") is True  # recorded before folded steps existed: without them
     try:
         cache_type = CacheType.parse(cache) if isinstance(cache, str) else None
     except ValueError as e:
@@ -338,7 +344,8 @@ def session_for(schedule: Schedule, scenario_path: str | None = None, *,
     return Session(cls(), ncpus=ncpus if isinstance(ncpus, int) else None, cache=cache_type,
                    params=params if isinstance(params, dict) else None, oracles=oracles,
                    memory=memory if isinstance(memory, str) else None,
-                   ablate=ablate if isinstance(ablate, list) else (), promises=promises)
+                   ablate=ablate if isinstance(ablate, list) else (), promises=promises,
+                   fold=fold)
 
 
 def _load_module(path: Path) -> ModuleType:

@@ -171,6 +171,9 @@ def _check_config(cfg: Mapping[str, Any], source: str) -> None:
     if promises is not None and promises != "anytime":
         raise ScheduleError(f"{source}: field 'config.promises' must be \"anytime\", not "
                             f"{promises!r}")
+    fold = cfg.get("fold")
+    if fold is not None and fold is not True:
+        raise ScheduleError(f"{source}: field 'config.fold' must be true, not {fold!r}")
     patched = cfg.get("patched")
     if patched is not None and not (isinstance(patched, list) and all(
             type(o) is int and 0 <= o < 1 << 32 for o in patched)):
@@ -324,6 +327,12 @@ class Schedule:
                 f"schedule was recorded {with_[bool(self.config.get('promises'))]} promises, "
                 f"this session runs {with_[bool(config.get('promises'))]} them: its "
                 "decisions mean something else there")
+        if bool(self.config.get("fold")) != bool(config.get("fold")):
+            with_ = ["without", "with"]
+            raise ScheduleMismatch(
+                f"schedule was recorded {with_[bool(self.config.get('fold'))]} folded steps, "
+                f"this session runs {with_[bool(config.get('fold'))]} them: its decisions "
+                "mean something else there (a schedule records its 'fold')")
         for key, value in self.config.items():
             if key == "patched":  # fetch points: the session takes the schedule's
                 continue

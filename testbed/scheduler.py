@@ -72,11 +72,16 @@ def run(machine: Machine, strategy: Strategy, *, scenario: str,
     finished = all(c.state is CpuState.OFF for c in machine.cpus)
     if not finished and not machine.stopped and not machine.steppable() \
             and not machine.irq_choices():
-        waiting = [c.index for c in machine.cpus if c.state is CpuState.RUNNABLE]
+        waiting = [c for c in machine.cpus if c.state is CpuState.RUNNABLE]
+        asleep = [f"CPU{c.index}" for c in waiting if not c.parked]
+        spin = [f"CPU{c.index} at {machine.image.symbolize(c.pc)}"
+                for c in waiting if c.parked]
         if waiting:
-            machine.findings.append(Finding(
-                OracleName.LIVENESS, "deadlock: " + ", ".join(f"CPU{c}" for c in waiting)
-                + " wait for an interrupt that cannot come", step=machine.step_no))
+            machine.findings.append(Finding(OracleName.LIVENESS, "deadlock: " + "; ".join(
+                ([", ".join(asleep) + " wait for an interrupt that cannot come"]
+                 if asleep else [])
+                + ([", ".join(spin) + " spin on memory no CPU can write any more"]
+                   if spin else [])), step=machine.step_no))
     schedule = Schedule(scenario, machine.image.digest, machine.config_dict(),
                         tuple(decisions), strategy.name,
                         getattr(strategy, "seed", None), strategy.describe())

@@ -25,7 +25,8 @@ from .textside import forget_view, kind_for, refresh_fetch_points
 if TYPE_CHECKING:
     from .machine import Machine
 
-__all__ = ["MachineState", "content_digest", "load", "reset", "save", "state_key"]
+__all__ = ["MachineState", "content_digest", "load", "outcome_digest", "reset", "save",
+           "state_key"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class MachineState:
     percpu: bytes
     stacks: list[bytes]
     cpus: list[tuple[CpuState, int, tuple[int, int, int] | None, bool, int, int]]
+    spins: list[tuple[bool, bool, tuple[object, ...] | None]]  # each Cpu's spun, parked, mark
     model: Snapshot
     gic: tuple[int, ...]
     step_no: int
@@ -47,6 +49,7 @@ class MachineState:
     arm: tuple[object, ...] | None = None  # the Arm data-memory model's state
     promise_phase: bool = False
     invalid: str = ""
+    mutations: int = 0
 
 
 def save(m: Machine) -> MachineState:
@@ -59,9 +62,10 @@ def save(m: Machine) -> MachineState:
         [c.uc.context_save() for c in m.cpus], bytes(m.data[:m.data_extent]),
         bytes(m.percpu), [bytes(c.stack) for c in m.cpus],
         [(c.state, c.pc, c.exc, c.irq_masked, len(c.log), c.last_cse) for c in m.cpus],
+        [(c.spun, c.parked, c.mark) for c in m.cpus],
         m.model.snapshot(), m.gic.state(), m.step_no, len(m.events),
         tuple(m.findings), m.stopped, tuple(m.text_stores),
-        None if m.arm is None else m.arm.save(), m.promise_phase, m.invalid)
+        None if m.arm is None else m.arm.save(), m.promise_phase, m.invalid, m.mutations)
 
 
 def load(m: Machine, st: MachineState, *, model: bool = True) -> None:
@@ -75,11 +79,12 @@ def load(m: Machine, st: MachineState, *, model: bool = True) -> None:
         refresh_fetch_points(m, m.model.stale)  # and the words whose status changed
     m.data[:m.data_extent] = st.data
     m.percpu[:] = st.percpu
-    for c, ctx, stack, (state, pc, exc, masked, loglen, cse) in zip(
-            m.cpus, st.contexts, st.stacks, st.cpus, strict=True):
+    for c, ctx, stack, (state, pc, exc, masked, loglen, cse), (spun, parked, mark) in zip(
+            m.cpus, st.contexts, st.stacks, st.cpus, st.spins, strict=True):
         c.restore(ctx)
         c.stack[:] = stack
         c.state, c.pc, c.exc, c.irq_masked, c.last_cse = state, pc, exc, masked, cse
+        c.spun, c.parked, c.mark = spun, parked, mark
         del c.log[loglen:]
     # State, not history: a depth-first search loads states of other branches, so a
     # truncation would keep another branch's entries.
@@ -95,6 +100,7 @@ def load(m: Machine, st: MachineState, *, model: bool = True) -> None:
         m.arm.load(st.arm)
     m.promise_phase = st.promise_phase
     m.invalid = st.invalid
+    m.mutations = st.mutations
     m.states_changed()
 
 
@@ -133,6 +139,16 @@ def reset(m: Machine, baseline: MachineState, model_initial: bool,
 def state_key(m: Machine) -> bytes:
     """A digest of everything that can affect the rest of a run or its final state.
 
+    Folded steps (execute.py): whether a CPU spins is part of the key (it decides what
+    a preemption costs); whether it is parked, what it held at its last spin hint and
+    the mutation count are not: two states that differ only there differ in whether a
+    spin iteration that comes back to the same state is taken once more, which reaches
+    no other state (and a parked CPU, at a spin, costs no preemption to leave either).
+
+    Shared data declared history (``Machine.set_history``: the perf ring and its clock,
+    which the guest writes and never reads) is left out: two states that differ only in
+    what was recorded there continue identically.
+
     The ground-truth log and the step counter are history, not state: two paths that
     reach the same key continue identically, but for one thing: the guest's clock
     (``layout.GIC_CLOCK``) reads the step counter, so a scenario that records it (perf
@@ -144,7 +160,7 @@ def state_key(m: Machine) -> bytes:
     base = m.baseline
     small: list[object] = []  # what is not bytes, in one repr at the end
     for i, c in enumerate(m.cpus):
-        small.append((c.state.value, c.pc, c.exc, c.irq_masked, c.read_spsr()))
+        small.append((c.state.value, c.pc, c.exc, c.irq_masked, c.read_spsr(), c.spun))
         add(c.read_regs())
         # Stacks and per-CPU areas rarely change: compare (memcmp) before hashing.
         # (Each part of varying presence or length is tagged: the parts are joined.)
@@ -153,7 +169,9 @@ def state_key(m: Machine) -> bytes:
             add(c.stack)
         else:
             add(b"s")
-    add(memoryview(m.data)[:m.data_extent])
+    data = memoryview(m.data)
+    for lo, hi in m.key_spans():  # shared data but its history (Machine.set_history)
+        add(data[lo:hi])
     if base is None or m.percpu != base.percpu:
         add(b"C")
         add(m.percpu)
@@ -184,21 +202,48 @@ def _cmodx_pending(m: Machine) -> list[list[tuple[int, int, int]]]:
     return got
 
 
-def content_digest(m: Machine) -> str:
+def content_digest(m: Machine, *, history: bool = True) -> str:
     """SHA-256 of what a run left in the machine: every CPU's state, registers and stack,
     shared memory, the per-CPU areas, the text as the D-side and each CPU's I-view hold
     it, and the findings.  Unlike ``state_key`` it does not depend on how states are
     canonicalised or hashed, so it compares final states across versions of the
-    testbed (tests/corpus.py, bench/search.py)."""
+    testbed (tests/corpus.py, bench/search.py).  ``history=False``: what the machine
+    holds as history (``Machine.set_history``) counts as zeros, as states are compared
+    when a search merges states that differ only there."""
     h = hashlib.sha256()
     for c in m.cpus:
         h.update(repr((c.state.value, c.pc, c.exc, c.irq_masked)).encode())
         h.update(c.read_regs())
         h.update(bytes(c.stack))
-    h.update(bytes(m.data[:m.data_extent]))
+    data = bytearray(m.data[:m.data_extent])
+    if not history:
+        for lo, hi, _ in m.history:
+            data[lo:hi] = bytes(len(data[lo:hi]))
+    h.update(data)
     h.update(bytes(m.percpu))
     h.update(bytes(m.dside_text))
     for view in m.iviews:
         h.update(bytes(view))
+    h.update(repr(sorted(f.signature() for f in m.findings)).encode())
+    return h.hexdigest()
+
+
+def outcome_digest(m: Machine) -> str:
+    """SHA-256 of what a run leaves that the scenario can observe: shared data (its
+    history as zeros), the text as the D-side and each CPU's I-view hold it, the per-CPU
+    areas, each CPU's state and where it stopped, and the findings.  Registers and
+    stacks are left out: an interrupt that folded steps (execute.py) take at the load
+    after a spin hint rather than at the hint leaves another interrupted address in
+    ELR_EL1 and in the copy the handler saves, and nothing else (tests/test_fold.py)."""
+    h = hashlib.sha256()
+    data = bytearray(m.data[:m.data_extent])
+    for lo, hi, _ in m.history:
+        data[lo:hi] = bytes(len(data[lo:hi]))
+    h.update(data)
+    h.update(bytes(m.percpu))
+    h.update(bytes(m.dside_text))
+    for view in m.iviews:
+        h.update(bytes(view))
+    h.update(repr([(c.state.value, c.pc) for c in m.cpus]).encode())
     h.update(repr(sorted(f.signature() for f in m.findings)).encode())
     return h.hexdigest()

@@ -11,10 +11,22 @@ from dataclasses import dataclass
 
 from .machine import Machine
 
-__all__ = ["PERF_RECORD_TEXT_POKE", "RecordError", "TextPoke", "parse_records", "read_ring",
-           "records_of"]
+__all__ = ["HISTORY", "PERF_RECORD_TEXT_POKE", "RING_SIZE", "RecordError", "TextPoke",
+           "declare_history", "parse_records", "read_ring", "records_of"]
 
 PERF_RECORD_TEXT_POKE = 20
+RING_SIZE = 4096  # kernels/perf.S's PERF_RING_SIZE
+# What kernels/perf.S writes for the host and never reads back: the ring and the last
+# time handed out (perf_ring_head, which it reads to reserve, is state).
+HISTORY = {"perf_ring": RING_SIZE, "perf_clock": 8}
+
+
+def declare_history(m: Machine) -> None:
+    """Declare the perf ring and clock history (``Machine.set_history``) where the
+    image has them."""
+    for name, size in HISTORY.items():
+        if name in m.image.symbols:
+            m.set_history(name, size)
 
 
 class RecordError(Exception):
@@ -77,5 +89,4 @@ def records_of(m: Machine) -> list[TextPoke]:
 def read_ring(m: Machine) -> list[TextPoke]:
     """The text-poke records a run left in the guest's ring buffer."""
     head = m.read_u64("perf_ring_head")
-    size = 4096
-    return parse_records(m.read(m.addr("perf_ring"), size), min(head, size))
+    return parse_records(m.read(m.addr("perf_ring"), RING_SIZE), min(head, RING_SIZE))
