@@ -10,6 +10,12 @@ The digests are computed from what a run leaves in the machine (registers, memor
 I-views, findings, events, the ground-truth trace), never from ``Machine.state_key``,
 whose encoding an optimisation may change.
 
+Runs and searches are recorded in two modes: as the testbed ran before folded steps
+and the history-free state key (``fold`` false: the schedules replay without folded
+steps, the searches keep the history in their keys), which guards that the old path
+is unchanged; and as it runs now (``fold`` true).  A search's final states are digested
+with the history counted as zeros when the key leaves it out (``content_digest``).
+
 Regenerate (only when a change is *meant* to change behaviour, and say so in the
 commit): ``python tests/corpus.py``.
 """
@@ -40,30 +46,43 @@ SCENARIOS = ("cmodx_violation", "torn_write", "call_ops", "call_ops_plain",
              "brk_single_slot", "brk_release", "brk_plain", "brk_refcount_sync",
              "brk_no_sync", "text_poke_pre_post", "nosync_stale", "nosync_isb",
              "stop_machine_patch", "stop_machine_nodsb")
-RUNS: list[tuple[str, str, bool, str, tuple[int, ...]]] = [
-    *[(name, memory, False, "random", (0, 1)) for name in SCENARIOS for memory in ("sc", "arm")],
-    *[(name, "arm", False, "pct", (3,)) for name in SCENARIOS],
-    ("brk_release", "arm", True, "random", (207, 5)),
-    ("jump_label_kick", "arm", True, "random", (1,)),
+# The last field: folded steps (execute.py).
+RUNS: list[tuple[str, str, bool, str, tuple[int, ...], bool]] = [
+    *[(name, memory, False, "random", (0, 1), False) for name in SCENARIOS
+      for memory in ("sc", "arm")],
+    *[(name, "arm", False, "pct", (3,), False) for name in SCENARIOS],
+    ("brk_release", "arm", True, "random", (207, 5), False),
+    ("jump_label_kick", "arm", True, "random", (1,), False),
+    *[(name, memory, False, "random", (2,), True) for name in SCENARIOS
+      for memory in ("sc", "arm")],
+    *[(name, "sc", False, "pct", (4,), True) for name in SCENARIOS],
+    ("brk_release", "arm", True, "random", (207,), True),
 ]
-# (scenario, memory, promises, preemptions, model events): searches of the scenarios'
-# search scopes small enough to run in a test.
-SEARCHES: list[tuple[str, str, bool, int, int]] = [
-    ("nosync_isb", "sc", False, 1, 1),
-    ("nosync_isb", "arm", False, 1, 1),
-    ("nosync_stale", "arm", False, 2, 1),
-    ("torn_write", "arm", False, 2, 1),
-    ("call_ops_plain", "arm", False, 1, 1),
-    ("jump_label_nosync", "arm", False, 1, 1),
-    ("cmodx_violation", "sc", False, 2, 1),
-    ("brk_release", "arm", True, 1, 0),
+# (scenario, memory, promises, preemptions, model events, fold): searches of the
+# scenarios' search scopes small enough to run in a test.
+SEARCHES: list[tuple[str, str, bool, int, int, bool]] = [
+    ("nosync_isb", "sc", False, 1, 1, False),
+    ("nosync_isb", "arm", False, 1, 1, False),
+    ("nosync_stale", "arm", False, 2, 1, False),
+    ("torn_write", "arm", False, 2, 1, False),
+    ("call_ops_plain", "arm", False, 1, 1, False),
+    ("jump_label_nosync", "arm", False, 1, 1, False),
+    ("cmodx_violation", "sc", False, 2, 1, False),
+    ("brk_release", "arm", True, 1, 0, False),
+    ("nosync_isb", "sc", False, 1, 1, True),
+    ("nosync_isb", "arm", False, 1, 1, True),
+    ("jump_label_nosync", "arm", False, 1, 1, True),
+    ("brk_refcount_sync", "sc", False, 1, 1, True),
+    ("text_poke_pre_post", "arm", False, 1, 1, True),
+    ("brk_release", "arm", True, 1, 0, True),
 ]
 
 
-def session(name: str, memory: str, promises: bool, *, scope: bool = False) -> Session:
+def session(name: str, memory: str, promises: bool, *, scope: bool = False,
+            fold: bool = True) -> Session:
     cls = load_scenario(name)
     params = dict(cls.search_scope) if scope else None
-    return Session(cls(), memory=memory, promises=promises, params=params)
+    return Session(cls(), memory=memory, promises=promises, params=params, fold=fold)
 
 
 def run_digests(r: RunResult, m: Machine) -> dict[str, Any]:
@@ -80,9 +99,10 @@ def run_digests(r: RunResult, m: Machine) -> dict[str, Any]:
 
 
 def search_digests(name: str, memory: str, promises: bool, pre: int,
-                   mod: int) -> dict[str, Any]:
-    s = session(name, memory, promises, scope=True)
-    res = search(s, SearchBounds(pre, mod), observe=content_digest)
+                   mod: int, fold: bool) -> dict[str, Any]:
+    s = session(name, memory, promises, scope=True, fold=fold)
+    res = search(s, SearchBounds(pre, mod), keyed_history=not fold,
+                 observe=content_digest if not fold else _final)
     finals = {str(o) for o in res.observations}
     return {
         "covered": res.covered,
@@ -94,18 +114,22 @@ def search_digests(name: str, memory: str, promises: bool, pre: int,
     }
 
 
+def _final(m: Machine) -> str:
+    return content_digest(m, history=False)
+
+
 def record() -> dict[str, Any]:
     runs = []
-    for name, memory, promises, strategy, seeds in RUNS:
-        s = session(name, memory, promises)
+    for name, memory, promises, strategy, seeds, fold in RUNS:
+        s = session(name, memory, promises, fold=fold)
         for seed in seeds:
             r = s.run(RandomWalk(seed) if strategy == "random" else PCT(seed))
             runs.append({"schedule": json.loads(r.schedule.to_json()),
                          "promises": promises, **run_digests(r, s.machine)})
     searches = [{"scenario": name, "memory": memory, "promises": promises,
-                 "preemptions": pre, "model_events": mod,
-                 **search_digests(name, memory, promises, pre, mod)}
-                for name, memory, promises, pre, mod in SEARCHES]
+                 "preemptions": pre, "model_events": mod, "fold": fold,
+                 **search_digests(name, memory, promises, pre, mod, fold)}
+                for name, memory, promises, pre, mod, fold in SEARCHES]
     return {"runs": runs, "searches": searches}
 
 
@@ -119,7 +143,8 @@ def replay(entry: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     """Replay one recorded run in a fresh session; its digests, and whether the
     compiled fast path ran it."""
     sched = Schedule.from_json(json.dumps(entry["schedule"]))
-    s = session(sched.scenario, str(sched.config["memory"]), entry["promises"])
+    s = session(sched.scenario, str(sched.config["memory"]), entry["promises"],
+                fold=sched.config.get("fold") is True)
     r = s.replay(sched)
     return run_digests(r, s.machine), s.machine.fastpath
 

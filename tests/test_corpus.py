@@ -48,11 +48,13 @@ def test_the_fast_path_is_built_where_there_is_a_compiler() -> None:
 
 
 @pytest.mark.parametrize("entry", DOC["searches"], ids=lambda e: "-".join(
-    str(e[k]) for k in ("scenario", "memory", "preemptions", "model_events")))
+    str(e[k]) for k in ("scenario", "memory", "preemptions", "model_events"))
+    + ("-fold" if e.get("fold") else ""))
 def test_a_recorded_search_finds_the_same_and_ends_in_the_same_states(
         entry: dict[str, Any]) -> None:
     got = corpus.search_digests(entry["scenario"], entry["memory"], entry["promises"],
-                                entry["preemptions"], entry["model_events"])
+                                entry["preemptions"], entry["model_events"],
+                                entry.get("fold", False))
     assert got["covered"] == entry["covered"]
     assert got["findings"] == entry["findings"]
     assert (got["distinct_finals"], got["finals"]) == (entry["distinct_finals"],
