@@ -215,15 +215,7 @@ def content_digest(m: Machine, *, history: bool = True) -> str:
         h.update(repr((c.state.value, c.pc, c.exc, c.irq_masked)).encode())
         h.update(c.read_regs())
         h.update(bytes(c.stack))
-    data = bytearray(m.data[:m.data_extent])
-    if not history:
-        for lo, hi, _ in m.history:
-            data[lo:hi] = bytes(len(data[lo:hi]))
-    h.update(data)
-    h.update(bytes(m.percpu))
-    h.update(bytes(m.dside_text))
-    for view in m.iviews:
-        h.update(bytes(view))
+    _memory(h, m, history)
     h.update(repr(sorted(f.signature() for f in m.findings)).encode())
     return h.hexdigest()
 
@@ -236,14 +228,21 @@ def outcome_digest(m: Machine) -> str:
     after a spin hint rather than at the hint leaves another interrupted address in
     ELR_EL1 and in the copy the handler saves, and nothing else (tests/test_fold.py)."""
     h = hashlib.sha256()
+    _memory(h, m, False)
+    h.update(repr([(c.state.value, c.pc) for c in m.cpus]).encode())
+    h.update(repr(sorted(f.signature() for f in m.findings)).encode())
+    return h.hexdigest()
+
+
+def _memory(h: Any, m: Machine, history: bool) -> None:
+    """Shared data (its history as zeros unless ``history``), the per-CPU areas, the
+    D-side text and every I-view, into ``h``."""
     data = bytearray(m.data[:m.data_extent])
-    for lo, hi, _ in m.history:
-        data[lo:hi] = bytes(len(data[lo:hi]))
+    if not history:
+        for lo, hi, _ in m.history:
+            data[lo:hi] = bytes(len(data[lo:hi]))
     h.update(data)
     h.update(bytes(m.percpu))
     h.update(bytes(m.dside_text))
     for view in m.iviews:
         h.update(bytes(view))
-    h.update(repr([(c.state.value, c.pc) for c in m.cpus]).encode())
-    h.update(repr(sorted(f.signature() for f in m.findings)).encode())
-    return h.hexdigest()
