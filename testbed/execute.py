@@ -213,37 +213,39 @@ def _run(m: Machine, c: Cpu, pc: int) -> None:
                     log.pop()
                 elif start < end < stop:
                     log[-1] = (step, start, end)
-            if not m.fold or c.kind_at.get(c.pc) not in FOLDABLE:
-                return
-            pc = _fold(m, c)
-            if pc < 0:
-                return
-            folds += 1
-            if folds > m.budget:  # spinning with a changing state and no visible operation
-                m.add_finding(c, OracleName.LIVENESS, f"CPU{c.index} spun {m.budget} "
-                              "times without a visible operation, at "
-                              f"{m.image.symbolize(c.pc)}", c.pc)
-                return
-            continue
-        if reason is _TEXT:  # a data access to a text address: redone in text mode
+        elif reason is _TEXT:  # a data access to a text address: redone in text mode
             pc = redo_text_access(m, c)
-            if pc < 0:  # stopped: by a fault, or at its next visible operation
-                if not m.fold or c.state is not CpuState.RUNNABLE \
-                        or c.kind_at.get(c.pc) not in FOLDABLE:
-                    return
-                pc = _fold(m, c)
-                if pc < 0:
-                    return
-            continue
-        if reason is Stop.EXCEPTION:
-            assert c.exc is not None
-            c.pc = c.exc[1] if c.exc[2] == c.exc[1] + 4 else c.exc[2] - 4
-            trace.cut(c.log, c.exc[2])
+            if pc >= 0:
+                continue
+            if c.state is not CpuState.RUNNABLE:  # a fault
+                return
+        else:
+            _stopped(m, c, reason)
             return
-        if reason is Stop.HALT or reason is Stop.DIE:
+        # Stopped before a visible operation: performed here if it can be folded.
+        if not m.fold or c.kind_at.get(c.pc) not in FOLDABLE:
             return
-        where = u.reg_read(A.UC_ARM64_REG_PC)
-        trace.cut(c.log, where)
-        m.add_finding(c, OracleName.LIVENESS, f"CPU{c.index} ran {m.budget} instructions "
-                      f"without a visible operation, at {m.image.symbolize(where)}", where)
+        pc = _fold(m, c)
+        if pc < 0:
+            return
+        folds += 1
+        if folds > m.budget:  # spinning with a changing state and no visible operation
+            m.add_finding(c, OracleName.LIVENESS, f"CPU{c.index} spun {m.budget} times "
+                          f"without a visible operation, at {m.image.symbolize(c.pc)}", c.pc)
+            return
+
+
+def _stopped(m: Machine, c: Cpu, reason: Stop) -> None:
+    """``c`` stopped otherwise than before a visible operation: by an exception, a halt,
+    a kernel death, or the instruction budget."""
+    if reason is Stop.EXCEPTION:
+        assert c.exc is not None
+        c.pc = c.exc[1] if c.exc[2] == c.exc[1] + 4 else c.exc[2] - 4
+        trace.cut(c.log, c.exc[2])
         return
+    if reason is Stop.HALT or reason is Stop.DIE:
+        return
+    where = c.uc.reg_read(A.UC_ARM64_REG_PC)
+    trace.cut(c.log, where)
+    m.add_finding(c, OracleName.LIVENESS, f"CPU{c.index} ran {m.budget} instructions "
+                  f"without a visible operation, at {m.image.symbolize(where)}", where)

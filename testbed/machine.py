@@ -145,12 +145,10 @@ class Machine:
         self.events: list[Event] = []
         self.findings: list[Finding] = []
         self.stopped = False  # a finding ended the run
-        self.static_kinds = self._visible_addresses()
         # Plain loads (a step of one changes nothing another CPU can read), by address
         # in the image's text; a word stores touched is not one (a fetch point).
-        self.pure_loads = frozenset(
-            a for a, k in self.static_kinds.items() if k is OpKind.MEMORY and _is_load(
-                int.from_bytes(self.dside_text[a - layout.TEXT_BASE:][:4], "little")))
+        self.pure_loads: frozenset[int] = frozenset()
+        self.static_kinds = self._visible_addresses()
         self.has_wfi = OpKind.WFI in self.static_kinds.values()
         self.fixed_kinds: dict[int, OpKind] = {}  # kinds set by the machine, not the text
         self.fetch_points: set[int] = set()  # text addresses ever touched by a store
@@ -163,7 +161,6 @@ class Machine:
         # state keys.  (offset in ``data``, end, name); the key's spans of ``data``.
         self.history: list[tuple[int, int, str]] = []
         self._key_spans: tuple[int, list[tuple[int, int]]] = (-1, [])
-        self._arm_history: frozenset[int] = frozenset()  # (set_keyed_history)
         self._history_keyed = False
         self._runnable: list[int] = []
         self.cpus = [self._make_cpu(i) for i in range(ncpus)]
@@ -174,12 +171,17 @@ class Machine:
 
     # -- construction ------------------------------------------------------------------
     def _visible_addresses(self) -> dict[int, OpKind]:
+        """Each visible instruction's kind, by address (and ``pure_loads``)."""
         kinds: dict[int, OpKind] = {}
+        loads = []
         for addr in self.image.insn_addrs():
             off = addr - layout.TEXT_BASE
-            kind = classify(int.from_bytes(self.dside_text[off:off + 4], "little")).kind
-            if kind is not OpKind.INVISIBLE:
-                kinds[addr] = kind
+            info = classify(int.from_bytes(self.dside_text[off:off + 4], "little"))
+            if info.kind is not OpKind.INVISIBLE:
+                kinds[addr] = info.kind
+                if info.mem is not None and info.mem.kind is MemKind.LOAD:
+                    loads.append(addr)
+        self.pure_loads = frozenset(loads)
         return kinds
 
     def _make_cpu(self, i: int) -> Cpu:
@@ -284,11 +286,7 @@ class Machine:
             raise GuestError(f"set_history({where!r}, {size!r}): not in shared data")
         name = where if isinstance(where, str) else f"{addr:#x}"
         self.history.append((off, off + size, name))
-        if self.arm is not None:  # the granules wholly inside
-            first = -(-addr // GRANULE) * GRANULE
-            self._arm_history |= frozenset(range(first, addr + size - GRANULE + 1, GRANULE))
-            self.arm.history = self._arm_history
-        self._key_spans = (-1, [])
+        self.set_keyed_history(self._history_keyed)
         for c in self.cpus:
             c.uc.hook_add(uc_mod.UC_HOOK_MEM_READ, partial(_history_read, self, name, addr),
                           c, addr, addr + size - 1)
@@ -298,8 +296,12 @@ class Machine:
         search then tells apart states that differ only in what was recorded there."""
         self._key_spans = (-1, [])
         self._history_keyed = keyed
-        if self.arm is not None:
-            self.arm.history = frozenset() if keyed else self._arm_history
+        if self.arm is not None:  # the granules wholly inside the history
+            base = layout.DATA_BASE
+            self.arm.history = frozenset() if keyed else frozenset(
+                g for lo, hi, _ in self.history
+                for g in range(base - (-lo // GRANULE) * GRANULE, base + hi - GRANULE + 1,
+                               GRANULE))
 
     def key_spans(self) -> list[tuple[int, int]]:
         """The spans of ``data`` (up to ``data_extent``) a state key digests: all of it
@@ -695,11 +697,6 @@ def _history_read(m: Machine, name: str, base: int, u: Any, access: int, addr: i
                   "the guest, left out of state keys: Machine.set_history)", pc)
     c.reason = Stop.DIE
     u.emu_stop()
-
-
-def _is_load(word: int) -> bool:
-    mem = classify(word).mem
-    return mem is not None and mem.kind is MemKind.LOAD
 
 
 def _register(name: str) -> int:

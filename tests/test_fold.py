@@ -9,7 +9,7 @@ from conftest import MachineFactory
 from testbed.isa import OpKind
 from testbed.machine import Machine
 from testbed.scenario import Session, load_scenario, session_for
-from testbed.schedule import ScheduleMismatch
+from testbed.schedule import ScheduleMismatch, step
 from testbed.scheduler import run
 from testbed.search import SearchBounds, search
 from testbed.snapshot import content_digest, outcome_digest
@@ -110,12 +110,7 @@ def _spin_alone(m: Machine, cpu: int, steps: int) -> None:
     for _ in range(steps):
         if cpu not in m.steppable():
             return
-        m.apply(step_of(cpu))
-
-
-def step_of(cpu: int):  # type: ignore[no-untyped-def]
-    from testbed.schedule import step
-    return step(cpu)
+        m.apply(step(cpu))
 
 
 def test_a_spin_that_changes_nothing_parks_and_a_store_unparks_it(
@@ -130,12 +125,12 @@ def test_a_spin_that_changes_nothing_parks_and_a_store_unparks_it(
     key = m.state_key()
     c.parked = False
     m.states_changed()
-    m.apply(step_of(1))
+    m.apply(step(1))
     assert m.state_key() == key and c.parked
     _spin_alone(m, 0, 2)  # the store to flag
     assert not c.parked and 1 in m.steppable()
     while m.steppable():
-        m.apply(step_of(m.steppable()[-1]))
+        m.apply(step(m.steppable()[-1]))
     assert all(x.state.value == "off" for x in m.cpus)
 
 
