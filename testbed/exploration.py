@@ -20,6 +20,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 from .findings import Finding
+from .independence import Footprint, footprint, independent, kept, observed, reducible
 from .machine import Machine, MachineState
 from .schedule import Decision, DecisionKind, step
 
@@ -31,6 +32,7 @@ class Bounds:
     max_states: int = 200_000
     max_seconds: float = 60.0
     model_choices: bool = True  # False: interleavings of visible operations only
+    sleep_sets: bool = True  # partial-order reduction (``independence``): same states
 
 
 @dataclass
@@ -59,15 +61,26 @@ def enabled(m: Machine, model_choices: bool = True) -> list[Decision]:
 
 def explore(m: Machine, observe: Callable[[Machine], Hashable],
             bounds: Bounds = Bounds()) -> Exploration:
-    """Explore from the machine's baseline; ``observe`` maps a final state to an outcome."""
+    """Explore from the machine's baseline; ``observe`` maps a final state to an outcome.
+
+    With ``bounds.sleep_sets`` (the default) a decision independent of one already
+    explored from the same state is not explored again after it (``independence``):
+    fewer transitions, the same states, final states and findings."""
     t0 = time.perf_counter()
     deadline = t0 + bounds.max_seconds
     result = Exploration()
     m.reset()
-    seen = {m.state_key()}
-    # Each entry: a saved state and the decisions that led to it (for witnesses).
-    stack: list[tuple[MachineState, tuple[Decision, ...]]] = [(m.save(), ())]
+    # Each visited state's key -> the sleep set it was stored with (Godefroid's state
+    # caching with sleep sets: reached again with a sleep set that is not a superset,
+    # the state explores the difference and keeps the intersection).
+    seen: dict[bytes, frozenset[Decision]] = {m.state_key(): frozenset()}
+    # Each entry: a saved state, the decisions that led to it (for witnesses), its sleep
+    # set (each sleeping decision with its footprint) and, for a state reached again,
+    # the only decisions still to explore from it.
+    stack: list[tuple[MachineState, tuple[Decision, ...], dict[Decision, Footprint | None],
+                      frozenset[Decision] | None]] = [(m.save(), (), {}, None)]
     result.states = 1
+    reduce = bounds.sleep_sets
     while stack:
         if result.states >= bounds.max_states:
             result.reason = f"state bound ({bounds.max_states} states) reached"
@@ -75,10 +88,12 @@ def explore(m: Machine, observe: Callable[[Machine], Hashable],
         if time.perf_counter() > deadline:
             result.reason = f"time bound ({bounds.max_seconds:g} s) reached"
             break
-        saved, path = stack.pop()
+        saved, path, sleep, only = stack.pop()
         m.load(saved)
         choices = enabled(m, bounds.model_choices)
         if not choices:
+            if only is not None:  # a final state reached again: recorded already
+                continue
             if not m.valid:  # a promise left unfulfilled: not an execution (P3)
                 continue
             obs = observe(m)
@@ -87,19 +102,42 @@ def explore(m: Machine, observe: Callable[[Machine], Hashable],
             for f in m.findings:
                 result.findings.setdefault(f.signature(), f)
             continue
+        todo = [d for d in choices if d not in sleep] if only is None else \
+            [d for d in choices if d in only]
+        here = reduce and reducible(m)
+        prints = {d: footprint(m, d) for d in todo} if here else {}
+        if here:  # what sleeps has its footprint from where it was explored
+            sleep = dict(sleep)
+        # What a footprint cannot say in advance: a decision that changes any of these
+        # depends on every other (``independence``), as its successor and as a sibling.
+        before = observed(m) if here else ()
         first = True
-        for d in choices:
+        for d in todo:
             if not first:
                 m.load(saved)
             first = False
             m.apply(d)
             result.transitions += 1
+            fp = prints.get(d)
+            if fp is not None and not kept(m, d, before):
+                fp = None
+            if fp is None:
+                asleep: dict[Decision, Footprint | None] = {}
+            else:
+                asleep = {t: f for t, f in sleep.items() if independent(f, fp)}
             key = m.state_key()
-            if key in seen:
-                continue
-            seen.add(key)
-            result.states += 1
-            stack.append((m.save(), (*path, d)))
+            stored = seen.get(key)
+            if stored is None:
+                seen[key] = frozenset(asleep)
+                result.states += 1
+                stack.append((m.save(), (*path, d), asleep, None))
+            else:
+                missing = stored.difference(asleep)
+                if missing:
+                    seen[key] = stored.intersection(asleep)
+                    stack.append((m.save(), (*path, d), asleep, missing))
+            if here:
+                sleep[d] = fp
     else:
         result.complete = True
     result.seconds = time.perf_counter() - t0

@@ -28,8 +28,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, TextIO
 
+from unicorn import arm64_const as A
+
 from . import layout
 from .asm import AsmError, Image, Source, link
+from .cpu import Cpu, CpuState
 from .exploration import Bounds, Exploration, explore
 from .findings import Finding
 from .litmus import (
@@ -47,7 +50,7 @@ from .litmus import (
     format_prop,
     parse_file,
 )
-from .machine import Machine
+from .machine import Liveness, Machine
 from .memory import CacheType, FetchConfig
 from .schedule import Decision
 from .strategies import RandomWalk
@@ -246,10 +249,13 @@ def _source(test: LitmusTest) -> tuple[str, dict[int, int]]:
 
 
 def build(test: LitmusTest, cache: CacheType | None = None, *,
-          budget: int = 20_000, memory: str = "arm", promises: str = "first") -> LitmusProgram:
+          budget: int = 20_000, memory: str = "arm", promises: str = "first",
+          liveness: bool = True) -> LitmusProgram:
     """Map ``test`` onto a fresh machine (sealed at its initial state), its data side
     ``memory`` ("sc" or "arm"; under "arm" with promises, promise-first unless
-    ``promises`` is "anytime", as scenarios run them: see testbed/dataside.py)."""
+    ``promises`` is "anytime", as scenarios run them: see testbed/dataside.py).
+    ``liveness``: declare what each thread may still fetch (``_Liveness``), so that
+    states differing only in I-cache words a thread will never fetch again merge."""
     if cache is None:
         try:
             cache = test.cache or CacheType.IDC0
@@ -278,6 +284,8 @@ def build(test: LitmusTest, cache: CacheType | None = None, *,
         m.add_halt(image.addr(f"P{i}__exit"))
     for i in range(ncpus):
         m.set_fetch_scope(i, _reachable(prog, i, code_values))
+    if liveness:
+        m.set_fetch_liveness(_Liveness(prog, code_values))
     for r in test.regs:
         if r.value is not None:
             if not 0 <= r.thread < ncpus:
@@ -300,16 +308,23 @@ def _reachable(prog: LitmusProgram, thread: int, indirect: set[int]) -> set[int]
     Direct branches are followed; BR/BLR may reach any code address held in an
     initial register or location; a fault enters the thread's handler, whose ERET may
     return to any label of the thread; an instruction at a label (where a test may
-    store another one) may also fall through or branch to any of the thread's labels.
+    store another one) may also fall through or branch to any label of any thread.
     The machine reports a "fetch-scope" finding if a modified word outside this set is
     ever fetched, so a wrong walk cannot silently hide outcomes.
     """
+    return set(_walk(prog, thread, [prog.image.addr(f"P{thread}__start")], indirect))
+
+
+def _walk(prog: LitmusProgram, thread: int, starts: list[int],
+          indirect: set[int], to_isb: bool = False) -> frozenset[int]:
+    """What ``thread`` can fetch from the addresses ``starts`` on (``_reachable``);
+    ``to_isb``: up to and including its next ``ISB``s."""
     image = prog.image
     text, base = image.text, layout.TEXT_BASE
     exit_addr = image.addr(f"P{thread}__exit")
     labels = [a for (t, _), a in prog.labels.items() if t == thread]
     patchable = set(prog.labels.values())  # where a test can store an instruction
-    work = [image.addr(f"P{thread}__start")]
+    work = list(starts)
     if thread in prog.test.handlers:
         work += [image.addr(f"P{thread}F__start"), *labels]
     seen: set[int] = set()
@@ -331,12 +346,48 @@ def _reachable(prog: LitmusProgram, thread: int, indirect: set[int]) -> set[int]
             nxt = [a + 4, a + ((((w >> 5) & 0x3FFF) ^ 0x2000) - 0x2000) * 4]
         elif w & 0xFFFFFC1F in (0xD61F0000, 0xD63F0000):  # BR, BLR
             nxt = [*indirect, a + 4]
-        elif w & 0xFFFFFC1F == 0xD65F0000 or w == 0xD69F03E0:  # RET, ERET
+        elif w & 0xFFFFFC1F == 0xD65F0000 or w == 0xD69F03E0 or (  # RET, ERET
+                to_isb and w & 0xFFFFF0FF == 0xD50330DF):  # ISB
             nxt = []
         if a in patchable:  # whatever is patched in may fall through or branch to a label
-            nxt += [a + 4, *labels]
+            nxt += [a + 4, *patchable]
         work += nxt
-    return seen
+    return frozenset(seen)
+
+
+class _Liveness:
+    """What a litmus thread may still fetch from where it is (``set_fetch_liveness``):
+    the walk of ``_reachable`` from its pc and from its link register (a RET returns
+    there), and the same walk up to its next ``ISB``s, as text offsets; nothing once it
+    is switched off.  Memoised per (thread, pc, X30).  The machine checks every step
+    against the first: a step to a place the walk from before did not reach is a
+    "fetch-scope" finding (the walk was wrong, and states it merged may have
+    differed).  A pending exception entry is a context synchronization event itself."""
+
+    def __init__(self, prog: LitmusProgram, indirect: set[int]) -> None:
+        self.prog = prog
+        self.indirect = indirect
+        self.memo: dict[tuple[int, int, int, bool], Liveness] = {}
+
+    def __call__(self, m: Machine, c: Cpu) -> Liveness | None:
+        if c.state is not CpuState.RUNNABLE:
+            return _NOTHING
+        pc, x30, entry = c.pc, c.regs.read(_X30), c.exc is not None
+        key = (c.index, pc, x30, entry)
+        got = self.memo.get(key)
+        if got is None:
+            base = layout.TEXT_BASE
+            fetch = frozenset(a - base for a in _walk(self.prog, c.index, [pc, x30],
+                                                      self.indirect))
+            view = frozenset() if entry else frozenset(
+                a - base for a in _walk(self.prog, c.index, [pc, x30], self.indirect,
+                                        to_isb=True))
+            got = self.memo[key] = (fetch, view)
+        return got
+
+
+_NOTHING: Liveness = (frozenset(), frozenset())
+_X30 = A.UC_ARM64_REG_X30
 
 
 def _observed(test: LitmusTest) -> tuple[Atom, ...]:
@@ -399,10 +450,11 @@ class LitmusResult:
 
 def run_test(test: LitmusTest, cache: CacheType | None = None, *,
              bounds: Bounds | None = None, random_runs: int = 0,
-             seed: int = 0, memory: str = "arm", promises: str = "first") -> LitmusResult:
+             seed: int = 0, memory: str = "arm", promises: str = "first",
+             liveness: bool = True) -> LitmusResult:
     """Explore ``test`` exhaustively (or sample ``random_runs`` random schedules)."""
     bounds = bounds or Bounds(max_seconds=60.0)
-    prog = build(test, cache, memory=memory, promises=promises)
+    prog = build(test, cache, memory=memory, promises=promises, liveness=liveness)
     m = prog.machine
     if random_runs:
         import time

@@ -26,7 +26,7 @@ Attributes without an underscore that the scenario API does not use (``fetch_poi
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from typing import Any
 
@@ -60,7 +60,14 @@ __all__ = ["MEMORY_MODELS", "CpuState", "Event", "EventKind", "Finding", "GuestE
 MEMORY_MODELS = ("sc", "arm")
 
 _STEP, _RUNNABLE = DecisionKind.STEP, CpuState.RUNNABLE
+# What a CPU may still fetch, and fetch from its I-view (``Machine.set_fetch_liveness``).
+Liveness = tuple[frozenset[int], frozenset[int]]
 _ARM_KINDS = frozenset({DecisionKind.READ, DecisionKind.FAIL, DecisionKind.PROMISE})
+# Decisions that change the fetch model alone, never the Arm model's messages and views
+# (a chosen catch-up is not a context synchronization event: no B2): they keep
+# ``Machine.arm_key`` (tests/test_exploration.py checks it against a fresh key).
+ARM_FREE = frozenset({DecisionKind.CATCH_UP, DecisionKind.FILL, DecisionKind.FILL_DSIDE,
+                      DecisionKind.EVICT, DecisionKind.WRITE_BACK, DecisionKind.COMPLETE})
 
 
 class GuestError(Exception):
@@ -106,6 +113,12 @@ class Machine:
         self.anytime = self.promises and mode == "anytime"
         self.promise_phase = self.promises  # promise-first: until any other decision
         self.invalid = ""  # why this run is not an execution of the model ("": it is)
+        # The Arm model's key for its current state, when known (``snapshot.state_key``):
+        # decisions of the fetch model alone (``ARM_FREE``) keep it, any other drops it.
+        self.arm_key: bytes | None = None
+        self._liveness: Callable[[Machine, Cpu], Liveness | None] | None = None
+        # The saved Arm model state (``snapshot``) the current one equals, if known.
+        self.arm_saved: object | None = None
         self.solo_stores: list[tuple[int, int, bytes]] | None = None  # a solo run's stores
         self.solo_cache: dict[tuple[int, bytes], list[tuple[int, bytes]]] = {}
         self.solo_steps = 64  # how far a solo run looks for stores to promise
@@ -298,6 +311,7 @@ class Machine:
         self._history_keyed = keyed
         if self.arm is not None:  # the granules wholly inside the history
             base = layout.DATA_BASE
+            self.arm_key = None
             self.arm.history = frozenset() if keyed else frozenset(
                 g for lo, hi, _ in self.history
                 for g in range(base - (-lo // GRANULE) * GRANULE, base + hi - GRANULE + 1,
@@ -329,6 +343,40 @@ class Machine:
         if self.baseline is not None:
             raise GuestError("set_fetch_scope() after seal()")
         self.model.set_scope(cpu, frozenset(a - layout.TEXT_BASE for a in addrs))
+
+    def set_fetch_liveness(self, live: Callable[[Machine, Cpu], Liveness | None]) -> None:
+        """Declare, per state, the text offsets each CPU may still fetch from where it
+        is: ``live(machine, cpu)`` gives (``None``: any) the words it may fetch from
+        there on, and those it may fetch before its next context synchronization event
+        (whose catch-up overwrites its I-view), as a function of the CPU's own state
+        alone (its pc and registers); over-approximations, empty once it is switched off.
+        Choices and state-key parts for other words cannot change an outcome and are
+        left out (the fetch model's ``live`` and ``view_live``).  Every step is checked
+        against the first set: a CPU that goes where it did not reach before is a
+        "fetch-scope" finding.  A wrong declaration merges states that differ, so it is
+        for code whose control flow is known (litmus tests: ``litmus_run``)."""
+        if self.baseline is not None:
+            raise GuestError("set_fetch_liveness() after seal()")
+        self._liveness = live
+
+    def update_liveness(self) -> None:
+        """The fetch model's ``live`` for the current state (set_fetch_liveness)."""
+        live = self._liveness
+        if live is not None:
+            both = [live(self, c) for c in self.cpus]
+            self.model.live[:] = [None if b is None else b[0] for b in both]
+            self.model.view_live[:] = [None if b is None else b[1] for b in both]
+
+    def _check_liveness(self, c: Cpu, before: Liveness) -> None:
+        """``c`` stepped: what it may fetch now must be part of what it might before
+        (else the declaration was wrong, and states it merged may have differed)."""
+        assert self._liveness is not None
+        after = self._liveness(self, c)
+        if after is None or not after[0] <= before[0]:
+            self.add_finding(c, OracleName.FETCH_SCOPE, f"CPU{c.index} went on at "
+                             f"{self.image.symbolize(c.pc)}, which the declared fetch "
+                             "liveness did not reach from where it was: the exploration "
+                             "may have merged states that differ", c.pc)
 
     def read(self, addr: int, size: int) -> bytes:
         buf, off = self._buffer(addr, size)
@@ -453,6 +501,7 @@ class Machine:
         """
         m = self.model
         out: list[Decision] = []
+        self.update_liveness()
         for c in self.cpus:
             if c.state is not CpuState.RUNNABLE:
                 continue
@@ -494,15 +543,20 @@ class Machine:
         if self.stopped:
             raise InvalidDecision(index, d, "the run has already stopped")
         kind = d.kind
+        if kind not in ARM_FREE:
+            self.arm_key = self.arm_saved = None
         if kind is _STEP and 0 <= d.cpu < self.ncpus:  # the common case, first
             c = self.cpus[d.cpu]
             if c.state is _RUNNABLE and not c.parked and (not self.has_wfi
                                                           or self._can_step(c)):
                 self.step_no += 1
+                live = None if self._liveness is None else self._liveness(self, c)
                 if self.fold:
                     self._step_folded(c)
                 else:
                     _step(self, c)
+                if live is not None:
+                    self._check_liveness(c, live)
                 if c.state is not _RUNNABLE:
                     self.states_changed()
                 if self.promises:
@@ -528,9 +582,13 @@ class Machine:
             _irq(self, self.cpus[d.cpu])
             self.states_changed()
         elif kind in _ARM_KINDS:
+            c = self.cpus[d.cpu]
             if kind is not DecisionKind.PROMISE:  # the CPU performs its access
-                self.cpus[d.cpu].spun = False
+                c.spun = False
+            live = None if self._liveness is None else self._liveness(self, c)
             self._apply_arm(d, index)
+            if live is not None and kind is not DecisionKind.PROMISE:
+                self._check_liveness(c, live)
         else:
             self._apply_model(d, index)
         if self._parked:
@@ -612,6 +670,7 @@ class Machine:
         m, kind = self.model, d.kind
         try:
             if kind is DecisionKind.CATCH_UP:
+                self.update_liveness()
                 if not m.catch_up_would_change(d.cpu):
                     raise ModelError("the catch-up would change nothing")
                 catch_up(self, self.cpus[d.cpu], "chosen")

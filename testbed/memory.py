@@ -226,6 +226,14 @@ class FetchModel:
         # the code (e.g. a litmus test's control flow): choices and state-key parts for
         # words a CPU never fetches cannot change any outcome, so they are left out.
         self.scopes: list[frozenset[int] | None] = [None] * ncpus
+        # Per CPU, the words it may still fetch from where it is now (None: any), set by
+        # the machine before it asks for choices or a key (``Machine.fetch_liveness``):
+        # the same, for the rest of the run (a CPU switched off fetches nothing more).
+        self.live: list[frozenset[int] | None] = [None] * ncpus
+        # And the words whose I-view copy it may still fetch: those it may reach before a
+        # context synchronization event, whose catch-up overwrites the whole I-view.
+        self.view_live: list[frozenset[int] | None] = [None] * ncpus
+        self._live_key: tuple[bytes, int, tuple[frozenset[int] | None, ...]] = (b"", -1, ())
         # Torn-word bookkeeping: word -> (value before the first piece, bytes written).
         self._pieces: dict[int, tuple[int, int]] = {}
         self._torn: dict[int, set[int]] = {}  # word -> values that mixed two writes
@@ -352,9 +360,25 @@ class FetchModel:
         Words never stored to hold the initial text everywhere, so only touched words
         (and the validity of lines) enter the key.
         """
+        live = (*self.live, *self.view_live)
+        if any(words is not None for words in live):
+            key, gen, held = self._live_key
+            if gen == self.gen and held == live:
+                return key
+            key = self._digest()
+            self._live_key = (key, self.gen, live)
+            return key
         key, gen = self._key
         if gen == self.gen:
             return key
+        key = self._digest()
+        self._key = (key, self.gen)
+        held_snap, gen = self._holds
+        if held_snap is not None and gen == self.gen:
+            held_snap.key[:] = [key]
+        return key
+
+    def _digest(self) -> bytes:
         parts: list[Bytes] = []
         add = parts.append
         dside, pou = self.dside, self.pou
@@ -362,22 +386,20 @@ class FetchModel:
             add(w.to_bytes(4, "little"))
             add(dside[w:w + 4])
             add(pou[w:w + 4])
-            for cpu, scope in zip(self.cpus, self.scopes, strict=True):
-                if scope is not None and w not in scope:
-                    continue  # this CPU never fetches w: its copies cannot matter
+            for cpu, scope, live, view_live in zip(self.cpus, self.scopes, self.live,
+                                                   self.view_live, strict=True):
+                if (scope is not None and w not in scope) or (live is not None
+                                                              and w not in live):
+                    continue  # this CPU never fetches w (again): its copies cannot matter
                 add(b"i" if w in cpu.invalid else cpu.icache[w:w + 4])
-                add(cpu.iview[w:w + 4])
+                # (before a catch-up, which refills the I-view from the I-cache)
+                add(cpu.iview[w:w + 4] if view_live is None or w in view_live else b"-")
         # Invalid untouched words refill to the initial text, so they cannot matter.
         add(repr((sorted(self._pieces.items()),
                   sorted((w, sorted(s)) for w, s in self._torn.items()),
                   self.queues if any(self.queues) else None,
                   sorted(self.pou_time.items()))).encode())
-        key = digest(b"".join(parts))
-        self._key = (key, self.gen)
-        held, gen = self._holds
-        if held is not None and gen == self.gen:
-            held.key[:] = [key]
-        return key
+        return digest(b"".join(parts))
 
     # -- rule 1: stores -----------------------------------------------------------
     def store(self, off: int, data: bytes, cpu: int | None = None) -> None:
@@ -650,9 +672,9 @@ class FetchModel:
     def catch_up_would_change(self, cpu: int) -> bool:
         """Whether a catch-up of ``cpu`` now would change its I-view."""
         c = self.cpus[cpu]
-        scope = self.scopes[cpu]
+        scope, live = self.scopes[cpu], self.view_live[cpu]
         for w in c.pending:
-            if scope is not None and w not in scope:
+            if (scope is not None and w not in scope) or (live is not None and w not in live):
                 continue
             src = self.pou if w in c.invalid else c.icache
             if src[w:w + 4] != c.iview[w:w + 4]:
@@ -708,8 +730,10 @@ class FetchModel:
                 if self.pou[ln:ln + self.config.dline] != self.dside[ln:ln + self.config.dline]]
 
     def _in_scope(self, cpu: int, words: set[int]) -> set[int]:
-        scope = self.scopes[cpu]
-        return words if scope is None else words & scope
+        scope, live = self.scopes[cpu], self.live[cpu]
+        if scope is not None:
+            words = words & scope
+        return words if live is None else words & live
 
     def _check(self, off: int) -> None:
         if not 0 <= off < self.size:

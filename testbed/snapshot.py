@@ -50,6 +50,7 @@ class MachineState:
     promise_phase: bool = False
     invalid: str = ""
     mutations: int = 0
+    arm_key: bytes | None = None  # Machine.arm_key at the save
 
 
 def save(m: Machine) -> MachineState:
@@ -58,6 +59,12 @@ def save(m: Machine) -> MachineState:
     Shared memory is saved up to the end of the image's data: nothing in the project
     uses the free shared memory beyond it.
     """
+    st = _save(m)
+    m.arm_saved = st.arm  # the Arm model is as saved there (until a decision changes it)
+    return st
+
+
+def _save(m: Machine) -> MachineState:
     return MachineState(
         [c.uc.context_save() for c in m.cpus], bytes(m.data[:m.data_extent]),
         bytes(m.percpu), [bytes(c.stack) for c in m.cpus],
@@ -65,7 +72,8 @@ def save(m: Machine) -> MachineState:
         [(c.spun, c.parked, c.mark) for c in m.cpus],
         m.model.snapshot(), m.gic.state(), m.step_no, len(m.events),
         tuple(m.findings), m.stopped, tuple(m.text_stores),
-        None if m.arm is None else m.arm.save(), m.promise_phase, m.invalid, m.mutations)
+        None if m.arm is None else m.arm.save(), m.promise_phase, m.invalid, m.mutations,
+        m.arm_key)
 
 
 def load(m: Machine, st: MachineState, *, model: bool = True) -> None:
@@ -96,8 +104,10 @@ def load(m: Machine, st: MachineState, *, model: bool = True) -> None:
     del m.events[st.events:]
     m.findings[:] = st.findings
     m.stopped = st.stopped
-    if m.arm is not None and st.arm is not None:
-        m.arm.load(st.arm)
+    if m.arm is not None and st.arm is not None and m.arm_saved is not st.arm:
+        m.arm.load(st.arm)  # (not when only the fetch model changed since st was loaded)
+        m.arm_saved = st.arm
+    m.arm_key = st.arm_key
     m.promise_phase = st.promise_phase
     m.invalid = st.invalid
     m.mutations = st.mutations
@@ -175,9 +185,13 @@ def state_key(m: Machine) -> bytes:
     if base is None or m.percpu != base.percpu:
         add(b"C")
         add(m.percpu)
+    m.update_liveness()
     add(m.model.state_key())
     if m.arm is not None:
-        add(m.arm.key())
+        arm_key = m.arm_key
+        if arm_key is None:  # (kept across decisions that leave the Arm model alone)
+            arm_key = m.arm_key = m.arm.key()
+        add(arm_key)
         add(b"P" if m.promise_phase else b"-")
     if m.cmodx_oracle and m.text_stores:  # what the CMODX oracle will judge at each
         small.append(_cmodx_pending(m))  # CPU's next fetches

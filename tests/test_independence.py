@@ -1,0 +1,208 @@
+"""Exhaustive exploration's reductions: sleep sets (``testbed/independence.py``), a
+thread's fetch liveness (``litmus_run._Liveness``) and the cached Arm-model key.
+
+Each is checked against the machine itself: the pairs the relation calls independent
+are run in both orders on states of real litmus tests; explorations with and without a
+reduction reach the same states (sleep sets) or the same outcomes (liveness); and a
+deliberately wrong relation or declaration is caught by the same checks."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from testbed import independence
+from testbed.cpu import CpuState
+from testbed.exploration import Bounds, enabled, explore
+from testbed.independence import footprint, independent, kept, observed, reducible
+from testbed.litmus import parse_file
+from testbed.litmus_run import build, run_test
+from testbed.machine import Machine
+from testbed.schedule import step
+
+LITMUS = Path(__file__).resolve().parents[2] / "shared" / "litmus"
+pytestmark = pytest.mark.skipif(not LITMUS.is_dir(), reason="needs ../shared/litmus")
+
+# Small tests of each kind: text stores and cache maintenance (IDC=0, IDC=1, DIC=1),
+# data stores and loads to several locations, exclusives, threads that end early.
+SMALL = [
+    "esop2020/ISA2.F+dmb+cachesync+ctrl-isb.litmus",
+    "esop2020/MP.RF+dc+ctrl-isb.litmus",
+    "esop2020/CoRF+ctrl-isb.litmus",
+    "herd-ifetch/DIC0-IDC0/MP.RF+cachesync+ctrlisb.litmus",
+    "herd-ifetch/DIC0-IDC1/IDC1.MP.RF+cachesync+ctrlisb.litmus",
+    "herd-ifetch/DIC1-IDC1/DIC1.MP.FF+dmb.st+po.litmus",
+    "aarch64-data/catalogue/2+2W.litmus",
+    "aarch64-data/generated/IRIW+addrs.litmus",
+]
+
+
+def _program(name: str, memory: str = "arm", liveness: bool = True):  # type: ignore[no-untyped-def]
+    return build(parse_file(LITMUS / name), memory=memory, liveness=liveness)
+
+
+def _pairs_commute(m: Machine, walks: int, seed: int) -> tuple[int, list[str]]:
+    """Run every pair the relation calls independent in both orders, on the states of
+    ``walks`` random walks: (pairs checked, the ones that did not commute)."""
+    rng = random.Random(seed)
+    checked, bad = 0, []
+    for _ in range(walks):
+        m.reset()
+        for _ in range(100):
+            choices = enabled(m)
+            if not choices:
+                break
+            if reducible(m):
+                here = m.save()
+                prints = {d: footprint(m, d) for d in choices}
+                for i, a in enumerate(choices):
+                    for b in choices[i + 1:]:
+                        if not independent(prints[a], prints[b]):
+                            continue
+                        checked += 1
+                        keys: list[bytes | None] = []
+                        for first, second in ((a, b), (b, a)):
+                            m.load(here)
+                            before = observed(m)
+                            m.apply(first)
+                            if not kept(m, first, before):  # (explore: dependent)
+                                keys = [b"", b""]
+                                break
+                            if second not in enabled(m):
+                                keys.append(None)
+                                break
+                            m.apply(second)
+                            keys.append(m.state_key())
+                        if len(keys) != 2 or keys[0] != keys[1] or keys[0] is None:
+                            bad.append(f"{a.describe()} / {b.describe()}")
+                m.load(here)
+            m.apply(rng.choice(choices))
+    return checked, bad
+
+
+@pytest.mark.parametrize("memory", ["arm", "sc"])
+@pytest.mark.parametrize("name", SMALL)
+def test_decisions_called_independent_commute(name: str, memory: str) -> None:
+    prog = _program(name, memory)
+    checked, bad = _pairs_commute(prog.machine, walks=8, seed=1)
+    assert bad == []
+    assert checked > 0  # the relation is not trivially "dependent"
+
+
+def test_stores_to_different_locations_do_not_commute_under_the_arm_model() -> None:
+    # A thread's views are timestamps: which of two stores came first is state under
+    # Promising-ARM (a later DMB orders the thread after every earlier message).  The
+    # relation would be wrong without its CLOCK resource: check that it is needed.
+    prog = _program("esop2020/ISA2.F+dmb+cachesync+ctrl-isb.litmus")
+    real = independence._CLOCK_ONLY
+    try:
+        independence._CLOCK_ONLY = frozenset()
+        _, bad = _pairs_commute(prog.machine, walks=30, seed=0)
+    finally:
+        independence._CLOCK_ONLY = real
+    assert bad
+
+
+@pytest.mark.parametrize("memory", ["arm", "sc"])
+@pytest.mark.parametrize("name", [*SMALL, "esop2020/SM+RW.litmus"])
+def test_sleep_sets_reach_the_same_states_with_fewer_transitions(name: str,
+                                                                 memory: str) -> None:
+    results = []
+    for sleep in (False, True):
+        prog = _program(name, memory)
+        e = explore(prog.machine, prog.observe, Bounds(max_states=10**6, max_seconds=600,
+                                                       sleep_sets=sleep))
+        assert e.complete
+        results.append(e)
+    full, reduced = results
+    assert reduced.states == full.states  # sleep sets prune transitions, never states
+    assert reduced.finals == full.finals
+    assert set(reduced.findings) == set(full.findings)
+    assert reduced.transitions <= full.transitions
+
+
+def test_sleep_sets_prune_transitions() -> None:
+    full = explore((p := _program("esop2020/SM+RW.litmus")).machine, p.observe,
+                   Bounds(max_states=10**6, max_seconds=600, sleep_sets=False))
+    reduced = explore((q := _program("esop2020/SM+RW.litmus")).machine, q.observe,
+                      Bounds(max_states=10**6, max_seconds=600))
+    assert reduced.transitions < full.transitions
+
+
+def test_a_wrong_independence_relation_loses_states(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The control for the two tests above: everything independent prunes real states.
+    name = "esop2020/ISA2.F+dmb+cachesync+ctrl-isb.litmus"
+    prog = _program(name)
+    right = explore(prog.machine, prog.observe, Bounds(max_states=10**6))
+    monkeypatch.setattr("testbed.exploration.independent", lambda a, b: True)
+    monkeypatch.setattr("testbed.exploration.footprint", lambda m, d: (d.cpu, frozenset(),
+                                                                       frozenset()))
+    prog = _program(name)
+    wrong = explore(prog.machine, prog.observe, Bounds(max_states=10**6))
+    assert wrong.states < right.states
+
+
+# -- fetch liveness -------------------------------------------------------------------------
+@pytest.mark.parametrize(("name", "ratio"), [
+    ("esop2020/MP.RF+dc+ctrl-isb-isb.litmus", 2),  # 5,100 -> 2,092 states when measured
+    ("herd-ifetch/DIC0-IDC0/MP+irfi+dmb.ld.litmus", 3),  # 701 -> 221
+    ("herd-ifetch/DIC1-IDC1/DIC1.WRC-inst.litmus", 2),  # 1,942 -> 798
+    ("esop2020/ISA2.F+dmb+cachesync+ctrl-isb.litmus", 1),
+    ("herd-ifetch/DIC0-IDC0/SM.B+isb.litmus", 1),
+    ("esop2020/CoFF.branches.litmus", 1),
+])
+def test_fetch_liveness_keeps_every_outcome_in_fewer_states(name: str, ratio: int) -> None:
+    test = parse_file(LITMUS / name)
+    without = run_test(test, liveness=False, bounds=Bounds(max_states=10**6, max_seconds=600))
+    with_ = run_test(test, bounds=Bounds(max_states=10**6, max_seconds=600))
+    assert without.complete and with_.complete
+    assert set(with_.finals) == set(without.finals)
+    assert with_.ok == without.ok
+    assert not with_.findings and not without.findings
+    assert with_.explored * ratio <= without.explored
+
+
+def test_a_thread_switched_off_may_fetch_nothing() -> None:
+    prog = _program("esop2020/WRC.F.FF.litmus")
+    m = prog.machine
+    m.reset()
+    live = m._liveness
+    assert live is not None
+    c = m.cpus[0]
+    fetch, view = live(m, c)
+    assert fetch and view <= fetch  # it has code to run
+    while c.state is CpuState.RUNNABLE:
+        m.apply(step(0))
+    assert live(m, c) == (frozenset(), frozenset())
+
+
+def test_a_step_outside_the_declared_liveness_is_a_finding() -> None:
+    prog = _program("esop2020/WRC.F.FF.litmus")
+    m = prog.machine
+    # A declaration too small: each CPU may fetch only where it is now.
+    m._liveness = lambda m, c: (frozenset({c.pc}), frozenset({c.pc}))
+    m.reset()
+    m.apply(next(d for d in enabled(m) if d.kind.value == "step"))
+    assert [f.oracle for f in m.findings] == ["fetch-scope"]
+    assert "liveness" in m.findings[0].message
+
+
+# -- the cached key of the Arm model ---------------------------------------------------------
+def test_the_cached_arm_key_is_the_fresh_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    checked = []
+    real = Machine.state_key
+
+    def state_key(self: Machine) -> bytes:
+        key = real(self)
+        assert self.arm is not None and self.arm_key == self.arm.key()
+        checked.append(key)
+        return key
+
+    monkeypatch.setattr(Machine, "state_key", state_key)
+    for name in ["esop2020/MP.RF+dc+ctrl-isb.litmus", "aarch64-data/catalogue/2+2W.litmus",
+                 "herd-ifetch/DIC0-IDC0/MP.RF+cachesync+ctrlisb.litmus"]:
+        prog = _program(name)
+        explore(prog.machine, prog.observe, Bounds(max_states=5000))
+    assert len(checked) > 1000
