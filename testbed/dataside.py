@@ -48,7 +48,9 @@ What a CPU may promise is what a solo run of it from the current state stores
   done anything else, as in the Promising-ARM paper's checker (every execution of the
   model has an equivalent one whose promises all come first, since a promise only
   appends a message and the later steps read and fulfil against the same order); an
-  unfulfilled promise at the end makes the run no execution (P3);
+  unfulfilled promise at the end makes the run no execution (P3).  Only stores that a
+  barrier does not order after every earlier access of the solo run are offered
+  (``_unordered``): the others' promises give no execution the plain store does not;
 - **at any point** (``Machine(promises="anytime")``, scenarios with
   ``Session(promises=True)`` / ``--promises``): a scenario's stores are thousands of
   instructions in, beyond any solo run from the start.  A CPU whose next operation is an
@@ -680,8 +682,9 @@ def promise_choices(m: Machine, cpu: int) -> list[tuple[int, bytes]]:
     m.solo_stores = []
     try:
         _solo(m, cpu)
-        done = [(loc, v) for t, loc, v in m.solo_stores  # barriers (< -1): anytime only
-                if t == cpu and (loc >= -1 or m.anytime)]
+        records = [(loc, v) for t, loc, v in m.solo_stores if t == cpu]
+        done = [(loc, v) for loc, v in records  # barriers (< -1): anytime only
+                if loc >= -1 or m.anytime]
         if m.anytime:  # the CPU is at an access (checked above): which later store may
             # pass it: up to the next barrier that orders the access before stores
             stop = (-2, -4) if at_store else (-2, -3)
@@ -694,10 +697,8 @@ def promise_choices(m: Machine, cpu: int) -> list[tuple[int, bytes]]:
                     if _shared(m, loc):
                         later.append((loc, v))
             done = later
-        elif done and done[0][0] >= 0:
-            # Promise-first: a store that is the CPU's first access needs none, since
-            # performing it then is the same as promising it then and fulfilling it.
-            done = done[1:]
+        else:
+            done = _unordered(records)
         stores = [(loc, v) for loc, v in done if loc >= 0]
     finally:
         m.solo_stores = None
@@ -717,6 +718,35 @@ def promise_choices(m: Machine, cpu: int) -> list[tuple[int, bytes]]:
     if len(m.solo_cache) >= 4096:  # a search visits each state about once: bounded
         m.solo_cache.clear()
     m.solo_cache[(cpu, key)] = out
+    return out
+
+
+def _unordered(records: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+    """Promise-first: the stores of a solo run (``solo_stores`` records of one CPU:
+    -1 a read, -2/-3/-4 a full/LD/ST barrier, else a store) that a barrier does not
+    order after every access before them.  Only those need a promise: a promise is how
+    a write becomes visible before program-order-earlier accesses of its thread (the
+    module docstring of armmem), and a store a barrier orders after all of them has a
+    view (W2) at or above each of their messages, so the promise's timestamp is above
+    all of them: performing the store when its thread comes to it, after them, gives
+    the same messages in the same order.  (The CPU's first access, a store, is the
+    simplest case.)  Releases are not told apart from plain stores here: they keep
+    their promises, which is more than needed, never less."""
+    reads = writes = False  # an access not yet ordered before later stores
+    out = []
+    for loc, v in records:
+        if loc == -1:
+            reads = True
+        elif loc == -2:  # DMB/DSB (full): everything before, before later stores
+            reads = writes = False
+        elif loc == -3:  # LD: reads before, before later reads and writes
+            reads = False
+        elif loc == -4:  # ST: writes before, before later writes
+            writes = False
+        elif loc >= 0:
+            if reads or writes:
+                out.append((loc, v))
+            writes = True
     return out
 
 

@@ -464,3 +464,60 @@ def test_a_campaign_records_its_promises(tmp_path: Path) -> None:
     spec = spec_from_json(doc, tmp_path, None)
     assert doc["promises"] is True and spec.promises
     assert _session(spec).machine.anytime
+
+
+# -- which stores promise-first runs offer to promise -----------------------------------------
+def test_only_stores_a_barrier_does_not_order_after_every_earlier_access_are_promised() -> None:
+    read, full, ld, st = -1, -2, -3, -4
+    a, b, c = (0x1000, b"a"), (0x1008, b"b"), (0x1010, b"c")
+    cases = [
+        ([a, b], [b]),  # the first access needs none; W->W may reorder
+        ([(read, b""), a], [a]),  # load buffering
+        ([(read, b""), (full, b""), a], []),  # DMB SY orders the read before the store
+        ([(read, b""), (ld, b""), a], []),  # so does DMB LD
+        ([(read, b""), (st, b""), a], [a]),  # DMB ST does not
+        ([a, (ld, b""), b], [b]),  # DMB LD does not order the earlier store
+        ([a, (st, b""), b], []),  # DMB ST does
+        ([(read, b""), a, (full, b""), b, c], [a, c]),
+    ]
+    for records, promised in cases:
+        assert dataside._unordered(records) == promised, records
+
+
+def _all_stores(records: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+    """The offer before ``_unordered``: every store of the solo run but a first access."""
+    done = [(loc, v) for loc, v in records if loc >= -1]
+    return [(loc, v) for loc, v in (done[1:] if done and done[0][0] >= 0 else done)
+            if loc >= 0]
+
+
+CATALOGUE = Path(__file__).resolve().parents[2] / "shared" / "litmus" / "aarch64-data" / \
+    "catalogue"
+
+
+@pytest.mark.parametrize("name", [
+    *(str(_path(n)) for n in ("LB", "2+2W", "MP+po+addr", "MP+dmb.st+addr", "MP+rel+addr",
+                              "LB+ctrl+ctrl", "MP+dmb.sy+addr")),
+    *(str(CATALOGUE / n) for n in ("LB+dmb.sy+po.litmus", "LB+dmb.sys.litmus",
+                                   "2+2W+dmb.sy+po.litmus", "MP+po+dmb.sy.litmus",
+                                   "LB+rel+data-post.litmus", "MP+dmb.sy+po.litmus")),
+])
+def test_promises_of_ordered_stores_add_no_outcome(name: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    if not Path(name).is_file():
+        pytest.skip(f"{name} not found")
+    test = parse_file(name)
+    pruned = run_test(test, memory="arm")
+    monkeypatch.setattr(dataside, "_unordered", _all_stores)
+    every = run_test(test, memory="arm")
+    assert pruned.complete and every.complete
+    assert set(pruned.finals) == set(every.finals)
+    assert pruned.explored <= every.explored
+
+
+def test_ordered_stores_are_not_promised(monkeypatch: pytest.MonkeyPatch) -> None:
+    test = parse_file(CATALOGUE / "LB+dmb.sys.litmus")
+    pruned = run_test(test, memory="arm")
+    monkeypatch.setattr(dataside, "_unordered", _all_stores)
+    every = run_test(test, memory="arm")
+    assert pruned.explored < every.explored
