@@ -14,7 +14,12 @@ declared fetch scope are checked.  Functions take the machine and the CPU they r
 **Folded steps** (``Machine.fold``, on in sessions; schedules record it).  Some visible
 operations can neither affect another CPU nor be affected by one: ``YIELD``, ``WFE``
 (which never blocks here) and ``SEV`` always, and under ``sc`` a ``DMB``/``DSB`` when the
-CPU has no cache maintenance outstanding (it then has no effect at all).  A CPU that
+CPU has no cache maintenance outstanding (it then has no effect at all).  Under the Arm
+model such a barrier changes only its own CPU's views (B1: a thread-local step, which
+no other CPU reads and which reads nothing another CPU writes), so at fold level 2
+(``FOLD``, sessions' default; a schedule records level 1 as ``"fold": true`` and level
+2 as ``"fold": 2``) it folds too, unless promises are on (a promise's solo run records
+barriers: ``dataside.promise_choices``).  A CPU that
 reaches one performs it within the step that brought it there and runs on (``_fold``):
 a scheduling point that commutes with every other decision is removed, so that no
 schedule and no final state is lost (each interleaving of the removed point is the same
@@ -58,6 +63,7 @@ _INVISIBLE, _ERET, _FETCH = OpKind.INVISIBLE, OpKind.ERET, OpKind.FETCH
 _NONE, _VISIBLE, _TEXT = Stop.NONE, Stop.VISIBLE, Stop.TEXT
 _YIELD, _WFE, _SEV, _BARRIER = OpKind.YIELD, OpKind.WFE, OpKind.SEV, OpKind.BARRIER
 FOLDABLE = frozenset({_YIELD, _WFE, _SEV, _BARRIER})  # kinds _fold may perform
+FOLD = 2  # the fold level sessions run at: 1 without the Arm model's barriers, 2 with
 
 
 def step(m: Machine, c: Cpu, as_of: int | None = None) -> None:
@@ -163,8 +169,13 @@ def _fold(m: Machine, c: Cpu) -> int:
                 c.parked = True  # (a parked run takes the same steps as any other)
             c.mark = mark
             c.spun = True
-        elif not (kind is _SEV or (kind is _BARRIER and m.arm is None
-                                   and not m.model.queues[c.index])):
+        elif kind is _BARRIER and not m.model.queues[c.index] and (
+                m.arm is None or (m.fold >= 2 and not m.promises)):
+            if m.arm is not None:  # B1 on the CPU's own views (as step() performs it)
+                off = pc - layout.TEXT_BASE
+                dataside.barrier(m, c, int.from_bytes(m.iviews[c.index][off:off + 4],
+                                                      "little"))
+        elif kind is not _SEV:
             return -1
         c.log.append((m.step_no, pc, pc + 4))
         pc += 4

@@ -85,7 +85,7 @@ class Machine:
     def __init__(self, image: Image, ncpus: int, fetch: FetchConfig | None = None, *,
                  budget: int = 200_000, cmodx_oracle: bool = True, memory: str = "sc",
                  promises: bool | str = False, fastpath: bool | None = None,
-                 fold: bool = False) -> None:
+                 fold: int = 0) -> None:
         if not 1 <= ncpus <= layout.MAX_CPUS:
             raise GuestError(f"ncpus must be 1..{layout.MAX_CPUS}, not {ncpus}")
         if image.text_base != layout.TEXT_BASE or image.data_base != layout.DATA_BASE:
@@ -123,9 +123,14 @@ class Machine:
         self.solo_cache: dict[tuple[int, bytes], list[tuple[int, bytes]]] = {}
         self.solo_steps = 64  # how far a solo run looks for stores to promise
         # Folded steps and parked spins (execute.py): a schedule records whether it ran
-        # with them (config "fold"), as its decisions differ.  ``mutations`` counts the
+        # with them and at which level (config "fold": true is 1, 2 is 2; execute.FOLD),
+        # as its decisions differ.  ``mutations`` counts the
         # decisions (and reads of the interrupt controller) that may change what a
         # spinning CPU reads; a parked CPU waits for it to move.
+        if type(fold) is bool:
+            fold = int(fold)
+        if fold not in (0, 1, 2):
+            raise GuestError(f"fold must be 0, 1 or 2, not {fold!r}")
         self.fold = fold
         self.mutations = 0
         self._parked = False  # whether a CPU is parked (states_changed)
@@ -736,7 +741,7 @@ class Machine:
                 "iline": self.fetch_config.iline,
                 "iallu_broadcast": self.fetch_config.iallu_broadcast,
                 "memory": self.memory, **({"promises": "anytime"} if self.anytime else {}),
-                **({"fold": True} if self.fold else {})}
+                **({"fold": True if self.fold == 1 else self.fold} if self.fold else {})}
 
     def registers(self, cpu: int, names: Sequence[str]) -> dict[str, int]:
         """Read registers by name (``x0``..``x30``, ``w0``.., ``sp``, ``elr_el1``...)."""

@@ -29,13 +29,14 @@ from . import layout
 from .ablation import AblationError, from_config, to_config, weaken
 from .asm import AsmError, Image, link_files
 from .errors import scenario_code_error
+from .execute import FOLD
 from .findings import Finding
 from .machine import MEMORY_MODELS, GuestError, Machine
 from .memory import CacheType, FetchConfig
 from .oracles import MACHINE_ORACLES, default_oracles
 from .oracles import select as select_oracles
 from .resources import kernels_dir, scenarios_dir
-from .schedule import ScenarioSource, Schedule, ScheduleMismatch
+from .schedule import ScenarioSource, Schedule, ScheduleMismatch, fold_level
 from .scheduler import RunResult, run
 from .strategies import RandomWalk, Replay, Strategy
 from .textpoke import declare_history
@@ -140,14 +141,15 @@ class Session:
 
     ``oracles`` names the oracles to run (``testbed.oracles``); by default every one
     that applies to the scenario.  ``fold``: folded steps and parked spins (execute.py),
-    on unless a schedule recorded without them is replayed (``session_for``)."""
+    ``True`` at ``execute.FOLD`` (the default), or a level (0: none, as a schedule
+    recorded without them replays: ``session_for``)."""
 
     def __init__(self, scenario: Scenario, *, ncpus: int | None = None,
                  cache: CacheType | None = None, budget: int = 200_000,
                  params: Mapping[str, int] | None = None,
                  oracles: Collection[str] | None = None, memory: str | None = None,
                  ablate: Sequence[Mapping[str, object]] = (), promises: bool = False,
-                 fold: bool = True) -> None:
+                 fold: bool | int = True) -> None:
         self.scenario = scenario
         self.params = dict(params or {})
         for key, value in self.params.items():
@@ -193,7 +195,7 @@ class Session:
                                 "model's out-of-order writes)")
         self.machine = Machine(self.image, n, FetchConfig(self.cache), budget=budget,
                                memory=self.memory, promises="anytime" if promises else False,
-                               fold=fold)
+                               fold=FOLD if fold is True else int(fold))
         declare_history(self.machine)  # the perf ring: left out of state keys
         self.oracles = (default_oracles(scenario) if oracles is None
                         else select_oracles(scenario, oracles))
@@ -336,7 +338,7 @@ def session_for(schedule: Schedule, scenario_path: str | None = None, *,
     memory = cfg.get("memory", "sc")  # recorded before the switch: sequentially consistent
     ablate = cfg.get("ablate")
     promises = cfg.get("promises") == "anytime"
-    fold = cfg.get("fold") is True  # recorded before folded steps existed: without them
+    fold = fold_level(cfg)  # recorded before folded steps existed: 0, without them
     try:
         cache_type = CacheType.parse(cache) if isinstance(cache, str) else None
     except ValueError as e:

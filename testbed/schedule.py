@@ -26,10 +26,21 @@ __all__ = [
     "Schedule",
     "ScheduleError",
     "ScheduleMismatch",
+    "fold_level",
 ]
 
 FORMAT = "cmodx-testbed/schedule"
 VERSION = 1
+
+_FOLDED = ["without folded steps", "with folded steps (level 1: not the Arm model's "
+           "barriers)", "with folded steps (level 2)"]
+
+
+def fold_level(config: Mapping[str, object]) -> int:
+    """The fold level a configuration records (``Machine.fold``): absent 0, ``true`` 1
+    (recorded before level 2 existed), 2."""
+    fold = config.get("fold")
+    return 1 if fold is True else 2 if fold == 2 and type(fold) is int else 0
 
 
 class ScheduleError(Exception):
@@ -172,8 +183,9 @@ def _check_config(cfg: Mapping[str, Any], source: str) -> None:
         raise ScheduleError(f"{source}: field 'config.promises' must be \"anytime\", not "
                             f"{promises!r}")
     fold = cfg.get("fold")
-    if fold is not None and fold is not True:
-        raise ScheduleError(f"{source}: field 'config.fold' must be true, not {fold!r}")
+    if fold is not None and fold is not True and not (type(fold) is int and fold == 2):
+        raise ScheduleError(f"{source}: field 'config.fold' must be true or 2, not "
+                            f"{fold!r}")
     patched = cfg.get("patched")
     if patched is not None and not (isinstance(patched, list) and all(
             type(o) is int and 0 <= o < 1 << 32 for o in patched)):
@@ -327,12 +339,12 @@ class Schedule:
                 f"schedule was recorded {with_[bool(self.config.get('promises'))]} promises, "
                 f"this session runs {with_[bool(config.get('promises'))]} them: its "
                 "decisions mean something else there")
-        if bool(self.config.get("fold")) != bool(config.get("fold")):
-            with_ = ["without", "with"]
+        mine, theirs = fold_level(config), fold_level(self.config)
+        if mine != theirs:
             raise ScheduleMismatch(
-                f"schedule was recorded {with_[bool(self.config.get('fold'))]} folded steps, "
-                f"this session runs {with_[bool(config.get('fold'))]} them: its decisions "
-                "mean something else there (a schedule records its 'fold')")
+                f"schedule was recorded {_FOLDED[theirs]}, this session runs "
+                f"{_FOLDED[mine]}: its decisions mean something else there (a schedule "
+                "records its 'fold')")
         for key, value in self.config.items():
             if key == "patched":  # fetch points: the session takes the schedule's
                 continue

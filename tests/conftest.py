@@ -38,7 +38,8 @@ def make_machine() -> MachineFactory:
     def make(source: str, ncpus: int = 2, cache: CacheType = CacheType.IDC0, *,
              with_insn: bool = False, starts: Sequence[tuple[int, str, tuple[int, ...]]] = (),
              setup: Callable[[Machine], None] | None = None, budget: int = 200_000,
-             memory: str = "sc", promises: bool = False, fold: bool = False) -> Machine:
+             memory: str = "sc", promises: bool | str = False,
+             fold: bool | int = False) -> Machine:
         m = Machine(build_image(source, with_insn=with_insn), ncpus, FetchConfig(cache),
                     budget=budget, memory=memory, promises=promises, fold=fold)
         for cpu, entry, args in starts:

@@ -31,7 +31,7 @@ from typing import Any
 
 from testbed.machine import Machine
 from testbed.scenario import Session, load_scenario
-from testbed.schedule import Schedule
+from testbed.schedule import Schedule, fold_level
 from testbed.scheduler import RunResult
 from testbed.search import SearchBounds, search
 from testbed.snapshot import content_digest
@@ -79,10 +79,13 @@ SEARCHES: list[tuple[str, str, bool, int, int, bool]] = [
 
 
 def session(name: str, memory: str, promises: bool, *, scope: bool = False,
-            fold: bool = True) -> Session:
+            fold: bool | int = True) -> Session:
+    """``fold`` true is level 1 (the corpus was recorded before level 2 folded the Arm
+    model's barriers: its "fold": true entries replay at level 1)."""
     cls = load_scenario(name)
     params = dict(cls.search_scope) if scope else None
-    return Session(cls(), memory=memory, promises=promises, params=params, fold=fold)
+    return Session(cls(), memory=memory, promises=promises, params=params,
+                   fold=1 if fold is True else int(fold))
 
 
 def run_digests(r: RunResult, m: Machine) -> dict[str, Any]:
@@ -144,7 +147,7 @@ def replay(entry: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     compiled fast path ran it."""
     sched = Schedule.from_json(json.dumps(entry["schedule"]))
     s = session(sched.scenario, str(sched.config["memory"]), entry["promises"],
-                fold=sched.config.get("fold") is True)
+                fold=fold_level(sched.config))
     r = s.replay(sched)
     return run_digests(r, s.machine), s.machine.fastpath
 

@@ -96,6 +96,12 @@ def test_bad_schedule_files_name_the_file_and_reason(tmp_path: Path) -> None:
         Schedule.load(bad)
     with pytest.raises(ScheduleError, match="cannot read"):
         Schedule.load(tmp_path / "missing.json")
+    for fold in (3, False, "2", 2.0):  # fold levels: true (1) or 2 (Machine.fold)
+        bad.write_text(json.dumps({"format": "cmodx-testbed/schedule", "version": 1,
+                                   "scenario": "x", "image": "y", "config": {"fold": fold},
+                                   "decisions": []}))
+        with pytest.raises(ScheduleError, match=r"config\.fold' must be true or 2"):
+            Schedule.load(bad)
 
 
 def test_an_impossible_decision_is_refused(session: Session) -> None:
