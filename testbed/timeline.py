@@ -34,6 +34,7 @@ from . import layout
 from .access import AccessKind
 from .asm import Image
 from .findings import Event, EventKind
+from .isa import OpKind, classify
 from .machine import EC_BRK64, EC_SVC64, EC_UNKNOWN
 from .scheduler import RunResult
 from .textpoke import TextPoke
@@ -589,6 +590,7 @@ def rows(result: RunResult, image: Image,
         entering = any(e.kind in (EventKind.EXCEPTION, EventKind.IRQ) for e in evs)
         named = {e.cpu for e in evs if e.kind in _SAYS_INSN}
         ran: list[Row] = []
+        folded: list[Row] = []
         seen: set[int] = set()
         for cpu, addr, word in by_step.get(step, []):
             # The first instruction a CPU ran in a step is the operation it performed.
@@ -599,20 +601,27 @@ def rows(result: RunResult, image: Image,
                 ran.append(b.site(step, cpu, addr, word, a))
             elif cpu not in seen and not entering and cpu not in named:
                 ran.append(b.insn(step, cpu, addr, word, a))  # the step's visible operation
+            elif cpu in seen and classify(word).kind in _FOLDED:
+                folded.append(b.insn(step, cpu, addr, word, None))  # within the step
             seen.add(cpu)
         ev_rows = b.events(evs)
         if entering:  # the exception entry came first, then the vector's code
-            here = ev_rows + ran
+            here = ev_rows + ran + folded
         else:
             # The visible operation first, then what it did; a site it ran on to after
             # the operation goes after the events (an ISB's catch-up, then the site).
             here = [r for r in ran if r.kind is Kind.INSN]
             here += [r for r in ev_rows if r.kind is not Kind.HALT]
+            here += folded  # (what the step performed on the way, after what it did)
             here += [r for r in ran if r.kind is not Kind.INSN]
             here += [r for r in ev_rows if r.kind is Kind.HALT]
         here += extra.get(step, []) + findings.get(step, [])
         out += [r if r.kind is Kind.INSN else b.counted(r) for r in here]
     return out
+
+
+# Operations a step performs on the way (folded steps, execute.py): shown at its step.
+_FOLDED = frozenset({OpKind.BARRIER, OpKind.YIELD, OpKind.WFE, OpKind.SEV})
 
 
 def _record_rows(records: Sequence[TextPoke], by_step: Mapping[int, list[tuple[int, int, int]]],

@@ -457,7 +457,7 @@ def test_explain_trace_decode() -> None:
 def test_explain_liveness_says_where_each_cpu_waits() -> None:
     session = Session(load_scenario("brk_refcount_sync")(), ncpus=2)
     probe = AccessProbe()
-    result = session.run(probe(RandomWalk(4)), max_decisions=150)
+    result = session.run(probe(RandomWalk(5)), max_decisions=150)  # a run that spins
     (f,) = result.findings
     assert f.oracle == "liveness"
     # The run chose a 151st decision and did not apply it: no access for it.
