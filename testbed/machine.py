@@ -65,7 +65,7 @@ Liveness = tuple[frozenset[int], frozenset[int]]
 _ARM_KINDS = frozenset({DecisionKind.READ, DecisionKind.FAIL, DecisionKind.PROMISE})
 # Decisions that change the fetch model alone, never the Arm model's messages and views
 # (a chosen catch-up is not a context synchronization event: no B2): they keep
-# ``Machine.arm_key`` (tests/test_exploration.py checks it against a fresh key).
+# ``Machine.arm_key`` (tests/test_independence.py checks it against a fresh key).
 ARM_FREE = frozenset({DecisionKind.CATCH_UP, DecisionKind.FILL, DecisionKind.FILL_DSIDE,
                       DecisionKind.EVICT, DecisionKind.WRITE_BACK, DecisionKind.COMPLETE})
 

@@ -227,7 +227,7 @@ class FetchModel:
         # words a CPU never fetches cannot change any outcome, so they are left out.
         self.scopes: list[frozenset[int] | None] = [None] * ncpus
         # Per CPU, the words it may still fetch from where it is now (None: any), set by
-        # the machine before it asks for choices or a key (``Machine.fetch_liveness``):
+        # the machine before it asks for choices or a key (``Machine.set_fetch_liveness``):
         # the same, for the rest of the run (a CPU switched off fetches nothing more).
         self.live: list[frozenset[int] | None] = [None] * ncpus
         # And the words whose I-view copy it may still fetch: those it may reach before a
@@ -393,7 +393,7 @@ class FetchModel:
                     continue  # this CPU never fetches w (again): its copies cannot matter
                 add(b"i" if w in cpu.invalid else cpu.icache[w:w + 4])
                 # (before a catch-up, which refills the I-view from the I-cache)
-                add(cpu.iview[w:w + 4] if view_live is None or w in view_live else b"-")
+                add(cpu.iview[w:w + 4] if view_live is None or w in view_live else b"----")
         # Invalid untouched words refill to the initial text, so they cannot matter.
         add(repr((sorted(self._pieces.items()),
                   sorted((w, sorted(s)) for w, s in self._torn.items()),
