@@ -35,7 +35,11 @@ the other reads or writes.  Resources:
 - a data granule (its address, ``armmem.GRANULE`` bytes) of shared data or of the
   per-CPU areas: read by a load, written by a store, both by an exclusive or atomic;
 - ``TEXT``: the D-side text and the point of unification, read by fills, catch-ups,
-  ``ISB`` and loads from the text, written by write-backs and ``DC``.
+  ``ISB`` and loads from the text, written by write-backs and ``DC``;
+- ``CLOCK``, under the Arm model: the order of its messages, written by every store (a
+  message's timestamp orders it against every location, and views compare timestamps:
+  two stores to different locations do not commute), read by write-backs and ``DC``
+  (rule 10 records the time of what the PoU holds).
 
 What a CPU's own decisions touch besides (its registers, stack, views, I-cache and
 I-view, its queue of cache maintenance) belongs to it alone.  Everything else depends
