@@ -191,8 +191,9 @@ def _read_ord(op: MemOp) -> ReadOrd:
     return ReadOrd.ACQUIRE_PC if op.acquire_pc else ReadOrd.PLAIN
 
 
-def _pending(m: Machine, c: Cpu) -> tuple[Access, int, tuple[int, ...]] | None:
-    """The modelled access ``c`` performs next: (what, address, register values)."""
+def pending_access(m: Machine, c: Cpu) -> tuple[Access, int, tuple[int, ...]] | None:
+    """The modelled access ``c`` performs next: (what, address, register values); the
+    text is modelled for plain and acquire loads (``_region``)."""
     if c.exc is not None or c.kind_at.get(c.pc) != 1:  # OpKind.MEMORY
         return None
     off = c.pc - layout.TEXT_BASE
@@ -227,7 +228,7 @@ def choices(m: Machine, c: Cpu) -> list[Decision]:
     may fulfil a promise), FAIL of a store-exclusive that could succeed."""
     if c.exc is None and c.kind_at.get(c.pc) is OpKind.DC:
         return [Decision(DecisionKind.READ, c.index, t) for t in clean_choices(m, c)]
-    p = _pending(m, c)
+    p = pending_access(m, c)
     if p is None:
         return []
     a, ea, _ = p
@@ -668,7 +669,7 @@ def promise_choices(m: Machine, cpu: int) -> list[tuple[int, bytes]]:
     if m.anytime:  # at an access to shared data, one promise at a time (docstring)
         if arm.threads[cpu].promises:
             return []
-        pending = _pending(m, m.cpus[cpu])
+        pending = pending_access(m, m.cpus[cpu])
         if pending is None or not _shared(m, pending[1]):
             return []
         at_store = pending[0].op.kind is MemKind.STORE

@@ -119,18 +119,24 @@ def step(m: Machine, c: Cpu, as_of: int | None = None) -> None:
         c.spun = True
     if kind is OpKind.BARRIER:
         if m.arm is not None:
-            off = pc - layout.TEXT_BASE
-            word = int.from_bytes(m.iviews[c.index][off:off + 4], "little")
-            dataside.barrier(m, c, word)
-            if word & 0xFFFFF0FF == 0xD503309F:  # DSB: maintenance completes (fetch rule 9)
-                m.model.complete_all(c.index)
-            elif (word >> 8) & 3 != 1:  # a DMB that orders stores: DC CVAU completes
-                m.model.complete_cleans(c.index)
+            _arm_barrier(m, c, pc)
     elif kind is OpKind.ISB:
         catch_up(m, c, "ISB")
     elif kind is OpKind.DC or kind is OpKind.IC:
         cache_op(m, c, pc, as_of)
     resume(m, c, pc + 4)
+
+
+def _arm_barrier(m: Machine, c: Cpu, pc: int) -> None:
+    """A ``DMB``/``DSB`` at ``pc`` under the Arm model: B1 on ``c``'s views, and the
+    cache maintenance it completes (fetch rule 9)."""
+    off = pc - layout.TEXT_BASE
+    word = int.from_bytes(m.iviews[c.index][off:off + 4], "little")
+    dataside.barrier(m, c, word)
+    if word & 0xFFFFF0FF == 0xD503309F:  # DSB: maintenance completes
+        m.model.complete_all(c.index)
+    elif (word >> 8) & 3 != 1:  # a DMB that orders stores: DC CVAU completes
+        m.model.complete_cleans(c.index)
 
 
 def irq(m: Machine, c: Cpu) -> None:
@@ -171,10 +177,8 @@ def _fold(m: Machine, c: Cpu) -> int:
             c.spun = True
         elif kind is _BARRIER and not m.model.queues[c.index] and (
                 m.arm is None or (m.fold >= 2 and not m.promises)):
-            if m.arm is not None:  # B1 on the CPU's own views (as step() performs it)
-                off = pc - layout.TEXT_BASE
-                dataside.barrier(m, c, int.from_bytes(m.iviews[c.index][off:off + 4],
-                                                      "little"))
+            if m.arm is not None:  # B1 on the CPU's own views (nothing to complete)
+                _arm_barrier(m, c, pc)
         elif kind is not _SEV:
             return -1
         c.log.append((m.step_no, pc, pc + 4))

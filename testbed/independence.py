@@ -57,13 +57,12 @@ machine that folds gets no reduction.
 
 from __future__ import annotations
 
-import struct
 from typing import TYPE_CHECKING
 
 from . import layout
-from .access import decode_access, effective_address
 from .armmem import granules
 from .cpu import CpuState
+from .dataside import pending_access
 from .isa import MemKind, OpKind, classify
 from .schedule import Decision, DecisionKind
 
@@ -83,7 +82,6 @@ _CLOCK_ONLY = frozenset({CLOCK})
 # (owner CPU or -1, resources read, resources written)
 Footprint = tuple[int, frozenset[int], frozenset[int]]
 
-_UNPACK = struct.Struct("<32Q").unpack_from
 _OWN_KINDS = frozenset({DecisionKind.FILL, DecisionKind.FILL_DSIDE, DecisionKind.CATCH_UP})
 
 
@@ -171,29 +169,23 @@ def _step(m: Machine, cpu: int) -> Footprint | None:
         return cpu, _TEXT_ONLY, _NOTHING  # rule 7 from the PoU
     if kind is OpKind.DC:  # (under the Arm model queued, but it offers times to clean as of)
         return cpu, _TEXT_ONLY if m.arm is None else _TEXT_CLOCK, _TEXT_ONLY
-    word = int.from_bytes(m.iviews[cpu][off:off + 4], "little")
     if kind is OpKind.FETCH:  # a word stores touched: what it is now decides
+        word = int.from_bytes(m.iviews[cpu][off:off + 4], "little")
         if classify(word).kind is not OpKind.INVISIBLE:
             return None
         return cpu, reads, _NOTHING
     if kind is not OpKind.MEMORY:
         return None  # ERET, DAIF, IC, WFI, YIELD, WFE, SEV, TORN, INVISIBLE
-    info = classify(word)
-    plan = decode_access(word)
-    if info.mem is None or plan is None:
-        return None
-    op = info.mem
-    ea, _ = effective_address(plan, _UNPACK(c.read_regs()))
-    size = op.size * op.count
+    pending = pending_access(m, c)  # (under either model: decoding is the same)
+    if pending is None:
+        return None  # the text's stores, the interrupt controller, anything unmodelled
+    access, ea, _ = pending
+    op, size = access.op, access.nbytes
     if _within(ea, size, layout.DATA_BASE, len(m.data)) \
             or _within(ea, size, layout.PERCPU_BASE, len(m.percpu)):
         locs = frozenset(g for g, _, _ in granules(ea, size))
-    elif op.kind is MemKind.LOAD and not op.exclusive and (
-            _within(ea, size, layout.TEXT_BASE, m.text_size)
-            or _within(ea, size, layout.TEXT_ALIAS, m.text_size)):
-        return cpu, _TEXT_ONLY, _NOTHING  # a load from the text reads its D-side
     else:
-        return None  # the text's stores, the interrupt controller, anything unmodelled
+        return cpu, _TEXT_ONLY, _NOTHING  # a load from the text reads its D-side
     if op.kind is MemKind.LOAD and not op.exclusive:
         return cpu, reads | locs, _NOTHING
     if m.arm is not None:  # a message, after every other: the order of any two matters

@@ -59,13 +59,7 @@ def save(m: Machine) -> MachineState:
     Shared memory is saved up to the end of the image's data: nothing in the project
     uses the free shared memory beyond it.
     """
-    st = _save(m)
-    m.arm_saved = st.arm  # the Arm model is as saved there (until a decision changes it)
-    return st
-
-
-def _save(m: Machine) -> MachineState:
-    return MachineState(
+    st = MachineState(
         [c.uc.context_save() for c in m.cpus], bytes(m.data[:m.data_extent]),
         bytes(m.percpu), [bytes(c.stack) for c in m.cpus],
         [(c.state, c.pc, c.exc, c.irq_masked, len(c.log), c.last_cse) for c in m.cpus],
@@ -74,6 +68,8 @@ def _save(m: Machine) -> MachineState:
         tuple(m.findings), m.stopped, tuple(m.text_stores),
         None if m.arm is None else m.arm.save(), m.promise_phase, m.invalid, m.mutations,
         m.arm_key)
+    m.arm_saved = st.arm  # the Arm model is as saved there (until a decision changes it)
+    return st
 
 
 def load(m: Machine, st: MachineState, *, model: bool = True) -> None:

@@ -18,7 +18,7 @@ from testbed.cpu import CpuState
 from testbed.exploration import Bounds, enabled, explore
 from testbed.independence import footprint, independent, kept, observed, reducible
 from testbed.litmus import parse_file
-from testbed.litmus_run import build, run_test
+from testbed.litmus_run import LitmusProgram, build, run_test
 from testbed.machine import Machine
 from testbed.schedule import step
 
@@ -39,7 +39,7 @@ SMALL = [
 ]
 
 
-def _program(name: str, memory: str = "arm", liveness: bool = True):  # type: ignore[no-untyped-def]
+def _program(name: str, memory: str = "arm", liveness: bool = True) -> LitmusProgram:
     return build(parse_file(LITMUS / name), memory=memory, liveness=liveness)
 
 
@@ -171,7 +171,9 @@ def test_a_thread_switched_off_may_fetch_nothing() -> None:
     live = m._liveness
     assert live is not None
     c = m.cpus[0]
-    fetch, view = live(m, c)
+    both = live(m, c)
+    assert both is not None
+    fetch, view = both
     assert fetch and view <= fetch  # it has code to run
     while c.state is CpuState.RUNNABLE:
         m.apply(step(0))
