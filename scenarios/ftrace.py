@@ -17,6 +17,25 @@ calls through the new ops, never the ``ftrace_nop_ops`` the literal held before.
   data read of the text reads an older message): a ``stale-literal`` finding.  Under
   ``sc`` the literal is always written first: nothing.  On core kernel text
   ``patch_map()``'s ``DSB ISHST`` before the ``BL`` store orders the literal anyway.
+
+And the ops' lifetime.  CPU0 unregisters dynamically allocated ops (``dyn_ops``) from a
+callsite that uses them: ``ftrace_make_nop()`` (the literal back to
+``ftrace_nop_ops``, the ``BL`` back to a ``NOP``), then, in ``ftrace_shutdown()``, a
+Tasks RCU grace period (``kernels/rcu.S``), then ``kfree()`` with SLUB's poison
+(``kernels/slab.S``).  The other CPUs call the traced function in a loop, each call
+after a voluntary context switch.  A CPU that reads the ops after the free (it loaded
+the literal before it was changed, or ran the old ``BL``) reads the poison: a
+``use-after-free`` finding (``Machine.watch_object``).
+
+* ``call_ops_free``: as the kernel does it: clean under both data models.
+* ``call_ops_free_early``: no grace period, as ``ftrace_shutdown()`` did when
+  ``ftrace_enabled`` was 0 until commit 0e792b89e680 ("ftrace: Fix use-after-free for
+  dynamic ftrace_ops", v6.1, CVE-2022-49892): use after free under both models.
+* ``call_ops_free_qs_no_mb``: the grace period, but the context switch without its
+  full barrier after the count (``rcu_qs_skip_mb_after``): a CPU's next call may read
+  the literal before its quiescent state is visible, so it can load the old ops
+  pointer and then read the freed ops.  Use after free under ``arm`` only; ``sc``
+  cannot show it.
 """
 
 from __future__ import annotations
@@ -70,6 +89,59 @@ class CallOps(Scenario):
                     "it read is older than the branch it executed", cpu=cpu, addr=site,
                     step=steps[0])]
         return []
+
+
+class CallOpsFree(Scenario):
+    name = "call_ops_free"
+    description = "ftrace CALL_OPS: callsite off, Tasks RCU grace period, kfree(ops): correct"
+    kernels = ("boot.S", "insn.S", "smp.S", "rcu.S", "slab.S", "ftrace.S",
+               "ftrace_shutdown.S")
+    ncpus = 2
+    calls = 4
+    skip_sync = 0  # ftrace_skip_sync: kfree() without the grace period
+    skip_mb_before = 0  # rcu_qs_skip_mb_before: the context switch's first barrier
+    skip_mb_after = 0  # rcu_qs_skip_mb_after: its second
+    expect = None
+    search_scope: ClassVar[dict[str, int]] = {"calls": 2}
+
+    def setup(self, m: Machine) -> None:
+        m.write(m.addr("nr_cpus"), m.ncpus.to_bytes(4, "little"))
+        for knob, value in (("ftrace_skip_sync", self.skip_sync),
+                            ("rcu_qs_skip_mb_before", self.skip_mb_before),
+                            ("rcu_qs_skip_mb_after", self.skip_mb_after)):
+            m.write(m.addr(knob), value.to_bytes(4, "little"))
+        site = m.addr("ftrace_site_dyn")
+        m.start(0, "ftrace_unregister_patcher", site, m.addr("traced_func_dyn_literal"),
+                m.addr("dyn_ops"), bl(site, m.addr("ftrace_caller")))
+        for cpu in range(1, m.ncpus):
+            m.start(cpu, "traced_loop_rcu", self.calls, cpu)
+        m.may_patch("ftrace_site_dyn")
+        m.may_patch("traced_func_dyn_literal", 8)
+        m.watch_object("dyn_ops", 16)
+
+    def observe(self, m: Machine) -> dict[str, object]:
+        return {"result": m.read_u32("ftrace_result"),
+                "trace_calls": m.read_u32("trace_calls"),
+                "nop_calls": m.read_u32("ftrace_nop_calls")}
+
+
+class CallOpsFreeEarly(CallOpsFree):
+    name = "call_ops_free_early"
+    description = "call_ops_free without the grace period (before v6.1): use after free"
+    skip_sync = 1
+    expect = OracleName.USE_AFTER_FREE
+    # CPU1 must stay between its load of the literal and its load of the ops while CPU0
+    # runs ftrace_make_nop() to kfree(): one priority change (PCT, d=2), which a random
+    # walk makes about once in 2^20 runs
+    strategy: ClassVar[dict[str, object]] = {"name": "pct", "depth": 2}
+
+
+class CallOpsFreeQsNoMb(CallOpsFree):
+    name = "call_ops_free_qs_no_mb"
+    description = "call_ops_free, context switch without its barrier after: UAF (arm)"
+    skip_mb_after = 1
+    expect = OracleName.USE_AFTER_FREE
+    strategy: ClassVar[dict[str, object]] = {"name": "pct", "depth": 2}
 
 
 class CallOpsPlain(CallOps):

@@ -40,6 +40,7 @@ from .scenario import (
     ScenarioError,
     ScenarioFileRequired,
     Session,
+    default_strategy,
     list_scenarios,
     load_scenario,
     scenario_ref,
@@ -198,9 +199,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.schedules == 0 and args.no_db:
         raise CliError("--schedules 0 with --no-db runs nothing (0 replays only the failure "
                        "database's schedules)")
-    spec = StrategySpec(args.strategy, depth=args.depth, k=args.k or 200,
-                        p_model=args.p_model)
     session = _session(args.scenario, args.cpus, args.cache, args.memory, args.promises)
+    base = (default_strategy(type(session.scenario)) if args.strategy is None
+            else StrategySpec(args.strategy))  # the scenario's, unless one is named
+    spec = StrategySpec(base.name, depth=args.depth or base.depth, k=args.k or base.k,
+                        p_model=base.p_model if args.p_model is None else args.p_model)
     db = default_db() if not args.no_db else None
     log = FindingsLog(session, out, db)
     decisions = instructions = decode_runs = runs = 0
@@ -317,8 +320,9 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
                                f"not {cls.name!r}")
         else:
             spec = campaign.create(CampaignSpec(
-                cls.name, args.strategy, args.seed, args.batch, args.depth, args.k,
-                args.p_model, args.cpus, args.cache.value if args.cache else None,
+                cls.name, args.strategy, args.seed, args.batch, args.depth or 3, args.k,
+                0.05 if args.p_model is None else args.p_model, args.cpus,
+                args.cache.value if args.cache else None,
                 memory=args.memory or cls.memory, scenario_file=scenario_file,
                 promises=args.promises))
     except ScenarioFileRequired as e:
@@ -599,10 +603,10 @@ def cmd_disasm(args: argparse.Namespace) -> int:
 
 
 def _strategy_options(sp: argparse.ArgumentParser, default_k: str) -> None:
-    sp.add_argument("--depth", type=_int(1, 64), default=3,
-                    help="PCT's bug depth d (default 3)")
+    sp.add_argument("--depth", type=_int(1, 64), default=None,
+                    help="PCT's bug depth d (default 3, or the scenario's)")
     sp.add_argument("--k", type=_int(0), default=0, help=f"PCT's steps per run ({default_k})")
-    sp.add_argument("--p-model", type=_float(0, 0.75), default=0.05,
+    sp.add_argument("--p-model", type=_float(0, 0.75), default=None,
                     help="random walk: probability of a memory-model choice at each "
                     "decision (0..0.75, default 0.05)")
     sp.add_argument("--cpus", type=_int(1, layout.MAX_CPUS),
@@ -644,7 +648,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--schedules", "--runs", type=_int(0), default=100, dest="schedules",
                     help="schedules to run (default 100; 0: only the known failures)")
     sp.add_argument("--seed", type=_int(0), help=f"first seed (default: ${ENV_SEED} or 0)")
-    sp.add_argument("--strategy", choices=[*STRATEGIES, "rr"], default="random")
+    sp.add_argument("--strategy", choices=[*STRATEGIES, "rr"], default=None,
+                    help="default: the scenario's (random unless it names one)")
     sp.add_argument("--json", action="store_true", help="print one JSON object")
     _strategy_options(sp, "default: the longest run so far, from 200")
     sp.add_argument("--out", default="testbed-findings", help="where reproducers go")

@@ -846,6 +846,7 @@ _STORIES: dict[str, Callable[[_Run, Finding], list[str]]] = {
     OracleName.LIVENESS: _where_cpus,
     OracleName.GUEST_FAULT: _where_cpus,
     OracleName.KERNEL_DIE: _where_cpus,
+    OracleName.USE_AFTER_FREE: _where_cpus,
 }
 
 

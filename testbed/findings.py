@@ -43,6 +43,7 @@ class OracleName(enum.StrEnum):
     KERNEL_DIE = "kernel-die"
     LIVENESS = "liveness"
     FETCH_SCOPE = "fetch-scope"
+    USE_AFTER_FREE = "use-after-free"
     # Judged on a finished run.
     STALE_AFTER_FLUSH = "stale-after-flush"
     STATIC_KEY_INCOHERENCE = "static-key-incoherence"

@@ -33,7 +33,7 @@ from typing import Any
 import unicorn as uc_mod
 from unicorn import arm64_const as A
 
-from . import dataside, layout, snapshot, textside, trace
+from . import dataside, layout, slab, snapshot, textside, trace
 from .armmem import GRANULE, ArmMemory
 from .asm import Image
 from .cpu import XREG as XREG
@@ -307,6 +307,29 @@ class Machine:
         self.set_keyed_history(self._history_keyed)
         for c in self.cpus:
             c.uc.hook_add(uc_mod.UC_HOOK_MEM_READ, partial(_history_read, self, name, addr),
+                          c, addr, addr + size - 1)
+
+    def watch_object(self, where: str | int, size: int) -> None:
+        """Declare ``size`` bytes of shared data at ``where`` a heap object the guest may
+        free with ``kfree()`` (``kernels/slab.S``), which fills it with SLUB's poison
+        (``POISON_FREE``, the last byte ``POISON_END``).  A guest load of the object that
+        returns the poison is a use-after-free finding: the load read the free's own
+        stores, so under either data model it came after the free (``slab.poison``).
+
+        A load that reads the object's bytes from before the free is not one, even if it
+        comes later in the schedule: what it read is still the object (what KASAN would
+        say depends on the allocator reusing the memory, which this machine does not)."""
+        if self.baseline is not None:
+            raise GuestError("watch_object() after seal(): declare objects in setup()")
+        addr = self.addr(where)
+        off = addr - layout.DATA_BASE
+        if not (isinstance(size, int) and size > 0 and off >= 0
+                and off + size <= len(self.data)):
+            raise GuestError(f"watch_object({where!r}, {size!r}): not in shared data")
+        name = where if isinstance(where, str) else f"{addr:#x}"
+        for c in self.cpus:
+            c.uc.hook_add(uc_mod.UC_HOOK_MEM_READ,
+                          partial(_freed_read, self, name, addr, slab.poison(size)),
                           c, addr, addr + size - 1)
 
     def set_keyed_history(self, keyed: bool) -> None:
@@ -759,6 +782,21 @@ def _history_read(m: Machine, name: str, base: int, u: Any, access: int, addr: i
     m.add_finding(c, OracleName.GUEST_FAULT, f"CPU{c.index} reads {name}+{addr - base:#x} "
                   f"at {m.image.symbolize(pc)}, which is declared history (never read by "
                   "the guest, left out of state keys: Machine.set_history)", pc)
+    c.reason = Stop.DIE
+    u.emu_stop()
+
+
+def _freed_read(m: Machine, name: str, base: int, poison: bytes, u: Any, access: int,
+                addr: int, size: int, value: int, c: Cpu) -> None:
+    lo = addr - base
+    off = addr - layout.DATA_BASE  # the bytes the load reads (dataside put the message
+    got = bytes(m.data[off:off + size])  # it reads there, under the Arm model)
+    if got != poison[lo:lo + size]:
+        return
+    pc = u.reg_read(A.UC_ARM64_REG_PC)
+    m.add_finding(c, OracleName.USE_AFTER_FREE, f"CPU{c.index} reads {name}+{lo:#x} at "
+                  f"{m.image.symbolize(pc)} after it was freed: it reads kfree()'s poison "
+                  f"{got.hex()}", pc)
     c.reason = Stop.DIE
     u.emu_stop()
 

@@ -36,7 +36,7 @@ import pytest
 from .faildb import default_db
 from .findings import finding_text
 from .runs import FindingsLog, Run, replay_command, run_schedules
-from .scenario import Scenario, ScenarioError, Session, scenarios_in_file
+from .scenario import Scenario, ScenarioError, Session, default_strategy, scenarios_in_file
 from .strategies import StrategySpec
 
 
@@ -47,7 +47,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--testbed-seed", type=int, default=None,
                     help="first seed (default: $TESTBED_SEED or 0)")
     group.addoption("--testbed-strategy", choices=["random", "rr", "round-robin", "pct"],
-                    default="random")
+                    default=None, help="default: each scenario's (random unless it "
+                    "names one: Scenario.strategy)")
     group.addoption("--testbed-memory", choices=["arm", "sc"], default=None,
                     help="the data-memory model (default: each scenario's, arm unless it "
                     "says)")
@@ -118,7 +119,8 @@ class ScenarioItem(pytest.Item):
         cfg = self.config
         n = cfg.getoption("--testbed-schedules")
         seed0 = _seed(cfg)
-        spec = StrategySpec(cfg.getoption("--testbed-strategy"))
+        named = cfg.getoption("--testbed-strategy")
+        spec = default_strategy(self.scenario) if named is None else StrategySpec(named)
         memory = cfg.getoption("--testbed-memory") or self.scenario.memory
         session = Session(self.scenario(), memory=memory,
                           promises=cfg.getoption("--testbed-promises") and memory == "arm")

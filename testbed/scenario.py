@@ -38,7 +38,7 @@ from .oracles import select as select_oracles
 from .resources import kernels_dir, scenarios_dir
 from .schedule import ScenarioSource, Schedule, ScheduleMismatch, fold_level
 from .scheduler import RunResult, run
-from .strategies import RandomWalk, Replay, Strategy
+from .strategies import RandomWalk, Replay, Strategy, StrategySpec
 from .textpoke import declare_history
 
 __all__ = [
@@ -81,6 +81,10 @@ class Scenario:
     search_scope: ClassVar[dict[str, int]] = {}
     # Helpers whose calls (BL) `testbed ablate` may weaken to NOP, e.g. kick_all_cpus_sync.
     ablatable: ClassVar[tuple[str, ...]] = ()
+    # The strategy `testbed run` and the pytest plugin use when none is named: its
+    # StrategySpec fields, e.g. {"name": "pct", "depth": 2} for a race that needs one CPU
+    # held in a window while another runs a long way (a random walk rarely does that).
+    strategy: ClassVar[Mapping[str, object]] = {}
 
     def setup(self, m: Machine) -> None:
         """Start CPUs and initialise data (before the machine is sealed)."""
@@ -93,6 +97,22 @@ class Scenario:
     def observe(self, m: Machine) -> dict[str, object]:
         """Values worth reporting from the final state (not verdicts)."""
         return {}
+
+
+def default_strategy(cls: type[Scenario]) -> StrategySpec:
+    """The strategy ``cls`` names for itself (``Scenario.strategy``), or a random walk;
+    ``ScenarioError`` if its fields are not a strategy's."""
+    fields = dict(cls.strategy)
+    known = ("name", "depth", "k", "p_model")
+    unknown = sorted(str(k) for k in fields if k not in known)
+    if unknown:
+        raise ScenarioError(f"scenario {cls.name!r}: strategy: unknown field "
+                            f"{unknown[0]!r} (known: {', '.join(known)})")
+    try:
+        return StrategySpec(**fields)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as e:
+        raise ScenarioError(f"scenario {cls.name!r}: strategy {dict(cls.strategy)!r}: "
+                            f"{e}") from None
 
 
 def link_kernels(names: Sequence[str], here: Path | None = None) -> Image:

@@ -697,6 +697,9 @@ BAD_S = "\t.text\n\t.globl bad_fn\nbad_fn:\n\tnop\n\tfrobnicate x0, x1\n\tret\n"
 ASM_BESIDE = SCENARIO_OK.replace('"nosync_race.S")', '"nosync_race.S", "bad.S")')
 ASM_ABS = SCENARIO_OK.replace('"nosync_race.S")', '"nosync_race.S", "@IN@/bad.S")')
 NCPUS_0 = SCENARIO_OK.replace("ncpus = 2", "ncpus = 0")
+STRATEGY_DEPTH_0 = SCENARIO_OK.replace("ncpus = 2", "ncpus = 2\n    strategy = {'name': 'pct', "
+                                       "'depth': 0}")
+STRATEGY_FIELD = SCENARIO_OK.replace("ncpus = 2", "ncpus = 2\n    strategy = {'nme': 'pct'}")
 SETUP_RAISES = SCENARIO_OK.replace('        site = m.addr("patch_site")\n',
                                    '        raise RuntimeError("setup went wrong")\n', 1)
 CHECK_RAISES = SCENARIO_OK + ('\n    def check(self, m):\n'
@@ -725,6 +728,8 @@ SCENARIOS = [
     pytest.param(scenario(ASM_ABS, "bad.S:5", files={"bad.S": BAD_S}),
                  id="kernel-asm-error-absolute-path"),
     pytest.param(scenario(NCPUS_0, "x.py", "ncpus"), id="ncpus-0"),
+    pytest.param(scenario(STRATEGY_DEPTH_0, "strategy", "--depth"), id="strategy-depth-0"),
+    pytest.param(scenario(STRATEGY_FIELD, "strategy", "'nme'"), id="strategy-unknown-field"),
     pytest.param(scenario(SCENARIO_OK, "nope.py", target="nope.py"), id="no-such-file"),
     pytest.param(raising(SETUP_RAISES, "RuntimeError", "setup went wrong"),
                  id="setup-raises-exit-3"),

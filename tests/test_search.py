@@ -31,7 +31,8 @@ FIND = {"brk_plain": (2, 2)}
 # are searched under sc, which explores the same interleavings 2-7 times faster (the
 # pytest plugin's test runs every scenario under arm; `python -m bench --only models`
 # searches each under both).
-ARM = {"brk_plain", "brk_release", "stop_machine_nodsb", "call_ops", "call_ops_plain"}
+ARM = {"brk_plain", "brk_release", "stop_machine_nodsb", "call_ops", "call_ops_plain",
+       "call_ops_free", "call_ops_free_qs_no_mb"}
 
 
 def session(name: str, memory: str | None = None) -> Session:

@@ -12,6 +12,9 @@
   reached its decision bound, or every CPU waits for an interrupt that cannot come.
 - ``fetch-scope``: a CPU fetched a modified word outside the addresses its scenario
   declared it may run (``Machine.set_fetch_scope``).
+- ``use-after-free``: a CPU's load returned the poison ``kfree()`` leaves in an object
+  the scenario declared (``Machine.watch_object``, ``kernels/slab.S``): it read the
+  object after it was freed.
 
 Only the CMODX check costs anything to run; the others are facts of the run that the
 machine detects anyway, and switching them off only drops their findings.
@@ -59,4 +62,6 @@ MACHINE_ORACLES: tuple[MachineOracle, ...] = (
                   "or CPUs deadlocked"),
     MachineOracle(OracleName.FETCH_SCOPE, "a CPU fetched modified code outside its "
                   "declared scope"),
+    MachineOracle(OracleName.USE_AFTER_FREE, "a CPU read a heap object after kfree() "
+                  "poisoned it"),
 )
