@@ -6,7 +6,8 @@ scheduler chooses it (``take_irq``).  Entry (``enter``) writes ELR_EL1 and SPSR_
 ESR_EL1 for the synchronous ones: the Arm ARM leaves ESR_ELx unchanged for IRQs), masks
 DAIF and enters EL1h at VBAR_EL1 plus the vector offset; the guest returns with
 ``ERET`` (``eret``).  Exception entry and ERET are context synchronization events: each
-forces a catch-up of the CPU's I-view.
+forces a catch-up of the CPU's I-view, unless the CPU's FEAT_ExS setting says otherwise
+(``SCTLR_EL1.EIS``/``EOS`` = 0: ``Machine.set_exception_sync``); the event then says so.
 
 The interrupt controller (``interrupts.InterruptController``) is mapped as one MMIO page
 on every CPU (``gic_read``, ``gic_write``): IPIs sent and acknowledged, the guest's clock,
@@ -30,8 +31,11 @@ from .textside import catch_up
 if TYPE_CHECKING:
     from .machine import Machine
 
-__all__ = ["EC_BRK64", "EC_SVC64", "EC_UNKNOWN", "ESR_IL", "enter", "eret", "gic_read",
-           "gic_write", "install_hooks", "on_intr", "take_irq"]
+__all__ = ["EC_BRK64", "EC_SVC64", "EC_UNKNOWN", "ESR_IL", "NOT_SYNCHRONIZING", "enter",
+           "eret", "gic_read", "gic_write", "install_hooks", "on_intr", "take_irq"]
+
+# The detail of an EXCEPTION or ERET event that was not a context synchronization event.
+NOT_SYNCHRONIZING = "not context synchronizing (FEAT_ExS: SCTLR_EL1.EIS/EOS = 0)"
 
 ESR_IL = 1 << 25
 EC_UNKNOWN, EC_SVC64, EC_BRK64 = 0x00, 0x15, 0x3C
@@ -83,9 +87,13 @@ def enter(m: Machine, c: Cpu, offset: int, esr: int | None, elr: int) -> int:
     write(A.UC_ARM64_REG_PSTATE, (pstate & 0xF000_0000) | 0x3C5)
     c.irq_masked = True
     vector: int = vbar + base + offset
-    m.add_event(c.index, EventKind.EXCEPTION, elr,
-                esr if esr is not None else -1, f"vector {vector:#x}")
-    catch_up(m, c, "exception entry")
+    if m.eis[c.index]:
+        m.add_event(c.index, EventKind.EXCEPTION, elr,
+                    esr if esr is not None else -1, f"vector {vector:#x}")
+        catch_up(m, c, "exception entry")
+    else:  # FEAT_ExS, SCTLR_EL1.EIS=0: not a context synchronization event
+        m.add_event(c.index, EventKind.EXCEPTION, elr, esr if esr is not None else -1,
+                    f"{NOT_SYNCHRONIZING}; vector {vector:#x}")
     return vector
 
 
@@ -97,9 +105,13 @@ def take_irq(m: Machine, c: Cpu) -> int:
 
 
 def eret(m: Machine, c: Cpu, pc: int) -> None:
-    """The ``ERET`` at ``pc`` is about to run: a context synchronization event."""
-    catch_up(m, c, "ERET")
-    m.add_event(c.index, EventKind.ERET, pc)
+    """The ``ERET`` at ``pc`` is about to run: a context synchronization event, unless
+    the CPU's ``SCTLR_EL1.EOS`` is 0 (``Machine.set_exception_sync``)."""
+    if m.eos[c.index]:
+        catch_up(m, c, "ERET")
+        m.add_event(c.index, EventKind.ERET, pc)
+    else:
+        m.add_event(c.index, EventKind.ERET, pc, detail=NOT_SYNCHRONIZING)
 
 
 # -- the interrupt controller's page (Unicorn MMIO callbacks) -----------------------------

@@ -47,6 +47,7 @@ from .access import (
 )
 from .asm import Image
 from .dataside import read_bytes
+from .exceptions import NOT_SYNCHRONIZING
 from .findings import Event, EventKind, Finding, OracleName
 from .isa import OpKind, classify, is_cmodx
 from .machine import EC_BRK64, XREG, GuestError, Machine
@@ -382,7 +383,7 @@ class _Run:
         exception entries, ERETs (steps at which its I-view had to catch up)."""
         out = [(s, "ISB") for s in self.isb_steps(cpu) if s < before]
         for e in self.events:
-            if e.cpu != cpu or e.step >= before:
+            if e.cpu != cpu or e.step >= before or e.detail.startswith(NOT_SYNCHRONIZING):
                 continue
             if e.kind is EventKind.EXCEPTION:
                 out.append((e.step, f"exception entry ({self.exception(e)})"))

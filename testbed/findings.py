@@ -51,6 +51,7 @@ class OracleName(enum.StrEnum):
     TRACE_DECODE = "trace-decode"
     PERF_RING = "perf-ring"
     STALE_LITERAL = "stale-literal"
+    KPROBE_XOL = "kprobe-xol"
 
 
 class EventKind(enum.Enum):

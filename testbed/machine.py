@@ -159,6 +159,10 @@ class Machine:
         if self.arm is not None:  # rule 10: a DC may clean its line as it was earlier
             self.model.history = dataside.TextHistory(self.arm, self.model.initial)
         self.gic = InterruptController(ncpus)
+        # Per CPU, whether taking an exception (SCTLR_EL1.EIS) and returning from one
+        # (SCTLR_EL1.EOS) are context synchronization events (``set_exception_sync``).
+        self.eis = [True] * ncpus
+        self.eos = [True] * ncpus
         self.step_no = 0
         self.events: list[Event] = []
         self.findings: list[Finding] = []
@@ -308,6 +312,24 @@ class Machine:
         for c in self.cpus:
             c.uc.hook_add(uc_mod.UC_HOOK_MEM_READ, partial(_history_read, self, name, addr),
                           c, addr, addr + size - 1)
+
+    def set_exception_sync(self, cpu: int, *, entry: bool = True, exit: bool = True) -> None:
+        """Whether, on ``cpu``, taking an exception (``entry``: ``SCTLR_EL1.EIS``) and
+        returning from one (``exit``: ``SCTLR_EL1.EOS``) are context synchronization
+        events: the CPU's instruction stream catches up with the PoU there, as at an
+        ``ISB``.
+
+        With FEAT_ExS (Armv8.5) these two bits decide it; without it both are context
+        synchronizing.  Linux sets both (``INIT_SCTLR_EL1_MMU_ON`` in
+        ``arch/arm64/include/asm/sysreg.h``, v6.6), which is the default here; the
+        kprobes XOL argument ("the BRK exception is a context synchronization event")
+        rests on ``entry``."""
+        if self.baseline is not None:
+            raise GuestError("set_exception_sync() after seal(): set it in setup()")
+        if not 0 <= cpu < self.ncpus:
+            raise GuestError(f"CPU{cpu} does not exist (the machine has {self.ncpus})")
+        self.eis[cpu] = bool(entry)
+        self.eos[cpu] = bool(exit)
 
     def watch_object(self, where: str | int, size: int) -> None:
         """Declare ``size`` bytes of shared data at ``where`` a heap object the guest may
