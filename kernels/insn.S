@@ -87,10 +87,17 @@ aarch64_insn_write_literal_u64:
 // void caches_clean_inval_pou(unsigned long start, unsigned long end):
 // D-side clean to the PoU by line (skipped when CTR_EL0.IDC), DSB ISH, I-side
 // invalidate to the PoU by line (skipped when CTR_EL0.DIC), DSB ISH, ISB.
-// The kernel patches the IDC/DIC checks in as alternatives at boot; reading
-// CTR_EL0 at run time is equivalent on a machine whose CTR_EL0 never changes.
+// The kernel patches the IDC/DIC checks in as alternatives at boot
+// (ARM64_HAS_CACHE_IDC/DIC, set only when every CPU has them) and takes the line
+// sizes from read_ctr, whose alternative on a machine with mismatched cache types
+// (ARM64_MISMATCHED_CACHE_TYPE) loads the system-wide safe value instead of the
+// CPU's own (arch/arm64/include/asm/assembler.h, v6.6).  The MRS at the local label
+// read_ctr stands for that macro: the machine gives it the system-wide safe
+// CTR_EL0 (FetchConfig.sanitised_ctr_el0), which on a machine whose CPUs are alike
+// is every CPU's own.
 	.global caches_clean_inval_pou
 caches_clean_inval_pou:
+read_ctr:
 	mrs	x5, ctr_el0
 	tbz	w5, #CTR_IDC_SHIFT, 1f
 	dsb	ishst				// IDC: a barrier is enough

@@ -14,9 +14,26 @@ flag it read and the path it took.
 * ``nosync_isb``: CPU1 executes ``ISB`` after seeing the flag set.  Running the old
   instruction after that is forbidden (litmus MP.RF+cachesync+ctrl-isb); a finding
   here is a bug in the model.
+
+Machines whose CPUs differ (rule 11 of ``testbed/memory.py``; ``Scenario.cpu_caches``),
+all with CPU1's ``ISB``:
+
+* ``nosync_isb_biglittle``: CPU0 a "big" core with ``CTR_EL0.DIC=1``, CPU1 a "LITTLE"
+  one with IDC=0.  The kernel's flush acts on the system-wide safe ``CTR_EL0`` (IDC=0,
+  DIC=0: it cleans and invalidates): correct.
+* ``nosync_isb_local_ctr``: the same machine, the flush on CPU0's own ``CTR_EL0``
+  (``kernels/ctr_local.S``): CPU0 sees DIC=1 and skips the ``IC IVAU`` that CPU1's
+  I-cache needs, and CPU1 runs the old instruction after its ``ISB``.
+* ``nosync_isb_n1_erratum``: CPU0 DIC=1, CPU1 a Neoverse-N1 with erratum 1542419
+  (``CTR_EL0.DIC=1`` advertised, its I-cache not kept coherent by stores): every CPU
+  advertises DIC, so the kernel's flush skips the ``IC IVAU``, and CPU1 runs the old
+  instruction after its ``ISB``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar
 
 from testbed.findings import Finding, OracleName
 from testbed.isa import NOP, b
@@ -35,9 +52,11 @@ class NosyncStale(Scenario):
     isb_after_flag = 0
     expect = OracleName.STALE_AFTER_FLUSH
 
+    patcher = "patcher_main"
+
     def setup(self, m: Machine) -> None:
         site = m.addr("patch_site")
-        m.start(0, "patcher_main", site, b(site, m.addr("site_new")))
+        m.start(0, self.patcher, site, b(site, m.addr("site_new")))
         m.start(1, "site_loop", self.passes, self.isb_after_flag)
         m.may_patch("patch_site")
         for cpu in range(2, m.ncpus):
@@ -76,3 +95,24 @@ class NosyncIsb(NosyncStale):
     description = "as nosync_stale, but CPU1 executes ISB after seeing the flag: never stale"
     isb_after_flag = 1
     expect = None
+
+
+class NosyncIsbBigLittle(NosyncIsb):
+    name = "nosync_isb_biglittle"
+    description = "nosync_isb on a big (DIC=1) + LITTLE (IDC=0) machine: correct"
+    kernels = ("boot.S", "insn.S", "nosync_race.S", "ctr_local.S")
+    cpu_caches: ClassVar[Mapping[int, str]] = {0: "DIC1", 1: "IDC0"}
+
+
+class NosyncIsbLocalCtr(NosyncIsbBigLittle):
+    name = "nosync_isb_local_ctr"
+    description = "nosync_isb_biglittle, the flush on the patcher's own CTR_EL0: stale"
+    patcher = "patcher_local"
+    expect = OracleName.STALE_AFTER_FLUSH
+
+
+class NosyncIsbN1Erratum(NosyncIsbBigLittle):
+    name = "nosync_isb_n1_erratum"
+    description = "nosync_isb, CPU1 a Neoverse-N1 with erratum 1542419 (DIC lies): stale"
+    cpu_caches: ClassVar[Mapping[int, str]] = {0: "DIC1", 1: "neoverse-n1-1542419"}
+    expect = OracleName.STALE_AFTER_FLUSH

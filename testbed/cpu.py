@@ -31,10 +31,11 @@ from . import emulator, fastpath, layout
 from .isa import OpKind
 
 if TYPE_CHECKING:
+    from .asm import Image
     from .machine import Machine
 
 __all__ = ["KEY_REGS", "NO_COUNT", "PSTATE_I", "UNTIL", "XREG", "Cpu", "CpuState", "Stop",
-           "UcError", "hook_code", "new_cpu", "ranges", "register_id"]
+           "UcError", "hook_code", "new_cpu", "ranges", "read_ctr_sites", "register_id"]
 
 # The binding does not re-export its error type for type checkers.
 UcError: type[Exception] = uc_mod.UcError  # type: ignore[attr-defined]
@@ -245,7 +246,9 @@ def new_cpu(m: Machine, i: int) -> Cpu:
             cpu.code_hook(lo, hi)
         emulator.add_hook(u, uc_mod.UC_HOOK_BLOCK, _block_hook(m, cpu), layout.TEXT_BASE,
                           text_end)
-    emulator.add_mrs_hook(u, _mrs_hook(cpu, m.fetch_config.ctr_el0))
+    cfg = m.fetch_config
+    emulator.add_mrs_hook(u, _mrs_hook(cpu, cfg.ctr_el0_of(i), cfg.sanitised_ctr_el0,
+                                       read_ctr_sites(m.image)))
     return cpu
 
 
@@ -291,14 +294,27 @@ def _block_hook(m: Machine, c: Cpu) -> emulator.HookFn:
     return on_block
 
 
-def _mrs_hook(c: Cpu, ctr: int) -> emulator.SysHookFn:
-    """MRS: CTR_EL0 reads the machine's cache type; other registers run as they are."""
+def read_ctr_sites(image: Image) -> frozenset[int]:
+    """The addresses of the kernel's ``read_ctr`` (a local label ``read_ctr`` at an
+    ``MRS ..., CTR_EL0``): Linux's macro, whose alternative reads the system-wide safe
+    value on a machine with mismatched cache types."""
+    return frozenset(s.addr for key, s in image.symbols.items()
+                     if key.rpartition(":")[2] == "read_ctr" and not s.is_global)
+
+
+def _mrs_hook(c: Cpu, ctr: int, sanitised: int, sites: frozenset[int]) -> emulator.SysHookFn:
+    """MRS: CTR_EL0 reads the CPU's cache type as it advertises it, or at a ``read_ctr``
+    site the system-wide safe one (``FetchConfig.ctr_el0_of``, ``sanitised_ctr_el0``);
+    other registers run as they are."""
     write = c.regs.write
+    pc_at = c.uc.reg_read
+    sites = sites if ctr != sanitised else frozenset()  # alike: the same value
 
     def on_mrs(reg: int, op0: int, op1: int, crn: int, crm: int, op2: int) -> int:
         if op0 == 3 and op1 == 3 and crn == 0 and crm == 0 and op2 == 1:  # CTR_EL0
             try:
-                write(reg, ctr)
+                value = sanitised if sites and pc_at(A.UC_ARM64_REG_PC) in sites else ctr
+                write(reg, value)
             except BaseException as e:  # a ctypes callback must not raise
                 c.hook_error = e
                 c.stop()

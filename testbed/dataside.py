@@ -310,7 +310,7 @@ def clean_choices(m: Machine, c: Cpu) -> list[int]:
     time it may (``ArmMemory.clean_view``, and no earlier than the PoU's own time,
     rule 10), then each later store to the line but the last."""
     model, arm = m.model, m.arm
-    if arm is None or model.config.cache.idc:
+    if arm is None or model.pou_shared:
         return []
     off = c.pc - layout.TEXT_BASE
     info = classify(int.from_bytes(m.iviews[c.index][off:off + 4], "little"))

@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import NoReturn, TypeAlias
 
-from .memory import CacheType
+from .memory import CacheType, parse_per_thread, per_thread_words
 
 __all__ = [
     "And",
@@ -239,9 +239,26 @@ class LitmusTest:
 
     @property
     def cache(self) -> CacheType | None:
-        """The cache configuration the file asks for (None: herd's default, IDC=0 DIC=0)."""
+        """The cache configuration the file asks for (None: herd's default, IDC=0 DIC=0;
+        with one per thread, the system-wide value: IDC or DIC only if every thread
+        has it)."""
         text = self.cache_type
-        return None if text is None else CacheType.parse(text)
+        if text is None:
+            return None
+        per = parse_per_thread(text, len(self.threads))
+        if per is None:
+            return CacheType.parse(text)
+        if all(c.dic for c in per):
+            return CacheType.DIC1
+        return CacheType.IDC1 if all(c.idc for c in per) else CacheType.IDC0
+
+    @property
+    def thread_caches(self) -> tuple[CacheType, ...]:
+        """One cache type per thread when ``CacheType=`` names threads (herd's
+        per-processor syntax), else ()."""
+        text = self.cache_type
+        per = None if text is None else parse_per_thread(text, len(self.threads))
+        return per or ()
 
     def location_names(self) -> tuple[str, ...]:
         """Every memory location named in the init, the condition or ``locations``, sorted."""
@@ -990,8 +1007,9 @@ class _Parser:
                     self.fail(idx + 1, f"'{key}' given twice (first on line "
                               f"{meta_lines[key.lower()]})")
                 if key.lower() == _CACHE_TYPE_KEY:
-                    try:
-                        CacheType.parse(value)
+                    try:  # per thread (herd's older syntax): thread numbers checked below
+                        if per_thread_words(value) is None:
+                            CacheType.parse(value)
                     except ValueError as e:
                         self.fail(idx + 1, f"{key}: {e}")
                 meta[key] = value
@@ -999,6 +1017,12 @@ class _Parser:
             idx += 1
         regs, locs, end = self.init_block(idx)
         threads, handlers, tail = self.table(end + 1)
+        for key, value in meta.items():
+            if key.lower() == _CACHE_TYPE_KEY:
+                try:
+                    parse_per_thread(value, len(threads))
+                except ValueError as e:
+                    self.fail(meta_lines[key.lower()], f"{key}: {e}")
         chunk = "\n".join(lines[tail:])
         # An empty tail reports "missing condition" on the last line that has text.
         cur = _Cursor(self.tokenize(chunk, tail + 1 if tail < len(lines) else self.last_line()))

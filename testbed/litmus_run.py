@@ -51,7 +51,7 @@ from .litmus import (
     parse_file,
 )
 from .machine import Liveness, Machine
-from .memory import CacheType, FetchConfig
+from .memory import CacheType, CpuProfile, FetchConfig
 from .schedule import Decision
 from .strategies import RandomWalk
 
@@ -270,7 +270,9 @@ def build(test: LitmusTest, cache: CacheType | None = None, *,
                           f"thread code does not assemble: {e.reason}") from None
     ncpus = len(test.threads)
     # Litmus tests modify code concurrently on purpose: no CMODX oracle here.
-    m = Machine(image, ncpus, FetchConfig(cache), budget=budget, cmodx_oracle=False,
+    per_thread = test.thread_caches  # herd's per-processor CacheType, if given
+    m = Machine(image, ncpus, FetchConfig(cache, cpus=tuple(
+        CpuProfile(c) for c in per_thread)), budget=budget, cmodx_oracle=False,
                 memory=memory, promises=promises)
     observed = _observed(test)
     prog = LitmusProgram(test, image, m, cache, observed)

@@ -786,6 +786,8 @@ class Machine:
                 "iline": self.fetch_config.iline,
                 "iallu_broadcast": self.fetch_config.iallu_broadcast,
                 "memory": self.memory, **({"promises": "anytime"} if self.anytime else {}),
+                **({"cpus": [p.spelled() for p in self.fetch_config.cpus]}
+                   if self.fetch_config.cpus else {}),
                 **({"fold": True if self.fold == 1 else self.fold} if self.fold else {})}
 
     def registers(self, cpu: int, names: Sequence[str]) -> dict[str, int]:

@@ -44,6 +44,17 @@ The rules, numbered as in DESIGN.md and named in the tests:
    after); the PoU keeps the time of the line it holds (``pou_time``) and never goes
    back: a clean as of an earlier time than that does nothing.
 
+11. Per CPU (``FetchConfig.cpus``, a heterogeneous system such as big.LITTLE cores with
+   different ``CTR_EL0``): a store by a CPU whose caches are IDC=1 reaches the PoU at
+   once (its D-cache line is written back whole); one by an IDC=0 CPU stays in the
+   D-side until cleaned; a CPU whose caches are DIC=1 has its I-cache line invalidated
+   whenever the line's PoU copy changes (a store that reaches the PoU, a clean, a
+   write-back); a fill may take the D-side's bytes of a line not yet cleaned.  With
+   every CPU alike these are rules 1, 4 and 6 as they were.  A CPU may also advertise
+   another cache type than it behaves as (``CpuProfile.advertised``: an erratum such as
+   Neoverse-N1 #1542419, ``CTR_EL0.DIC=1`` with a stale fetch possible until an
+   ``IC IVAU``); ``CTR_EL0`` reads what it advertises, the model does what it does.
+
 Known gaps (stated in the docs too): no non-monotone fetch (CoFF), no intermediate
 values of a location seen by different CPUs (FOW); an ``IC`` is never performed before a
 program-order-earlier load (it is only delayed, rule 9).
@@ -58,7 +69,8 @@ from typing import Protocol
 
 from .statehash import Bytes, digest
 
-__all__ = ["CacheType", "FetchConfig", "FetchModel", "ModelError", "TextHistory"]
+__all__ = ["ERRATA", "CacheType", "CpuProfile", "FetchConfig", "FetchModel", "ModelError",
+           "TextHistory", "parse_per_thread", "per_thread_words"]
 
 # Rule 9's operations (FetchModel.queues).
 _INVAL_LINE, _INVAL_ALL, _INVAL_CPU, _CLEAN_LINE, _INVAL_CPU_LINE, _CLEAN_AS_OF = range(6)
@@ -136,6 +148,82 @@ class CacheType(enum.Enum):
         return cls.IDC1 if idc else cls.IDC0
 
 
+def per_thread_words(text: str) -> list[tuple[int | None, bool]] | None:
+    """A ``CacheType=`` value in herdtools7's per-processor syntax (``lib/cacheType.mll``
+    before it went system-wide: ``P0:DIC P1:IDC`` or ``0:DIC``; a word without a thread
+    applies to every thread), as (thread or None, DIC?) per word; None if no word names
+    a thread.  ValueError, one line, on a word that is not ``[P]N:IDC``, ``[P]N:DIC``,
+    ``IDC`` or ``DIC``."""
+    words = "".join(" " if c in ",\"'" else c for c in text).split()
+    if not any(":" in w for w in words):
+        return None
+    out: list[tuple[int | None, bool]] = []
+    for word in words:
+        who, _, key = word.rpartition(":")
+        num = who[1:] if who[:1] in ("P", "p") else who
+        if key.upper() not in ("IDC", "DIC") or (who and not num.isdigit()):
+            raise ValueError(f"cache type {text.strip()!r}: {word!r} is not [P]N:IDC, "
+                             "[P]N:DIC, IDC or DIC")
+        out.append((int(num) if who else None, key.upper() == "DIC"))
+    return out
+
+
+def parse_per_thread(text: str, nthreads: int) -> tuple[CacheType, ...] | None:
+    """``per_thread_words`` as one cache type per thread (DIC implies IDC), or None;
+    ValueError if a word names a thread the test does not have."""
+    words = per_thread_words(text)
+    if words is None:
+        return None
+    idc = [False] * nthreads
+    dic = [False] * nthreads
+    for proc, is_dic in words:
+        if proc is not None and proc >= nthreads:
+            raise ValueError(f"cache type {text.strip()!r}: thread {proc} is not one of "
+                             f"this test's {nthreads}")
+        for i in range(nthreads) if proc is None else (proc,):
+            idc[i] = True
+            dic[i] = dic[i] or is_dic
+    return tuple(CacheType.DIC1 if d else CacheType.IDC1 if i else CacheType.IDC0
+                 for i, d in zip(idc, dic, strict=True))
+
+
+@dataclass(frozen=True, slots=True)
+class CpuProfile:
+    """How one CPU's caches behave (``cache``) and what its ``CTR_EL0`` advertises
+    (``advertised``; the same unless it is an erratum profile)."""
+
+    cache: CacheType
+    advertised: CacheType | None = None
+    name: str = ""  # an erratum's name (``ERRATA``), for schedules and messages
+
+    @property
+    def says(self) -> CacheType:
+        return self.cache if self.advertised is None else self.advertised
+
+    def spelled(self) -> str:
+        """How schedules record it: the cache type, or the erratum's name."""
+        return self.name or self.cache.value
+
+    @classmethod
+    def parse(cls, text: str) -> CpuProfile:
+        """A cache type (``CacheType.parse``) or an erratum's name (``ERRATA``)."""
+        erratum = ERRATA.get(text.strip().lower())
+        return erratum if erratum is not None else cls(CacheType.parse(text))
+
+
+# CPUs that advertise one cache type and behave as another.
+ERRATA: dict[str, CpuProfile] = {
+    # Arm Neoverse-N1 erratum 1542419: "The core might fetch a stale instruction from
+    # memory which violates the ordering of instruction fetches"; it advertises
+    # CTR_EL0.DIC=1, and Linux hides DIC from user space so that its IC IVAUs trap to
+    # firmware, which does the workaround (James Morse, "arm64: errata: Hide
+    # CTR_EL0.DIC on systems affected by Neoverse-N1 #1542419", v5.5).  Modelled as a
+    # CPU whose I-cache behaves as DIC=0: a store does not invalidate it, IC IVAU does.
+    "neoverse-n1-1542419": CpuProfile(CacheType.IDC1, CacheType.DIC1,
+                                      "neoverse-n1-1542419"),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class FetchConfig:
     cache: CacheType = CacheType.IDC0
@@ -143,20 +231,49 @@ class FetchConfig:
     dline: int = 64  # D-cache line in bytes (CTR_EL0.DminLine)
     # herd7's model makes IC IALLU broadcast like IC IALLUIS; the Arm ARM does not.
     iallu_broadcast: bool = False
+    # Per CPU (rule 11), or () for every CPU as ``cache``.
+    cpus: tuple[CpuProfile, ...] = ()
 
     def __post_init__(self) -> None:
         for name, size in (("iline", self.iline), ("dline", self.dline)):
             if size < 4 or size & (size - 1):
                 raise ValueError(f"{name} must be a power of two >= 4, not {size}")
 
+    def profile(self, cpu: int) -> CpuProfile:
+        return self.cpus[cpu] if self.cpus else CpuProfile(self.cache)
+
     @property
-    def ctr_el0(self) -> int:
-        """CTR_EL0 as the machine advertises it: line sizes, PIPT, IDC and DIC."""
+    def mixed(self) -> bool:
+        """Whether CPUs' caches behave differently (rule 11's general case)."""
+        return len({p.cache for p in self.cpus}) > 1
+
+    def _ctr(self, cache: CacheType) -> int:
         iminline = (self.iline // 4).bit_length() - 1
         dminline = (self.dline // 4).bit_length() - 1
-        return ((1 << 31) | (int(self.cache.dic) << 29) | (int(self.cache.idc) << 28)
+        return ((1 << 31) | (int(cache.dic) << 29) | (int(cache.idc) << 28)
                 | (dminline << 24) | (dminline << 20) | (dminline << 16) | (0b11 << 14)
                 | iminline)
+
+    @property
+    def ctr_el0(self) -> int:
+        """CTR_EL0 as the machine advertises it: line sizes, PIPT, IDC and DIC (every
+        CPU's when they are alike; the system-wide safe value otherwise)."""
+        return self.sanitised_ctr_el0
+
+    def ctr_el0_of(self, cpu: int) -> int:
+        """CTR_EL0 as ``cpu`` advertises it."""
+        return self._ctr(self.profile(cpu).says)
+
+    @property
+    def sanitised_ctr_el0(self) -> int:
+        """The system-wide safe CTR_EL0, as Linux computes it (``arm64_ftr_reg_ctrel0``,
+        ``read_sanitised_ftr_reg()``: IDC and DIC are lower-safe, so each is set only
+        if every CPU advertises it); what the kernel's alternatives and ``read_ctr``
+        act on."""
+        says = [p.says for p in self.cpus] or [self.cache]
+        if all(c.dic for c in says):
+            return self._ctr(CacheType.DIC1)
+        return self._ctr(CacheType.IDC1 if all(c.idc for c in says) else CacheType.IDC0)
 
 
 _Buffer = bytearray | memoryview
@@ -201,7 +318,17 @@ class FetchModel:
             raise ModelError(f"text size {len(text):#x} is not a whole number of cache lines")
         if ncpus < 1:
             raise ModelError("a machine needs at least one CPU")
+        if config.cpus and len(config.cpus) != ncpus:
+            raise ModelError(f"{len(config.cpus)} CPU cache profiles for {ncpus} CPUs")
         self.config = config
+        # Rule 11: per CPU, whether its stores reach the PoU at once (IDC) and whether
+        # the PoU's changes invalidate its I-cache (DIC); the PoU is the D-side itself
+        # when every CPU is IDC=1.
+        caches = [config.profile(i).cache for i in range(ncpus)]
+        self.idc = [c.idc for c in caches]
+        self.dic = [c.dic for c in caches]
+        self.pou_shared = all(self.idc)
+        self.mixed = config.mixed
         self.size = len(text)
         self.ncpus = ncpus
         self.initial = bytes(text)
@@ -209,7 +336,7 @@ class FetchModel:
         if len(self.dside) != self.size:
             raise ModelError("the D-side buffer must be as large as the text")
         self.dside[0:self.size] = self.initial
-        self.pou: _Buffer = self.dside if config.cache.idc else bytearray(text)
+        self.pou: _Buffer = self.dside if self.pou_shared else bytearray(text)
         views: list[_Buffer] = (list(iviews) if iviews is not None
                                 else [bytearray(text) for _ in range(ncpus)])
         if len(views) != ncpus or any(len(v) != self.size for v in views):
@@ -262,7 +389,7 @@ class FetchModel:
         init = self.initial
         for w in self.touched:
             self.dside[w:w + 4] = init[w:w + 4]
-            if not self.config.cache.idc:
+            if not self.pou_shared:
                 self.pou[w:w + 4] = init[w:w + 4]
         out: list[list[int]] = []
         for cpu in self.cpus:
@@ -301,7 +428,7 @@ class FetchModel:
             return held  # snapshots are immutable: the same state, the same snapshot
         snap = Snapshot(
             bytes(self.dside[0:self.size]),
-            bytes(self.pou[0:self.size]) if not self.config.cache.idc else b"",
+            bytes(self.pou[0:self.size]) if not self.pou_shared else b"",
             tuple((bytes(c.icache), frozenset(c.invalid), frozenset(c.pending),
                    bytes(c.iview[0:self.size]), frozenset(c.changed)) for c in self.cpus),
             frozenset(self.touched),
@@ -329,7 +456,7 @@ class FetchModel:
             self.stale.update(self._torn)
             self.stale.update(w for w, _ in snap.torn)
         self.dside[0:self.size] = snap.dside
-        if not self.config.cache.idc:
+        if not self.pou_shared:
             self.pou[0:self.size] = snap.pou
         out: list[list[int]] = []
         for cpu, state in zip(self.cpus, snap.cpus, strict=True):
@@ -435,16 +562,35 @@ class FetchModel:
                 if new != orig:
                     self._torn.setdefault(w, set()).add(new)
         self.dside[off:end] = data
-        if self.config.cache.dic:
-            for line in range(off & self._imask, end, self.config.iline):
-                if cpu is None or not self.deferred:
-                    self._invalidate_line(line, self.cpus)
-                    continue
-                # Rule 9: other CPUs' I-caches are coherent with the store as soon as
-                # they can see it; the storing CPU's own line only once it completes.
-                self._invalidate_line(line, [c for i, c in enumerate(self.cpus)
-                                             if i != cpu])
+        if self.mixed:
+            self._store_mixed(off, end, cpu)
+        elif self.config.cache.dic:
+            self._dic_store(off, end, cpu, self.cpus)
+
+    def _dic_store(self, off: int, end: int, cpu: int | None, dic: Sequence[_Cpu]) -> None:
+        """A store reached the PoU: its lines invalidated in the ``dic`` CPUs' I-caches."""
+        for line in range(off & self._imask, end, self.config.iline):
+            if cpu is None or not self.deferred:
+                self._invalidate_line(line, dic)
+                continue
+            # Rule 9: other CPUs' I-caches are coherent with the store as soon as
+            # they can see it; the storing CPU's own line only once it completes.
+            own = self.cpus[cpu]
+            self._invalidate_line(line, [c for c in dic if c is not own])
+            if own in dic:
                 self.queues[cpu].append((_INVAL_CPU_LINE, line | cpu << 32))
+
+    def _store_mixed(self, off: int, end: int, cpu: int | None) -> None:
+        """Rule 11: a store by ``cpu`` (``None``: as an IDC=0 CPU's) on a machine whose
+        CPUs' caches differ."""
+        if not self.pou_shared:
+            if cpu is None or not self.idc[cpu]:
+                return  # in the D-side until a clean or a write-back
+            for line in range(off & self._dmask, end, self.config.dline):
+                self._clean(line, invalidate=False)  # its line, written back whole
+        dic = [c for c, d in zip(self.cpus, self.dic, strict=True) if d]
+        if dic:
+            self._dic_store(off, end, cpu, dic)
 
     # -- rules 2, 6: cleaning to the PoU -----------------------------------------
     def dc_cvau(self, off: int, cpu: int | None = None, as_of: int | None = None) -> None:
@@ -452,7 +598,7 @@ class FetchModel:
         ``cpu`` (rule 9; ``None``: complete at once); ``as_of``: the line as it was at
         that time of the history (rule 10), else as it is when the clean completes."""
         self._check(off)
-        if self.config.cache.idc:
+        if self.pou_shared:
             return
         line = off & self._dmask
         if as_of is None:
@@ -464,16 +610,26 @@ class FetchModel:
 
     def write_back(self, line: int) -> None:
         """A spontaneous write-back of a D-cache line to the PoU (IDC=0 only)."""
-        if self.config.cache.idc:
+        if self.pou_shared:
             raise ModelError("write-back is not a choice when IDC=1: stores reach the PoU")
         self.gen += 1
         self._clean(line)
 
-    def _clean(self, line: int) -> None:
+    def _clean(self, line: int, invalidate: bool = True) -> None:
         end = line + self.config.dline
         self.pou[line:end] = bytes(self.dside[line:end])
         if self.history is not None:
             self.pou_time[line] = self.history.now()
+        if invalidate:
+            self._pou_changed(line)
+
+    def _pou_changed(self, line: int) -> None:
+        """Rule 11: a DIC=1 CPU's I-cache is coherent with the PoU (with every CPU alike,
+        no PoU copy of its own changes when DIC=1: a no-op)."""
+        if self.mixed:
+            dic = [c for c, d in zip(self.cpus, self.dic, strict=True) if d]
+            for i in range(line, line + self.config.dline, self.config.iline):
+                self._invalidate_line(i & self._imask, dic)
 
     def _clean_as_of(self, line: int, t: int) -> None:
         assert self.history is not None
@@ -481,6 +637,7 @@ class FetchModel:
             return  # rule 10: the PoU holds the line as of a later time already
         self.pou[line:line + self.config.dline] = self.history.line_at(line, self.config.dline, t)
         self.pou_time[line] = t
+        self._pou_changed(line)
 
     # -- rule 3: invalidation -----------------------------------------------------------
     def ic_ivau(self, off: int, cpu: int | None = None) -> None:
@@ -594,7 +751,7 @@ class FetchModel:
         c = self.cpus[cpu]
         if word not in c.invalid:
             raise ModelError(f"fill of CPU{cpu} word {word:#x}: the word is valid")
-        if from_dside and self.config.cache.idc:
+        if from_dside and self.pou_shared:
             raise ModelError("fill from the D-side is only a distinct choice when IDC=0")
         src = self.dside if from_dside else self.pou
         self.gen += 1
@@ -624,7 +781,7 @@ class FetchModel:
             pou = self.pou[w:w + 4]
             if invalid or cached != pou:
                 out.append((w, False))
-            if not self.config.cache.idc:
+            if not self.pou_shared:
                 dside = self.dside[w:w + 4]
                 if dside != pou and (invalid or cached != dside):
                     out.append((w, True))
@@ -707,7 +864,7 @@ class FetchModel:
         out: list[tuple[int, bool]] = []
         for w in sorted(self._in_scope(cpu, self.touched & c.invalid)):
             out.append((w, False))
-            if not self.config.cache.idc and self.dside[w:w + 4] != self.pou[w:w + 4]:
+            if not self.pou_shared and self.dside[w:w + 4] != self.pou[w:w + 4]:
                 out.append((w, True))
         return out
 
@@ -723,7 +880,7 @@ class FetchModel:
 
     def write_back_choices(self) -> list[int]:
         """D-cache lines whose PoU copy differs from the D-side (IDC=0 only)."""
-        if self.config.cache.idc:
+        if self.pou_shared:
             return []
         lines = sorted({w & self._dmask for w in self.touched})
         return [ln for ln in lines

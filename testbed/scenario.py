@@ -32,7 +32,7 @@ from .errors import scenario_code_error
 from .execute import FOLD
 from .findings import Finding
 from .machine import MEMORY_MODELS, GuestError, Machine
-from .memory import CacheType, FetchConfig
+from .memory import ERRATA, CacheType, CpuProfile, FetchConfig
 from .oracles import MACHINE_ORACLES, default_oracles
 from .oracles import select as select_oracles
 from .resources import kernels_dir, scenarios_dir
@@ -81,6 +81,10 @@ class Scenario:
     search_scope: ClassVar[dict[str, int]] = {}
     # Helpers whose calls (BL) `testbed ablate` may weaken to NOP, e.g. kick_all_cpus_sync.
     ablatable: ClassVar[tuple[str, ...]] = ()
+    # CPUs whose caches differ from ``cache`` (a heterogeneous system, or an erratum
+    # profile): CPU number -> a cache type ("IDC0", "IDC1", "DIC1") or an erratum's name
+    # (``testbed.memory.ERRATA``, e.g. "neoverse-n1-1542419").
+    cpu_caches: ClassVar[Mapping[int, str]] = {}
     # The strategy `testbed run` and the pytest plugin use when none is named: its
     # StrategySpec fields, e.g. {"name": "pct", "depth": 2} for a race that needs one CPU
     # held in a window while another runs a long way (a random walk rarely does that).
@@ -97,6 +101,26 @@ class Scenario:
     def observe(self, m: Machine) -> dict[str, object]:
         """Values worth reporting from the final state (not verdicts)."""
         return {}
+
+
+def cpu_profiles(scenario: Scenario, ncpus: int, cache: CacheType,
+                 override: Mapping[int, str] | None = None) -> tuple[CpuProfile, ...]:
+    """Each CPU's cache profile: ``override`` (a schedule's or the command line's) or the
+    scenario's ``cpu_caches``, the others ``cache``; () when every CPU is ``cache``."""
+    spec = dict(scenario.cpu_caches if override is None else override)
+    if not spec:
+        return ()
+    out = [CpuProfile(cache)] * ncpus
+    for cpu, text in spec.items():
+        if not isinstance(cpu, int) or isinstance(cpu, bool) or not 0 <= cpu < ncpus:
+            raise ScenarioError(f"scenario {scenario.name!r}: cpu_caches: no CPU{cpu} "
+                                f"on a machine of {ncpus}")
+        try:
+            out[cpu] = CpuProfile.parse(str(text))
+        except ValueError as e:
+            raise ScenarioError(f"scenario {scenario.name!r}: cpu_caches[{cpu}]: {e} "
+                                f"(or an erratum: {', '.join(sorted(ERRATA))})") from None
+    return tuple(out)
 
 
 def default_strategy(cls: type[Scenario]) -> StrategySpec:
@@ -169,7 +193,8 @@ class Session:
                  params: Mapping[str, int] | None = None,
                  oracles: Collection[str] | None = None, memory: str | None = None,
                  ablate: Sequence[Mapping[str, object]] = (), promises: bool = False,
-                 fold: bool | int = True) -> None:
+                 fold: bool | int = True,
+                 cpu_caches: Mapping[int, str] | None = None) -> None:
         self.scenario = scenario
         self.params = dict(params or {})
         for key, value in self.params.items():
@@ -213,7 +238,8 @@ class Session:
         if promises and self.memory != "arm":
             raise ScenarioError("--promises needs --memory arm (promises are the Arm "
                                 "model's out-of-order writes)")
-        self.machine = Machine(self.image, n, FetchConfig(self.cache), budget=budget,
+        self.machine = Machine(self.image, n, FetchConfig(self.cache, cpus=cpu_profiles(
+                                   scenario, n, self.cache, cpu_caches)), budget=budget,
                                memory=self.memory, promises="anytime" if promises else False,
                                fold=FOLD if fold is True else int(fold))
         declare_history(self.machine)  # the perf ring: left out of state keys
@@ -359,6 +385,7 @@ def session_for(schedule: Schedule, scenario_path: str | None = None, *,
     ablate = cfg.get("ablate")
     promises = cfg.get("promises") == "anytime"
     fold = fold_level(cfg)  # recorded before folded steps existed: 0, without them
+    cpus = cfg.get("cpus")  # per-CPU cache profiles, when they differ
     try:
         cache_type = CacheType.parse(cache) if isinstance(cache, str) else None
     except ValueError as e:
@@ -367,7 +394,8 @@ def session_for(schedule: Schedule, scenario_path: str | None = None, *,
                    params=params if isinstance(params, dict) else None, oracles=oracles,
                    memory=memory if isinstance(memory, str) else None,
                    ablate=ablate if isinstance(ablate, list) else (), promises=promises,
-                   fold=fold)
+                   fold=fold, cpu_caches=dict(enumerate(cpus)) if isinstance(cpus, list)
+                   else {})
 
 
 def _load_module(path: Path) -> ModuleType:

@@ -174,6 +174,11 @@ def _check_config(cfg: Mapping[str, Any], source: str) -> None:
     cache = cfg.get("cache")
     if cache is not None and not isinstance(cache, str):
         raise ScheduleError(f"{source}: field 'config.cache' must be a string, not {cache!r}")
+    cpus = cfg.get("cpus")
+    if cpus is not None and (not isinstance(cpus, list)
+                             or not all(isinstance(c, str) for c in cpus)):
+        raise ScheduleError(f"{source}: field 'config.cpus' must be a list of cache "
+                            f"profiles (strings), not {cpus!r}")
     memory = cfg.get("memory")
     if memory is not None and memory not in ("sc", "arm"):
         raise ScheduleError(f"{source}: field 'config.memory' must be \"sc\" or \"arm\", "
@@ -339,6 +344,10 @@ class Schedule:
                 f"schedule was recorded {with_[bool(self.config.get('promises'))]} promises, "
                 f"this session runs {with_[bool(config.get('promises'))]} them: its "
                 "decisions mean something else there")
+        if self.config.get("cpus") != config.get("cpus"):
+            raise ScheduleMismatch(
+                f"schedule was recorded with per-CPU caches {self.config.get('cpus')}, this "
+                f"session has {config.get('cpus')}: its decisions mean something else there")
         mine, theirs = fold_level(config), fold_level(self.config)
         if mine != theirs:
             raise ScheduleMismatch(
