@@ -32,7 +32,7 @@ FIND = {"brk_plain": (2, 2)}
 # pytest plugin's test runs every scenario under arm; `python -m bench --only models`
 # searches each under both).
 ARM = {"brk_plain", "brk_release", "stop_machine_nodsb", "call_ops", "call_ops_plain",
-       "call_ops_free", "call_ops_free_qs_no_mb"}
+       "call_ops_free", "call_ops_free_qs_no_mb", "bpf_tramp_no_kick", "bpf_tramp_switch"}
 
 
 def session(name: str, memory: str | None = None) -> Session:
