@@ -36,6 +36,16 @@ the literal before it was changed, or ran the old ``BL``) reads the poison: a
   the literal before its quiescent state is visible, so it can load the old ops
   pointer and then read the freed ops.  Use after free under ``arm`` only; ``sc``
   cannot show it.
+
+And two updates of one callsite at once: ``ftrace_make_call`` on CPU0 and
+``ftrace_make_nop`` on CPU1 (``kernels/ftrace_update.S``), each a literal write and a
+``ftrace_modify_code`` that reads, compares and patches.
+
+* ``ftrace_update_locked``: each under ``text_mutex``, as ftrace runs them: the outcome
+  is always one of the two serial orders.
+* ``ftrace_update_no_mutex``: without it, both may validate before either patches, or
+  one's literal land between the other's: a ``not-linearizable`` finding (e.g. the
+  ``BL`` left on with the literal at ``ftrace_nop_ops``: the tracer's calls are lost).
 """
 
 from __future__ import annotations
@@ -43,7 +53,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from testbed.findings import Finding, OracleName
-from testbed.isa import bl
+from testbed.isa import NOP, bl
 from testbed.machine import Machine
 from testbed.scenario import Scenario
 
@@ -142,6 +152,76 @@ class CallOpsFreeQsNoMb(CallOpsFree):
     skip_mb_after = 1
     expect = OracleName.USE_AFTER_FREE
     strategy: ClassVar[dict[str, object]] = {"name": "pct", "depth": 2}
+
+
+EINVAL = 22
+
+
+class FtraceUpdateLocked(Scenario):
+    name = "ftrace_update_locked"
+    description = "ftrace_make_call and ftrace_make_nop on one callsite, under text_mutex"
+    kernels = ("boot.S", "insn.S", "smp.S", "rcu.S", "slab.S", "ftrace.S",
+               "ftrace_shutdown.S", "ftrace_update.S")
+    ncpus = 2
+    no_mutex = 0  # ftrace_update_no_mutex: the updates without text_mutex
+    expect: ClassVar[str | tuple[str, ...] | None] = None
+
+    def setup(self, m: Machine) -> None:
+        m.write(m.addr("ftrace_update_no_mutex"), self.no_mutex.to_bytes(4, "little"))
+        site, lit = m.addr("ftrace_site"), m.addr("traced_func_literal")
+        call = bl(site, m.addr("ftrace_caller"))
+        ret = m.addr("ftrace_update_ret")
+        m.start(0, "ftrace_update", 1, site, lit, m.addr("trace_ops"), call, ret)
+        m.start(1, "ftrace_update", 0, site, lit, 0, call, ret + 4)
+        for cpu in range(2, m.ncpus):
+            m.start(cpu, "cpu_off")
+        m.may_patch("ftrace_site")
+        m.may_patch("traced_func_literal", 8)
+
+    def _final(self, m: Machine) -> tuple[int, int, int, int]:
+        """(site word, literal, CPU0's result, CPU1's result) as the run left them."""
+        site, lit = m.addr("ftrace_site"), m.addr("traced_func_literal")
+        ret = m.addr("ftrace_update_ret")
+        signed = [int.from_bytes(m.read(ret + 4 * i, 4), "little", signed=True)
+                  for i in (0, 1)]
+        return (int.from_bytes(m.read(site, 4), "little"), m.read_u64(lit), *signed)
+
+    def _serial(self, m: Machine) -> set[tuple[int, int, int, int]]:
+        """The final states of the two updates run one after the other, either way."""
+        site = m.addr("ftrace_site")
+        call, nop = bl(site, m.addr("ftrace_caller")), NOP
+        ops, nop_ops = m.addr("trace_ops"), m.addr("ftrace_nop_ops")
+        return {(nop, nop_ops, 0, 0),  # make_call, then make_nop
+                (call, ops, 0, -EINVAL)}  # make_nop (finds no BL), then make_call
+
+    def observe(self, m: Machine) -> dict[str, object]:
+        word, lit, r0, r1 = self._final(m)
+        return {"site": f"{word:#010x}", "literal": m.image.symbolize(lit),
+                "results": (r0, r1)}
+
+    def check(self, m: Machine) -> list[Finding]:
+        """Both updates returned, and their result is no serial order's: an update
+        validated the site, then the other changed it or its literal in between."""
+        if any(c.state.value != "off" for c in m.cpus[:2]):
+            return []
+        final = self._final(m)
+        if final in self._serial(m):
+            return []
+        word, lit, r0, r1 = final
+        site = m.addr("ftrace_site")
+        return [Finding(
+            OracleName.NOT_LINEARIZABLE,
+            f"ftrace_make_call returned {r0} and ftrace_make_nop {r1}, leaving "
+            f"{m.image.symbolize(site)} = {word:#010x} with the literal pointing at "
+            f"{m.image.symbolize(lit)}: no order of the two updates gives that (a "
+            "callsite and its ops out of step)", addr=site)]
+
+
+class FtraceUpdateNoMutex(FtraceUpdateLocked):
+    name = "ftrace_update_no_mutex"
+    description = "ftrace_update_locked without text_mutex: a lost update"
+    no_mutex = 1
+    expect = OracleName.NOT_LINEARIZABLE
 
 
 class CallOpsPlain(CallOps):

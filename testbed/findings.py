@@ -52,6 +52,7 @@ class OracleName(enum.StrEnum):
     PERF_RING = "perf-ring"
     STALE_LITERAL = "stale-literal"
     KPROBE_XOL = "kprobe-xol"
+    NOT_LINEARIZABLE = "not-linearizable"
 
 
 class EventKind(enum.Enum):
