@@ -24,10 +24,9 @@ from .findings import EventKind, Finding, OracleName, finding_text
 from .machine import MEMORY_MODELS
 from .oracles import oracle_names
 from .runs import replay_command, reproducer, run_schedules, write_reproducer
-from .scenario import Session, load_scenario
+from .scenario import Session, default_strategy, load_scenario
 from .schedule import Schedule
 from .scheduler import RunResult
-from .strategies import StrategySpec
 from .textpoke import TextPoke, records_of
 from .timeline import (
     LEGEND,
@@ -269,6 +268,36 @@ def _why_brk_fixed(s: Shown) -> list[str]:
     return parts
 
 
+def _why_uaf(s: Shown) -> list[str]:
+    f = s.target()
+    if f is None:
+        return []
+    lit, site = s.session.machine.addr("traced_func_dyn_literal"), s.session.machine.addr(
+        "ftrace_site_dyn")
+    stores = {addr: st for st, addr, _ in reversed(s.events(EventKind.TEXT_STORE, 0))}
+    read = [st for st in s.steps_at(f.cpu, "ftrace_caller", "ldur") if st < f.step]
+    frees = s.steps_at(0, "kfree", "str")
+    parts = [f"CPU{f.cpu} entered ftrace_caller through the callsite's BL and loaded the "
+             "callsite's literal, the pointer to its ftrace_ops (dyn_ops)"
+             + (f", at step {read[-1]}" if read else "") + "."]
+    parts.append("CPU0 then unregistered those ops: ftrace_make_nop() pointed the literal at "
+                 "ftrace_nop_ops" + (f" (step {stores[lit]})" if lit in stores else "")
+                 + " and turned the BL back into a NOP"
+                 + (f" (step {stores[site]})" if site in stores else "")
+                 + ", and, with no grace period, kfree()d dyn_ops"
+                 + (f" at step {frees[0]}" if frees else "")
+                 + ", filling it with SLUB's poison.")
+    parts.append(f"CPU{f.cpu} still held the old pointer: at step {f.step} it read "
+                 "dyn_ops->func and got the poison, a use after free (with a real kfree the "
+                 "memory could already hold another object, and the BLR would call it).")
+    parts.append("Turning the callsite off does not stop a CPU that is already past it. "
+                 "ftrace_shutdown() waits for a Tasks RCU grace period before dynamic ops may "
+                 "be freed (scenario call_ops_free): every CPU must pass a voluntary context "
+                 "switch, which none does inside ftrace_caller. Linux lacked the wait on one "
+                 "path until commit 0e792b89e680 (v6.1, CVE-2022-49892).")
+    return parts
+
+
 def _brk_taken_and_emulated(result: RunResult, session: Session) -> bool:
     m = session.machine
     count = int.from_bytes(m.read(layout.percpu_base(1) + layout.PERCPU_EMUL_COUNT, 8),
@@ -322,6 +351,16 @@ DEMOS: dict[str, Demo] = {d.name: d for d in (
          seeds=300, decode_in_search=False, wanted=_brk_taken_and_emulated,
          source=("text_poke_brk_sync", "text_poke_sync_handler", "kick_all_cpus_sync",
                  "aarch64_insn_patch_text_nosync")),
+    Demo("call-ops-uaf", "call_ops_free_early", OracleName.USE_AFTER_FREE,
+         "CPU1 calls through ftrace ops that CPU0 has already freed",
+         "CPU0 unregisters dynamically allocated ftrace ops from a CALL_OPS callsite: "
+         "ftrace_make_nop() (the callsite's literal back to ftrace_nop_ops, then BL -> NOP) "
+         "and, without waiting for a grace period, kfree() of the ops, which fills them "
+         "with SLUB's poison. CPU1 calls the traced function in a loop; ftrace_caller "
+         "loads the ops pointer from the literal and then the ops' func.",
+         _why_uaf, focus=frozenset({"ftrace_caller", "kfree", "ftrace_make_nop"}),
+         seeds=300, shrink_runs=300,
+         source=("ftrace_make_nop", "ftrace_modify_code", "ftrace_caller", "kfree")),
 )}
 
 
@@ -360,7 +399,7 @@ def find(demo: Demo, seed0: int) -> Found:
     the finding (or, for a demo without one, is wanted and finds nothing), shrunk."""
     from .shrink import shrink
     session = _session(demo, search=True)
-    for run in run_schedules(session, StrategySpec("random"),
+    for run in run_schedules(session, default_strategy(type(session.scenario)),
                              range(seed0, seed0 + demo.seeds)):
         result, i = run.result, run.index
         if demo.oracle is None:
@@ -534,8 +573,10 @@ def _wrap(text: str, width: int = 88, indent: str = "") -> list[str]:
 
 def _provenance(demo: Demo, found: Found, seed0: int) -> str:
     what = (f"the {demo.oracle} finding" if demo.oracle else "the run it wanted")
+    spec = default_strategy(load_scenario(demo.scenario))
+    how = (f"PCT, d={spec.depth}" if spec.name == "pct" else "RandomWalk")
     text = (f"The schedule is a real one, not a script: a seeded random search of "
-            f"{demo.scenario} on {NCPUS} CPUs (RandomWalk, seeds from {seed0}) found "
+            f"{demo.scenario} on {NCPUS} CPUs ({how}, seeds from {seed0}) found "
             f"{what} in its {_nth(found.tried)} run (seed {found.seed})")
     if demo.oracle is not None:
         text += (f"; delta debugging shrank it from {found.shrunk_from} to "

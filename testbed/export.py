@@ -136,8 +136,9 @@ def source_blocks(image: Image, timeline: Timeline,
         start = sym.line
         while start > 1 and _is_preamble(lines[start - 2]):
             start -= 1  # the comment block and directives above the label
-        later = [s.line for s in image.symbols.values()
-                 if s.file == sym.file and s.section == "text" and s.line > sym.line]
+        later = [s.line for s in image.symbols.values()  # (a label at the same address,
+                 if s.file == sym.file and s.section == "text" and s.line > sym.line
+                 and s.addr > sym.addr]  # e.g. insn.S's read_ctr, is inside it)
         end = min(later) - 1 if later else len(lines)
         while end > sym.line and (not lines[end - 1].strip() or _is_preamble(lines[end - 1])):
             end -= 1  # what belongs to the next label

@@ -108,6 +108,10 @@ SHOWS = {
                        r"#  text-poke record: jl_site_a"],
     "brk-fixed": [r"\*  BRK #7 taken at jl_site_", r"=  handler emulated b jl_site_\w_yes",
                   r"-> IPI 1 sent to CPU1", r"<- IPI 1 acknowledged"],
+    "call-ops-uaf": [r"ldur x11, \[x11, #-0x10\] +ftrace_caller\+0x8 +<- 0x\w+ from "
+                     r"traced_func_dyn_literal", r">> text store: nop to ftrace_site_dyn",
+                     r"kfree\+0x\w+ +-> 0x6b6b6b6b6b6b6b6b to dyn_ops",
+                     r"Why: CPU1 entered ftrace_caller"],
 }
 
 
