@@ -1,7 +1,8 @@
 """The scenarios the benchmarks run, beyond the project's own (bench-only: not collected).
 
 * ``JumpLabelWide``: ``jump_label_nosync`` unchanged, but with the workers' logs in free
-  shared memory, so that it runs on up to 64 CPUs (the scenario's ``jl_log`` holds 7).
+  shared memory, so that it runs on up to ``layout.MAX_CPUS`` CPUs (the scenario's
+  ``jl_log`` holds 7).
 * ``JumpLabelCost``: one ``static_key_enable()`` over a key with eight sites
   (``bench/kernels/jl_cost.S``) under one of the ``PROTOCOLS``, every other CPU running
   through the sites with IRQs on.
@@ -35,10 +36,10 @@ _JumpLabelNosync: type[Scenario] = load_scenario("jump_label_nosync")
 
 
 class JumpLabelWide(_JumpLabelNosync):  # type: ignore[valid-type,misc]
-    """jump_label_nosync on 2..64 CPUs: the same kernel code, the logs moved."""
+    """jump_label_nosync on 2..MAX_CPUS CPUs: the same kernel code, the logs moved."""
 
     name = "jump_label_nosync_wide"
-    description = "jump_label_nosync with room for 63 workers' logs"
+    description = "jump_label_nosync with room for MAX_CPUS - 1 workers' logs"
     LOG_BYTES = 4 * 64  # per worker, as jl_log
 
     def prepare_logs(self, m: Machine) -> None:

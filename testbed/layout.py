@@ -26,10 +26,12 @@ STACK_SIZE = 0x2000
 # The interrupt controller page (MMIO).
 GIC_BASE = 0x5000_0000
 
-MAX_CPUS = 64
+# At most 256: GIC_SEND names its target in 8 bits.  The per-CPU areas (1 MiB) and the
+# stacks (2 MiB) of 256 CPUs end below the next region (tests/test_many_cpus.py).
+MAX_CPUS = 256
 
 # Interrupt controller registers (offsets from GIC_BASE), 32-bit accesses.
-GIC_SEND = 0x00  # W: bits[7:0] target CPU, bits[11:8] IPI number -> make it pending there
+GIC_SEND = 0x00  # W: bits[7:0] target CPU (0..255), bits[11:8] IPI number -> pending there
 GIC_SEND_OTHERS = 0x04  # W: bits[11:8] IPI number -> pending on every other CPU
 GIC_PENDING = 0x08  # R: bitmask of this CPU's pending IPI numbers (no side effect)
 GIC_ACK = 0x0C  # R: lowest pending IPI number, now acknowledged; GIC_SPURIOUS if none

@@ -99,6 +99,41 @@ def test_stop_machine_stalls_inside_its_rendezvous(quick: dict[str, Any]) -> Non
     assert {"multi_cpu_stop", "aarch64_insn_patch_text_cb"} <= set(r["stalled_by_function"])
 
 
+def test_protocol_model_figures(quick: dict[str, Any]) -> None:
+    from testbed import timing
+
+    data = quick["sections"]["protocols"]["data"]
+    table = data["by_protocol"]
+    assert data["parameters"] == timing.Params().shown()
+    assert set(data["parameter_sources"]) == set(timing.Params().shown())
+    assert len(data["parameter_sets"]) == 16
+    for name, by_n in table.items():
+        for n, r in by_n.items():
+            assert r["latency_us"] > 0 and r["stalled_cpu_us"] >= 0, (name, n)
+            assert ("sweep" in r) == (n == "4"), (name, n)  # the quick sweep: N = 4
+            assert r["model"]["patcher"]["ipi_targets"] == r["ipi_targets"]
+    assert table["nosync"]["4"]["stalled_cpu_us"] == 0 == table["nosync"]["4"]["ipi_targets"]
+    assert table["kick"]["4"]["ipi_targets"] == 3  # one per other CPU
+    found = data["conclusions"]
+    assert set(found) == {"latency_us@4", "stalled_cpu_us@4"}
+    for c in found.values():
+        assert sorted(c["ranking"]) == sorted(table) and c["sets"] == 16
+    text = "\n".join(quick["sections"]["protocols"]["table"])
+    assert "modelled patcher latency (us)" in text and "`ipi_deliver_ns`" in text
+    assert "holds under all" in text or "swap under" in text
+
+
+def test_protocol_run_in_a_fresh_process_gives_the_same_figures(quick: dict[str, Any]) -> None:
+    from bench.protocols import measure
+
+    child = quick["sections"]["protocols"]["data"]["by_protocol"]["kick"]["4"]
+    assert child["fresh_process"] and child["peak_mib"] >= child["peak_mib_built"] > 0
+    here = measure(PROTOCOLS[1], 4, sweep=True)
+    for key in ("patcher_instructions", "all_instructions", "stalled_cpu_steps",
+                "decisions", "model", "sweep", "latency_us", "stalled_cpu_us"):
+        assert here[key] == child[key], key
+
+
 def test_memory_rows(quick: dict[str, Any]) -> None:
     rows = quick["sections"]["memory"]["data"]["by_cpus"]
     assert list(rows) == ["2", "8"]

@@ -202,5 +202,5 @@ def test_schedules_record_the_cpus_and_replay_only_on_them(tmp_path: Path) -> No
     doc = json.loads(path.read_text())
     doc["config"]["cpus"] = "DIC1"
     path.write_text(json.dumps(doc))
-    with pytest.raises(ScheduleError, match="config.cpus"):
+    with pytest.raises(ScheduleError, match=r"config\.cpus"):
         Schedule.load(path)
