@@ -3,8 +3,9 @@
 // Xu Kuohai, commits efc9909fdce0 "bpf, arm64: Add bpf trampoline for arm64" and
 // b2ad54e1533e "bpf, arm64: Implement bpf_arch_text_poke() for arm64"; the same in v6.6)
 // and bpf_trampoline_update() / bpf_tramp_image_put() (kernel/bpf/trampoline.c, v6.6).
-// Needs insn.S (aarch64_insn_patch_text_nosync, caches_clean_inval_pou), rcu.S (the
-// grace period), slab.S (kfree) and smp.S (kick_all_cpus_sync, nr_cpus).
+// Needs insn.S (aarch64_insn_patch_text_nosync, caches_clean_inval_pou), cacheflush.S
+// (flush_icache_range, set_memory_*(), text_mutex), rcu.S (the grace period), slab.S
+// (kfree) and smp.S (kick_all_cpus_sync, nr_cpus).
 //
 // A BPF prog starts like an ftrace callsite, and ends with a plt whose 64-bit literal
 // holds the trampoline when it is too far for a BL (bpf_jit_comp.c, v6.6):
@@ -95,28 +96,6 @@ gen_branch_or_nop:
 	orr	w0, w0, w9
 3:	ldp	x19, x20, [sp, #16]
 	ldp	x29, x30, [sp], #32
-	ret
-
-// int set_memory_rw(unsigned long addr, int numpages), set_memory_ro(): the page's
-// permissions through change_memory_common() -> __change_memory_common()
-// (arch/arm64/mm/pageattr.c, v6.6): apply_to_page_range() rewrites the PTEs (set_pte():
-// dsb(ishst); isb() for a valid kernel mapping), then flush_tlb_kernel_range():
-// dsb(ishst); tlbi vaale1is; dsb(ish); isb().  No MMU here: the barriers, not the
-// permissions.
-	.global set_memory_rw
-set_memory_rw:
-	b	__change_memory_common
-	.global set_memory_ro
-set_memory_ro:
-	b	__change_memory_common
-	.global __change_memory_common
-__change_memory_common:
-	dsb	ishst				// set_pte()
-	isb
-	dsb	ishst				// flush_tlb_kernel_range()
-	dsb	ish
-	isb
-	mov	x0, #0
 	ret
 
 // int bpf_arch_text_poke(void *ip, void *old_addr, void *new_addr) (bpf_jit_comp.c,
@@ -222,23 +201,6 @@ bpf_tramp_image_put:
 	ldp	x29, x30, [sp], #32
 	ret
 
-// void flush_icache_range(unsigned long start, unsigned long end)
-// (arch/arm64/include/asm/cacheflush.h, v6.6): caches_clean_inval_pou(), then
-// kick_all_cpus_sync(), "so that they undergo a context synchronization event and are
-// forced to refetch the new instructions" (since v5.0, commit 3b8c9f1cdfc5).  With
-// flush_icache_skip_kick = 1 (a scenario's knob, not the kernel's) no IPI, as before.
-	.global flush_icache_range
-flush_icache_range:
-	stp	x29, x30, [sp, #-16]!
-	mov	x29, sp
-	bl	caches_clean_inval_pou
-	ldr	x9, =flush_icache_skip_kick
-	ldr	w9, [x9]
-	cbnz	w9, 1f
-	bl	kick_all_cpus_sync
-1:	ldp	x29, x30, [sp], #16
-	ret
-
 // int arch_prepare_bpf_trampoline(struct bpf_tramp_image *im, void *image,
 // struct bpf_prog *p) (bpf_jit_comp.c, v6.6): prepare_trampoline() emits the image,
 // invoke_bpf_prog() putting p in it (emit_a64_mov_i64()), and ends with
@@ -256,12 +218,6 @@ arch_prepare_bpf_trampoline:
 	mov	w0, #0
 	ldp	x29, x30, [sp], #16
 	ret
-
-// int set_memory_rox(unsigned long addr, int numpages): read-only and executable,
-// __change_memory_common() as set_memory_ro()
-	.global set_memory_rox
-set_memory_rox:
-	b	__change_memory_common
 
 // int bpf_trampoline_update(void *func_addr, struct bpf_tramp_image *cur,
 // struct bpf_tramp_image *im, struct bpf_prog *p) (trampoline.c, v6.6) for one fentry
@@ -441,9 +397,6 @@ bpf_fentry_prog_a:			// struct bpf_prog: .bpf_func
 	.global bpf_fentry_prog_b
 bpf_fentry_prog_b:
 	.quad	bpf_fentry_b
-	.global text_mutex
-text_mutex:
-	.word	0
 	.global bpf_tramp_result
 bpf_tramp_result:
 	.word	0
@@ -452,9 +405,6 @@ bpf_tramp_skip_sync:			// 1: bpf_tramp_image_put() frees without a grace period
 	.word	0
 	.global bpf_tramp_done
 bpf_tramp_done:
-	.word	0
-	.global flush_icache_skip_kick
-flush_icache_skip_kick:			// 1: flush_icache_range() without the IPIs
 	.word	0
 	.global bpf_fentry_a_runs
 bpf_fentry_a_runs:

@@ -10,6 +10,7 @@
 // aarch64_insn_write()'s patch_lock only covers the fixmap.
 //
 // ftrace_update_no_mutex = 1 (a scenario's knob, not the kernel's) leaves the mutex out.
+// text_mutex is cacheflush.S's.
 
 	.text
 
@@ -61,9 +62,6 @@ ftrace_update:
 
 	.data
 	.balign	8
-	.global text_mutex
-text_mutex:				// DEFINE_MUTEX(text_mutex): a lock word here
-	.word	0
 	.global ftrace_update_no_mutex
 ftrace_update_no_mutex:			// 1: updates without text_mutex
 	.word	0

@@ -51,7 +51,8 @@ IPI_CALL_FUNC = 1  # kernels/smp.S
 class BpfTrampSwitch(Scenario):
     name = "bpf_tramp_switch"
     description = "BPF prog's plt target A -> B, Tasks RCU grace period, free A: correct"
-    kernels = ("boot.S", "insn.S", "smp.S", "rcu.S", "slab.S", "bpf_trampoline.S")
+    kernels = ("boot.S", "insn.S", "smp.S", "rcu.S", "slab.S", "cacheflush.S",
+               "bpf_trampoline.S")
     ncpus = 2
     cache = CacheType.DIC1  # IDC=DIC=1: see the module's docstring
     calls = 4

@@ -160,7 +160,7 @@ EINVAL = 22
 class FtraceUpdateLocked(Scenario):
     name = "ftrace_update_locked"
     description = "ftrace_make_call and ftrace_make_nop on one callsite, under text_mutex"
-    kernels = ("boot.S", "insn.S", "smp.S", "rcu.S", "slab.S", "ftrace.S",
+    kernels = ("boot.S", "insn.S", "smp.S", "rcu.S", "slab.S", "cacheflush.S", "ftrace.S",
                "ftrace_shutdown.S", "ftrace_update.S")
     ncpus = 2
     no_mutex = 0  # ftrace_update_no_mutex: the updates without text_mutex
