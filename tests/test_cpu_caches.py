@@ -22,6 +22,7 @@ from testbed.memory import (
 from testbed.scenario import Session, load_scenario
 from testbed.schedule import Schedule, ScheduleError, ScheduleMismatch
 from testbed.search import SearchBounds, search
+from testbed.shrink import shrink
 from testbed.strategies import RandomWalk
 
 IDC0, IDC1, DIC1 = CacheType.IDC0, CacheType.IDC1, CacheType.DIC1
@@ -204,3 +205,15 @@ def test_schedules_record_the_cpus_and_replay_only_on_them(tmp_path: Path) -> No
     path.write_text(json.dumps(doc))
     with pytest.raises(ScheduleError, match=r"config\.cpus"):
         Schedule.load(path)
+
+
+@pytest.mark.parametrize("name", ["nosync_isb_local_ctr", "nosync_isb_n1_erratum"])
+def test_the_heterogeneous_twins_findings_shrink_and_replay(name: str) -> None:
+    s = Session(load_scenario(name)())
+    r = next(r for r in (s.run(RandomWalk(seed)) for seed in range(300)) if r.findings)
+    target = r.findings[0]
+    assert target.oracle == "stale-after-flush"
+    res = shrink(s, r.schedule, oracle=target.oracle, addr=target.addr, max_runs=300)
+    assert len(res.shrunk.decisions) <= len(r.schedule.decisions)
+    again = s.replay(res.shrunk)  # strict
+    assert any(f.oracle == target.oracle and f.addr == target.addr for f in again.findings)
