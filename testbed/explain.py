@@ -28,6 +28,7 @@ the timeline is ``timeline.render(result, image, ncpus, accesses=accesses)``.
 
 from __future__ import annotations
 
+import re
 import struct
 import textwrap
 from collections.abc import Callable, Iterable, Sequence
@@ -36,7 +37,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from unicorn.arm64_const import UC_ARM64_REG_SP
 
-from . import emulator, layout
+from . import emulator, layout, slab
 from .access import (
     REG_BYTES,
     AccessKind,
@@ -837,6 +838,40 @@ def _generic(r: _Run, f: Finding) -> list[str]:
     return parts
 
 
+def _why_uaf(r: _Run, f: Finding) -> list[str]:
+    """use-after-free: who freed the object (the stores of kfree()'s poison) and where
+    the reader had the pointer from."""
+    m = re.match(r"CPU\d+ reads (\S+?)(?:\+(0x[0-9a-f]+))? at ", f.message)
+    try:
+        base = r.image.addr(m.group(1)) if m else None
+    except KeyError:
+        base = None
+    if base is None:
+        return _where_cpus(r, f)
+    at = base + (int(m.group(2), 16) if m and m.group(2) else 0)
+    op = r.op(f.cpu, f.step) or r.image.symbolize(f.addr)
+    parts = [f"CPU{f.cpu} read {r.where(at)} at step {f.step} ({op}) and got kfree()'s "
+             "poison: the object had been freed before this load."]
+    if not r.has_accesses:
+        return [*parts, r.no_probe()]
+    poison = {int.from_bytes(slab.poison(16)[i:i + 8], "little") for i in (0, 8)}
+    frees = [a for a in r.accesses if a.writes and a.step <= f.step and a.stored
+             and all(v in poison for v in a.stored) and base <= a.addr < base + 64]
+    if frees:
+        first = frees[0]
+        parts.append(f"CPU{first.cpu} freed it: kfree() filled it with the poison from step "
+                     f"{first.step} ({r.op(first.cpu, first.step)}).")
+    held = [a for a in r.of(f.cpu, before=f.step, kind=AccessKind.LOAD)
+            if any(base <= v < base + 64 for v in a.loaded)]
+    if held:
+        parts.append(f"CPU{f.cpu} had the pointer from before: it "
+                     + r.access(held[-1], who=False) + ".")
+    parts.append("A CPU may keep using an object until it passes the point the freeing side "
+                 "waits for (a grace period: every CPU past a quiescent state); freed sooner, "
+                 "the memory can hold another object by the time the CPU reads it.")
+    return parts
+
+
 _STORIES: dict[str, Callable[[_Run, Finding], list[str]]] = {
     OracleName.STALE_AFTER_FLUSH: _why_stale,
     OracleName.STATIC_KEY_INCOHERENCE: _why_stale,
@@ -847,7 +882,7 @@ _STORIES: dict[str, Callable[[_Run, Finding], list[str]]] = {
     OracleName.LIVENESS: _where_cpus,
     OracleName.GUEST_FAULT: _where_cpus,
     OracleName.KERNEL_DIE: _where_cpus,
-    OracleName.USE_AFTER_FREE: _where_cpus,
+    OracleName.USE_AFTER_FREE: _why_uaf,
 }
 
 

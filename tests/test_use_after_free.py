@@ -11,6 +11,7 @@ import pytest
 from testbed import slab
 from testbed.cli import main
 from testbed.cpu import CpuState
+from testbed.explain import explain_replay
 from testbed.findings import OracleName
 from testbed.machine import GuestError, Machine
 from testbed.scenario import Scenario, Session, default_strategy, load_scenario
@@ -204,3 +205,17 @@ def test_the_broken_twins_name_pct_and_their_findings_replay_and_shrink(
     assert main(["replay", str(next(out.glob("*.json")))]) == 1
     assert main(["run", "call_ops_free_early", "--schedules", "300", "--no-db",
                  "--strategy", "random", "--out", str(out / "r")]) == 0
+
+
+@pytest.mark.parametrize(("name", "memory"), [("call_ops_free_early", "sc"),
+                                              ("call_ops_free_qs_no_mb", "arm")])
+def test_the_why_names_the_free_and_where_the_pointer_came_from(name: str,
+                                                                 memory: str) -> None:
+    cls = load_scenario(name)
+    s = Session(cls(), params=cls.search_scope, memory=memory)
+    res = search(s, SearchBounds(2, 1, max_seconds=300), stop_on=UAF)
+    finding = next(f for f, _ in res.findings.values() if f.oracle == UAF)
+    text = " ".join(explain_replay(s, res.witness(s, finding.signature())).lines)
+    assert "CPU1 read dyn_ops at step" in text
+    assert "CPU0 freed it: kfree() filled it with the poison from step" in text
+    assert "from traced_func_dyn_literal" in text  # where CPU1 had the pointer from
