@@ -141,8 +141,8 @@ class CallOpsFreeEarly(CallOpsFree):
     skip_sync = 1
     expect = OracleName.USE_AFTER_FREE
     # CPU1 must stay between its load of the literal and its load of the ops while CPU0
-    # runs ftrace_make_nop() to kfree(): one priority change (PCT, d=2), which a random
-    # walk makes about once in 2^20 runs
+    # runs ftrace_make_nop() to kfree(), about 20 decisions: one priority change (PCT,
+    # d=2); a random walk found it in none of 2,000 runs
     strategy: ClassVar[dict[str, object]] = {"name": "pct", "depth": 2}
 
 
