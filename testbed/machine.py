@@ -299,19 +299,30 @@ class Machine:
         read by the guest.  State keys leave history out (``snapshot.state_key``), so a
         search merges states that differ only in what was recorded there; a guest load
         from it is a guest-fault finding, so a wrong declaration cannot go unseen."""
+        addr, name = self._watch_reads("set_history", "history", where, size,
+                                       lambda name, addr: partial(_history_read, self,
+                                                                  name, addr))
+        off = addr - layout.DATA_BASE
+        self.history.append((off, off + size, name))
+        self.set_keyed_history(self._history_keyed)
+
+    def _watch_reads(self, call: str, what: str, where: str | int, size: int,
+                     hook: Callable[[str, int], Callable[..., None]]) -> tuple[int, str]:
+        """A range of shared data declared in set-up (``call``: the method, for errors;
+        ``what``: what it declares), with ``hook(name, address)``'s callback on every
+        CPU's guest reads of it; its address and name."""
         if self.baseline is not None:
-            raise GuestError("set_history() after seal(): declare history in setup()")
+            raise GuestError(f"{call}() after seal(): declare {what} in setup()")
         addr = self.addr(where)
         off = addr - layout.DATA_BASE
         if not (isinstance(size, int) and size > 0 and off >= 0
                 and off + size <= len(self.data)):
-            raise GuestError(f"set_history({where!r}, {size!r}): not in shared data")
+            raise GuestError(f"{call}({where!r}, {size!r}): not in shared data")
         name = where if isinstance(where, str) else f"{addr:#x}"
-        self.history.append((off, off + size, name))
-        self.set_keyed_history(self._history_keyed)
+        on_read = hook(name, addr)  # one callback: Unicorn passes each CPU as user data
         for c in self.cpus:
-            c.uc.hook_add(uc_mod.UC_HOOK_MEM_READ, partial(_history_read, self, name, addr),
-                          c, addr, addr + size - 1)
+            c.uc.hook_add(uc_mod.UC_HOOK_MEM_READ, on_read, c, addr, addr + size - 1)
+        return addr, name
 
     def set_exception_sync(self, cpu: int, *, entry: bool = True, exit: bool = True) -> None:
         """Whether, on ``cpu``, taking an exception (``entry``: ``SCTLR_EL1.EIS``) and
@@ -341,18 +352,9 @@ class Machine:
         A load that reads the object's bytes from before the free is not one, even if it
         comes later in the schedule: what it read is still the object (what KASAN would
         say depends on the allocator reusing the memory, which this machine does not)."""
-        if self.baseline is not None:
-            raise GuestError("watch_object() after seal(): declare objects in setup()")
-        addr = self.addr(where)
-        off = addr - layout.DATA_BASE
-        if not (isinstance(size, int) and size > 0 and off >= 0
-                and off + size <= len(self.data)):
-            raise GuestError(f"watch_object({where!r}, {size!r}): not in shared data")
-        name = where if isinstance(where, str) else f"{addr:#x}"
-        for c in self.cpus:
-            c.uc.hook_add(uc_mod.UC_HOOK_MEM_READ,
-                          partial(_freed_read, self, name, addr, slab.poison(size)),
-                          c, addr, addr + size - 1)
+        self._watch_reads("watch_object", "objects", where, size,
+                          lambda name, addr: partial(_freed_read, self, name, addr,
+                                                     slab.poison(size)))
 
     def set_keyed_history(self, keyed: bool) -> None:
         """Whether state keys digest the history too (as before it was declared): a
