@@ -246,11 +246,7 @@ class LitmusTest:
         if text is None:
             return None
         per = parse_per_thread(text, len(self.threads))
-        if per is None:
-            return CacheType.parse(text)
-        if all(c.dic for c in per):
-            return CacheType.DIC1
-        return CacheType.IDC1 if all(c.idc for c in per) else CacheType.IDC0
+        return CacheType.parse(text) if per is None else CacheType.common(per)
 
     @property
     def thread_caches(self) -> tuple[CacheType, ...]:

@@ -109,6 +109,14 @@ class CacheType(enum.Enum):
         return self is CacheType.DIC1
 
     @classmethod
+    def common(cls, caches: Sequence[CacheType]) -> CacheType:
+        """What every one of ``caches`` has (IDC and DIC lower-safe, as Linux's
+        system-wide ``CTR_EL0`` and herd's per-processor ``CacheType`` read them)."""
+        if all(c.dic for c in caches):
+            return cls.DIC1
+        return cls.IDC1 if all(c.idc for c in caches) else cls.IDC0
+
+    @classmethod
     def parse(cls, text: str) -> CacheType:
         """A cache configuration from herd's ``CacheType=`` value or this project's names.
 
@@ -270,10 +278,7 @@ class FetchConfig:
         ``read_sanitised_ftr_reg()``: IDC and DIC are lower-safe, so each is set only
         if every CPU advertises it); what the kernel's alternatives and ``read_ctr``
         act on."""
-        says = [p.says for p in self.cpus] or [self.cache]
-        if all(c.dic for c in says):
-            return self._ctr(CacheType.DIC1)
-        return self._ctr(CacheType.IDC1 if all(c.idc for c in says) else CacheType.IDC0)
+        return self._ctr(CacheType.common([p.says for p in self.cpus] or [self.cache]))
 
 
 _Buffer = bytearray | memoryview
