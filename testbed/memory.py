@@ -331,7 +331,6 @@ class FetchModel:
         # when every CPU is IDC=1.
         caches = [config.profile(i).cache for i in range(ncpus)]
         self.idc = [c.idc for c in caches]
-        self.dic = [c.dic for c in caches]
         self.pou_shared = all(self.idc)
         self.mixed = config.mixed
         self.size = len(text)
@@ -350,6 +349,7 @@ class FetchModel:
         for view in views:
             view[0:self.size] = self.initial
             self.cpus.append(_Cpu(bytearray(text), view, set(), set(), set()))
+        self._dic_cpus = [c for c, cache in zip(self.cpus, caches, strict=True) if cache.dic]
         self._imask = ~(config.iline - 1)
         self._dmask = ~(config.dline - 1)
         # Words the D-side ever stored to in this run: only they can differ anywhere.
@@ -593,9 +593,8 @@ class FetchModel:
                 return  # in the D-side until a clean or a write-back
             for line in range(off & self._dmask, end, self.config.dline):
                 self._clean(line, invalidate=False)  # its line, written back whole
-        dic = [c for c, d in zip(self.cpus, self.dic, strict=True) if d]
-        if dic:
-            self._dic_store(off, end, cpu, dic)
+        if self._dic_cpus:
+            self._dic_store(off, end, cpu, self._dic_cpus)
 
     # -- rules 2, 6: cleaning to the PoU -----------------------------------------
     def dc_cvau(self, off: int, cpu: int | None = None, as_of: int | None = None) -> None:
@@ -632,9 +631,8 @@ class FetchModel:
         """Rule 11: a DIC=1 CPU's I-cache is coherent with the PoU (with every CPU alike,
         no PoU copy of its own changes when DIC=1: a no-op)."""
         if self.mixed:
-            dic = [c for c, d in zip(self.cpus, self.dic, strict=True) if d]
             for i in range(line, line + self.config.dline, self.config.iline):
-                self._invalidate_line(i & self._imask, dic)
+                self._invalidate_line(i & self._imask, self._dic_cpus)
 
     def _clean_as_of(self, line: int, t: int) -> None:
         assert self.history is not None
