@@ -854,6 +854,7 @@ def _why_uaf(r: _Run, f: Finding) -> list[str]:
              "poison: the object had been freed before this load."]
     if not r.has_accesses:
         return [*parts, r.no_probe()]
+    # a poisoned doubleword: all POISON_FREE, or ending with POISON_END (the last one)
     poison = {int.from_bytes(slab.poison(16)[i:i + 8], "little") for i in (0, 8)}
     frees = [a for a in r.accesses if a.writes and a.step <= f.step and a.stored
              and all(v in poison for v in a.stored) and base <= a.addr < base + 64]
