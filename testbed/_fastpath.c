@@ -18,10 +18,25 @@
 #include <Python.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 typedef int (*emu_start_fn)(void *uc, uint64_t begin, uint64_t until, uint64_t timeout,
                             size_t count);
 typedef int (*emu_stop_fn)(void *uc);
+typedef int (*reg_read_batch_fn)(void *uc, int *ids, void **vals, int count);
+typedef int (*reg_read_fn)(void *uc, int id, void *value);
+typedef int (*ctx_alloc_fn)(void *uc, void **context);
+typedef int (*ctx_fn)(void *uc, void *context);
+typedef int (*ctx_free_fn)(void *context);
+typedef size_t (*ctx_size_fn)(void *uc);
+
+/* AArch64's coprocessor register of the binding (uc_arm64_cp_reg) */
+typedef struct {
+    uint32_t crn, crm, op0, op1, op2;
+    uint64_t val;
+} cp_reg;
+
+#define MAX_KEY_REGS 64
 
 enum { STOP_NONE = 0, STOP_VISIBLE = 1 };
 
@@ -40,6 +55,18 @@ typedef struct {
     int64_t *log;         /* (step, start, end) triples not yet handed to Python */
     Py_ssize_t len, cap;  /* in triples */
     int overflow;         /* the log could not grow: the run was stopped */
+    /* State handling (state keys, save and load of a search; fp_state): */
+    reg_read_batch_fn reg_read_batch;
+    reg_read_fn reg_read;
+    ctx_fn ctx_save, ctx_restore;
+    ctx_free_fn ctx_free;
+    void *ctx;           /* a scratch context: saved into, copied out; copied in, restored */
+    size_t ctx_size;     /* its whole size (uc_context_size), header included */
+    int cp_id;           /* UC_ARM64_REG_CP_REG */
+    int nregs;           /* the registers regs() reads, in order */
+    int ids[MAX_KEY_REGS];
+    uint64_t values[MAX_KEY_REGS];
+    void *ptrs[MAX_KEY_REGS];
 } fast_cpu;
 
 static const char CAPSULE[] = "testbed._fastpath.cpu";
@@ -84,6 +111,8 @@ static void block_hook(void *uc, uint64_t addr, uint32_t size, void *user) {
 static void cpu_free(PyObject *capsule) {
     fast_cpu *c = PyCapsule_GetPointer(capsule, CAPSULE);
     if (c != NULL) {
+        if (c->ctx != NULL && c->ctx_free != NULL)
+            c->ctx_free(c->ctx);
         free(c->log);
         free(c);
     }
@@ -211,7 +240,138 @@ static PyObject *fp_start(PyObject *self, PyObject *const *args, Py_ssize_t narg
     return Py_BuildValue("(iiL)", status, c->reason, (long long)c->pc);
 }
 
+/* state(cpu, reg_read_batch, reg_read, context_alloc, context_save, context_restore,
+ *       context_free, context_size, cp_reg_id, key_reg_ids: tuple) -> None
+ *
+ * Enable regs(), spsr(), save() and restore() on ``cpu``: the binding's functions by
+ * address, as for new().  Through ctypes each of these was a foreign call of about a
+ * microsecond (the binding's context_save, a Python object too: about four); a search
+ * makes several per transition. */
+static PyObject *fp_state(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 10 || !PyTuple_Check(args[9])) {
+        PyErr_SetString(PyExc_TypeError, "state() takes 10 arguments, the last a tuple");
+        return NULL;
+    }
+    fast_cpu *c = get(args[0]);
+    if (c == NULL)
+        return NULL;
+    if (c->ctx != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "state() already set");
+        return NULL;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(args[9]);
+    if (n > MAX_KEY_REGS) {
+        PyErr_SetString(PyExc_ValueError, "too many registers");
+        return NULL;
+    }
+    c->reg_read_batch = (reg_read_batch_fn)PyLong_AsVoidPtr(args[1]);
+    c->reg_read = (reg_read_fn)PyLong_AsVoidPtr(args[2]);
+    ctx_alloc_fn alloc = (ctx_alloc_fn)PyLong_AsVoidPtr(args[3]);
+    c->ctx_save = (ctx_fn)PyLong_AsVoidPtr(args[4]);
+    c->ctx_restore = (ctx_fn)PyLong_AsVoidPtr(args[5]);
+    c->ctx_free = (ctx_free_fn)PyLong_AsVoidPtr(args[6]);
+    ctx_size_fn size = (ctx_size_fn)PyLong_AsVoidPtr(args[7]);
+    c->cp_id = (int)PyLong_AsLong(args[8]);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        c->ids[i] = (int)PyLong_AsLong(PyTuple_GET_ITEM(args[9], i));
+        c->ptrs[i] = &c->values[i];
+    }
+    if (PyErr_Occurred())
+        return NULL;
+    c->nregs = (int)n;
+    c->ctx_size = size(c->uc);
+    void *ctx = NULL;
+    if (alloc(c->uc, &ctx) != 0 || ctx == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "uc_context_alloc failed");
+        return NULL;
+    }
+    c->ctx = ctx;
+    Py_RETURN_NONE;
+}
+
+static fast_cpu *get_state(PyObject *capsule) {
+    fast_cpu *c = get(capsule);
+    if (c != NULL && c->ctx == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "state() was not called");
+        return NULL;
+    }
+    return c;
+}
+
+static PyObject *uc_error(int status) {
+    return PyErr_Format(PyExc_RuntimeError, "Unicorn error %d", status);
+}
+
+/* regs(cpu) -> the key registers' 64-bit values, as bytes (emulator.register_reader) */
+static PyObject *fp_regs(PyObject *self, PyObject *capsule) {
+    (void)self;
+    fast_cpu *c = get_state(capsule);
+    if (c == NULL)
+        return NULL;
+    memset(c->values, 0, sizeof(c->values));
+    int status = c->reg_read_batch(c->uc, c->ids, c->ptrs, c->nregs);
+    if (status != 0)
+        return uc_error(status);
+    return PyBytes_FromStringAndSize((const char *)c->values,
+                                     (Py_ssize_t)c->nregs * (Py_ssize_t)sizeof(uint64_t));
+}
+
+/* spsr(cpu) -> SPSR_EL1 (emulator.cp_reader(uc, 3, 0, 4, 0, 0)) */
+static PyObject *fp_spsr(PyObject *self, PyObject *capsule) {
+    (void)self;
+    fast_cpu *c = get_state(capsule);
+    if (c == NULL)
+        return NULL;
+    cp_reg r = {4, 0, 3, 0, 0, 0};
+    int status = c->reg_read(c->uc, c->cp_id, &r);
+    if (status != 0)
+        return uc_error(status);
+    return PyLong_FromUnsignedLongLong(r.val);
+}
+
+/* save(cpu) -> the CPU's context (uc_context_save), as bytes restore() takes back */
+static PyObject *fp_save(PyObject *self, PyObject *capsule) {
+    (void)self;
+    fast_cpu *c = get_state(capsule);
+    if (c == NULL)
+        return NULL;
+    int status = c->ctx_save(c->uc, c->ctx);
+    if (status != 0)
+        return uc_error(status);
+    return PyBytes_FromStringAndSize((const char *)c->ctx, (Py_ssize_t)c->ctx_size);
+}
+
+/* restore(cpu, context: bytes from save(cpu)) -> None (uc_context_restore) */
+static PyObject *fp_restore(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 2 || !PyBytes_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "restore(cpu, context: bytes)");
+        return NULL;
+    }
+    fast_cpu *c = get_state(args[0]);
+    if (c == NULL)
+        return NULL;
+    if ((size_t)PyBytes_GET_SIZE(args[1]) != c->ctx_size) {
+        PyErr_SetString(PyExc_ValueError, "not a context of this CPU");
+        return NULL;
+    }
+    memcpy(c->ctx, PyBytes_AS_STRING(args[1]), c->ctx_size);
+    int status = c->ctx_restore(c->uc, c->ctx);
+    if (status != 0)
+        return uc_error(status);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
+    {"state", (PyCFunction)(void (*)(void))fp_state, METH_FASTCALL,
+     "state(cpu, reg_read_batch, reg_read, context_alloc, context_save, context_restore, "
+     "context_free, context_size, cp_reg_id, key_reg_ids) -> None"},
+    {"regs", fp_regs, METH_O, "regs(cpu) -> the key registers, as bytes"},
+    {"spsr", fp_spsr, METH_O, "spsr(cpu) -> SPSR_EL1"},
+    {"save", fp_save, METH_O, "save(cpu) -> the CPU's context, as bytes"},
+    {"restore", (PyCFunction)(void (*)(void))fp_restore, METH_FASTCALL,
+     "restore(cpu, context) -> None"},
     {"new", (PyCFunction)(void (*)(void))fp_new, METH_FASTCALL,
      "new(uc, start, stop, text_base, kinds_address, nwords) -> cpu"},
     {"address", fp_address, METH_O, "address(cpu) -> the hooks' user data"},

@@ -124,6 +124,7 @@ class Cpu:
         "regs",
         "remove_cache",
         "restore",
+        "save_context",
         "skip",
         "spun",
         "stack",
@@ -172,6 +173,7 @@ class Cpu:
         self.stop = emulator.stopper(uc)
         self.remove_cache = emulator.cache_remover(uc)  # ctl_remove_cache, one C call
         self.restore = emulator.context_restorer(uc)  # context_restore, one C call
+        self.save_context: Callable[[], Any] = uc.context_save  # what ``restore`` takes
         self.regs = emulator.register_access(uc)  # reg_read/reg_write, one C call each
         self.write_spsr = emulator.cp_writer(uc, 3, 0, 4, 0, 0)
         self.on_code: emulator.HookFn = _no_hook
@@ -233,7 +235,7 @@ def new_cpu(m: Machine, i: int) -> Cpu:
     if m.fastpath:  # the same hooks, compiled (fastpath.py)
         cpu.kind_at = fastpath.KindTable(layout.TEXT_BASE, m.text_size // 4,
                                          m.static_kinds.items())
-        fastpath.attach(m, cpu, u, layout.TEXT_BASE, hooked, text_end, Stop.VISIBLE)
+        fastpath.attach(m, cpu, u, layout.TEXT_BASE, hooked, text_end, Stop.VISIBLE, KEY_REGS)
     else:
         cpu.kind_at = dict(m.static_kinds)
         on_code = cpu.on_code = _code_hook(cpu)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import os
 from collections.abc import Iterable
+from functools import partial
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -82,9 +83,10 @@ class KindTable(dict[int, OpKind]):
 
 
 def attach(m: Machine, c: Cpu, u: Any, text_base: int, ranges: list[tuple[int, int]],
-           text_end: int, visible: object) -> None:
+           text_end: int, visible: object, key_regs: list[int]) -> None:
     """Install the compiled code and block hooks on ``c`` and make ``c.start``,
-    ``c.flush`` and ``c.code_hook`` use them (``visible``: ``Stop.VISIBLE``).
+    ``c.flush`` and ``c.code_hook`` use them (``visible``: ``Stop.VISIBLE``); read
+    ``key_regs`` (``c.read_regs``), SPSR_EL1, and save and restore the context in C too.
     ``c.kind_at`` must be a ``KindTable``."""
     fp = _module()
     assert fp is not None and isinstance(c.kind_at, KindTable)
@@ -119,6 +121,24 @@ def attach(m: Machine, c: Cpu, u: Any, text_base: int, ranges: list[tuple[int, i
 
     c.start = start
     c.flush = lambda: fflush(handle, log_of.log)
+    # State handling in C too (_fastpath.c's state()): the key registers, SPSR_EL1, and
+    # the context a search saves and loads, as bytes.
+    fp.state(handle, *(_address(f) for f in _STATE_FUNCTIONS),
+             _unicorn.arm64_const.UC_ARM64_REG_CP_REG, tuple(key_regs))
+    c.read_regs = partial(fp.regs, handle)
+    c.read_spsr = partial(fp.spsr, handle)
+    c.save_context = partial(fp.save, handle)
+    c.restore = partial(fp.restore, handle)
+
+
+_STATE_FUNCTIONS = ("uc_reg_read_batch", "uc_reg_read", "uc_context_alloc", "uc_context_save",
+                    "uc_context_restore", "uc_context_free", "uc_context_size")
+
+
+def _address(name: str) -> int:
+    address = ctypes.cast(getattr(_lib, name), ctypes.c_void_p).value
+    assert address is not None
+    return address
 
 
 def _add(u: Any, htype: int, fn: int, user: ctypes.c_void_p, begin: int, end: int) -> None:

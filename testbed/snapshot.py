@@ -60,7 +60,7 @@ def save(m: Machine) -> MachineState:
     uses the free shared memory beyond it.
     """
     st = MachineState(
-        [c.uc.context_save() for c in m.cpus], bytes(m.data[:m.data_extent]),
+        [c.save_context() for c in m.cpus], bytes(m.data[:m.data_extent]),
         bytes(m.percpu), [bytes(c.stack) for c in m.cpus],
         [(c.state, c.pc, c.exc, c.irq_masked, len(c.log), c.last_cse) for c in m.cpus],
         [(c.spun, c.parked, c.mark) for c in m.cpus],

@@ -13,8 +13,11 @@ from typing import Any
 
 import corpus
 import pytest
+from unicorn import arm64_const as A
 
 from testbed import fastpath
+from testbed.search import SearchBounds, search
+from testbed.snapshot import content_digest
 
 DOC = corpus.load()
 
@@ -84,3 +87,58 @@ def test_without_the_compiled_module_the_python_hooks_run_and_requiring_it_is_re
     assert not s.machine.fastpath
     with pytest.raises(GuestError, match="fast path was not built"):
         type(s.machine)(s.image, 2, fastpath=True)
+
+
+def _compiled_only() -> None:
+    if not fastpath.available():
+        pytest.skip("the compiled fast path was not built here")
+
+
+def test_the_compiled_state_calls_read_and_restore_what_the_binding_does() -> None:
+    """The key registers, SPSR_EL1 and the saved context through _fastpath.c equal the
+    binding's (through ctypes), at a state in the middle of a run; a context saved in C
+    and restored after the CPU ran on brings back every register the binding sees."""
+    from testbed import emulator
+    from testbed.cpu import KEY_REGS
+    from testbed.strategies import RandomWalk
+
+    _compiled_only()
+    s = corpus.session("brk_refcount_sync", "sc", False)
+    m = s.machine
+    assert m.fastpath
+    decisions = list(s.run(RandomWalk(3)).schedule.decisions)
+    m.reset()
+    for d in decisions[:len(decisions) // 2]:
+        m.apply(d)
+    for c in m.cpus:
+        assert c.read_regs() == emulator.register_reader(c.uc, KEY_REGS)()
+        assert c.read_spsr() == emulator.cp_reader(c.uc, 3, 0, 4, 0, 0)()
+    saved = m.save()
+    assert all(isinstance(ctx, bytes) for ctx in saved.contexts)
+    before = [(c.read_regs(), c.read_spsr(), c.uc.reg_read(A.UC_ARM64_REG_PC)) for c in m.cpus]
+    for d in decisions[len(decisions) // 2:]:
+        m.apply(d)
+    assert before != [(c.read_regs(), c.read_spsr(), c.uc.reg_read(A.UC_ARM64_REG_PC))
+                      for c in m.cpus]
+    m.load(saved)
+    assert before == [(c.read_regs(), c.read_spsr(), c.uc.reg_read(A.UC_ARM64_REG_PC))
+                      for c in m.cpus]
+    with pytest.raises(ValueError, match="not a context"):
+        m.cpus[0].restore(b"too short")
+
+
+def test_a_search_through_the_compiled_state_calls_is_the_python_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same states, transitions, final states and findings, through both paths."""
+    _compiled_only()
+    got = {}
+    for path in ("compiled", "python"):
+        monkeypatch.setenv("TESTBED_FASTPATH", "1" if path == "compiled" else "0")
+        s = corpus.session("nosync_isb", "arm", False, scope=True, fold=2)
+        assert s.machine.fastpath == (path == "compiled")
+        res = search(s, SearchBounds(1, 1), observe=content_digest)
+        got[path] = (res.covered, res.states, res.transitions, res.finals,
+                     sorted(map(str, res.observations)),
+                     sorted(f.signature() for f, _ in res.findings.values()))
+    assert got["compiled"] == got["python"]
+    assert got["compiled"][0] and got["compiled"][1] > 1000
