@@ -25,6 +25,7 @@ typedef int (*emu_start_fn)(void *uc, uint64_t begin, uint64_t until, uint64_t t
 typedef int (*emu_stop_fn)(void *uc);
 typedef int (*reg_read_batch_fn)(void *uc, int *ids, void **vals, int count);
 typedef int (*reg_read_fn)(void *uc, int id, void *value);
+typedef int (*reg_write_fn)(void *uc, int id, const void *value);
 typedef int (*ctx_alloc_fn)(void *uc, void **context);
 typedef int (*ctx_fn)(void *uc, void *context);
 typedef int (*ctx_free_fn)(void *context);
@@ -58,6 +59,7 @@ typedef struct {
     /* State handling (state keys, save and load of a search; fp_state): */
     reg_read_batch_fn reg_read_batch;
     reg_read_fn reg_read;
+    reg_write_fn reg_write;
     ctx_fn ctx_save, ctx_restore;
     ctx_free_fn ctx_free;
     void *ctx;           /* a scratch context: saved into, copied out; copied in, restored */
@@ -240,7 +242,7 @@ static PyObject *fp_start(PyObject *self, PyObject *const *args, Py_ssize_t narg
     return Py_BuildValue("(iiL)", status, c->reason, (long long)c->pc);
 }
 
-/* state(cpu, reg_read_batch, reg_read, context_alloc, context_save, context_restore,
+/* state(cpu, reg_read_batch, reg_read, reg_write, context_alloc, context_save, context_restore,
  *       context_free, context_size, cp_reg_id, key_reg_ids: tuple) -> None
  *
  * Enable regs(), spsr(), save() and restore() on ``cpu``: the binding's functions by
@@ -249,8 +251,8 @@ static PyObject *fp_start(PyObject *self, PyObject *const *args, Py_ssize_t narg
  * makes several per transition. */
 static PyObject *fp_state(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 10 || !PyTuple_Check(args[9])) {
-        PyErr_SetString(PyExc_TypeError, "state() takes 10 arguments, the last a tuple");
+    if (nargs != 11 || !PyTuple_Check(args[10])) {
+        PyErr_SetString(PyExc_TypeError, "state() takes 11 arguments, the last a tuple");
         return NULL;
     }
     fast_cpu *c = get(args[0]);
@@ -260,21 +262,22 @@ static PyObject *fp_state(PyObject *self, PyObject *const *args, Py_ssize_t narg
         PyErr_SetString(PyExc_RuntimeError, "state() already set");
         return NULL;
     }
-    Py_ssize_t n = PyTuple_GET_SIZE(args[9]);
+    Py_ssize_t n = PyTuple_GET_SIZE(args[10]);
     if (n > MAX_KEY_REGS) {
         PyErr_SetString(PyExc_ValueError, "too many registers");
         return NULL;
     }
     c->reg_read_batch = (reg_read_batch_fn)PyLong_AsVoidPtr(args[1]);
     c->reg_read = (reg_read_fn)PyLong_AsVoidPtr(args[2]);
-    ctx_alloc_fn alloc = (ctx_alloc_fn)PyLong_AsVoidPtr(args[3]);
-    c->ctx_save = (ctx_fn)PyLong_AsVoidPtr(args[4]);
-    c->ctx_restore = (ctx_fn)PyLong_AsVoidPtr(args[5]);
-    c->ctx_free = (ctx_free_fn)PyLong_AsVoidPtr(args[6]);
-    ctx_size_fn size = (ctx_size_fn)PyLong_AsVoidPtr(args[7]);
-    c->cp_id = (int)PyLong_AsLong(args[8]);
+    c->reg_write = (reg_write_fn)PyLong_AsVoidPtr(args[3]);
+    ctx_alloc_fn alloc = (ctx_alloc_fn)PyLong_AsVoidPtr(args[4]);
+    c->ctx_save = (ctx_fn)PyLong_AsVoidPtr(args[5]);
+    c->ctx_restore = (ctx_fn)PyLong_AsVoidPtr(args[6]);
+    c->ctx_free = (ctx_free_fn)PyLong_AsVoidPtr(args[7]);
+    ctx_size_fn size = (ctx_size_fn)PyLong_AsVoidPtr(args[8]);
+    c->cp_id = (int)PyLong_AsLong(args[9]);
     for (Py_ssize_t i = 0; i < n; i++) {
-        c->ids[i] = (int)PyLong_AsLong(PyTuple_GET_ITEM(args[9], i));
+        c->ids[i] = (int)PyLong_AsLong(PyTuple_GET_ITEM(args[10], i));
         c->ptrs[i] = &c->values[i];
     }
     if (PyErr_Occurred())
@@ -315,6 +318,46 @@ static PyObject *fp_regs(PyObject *self, PyObject *capsule) {
         return uc_error(status);
     return PyBytes_FromStringAndSize((const char *)c->values,
                                      (Py_ssize_t)c->nregs * (Py_ssize_t)sizeof(uint64_t));
+}
+
+/* read(cpu, reg) -> one 64-bit register (emulator.Registers.read) */
+static PyObject *fp_read(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "read(cpu, reg)");
+        return NULL;
+    }
+    fast_cpu *c = get_state(args[0]);
+    if (c == NULL)
+        return NULL;
+    int reg = (int)PyLong_AsLong(args[1]);
+    if (reg == -1 && PyErr_Occurred())
+        return NULL;
+    uint64_t value = 0; /* registers narrower than 64 bits fill only their bytes */
+    int status = c->reg_read(c->uc, reg, &value);
+    if (status != 0)
+        return uc_error(status);
+    return PyLong_FromUnsignedLongLong(value);
+}
+
+/* write(cpu, reg, value) -> None (emulator.Registers.write) */
+static PyObject *fp_write(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "write(cpu, reg, value)");
+        return NULL;
+    }
+    fast_cpu *c = get_state(args[0]);
+    if (c == NULL)
+        return NULL;
+    int reg = (int)PyLong_AsLong(args[1]);
+    uint64_t value = PyLong_AsUnsignedLongLongMask(args[2]);
+    if (PyErr_Occurred())
+        return NULL;
+    int status = c->reg_write(c->uc, reg, &value);
+    if (status != 0)
+        return uc_error(status);
+    Py_RETURN_NONE;
 }
 
 /* spsr(cpu) -> SPSR_EL1 (emulator.cp_reader(uc, 3, 0, 4, 0, 0)) */
@@ -365,9 +408,12 @@ static PyObject *fp_restore(PyObject *self, PyObject *const *args, Py_ssize_t na
 
 static PyMethodDef methods[] = {
     {"state", (PyCFunction)(void (*)(void))fp_state, METH_FASTCALL,
-     "state(cpu, reg_read_batch, reg_read, context_alloc, context_save, context_restore, "
+     "state(cpu, reg_read_batch, reg_read, reg_write, context_alloc, context_save, context_restore, "
      "context_free, context_size, cp_reg_id, key_reg_ids) -> None"},
     {"regs", fp_regs, METH_O, "regs(cpu) -> the key registers, as bytes"},
+    {"read", (PyCFunction)(void (*)(void))fp_read, METH_FASTCALL, "read(cpu, reg) -> value"},
+    {"write", (PyCFunction)(void (*)(void))fp_write, METH_FASTCALL,
+     "write(cpu, reg, value) -> None"},
     {"spsr", fp_spsr, METH_O, "spsr(cpu) -> SPSR_EL1"},
     {"save", fp_save, METH_O, "save(cpu) -> the CPU's context, as bytes"},
     {"restore", (PyCFunction)(void (*)(void))fp_restore, METH_FASTCALL,

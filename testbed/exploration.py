@@ -81,6 +81,9 @@ def explore(m: Machine, observe: Callable[[Machine], Hashable],
                       frozenset[Decision] | None]] = [(m.save(), (), {}, None)]
     result.states = 1
     reduce = bounds.sleep_sets
+    # The saved state the machine is still in (saved last, nothing done since): the
+    # state pushed last is the next popped, and it need not be loaded.
+    held: MachineState | None = None
     while stack:
         if result.states >= bounds.max_states:
             result.reason = f"state bound ({bounds.max_states} states) reached"
@@ -89,7 +92,9 @@ def explore(m: Machine, observe: Callable[[Machine], Hashable],
             result.reason = f"time bound ({bounds.max_seconds:g} s) reached"
             break
         saved, path, sleep, only = stack.pop()
-        m.load(saved)
+        if saved is not held:
+            m.load(saved)
+        held = None
         choices = enabled(m, bounds.model_choices)
         if not choices:
             if only is not None:  # a final state reached again: recorded already
@@ -117,6 +122,7 @@ def explore(m: Machine, observe: Callable[[Machine], Hashable],
                 m.load(saved)
             first = False
             m.apply(d)
+            held = None
             result.transitions += 1
             fp = prints.get(d)
             if fp is not None and not kept(m, d, before):
@@ -130,12 +136,14 @@ def explore(m: Machine, observe: Callable[[Machine], Hashable],
             if stored is None:
                 seen[key] = frozenset(asleep)
                 result.states += 1
-                stack.append((m.save(), (*path, d), asleep, None))
+                held = m.save()
+                stack.append((held, (*path, d), asleep, None))
             else:
                 missing = stored.difference(asleep)
                 if missing:
                     seen[key] = stored.intersection(asleep)
-                    stack.append((m.save(), (*path, d), asleep, missing))
+                    held = m.save()
+                    stack.append((held, (*path, d), asleep, missing))
             if here:
                 sleep[d] = fp
     else:

@@ -129,10 +129,13 @@ def attach(m: Machine, c: Cpu, u: Any, text_base: int, ranges: list[tuple[int, i
     c.read_spsr = partial(fp.spsr, handle)
     c.save_context = partial(fp.save, handle)
     c.restore = partial(fp.restore, handle)
+    c.regs.read = partial(fp.read, handle)
+    c.regs.write = partial(fp.write, handle)
 
 
-_STATE_FUNCTIONS = ("uc_reg_read_batch", "uc_reg_read", "uc_context_alloc", "uc_context_save",
-                    "uc_context_restore", "uc_context_free", "uc_context_size")
+_STATE_FUNCTIONS = ("uc_reg_read_batch", "uc_reg_read", "uc_reg_write", "uc_context_alloc",
+                    "uc_context_save", "uc_context_restore", "uc_context_free",
+                    "uc_context_size")
 
 
 def _address(name: str) -> int:

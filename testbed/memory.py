@@ -466,15 +466,25 @@ class FetchModel:
         out: list[list[int]] = []
         for cpu, state in zip(self.cpus, snap.cpus, strict=True):
             icache, invalid, pending, iview, changed = state
-            cpu.icache[:] = icache
-            cpu.invalid = set(invalid)
-            cpu.pending = set(pending)
+            # (A search often comes back to a state where most CPUs' parts are as
+            # they were: compared in C, and only what differs is copied.)
+            if cpu.icache != icache:
+                cpu.icache[:] = icache
+            if cpu.invalid != invalid:
+                cpu.invalid = set(invalid)
+            if cpu.pending != pending:
+                cpu.pending = set(pending)
+            if not cpu.changed and not changed:
+                out.append([])
+                continue
             diff = [w for w in cpu.changed | changed if bytes(cpu.iview[w:w + 4]) != iview[w:w + 4]]
             for w in diff:
                 cpu.iview[w:w + 4] = iview[w:w + 4]
-            cpu.changed = set(changed)
+            if cpu.changed != changed:
+                cpu.changed = set(changed)
             out.append(sorted(diff))
-        self.touched = set(snap.touched)
+        if self.stale or self.touched != snap.touched:
+            self.touched = set(snap.touched)
         self._pieces = {w: (v, m) for w, v, m in snap.pieces}
         self._torn = {w: set(s) for w, s in snap.torn}
         self._whole = {w: set(s) for w, s in snap.whole}

@@ -77,6 +77,10 @@ class DecisionKind(enum.Enum):
     PROMISE = "promise"  # the CPU promises a write (addr: which of its solo run's stores)
     COMPLETE = "complete"  # rule 9: the CPU's addr-th outstanding cache maintenance completes
 
+    # Members are singletons compared by identity: hash them so too (Enum's own hash is
+    # a Python function, and searches hash decisions millions of times).
+    __hash__ = object.__hash__
+
 
 _CPU_KINDS = frozenset({DecisionKind.STEP, DecisionKind.IRQ, DecisionKind.CATCH_UP,
                         DecisionKind.FILL, DecisionKind.FILL_DSIDE, DecisionKind.EVICT,

@@ -734,6 +734,7 @@ def _search(session: Session, bounds: SearchBounds = SearchBounds(), *,
 
     plan()
     item: _Item | None = None  # the item being expanded (put back if interrupted)
+    held: MachineState | None = None  # the saved state the machine is still in
     expansions = check_at = 0
     check_time = 0.0
     try:
@@ -771,7 +772,9 @@ def _search(session: Session, bounds: SearchBounds = SearchBounds(), *,
                 saved = restore(node)
             else:
                 kept -= 1
-                m.load(saved)
+                if saved is not held:  # (the machine is still in it: saved last)
+                    m.load(saved)
+            held = None
             choices = _choices(m, last, mod < bounds.model_events)
             if not choices:
                 res.finals += 1
@@ -799,6 +802,7 @@ def _search(session: Session, bounds: SearchBounds = SearchBounds(), *,
                     m.load(saved)
                 first = False
                 m.apply(d)
+                held = None
                 res.transitions += 1
                 nlast = last if d.is_model else d.cpu
                 if dominated((m.state_key(), nlast), npre, nmod):
@@ -812,8 +816,10 @@ def _search(session: Session, bounds: SearchBounds = SearchBounds(), *,
                     kept += 1
                 else:
                     shared = shared or not (dp or dm)
+                if keep:
+                    held = m.save()
                 buckets[npre + nmod].append(((node, d), nlast, npre, nmod,
-                                             m.save() if keep else None))
+                                             held if keep else None))
             if shared and node is not None:
                 remember(node, saved)
             item = None
