@@ -194,6 +194,38 @@ static PyObject *fp_flush(PyObject *self, PyObject *const *args, Py_ssize_t narg
     Py_RETURN_NONE;
 }
 
+/* One run of the CPU (the body of start()): uc_emu_start with the hooks' state set,
+ * the last block cut where the code hook stopped the CPU, the blocks logged appended
+ * to ``log``.  Returns 0 and sets *status (Unicorn's error code) and *stopped (see
+ * start()), or -1 with a Python error set. */
+static int run_cpu(fast_cpu *c, uint64_t begin, uint64_t until, uint64_t count, int64_t skip,
+                   int64_t left, int64_t step, PyObject *log, int *status, int *stopped) {
+    c->skip = skip;
+    c->left = left;
+    c->step = step;
+    c->reason = STOP_NONE;
+    c->overflow = 0;
+    *status = c->start(c->uc, begin, until, 0, (size_t)count);
+    if (c->reason == STOP_VISIBLE && c->len > 0) {
+        /* The last block ends where the CPU stopped (execute._run's cut, here). */
+        int64_t *e = c->log + 3 * (c->len - 1);
+        if (e[1] == c->pc)
+            c->len--;
+        else if (e[1] < c->pc && c->pc < e[2])
+            e[2] = c->pc;
+    } else if (c->reason == STOP_VISIBLE) {
+        c->reason = 2; /* stopped before logging a block: Python cuts its log */
+    }
+    *stopped = c->reason;
+    if (flush(c, log) < 0)
+        return -1;
+    if (c->overflow) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
 /* start(cpu, begin, until, count, skip, left, step, log) -> (status, stopped, pc)
  *
  * ``stopped``: 0 if the code hook did not stop the CPU; 1 if it did, and the last block
@@ -217,29 +249,15 @@ static PyObject *fp_start(PyObject *self, PyObject *const *args, Py_ssize_t narg
     uint64_t begin = PyLong_AsUnsignedLongLong(args[1]);
     uint64_t until = PyLong_AsUnsignedLongLong(args[2]);
     uint64_t count = PyLong_AsUnsignedLongLong(args[3]);
-    c->skip = PyLong_AsLongLong(args[4]);
-    c->left = PyLong_AsLongLong(args[5]);
-    c->step = PyLong_AsLongLong(args[6]);
+    int64_t skip = PyLong_AsLongLong(args[4]);
+    int64_t left = PyLong_AsLongLong(args[5]);
+    int64_t step = PyLong_AsLongLong(args[6]);
     if (PyErr_Occurred())
         return NULL;
-    c->reason = STOP_NONE;
-    c->overflow = 0;
-    int status = c->start(c->uc, begin, until, 0, (size_t)count);
-    if (c->reason == STOP_VISIBLE && c->len > 0) {
-        /* The last block ends where the CPU stopped (execute._run's cut, here). */
-        int64_t *e = c->log + 3 * (c->len - 1);
-        if (e[1] == c->pc)
-            c->len--;
-        else if (e[1] < c->pc && c->pc < e[2])
-            e[2] = c->pc;
-    } else if (c->reason == STOP_VISIBLE) {
-        c->reason = 2; /* stopped before logging a block: Python cuts its log */
-    }
-    if (flush(c, args[7]) < 0)
+    int status, stopped;
+    if (run_cpu(c, begin, until, count, skip, left, step, args[7], &status, &stopped) < 0)
         return NULL;
-    if (c->overflow)
-        return PyErr_NoMemory();
-    return Py_BuildValue("(iiL)", status, c->reason, (long long)c->pc);
+    return Py_BuildValue("(iiL)", status, stopped, (long long)c->pc);
 }
 
 /* state(cpu, reg_read_batch, reg_read, reg_write, context_alloc, context_save, context_restore,
@@ -406,7 +424,592 @@ static PyObject *fp_restore(PyObject *self, PyObject *const *args, Py_ssize_t na
     Py_RETURN_NONE;
 }
 
+/* -- the walker: a random walk's commonest decisions, in C ----------------------------
+ *
+ * scheduler.run under strategies.RandomWalk, sc, folded steps (fastpath.walker says
+ * when): while the next decision is a step of a CPU stopped before a memory access or
+ * a fetch of a word stores touched, it is drawn and performed here, exactly as
+ * RandomWalk.choose, Machine.apply, Machine._step_folded, execute.step and
+ * execute._run do it in Python; at the first decision that is anything else the walk
+ * returns before drawing it, and Python takes it.  A run that does not end as the
+ * common case does (before a visible operation, not a foldable one, no error) is handed
+ * to Machine._walked, which finishes it as execute._run would.
+ *
+ * The draws are the random.Random's own: its Mersenne Twister state is read in place
+ * (CPython's RandomObject: an int index, then 624 words), peeked without consuming,
+ * and consumed only when the decision is taken here.  A draw that needs the state
+ * regenerated is left to Python.  fastpath.walker checks the layout on a Random of
+ * its own (rng_peek) before it walks. */
+
+#define MT_N 624
+
+typedef struct {
+    PyObject_HEAD
+    int index;
+    uint32_t state[MT_N];
+} mt_object;
+
+static inline uint32_t temper(uint32_t y) {
+    y ^= (y >> 11);
+    y ^= (y << 7) & 0x9d2c5680U;
+    y ^= (y << 15) & 0xefc60000U;
+    y ^= (y >> 18);
+    return y;
+}
+
+/* isa.is_cmodx */
+static int is_cmodx(uint32_t word) {
+    return (word & 0x7C000000U) == 0x14000000U                         /* B, BL */
+           || word == 0xD503201FU || (word & 0xFFFFF0FFU) == 0xD50330DFU /* NOP, ISB */
+           || (word & 0xFFE0001FU) == 0xD4200000U                      /* BRK */
+           || ((word & 0xFFE0001CU) == 0xD4000000U && (word & 3) != 0)  /* SVC, HVC, SMC */
+           || (word & 0xFF000010U) == 0x54000000U                      /* B.cond */
+           || (word & 0x7E000000U) == 0x34000000U                      /* CBZ, CBNZ */
+           || (word & 0x7E000000U) == 0x36000000U;                     /* TBZ, TBNZ */
+}
+
+static PyObject *fp_is_cmodx(PyObject *self, PyObject *word) {
+    (void)self;
+    unsigned long v = PyLong_AsUnsignedLong(word);
+    if (v == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    return PyBool_FromLong(is_cmodx((uint32_t)v));
+}
+
+/* random.Random.random(), peeked at *idx (advanced); -1.0 if the state must be
+ * regenerated first */
+static inline double peek_random(const mt_object *r, int *idx) {
+    if (*idx < 0 || *idx + 2 > MT_N)
+        return -1.0;
+    uint32_t a = temper(r->state[*idx]) >> 5, b = temper(r->state[*idx + 1]) >> 6;
+    *idx += 2;
+    return (a * 67108864.0 + b) * (1.0 / 9007199254740992.0);
+}
+
+/* rng_peek(rng, n) -> the next n random() values, not consumed (None past the state's
+ * end): fastpath.walker compares them with what the Random then returns. */
+static PyObject *fp_rng_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "rng_peek(rng, n)");
+        return NULL;
+    }
+    Py_ssize_t n = PyLong_AsSsize_t(args[1]);
+    if (n < 0)
+        return PyErr_Occurred() ? NULL : PyList_New(0);
+    const mt_object *r = (const mt_object *)args[0];
+    int idx = r->index;
+    PyObject *out = PyList_New(n);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        double x = peek_random(r, &idx);
+        PyObject *v = x < 0 ? Py_NewRef(Py_None) : PyFloat_FromDouble(x);
+        if (v == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, v);
+    }
+    return out;
+}
+
+static PyObject *S_stopped, *S_gic, *S_pending, *S_runnable, *S_exc, *S_pc, *S_step_no,
+    *S_mutations, *S_spun, *S_reason, *S_state, *S_parked, *S_cut, *S_hook_error,
+    *S_hook_exception, *S_uc, *S_pure_loads, *S_fetch_points, *S_cmodx_oracle,
+    *S_text_stores, *S_last_cse, *S_model, *S_scopes, *S_budget, *S_log, *S_counting,
+    *S_arm_key, *S_arm_saved, *S_m_parked, *S_unpark, *S_states_changed, *S_walked,
+    *S_skip, *S_left, *S_kind_at, *S_queues;
+
+static int intern_names(void) {
+    struct {
+        PyObject **slot;
+        const char *name;
+    } names[] = {
+        {&S_stopped, "stopped"}, {&S_gic, "gic"}, {&S_pending, "pending"},
+        {&S_runnable, "_runnable"}, {&S_exc, "exc"}, {&S_pc, "pc"},
+        {&S_step_no, "step_no"}, {&S_mutations, "mutations"}, {&S_spun, "spun"},
+        {&S_reason, "reason"}, {&S_state, "state"}, {&S_parked, "parked"}, {&S_cut, "cut"},
+        {&S_hook_error, "hook_error"}, {&S_hook_exception, "_hook_exception"},
+        {&S_uc, "uc"}, {&S_pure_loads, "pure_loads"}, {&S_fetch_points, "fetch_points"},
+        {&S_cmodx_oracle, "cmodx_oracle"}, {&S_text_stores, "text_stores"},
+        {&S_last_cse, "last_cse"}, {&S_model, "model"}, {&S_scopes, "scopes"},
+        {&S_budget, "budget"}, {&S_log, "log"}, {&S_counting, "counting"},
+        {&S_arm_key, "arm_key"}, {&S_arm_saved, "arm_saved"}, {&S_m_parked, "_parked"},
+        {&S_unpark, "_unpark"}, {&S_states_changed, "states_changed"},
+        {&S_walked, "_walked"}, {&S_skip, "skip"}, {&S_left, "left"},
+        {&S_kind_at, "kind_at"}, {&S_queues, "queues"},
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        *names[i].slot = PyUnicode_InternFromString(names[i].name);
+        if (*names[i].slot == NULL)
+            return -1;
+    }
+    return 0;
+}
+
+/* obj.name as a C long long (-1 with an error set on failure) */
+static long long attr_ll(PyObject *obj, PyObject *name) {
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL)
+        return -1;
+    long long x = PyLong_AsLongLong(v);
+    Py_DECREF(v);
+    return x;
+}
+
+/* the truth of obj.name: 0, 1, or -1 with an error set */
+static int attr_true(PyObject *obj, PyObject *name) {
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL)
+        return -1;
+    int t = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    return t;
+}
+
+/* whether obj.name is ``what`` (0, 1, or -1 with an error set) */
+static int attr_is(PyObject *obj, PyObject *name, PyObject *what) {
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL)
+        return -1;
+    int is = v == what;
+    Py_DECREF(v);
+    return is;
+}
+
+static int set_ll(PyObject *obj, PyObject *name, long long x) {
+    PyObject *v = PyLong_FromLongLong(x);
+    if (v == NULL)
+        return -1;
+    int rc = PyObject_SetAttr(obj, name, v);
+    Py_DECREF(v);
+    return rc;
+}
+
+enum { K_MEMORY = 1, K_FETCH = 4, K_BARRIER = 5, K_YIELD = 9, K_WFE = 10, K_SEV = 12 };
+
+/* Whether the fetch at text offset ``w`` by CPU ``ci`` could be a CMODX violation or
+ * leave its fetch scope (execute.step's checks): 1 if Python must decide it, 0 if
+ * neither can be, -1 with an error set. */
+static int fetch_needs_python(PyObject *m, PyObject *c, long ci, long long w) {
+    int cmodx = attr_true(m, S_cmodx_oracle);
+    if (cmodx < 0)
+        return -1;
+    if (cmodx) {
+        PyObject *stores = PyObject_GetAttr(m, S_text_stores);
+        if (stores == NULL)
+            return -1;
+        long long cse = attr_ll(c, S_last_cse);
+        if (cse == -1 && PyErr_Occurred()) {
+            Py_DECREF(stores);
+            return -1;
+        }
+        int found = 0;
+        if (!PyList_Check(stores)) {
+            found = 1;
+        } else {
+            /* textside.cmodx_violation's scan: a store by another CPU to this word since
+             * this CPU's last context synchronization event, not from one CMODX-safe
+             * instruction to another */
+            for (Py_ssize_t i = PyList_GET_SIZE(stores) - 1; i >= 0 && !found; i--) {
+                PyObject *t = PyList_GET_ITEM(stores, i);
+                if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 5) {
+                    found = 1;
+                    break;
+                }
+                long long st = PyLong_AsLongLong(PyTuple_GET_ITEM(t, 0));
+                if (st <= cse)
+                    break;
+                long long cpu = PyLong_AsLongLong(PyTuple_GET_ITEM(t, 1));
+                long long word = PyLong_AsLongLong(PyTuple_GET_ITEM(t, 2));
+                if (word != w || cpu == ci)
+                    continue;
+                unsigned long old = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(t, 3));
+                unsigned long new = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(t, 4));
+                if (!is_cmodx((uint32_t)old) || !is_cmodx((uint32_t)new))
+                    found = 1;
+            }
+        }
+        Py_DECREF(stores);
+        if (PyErr_Occurred())
+            return -1;
+        if (found)
+            return 1;
+    }
+    PyObject *model = PyObject_GetAttr(m, S_model);
+    if (model == NULL)
+        return -1;
+    PyObject *scopes = PyObject_GetAttr(model, S_scopes);
+    Py_DECREF(model);
+    if (scopes == NULL)
+        return -1;
+    int declared = 1;
+    if (PyList_Check(scopes) && ci < PyList_GET_SIZE(scopes))
+        declared = PyList_GET_ITEM(scopes, ci) != Py_None;
+    Py_DECREF(scopes);
+    return declared;
+}
+
+typedef struct {
+    PyObject *m, *c;
+    fast_cpu *fc;
+    PyObject *none_reason, *visible;
+    uint64_t until, no_count;
+    long long step_no, budget;
+    long ci;
+} walk_ctx;
+
+/* One iteration of execute._run's loop up to its fold check: set the run up, run
+ * from ``pc``, and say how it ended: 0 stopped before a visible operation as the common
+ * case does (no error, no hook exception, its log cut in C); 1 otherwise (``*status``:
+ * Unicorn's; Python must finish); -1 with a Python error set. */
+static int walk_run(walk_ctx *w, long long pc, int *status) {
+    PyObject *c = w->c;
+    PyObject *pcobj = PyLong_FromLongLong(pc);
+    if (pcobj == NULL)
+        return -1;
+    PyObject *kind_at = PyObject_GetAttr(c, S_kind_at);
+    int hooked = kind_at ? PySequence_Contains(kind_at, pcobj) : -1;
+    Py_XDECREF(kind_at);
+    if (hooked < 0) {
+        Py_DECREF(pcobj);
+        return -1;
+    }
+    long long skip = hooked ? pc : -1; /* c.skip = pc if pc in c.kind_at else -1 */
+    int rc = set_ll(c, S_skip, skip);
+    Py_DECREF(pcobj);
+    int counting = rc < 0 ? -1 : attr_true(c, S_counting);
+    if (counting < 0 || PyObject_SetAttr(c, S_reason, w->none_reason) < 0 ||
+        set_ll(c, S_left, w->budget) < 0)
+        return -1;
+    PyObject *u = PyObject_GetAttr(c, S_uc);
+    if (u == NULL)
+        return -1;
+    PyObject *log = PyObject_GetAttr(c, S_log);
+    if (log == NULL || !PyList_Check(log) ||
+        PyObject_SetAttr(u, S_hook_exception, Py_None) < 0) {
+        if (log != NULL && !PyList_Check(log))
+            PyErr_SetString(PyExc_TypeError, "Cpu.log is not a list");
+        Py_XDECREF(log);
+        Py_DECREF(u);
+        return -1;
+    }
+    int stopped;
+    rc = run_cpu(w->fc, (uint64_t)pc, w->until, counting ? w->no_count : 0, skip, w->budget,
+                 w->step_no, log, status, &stopped);
+    Py_DECREF(log);
+    if (rc < 0) {
+        Py_DECREF(u);
+        return -1;
+    }
+    if (stopped) { /* the fast path's start(): where the code hook stopped it */
+        if (set_ll(c, S_pc, w->fc->pc) < 0 || PyObject_SetAttr(c, S_reason, w->visible) < 0 ||
+            PyObject_SetAttr(c, S_cut, stopped == 2 ? Py_True : Py_False) < 0) {
+            Py_DECREF(u);
+            return -1;
+        }
+    }
+    if (*status != 0 || stopped != 1) {
+        Py_DECREF(u);
+        return 1;
+    }
+    int t = attr_is(u, S_hook_exception, Py_None);
+    Py_DECREF(u);
+    int t2 = t <= 0 ? t : attr_is(c, S_hook_error, Py_None);
+    if (t2 < 0)
+        return -1;
+    return t && t2 ? 0 : 1;
+}
+
+static inline int kind_of(const fast_cpu *fc, long long addr) {
+    uint64_t wd = ((uint64_t)addr - fc->text_base) >> 2;
+    return (uint64_t)addr >= fc->text_base && wd < fc->nwords ? fc->kinds[wd] : 0;
+}
+
+/* execute._fold for a CPU stopped at c.pc (= fc->pc) under sc: barriers with no
+ * maintenance outstanding and SEVs are performed (logged) and passed.  Returns 0 with
+ * *pc the address to run on from; 2 if the CPU stays stopped where it is (an operation
+ * not foldable now: the step ends); 1 if Python must fold (a YIELD or WFE: its mark);
+ * -1 with a Python error set. */
+static int walk_fold(walk_ctx *w, long long *pc) {
+    fast_cpu *fc = w->fc;
+    long long at = fc->pc;
+    for (;;) {
+        int kind = kind_of(fc, at);
+        if (kind == K_YIELD || kind == K_WFE)
+            return 1;
+        if (kind == K_BARRIER) { /* foldable with nothing outstanding (model.queues) */
+            PyObject *model = PyObject_GetAttr(w->m, S_model);
+            PyObject *queues = model ? PyObject_GetAttr(model, S_queues) : NULL;
+            Py_XDECREF(model);
+            if (queues == NULL)
+                return -1;
+            PyObject *q = PyList_Check(queues) && w->ci < PyList_GET_SIZE(queues)
+                              ? PyList_GET_ITEM(queues, w->ci) : NULL;
+            int outstanding = q == NULL ? -1 : PyObject_IsTrue(q);
+            Py_DECREF(queues);
+            if (outstanding < 0) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_TypeError, "FetchModel.queues is not a list");
+                return -1;
+            }
+            if (outstanding)
+                return 2;
+        } else if (kind != K_SEV) {
+            return 2;
+        }
+        PyObject *log = PyObject_GetAttr(w->c, S_log); /* c.log.append((step, pc, pc + 4)) */
+        PyObject *entry = log ? Py_BuildValue("(LLL)", w->step_no, at, at + 4) : NULL;
+        int rc = entry ? PyList_Append(log, entry) : -1;
+        Py_XDECREF(entry);
+        Py_XDECREF(log);
+        if (rc < 0)
+            return -1;
+        at += 4;
+        if (kind_of(fc, at) == 0) { /* kind_at.get(pc) is None or INVISIBLE */
+            *pc = at;
+            return 0;
+        }
+        fc->pc = at;
+        if (set_ll(w->c, S_pc, at) < 0)
+            return -1;
+    }
+}
+
+/* walk(machine, cpus, handles, rng, threshold, steps, consts, decisions, max) -> walked
+ *
+ * ``cpus``, ``handles``: the machine's Cpu objects and their fast_cpu capsules;
+ * ``threshold``: 1.0 - p_model; ``steps``: schedule._STEPS; ``consts``:
+ * (CpuState.RUNNABLE, Stop.VISIBLE, Stop.NONE, UNTIL, NO_COUNT).  Appends the decisions
+ * taken to ``decisions`` (scheduler.run's list) while it holds fewer than ``max``;
+ * returns how many it took. */
+static PyObject *fp_walk(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 9 || !PyTuple_Check(args[1]) || !PyTuple_Check(args[2]) ||
+        !PyTuple_Check(args[5]) || !PyTuple_Check(args[6]) || PyTuple_GET_SIZE(args[6]) != 5 ||
+        !PyList_Check(args[7]) || PyTuple_GET_SIZE(args[1]) != PyTuple_GET_SIZE(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "walk(machine, cpus, handles, rng, threshold, steps, "
+                                         "consts, decisions: list, max)");
+        return NULL;
+    }
+    PyObject *m = args[0], *cpus = args[1], *handles = args[2], *steps = args[5];
+    mt_object *rng = (mt_object *)args[3];
+    double threshold = PyFloat_AsDouble(args[4]);
+    PyObject *runnable_state = PyTuple_GET_ITEM(args[6], 0);
+    PyObject *visible = PyTuple_GET_ITEM(args[6], 1), *none_reason = PyTuple_GET_ITEM(args[6], 2);
+    uint64_t until = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(args[6], 3));
+    uint64_t no_count = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(args[6], 4));
+    PyObject *decisions = args[7];
+    Py_ssize_t max = PyLong_AsSsize_t(args[8]);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_ssize_t ncpus = PyTuple_GET_SIZE(cpus);
+    long walked = 0;
+    for (;;) {
+        if (PyList_GET_SIZE(decisions) >= max)
+            break;
+        int t = attr_true(m, S_stopped);
+        if (t != 0)
+            goto done_or_error;
+        /* RandomWalk.choose: r = random(); an IRQ pending anywhere, or r drawing a model
+         * choice: Python */
+        PyObject *gic = PyObject_GetAttr(m, S_gic);
+        if (gic == NULL)
+            return NULL;
+        PyObject *pending = PyObject_GetAttr(gic, S_pending);
+        Py_DECREF(gic);
+        if (pending == NULL)
+            return NULL;
+        int any = !PyList_Check(pending);
+        for (Py_ssize_t i = 0; !any && i < PyList_GET_SIZE(pending); i++) {
+            int x = PyObject_IsTrue(PyList_GET_ITEM(pending, i));
+            if (x != 0)
+                any = 1; /* (or an error, reported below) */
+        }
+        Py_DECREF(pending);
+        if (PyErr_Occurred())
+            return NULL;
+        if (any)
+            break;
+        int idx = rng->index;
+        double r = peek_random(rng, &idx);
+        if (r < 0.0 || r >= threshold)
+            break;
+        PyObject *ready = PyObject_GetAttr(m, S_runnable); /* machine.steppable(), no WFI */
+        if (ready == NULL)
+            return NULL;
+        Py_ssize_t n = PyList_Check(ready) ? PyList_GET_SIZE(ready) : 0;
+        Py_ssize_t pick = 0;
+        if (n > 1) { /* rng.randrange(n): getrandbits(n.bit_length()) until below n */
+            int k = 0;
+            for (Py_ssize_t v = n; v; v >>= 1)
+                k++;
+            uint32_t bits = 0;
+            do {
+                if (idx >= MT_N) {
+                    n = 0;
+                    break;
+                }
+                bits = temper(rng->state[idx++]) >> (32 - k);
+            } while (bits >= (uint32_t)n);
+            pick = (Py_ssize_t)bits;
+        }
+        long ci = n ? PyLong_AsLong(PyList_GET_ITEM(ready, pick)) : -1;
+        Py_DECREF(ready);
+        if (ci == -1 && PyErr_Occurred())
+            return NULL;
+        if (ci < 0 || ci >= ncpus || ci >= PyTuple_GET_SIZE(steps))
+            break;
+        PyObject *c = PyTuple_GET_ITEM(cpus, ci);
+        fast_cpu *fc = get(PyTuple_GET_ITEM(handles, ci));
+        if (fc == NULL)
+            return NULL;
+        /* execute.step: no exception entry pending; a memory access, or a fetch of a
+         * word stores touched that can be neither a CMODX violation nor out of scope */
+        t = attr_is(c, S_exc, Py_None);
+        if (t > 0) /* (Machine.apply's own check of a step) */
+            t = attr_is(c, S_state, runnable_state);
+        if (t > 0) {
+            t = attr_true(c, S_parked);
+            t = t < 0 ? -1 : !t;
+        }
+        if (t <= 0)
+            goto done_or_error;
+        PyObject *pcobj = PyObject_GetAttr(c, S_pc);
+        if (pcobj == NULL)
+            return NULL;
+        long long pc = PyLong_AsLongLong(pcobj);
+        if (pc == -1 && PyErr_Occurred()) {
+            Py_DECREF(pcobj);
+            return NULL;
+        }
+        uint64_t word = ((uint64_t)pc - fc->text_base) >> 2;
+        int kind = kind_of(fc, pc);
+        int mutate = 1; /* Machine._step_folded: all but a pure load count a mutation */
+        if (kind == K_MEMORY) {
+            PyObject *loads = PyObject_GetAttr(m, S_pure_loads);
+            PyObject *points = loads ? PyObject_GetAttr(m, S_fetch_points) : NULL;
+            int pure = points ? PySequence_Contains(loads, pcobj) : -1;
+            int point = pure >= 0 ? PySequence_Contains(points, pcobj) : -1;
+            Py_XDECREF(loads);
+            Py_XDECREF(points);
+            if (point < 0) {
+                Py_DECREF(pcobj);
+                return NULL;
+            }
+            mutate = !pure || point;
+        } else if (kind == K_FETCH) {
+            int py = fetch_needs_python(m, c, ci, (long long)(word << 2)); /* (a byte offset) */
+            if (py != 0) {
+                Py_DECREF(pcobj);
+                if (py < 0)
+                    return NULL;
+                break;
+            }
+        } else {
+            Py_DECREF(pcobj);
+            break;
+        }
+        /* Taken: the draws are consumed, the decision recorded (Machine.apply) */
+        rng->index = idx;
+        if (PyList_Append(decisions, PyTuple_GET_ITEM(steps, ci)) < 0) {
+            Py_DECREF(pcobj);
+            return NULL;
+        }
+        walked++;
+        long long step_no = attr_ll(m, S_step_no);
+        long long before = step_no == -1 && PyErr_Occurred() ? -1 : attr_ll(m, S_mutations);
+        long long budget = PyErr_Occurred() ? -1 : attr_ll(m, S_budget);
+        if (PyErr_Occurred() || set_ll(m, S_step_no, ++step_no) < 0 ||
+            PyObject_SetAttr(m, S_arm_key, Py_None) < 0 ||
+            PyObject_SetAttr(m, S_arm_saved, Py_None) < 0 ||
+            (mutate && set_ll(m, S_mutations, before + 1) < 0) ||
+            PyObject_SetAttr(c, S_spun, Py_False) < 0) {
+            Py_DECREF(pcobj);
+            return NULL;
+        }
+        Py_DECREF(pcobj);
+        walk_ctx wc = {m, c, fc, none_reason, visible, until, no_count, step_no, budget, ci};
+        /* execute._run: run, then fold what can be folded and run on */
+        long long folds = 0;
+        int status = 0, done = 0, handover = 0;
+        int rc = walk_run(&wc, pc, &status);
+        while (rc == 0) { /* stopped before a visible operation (no error) */
+            if (folds >= budget) { /* the next fold may be a liveness finding: Python's */
+                rc = 1;
+                break;
+            }
+            rc = walk_fold(&wc, &pc);
+            if (rc == 2) { /* not foldable (now): the step ends here */
+                done = 1;
+                break;
+            }
+            if (rc != 0)
+                break;
+            folds++;
+            rc = walk_run(&wc, pc, &status);
+        }
+        if (rc < 0)
+            return NULL;
+        handover = !done;
+        if (handover) { /* Python finishes the run (Machine._walked) */
+            PyObject *a1 = PyLong_FromLong(ci), *a2 = PyLong_FromLong(status);
+            PyObject *a3 = PyLong_FromLongLong(before), *a4 = PyLong_FromLongLong(folds);
+            PyObject *res = a1 && a2 && a3 && a4 ? PyObject_CallMethodObjArgs(
+                m, S_walked, a1, a2, a3, a4, NULL) : NULL;
+            Py_XDECREF(a1);
+            Py_XDECREF(a2);
+            Py_XDECREF(a3);
+            Py_XDECREF(a4);
+            if (res == NULL)
+                return NULL;
+            Py_DECREF(res);
+            break;
+        }
+        /* Machine._step_folded's end, then Machine.apply's */
+        long long now = attr_ll(m, S_mutations);
+        if (now == -1 && PyErr_Occurred())
+            return NULL;
+        PyObject *call = NULL;
+        if (now != before) {
+            t = attr_true(m, S_m_parked);
+            call = t > 0 ? S_unpark : NULL;
+        } else {
+            t = attr_true(c, S_parked);
+            call = t > 0 ? S_states_changed : NULL;
+        }
+        if (t < 0)
+            return NULL;
+        if (call != NULL) {
+            PyObject *res = PyObject_CallMethodNoArgs(m, call);
+            if (res == NULL)
+                return NULL;
+            Py_DECREF(res);
+        }
+        t = attr_is(c, S_state, runnable_state);
+        if (t < 0)
+            return NULL;
+        if (!t) {
+            PyObject *res = PyObject_CallMethodNoArgs(m, S_states_changed);
+            if (res == NULL)
+                return NULL;
+            Py_DECREF(res);
+        }
+    }
+    return PyLong_FromLong(walked);
+done_or_error:
+    if (PyErr_Occurred())
+        return NULL;
+    return PyLong_FromLong(walked);
+}
+
 static PyMethodDef methods[] = {
+    {"walk", (PyCFunction)(void (*)(void))fp_walk, METH_FASTCALL,
+     "walk(machine, cpus, handles, rng, threshold, steps, consts, decisions, max) -> walked"},
+    {"is_cmodx", fp_is_cmodx, METH_O, "is_cmodx(word) -> isa.is_cmodx(word), in C"},
+    {"rng_peek", (PyCFunction)(void (*)(void))fp_rng_peek, METH_FASTCALL,
+     "rng_peek(rng, n) -> the next n random() values, not consumed"},
     {"state", (PyCFunction)(void (*)(void))fp_state, METH_FASTCALL,
      "state(cpu, reg_read_batch, reg_read, reg_write, context_alloc, context_save, context_restore, "
      "context_free, context_size, cp_reg_id, key_reg_ids) -> None"},
@@ -435,4 +1038,8 @@ static struct PyModuleDef module = {
     NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__fastpath(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__fastpath(void) {
+    if (intern_names() < 0)
+        return NULL;
+    return PyModule_Create(&module);
+}

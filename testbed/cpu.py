@@ -103,6 +103,7 @@ class Cpu:
         "counting",
         "cut",
         "exc",
+        "fast",
         "flush",
         "hook_error",
         "index",
@@ -197,6 +198,7 @@ class Cpu:
         # nothing)
         self.cut = True
         self.code_hook: Callable[[int, int], None] = _no_range
+        self.fast: Any = None  # the compiled fast path's handle of this CPU (fastpath.attach)
         self._keep: list[Any] = []
 
 

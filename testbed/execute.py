@@ -57,7 +57,7 @@ from .textside import cache_op, catch_up, cmodx_violation, redo_text_access
 if TYPE_CHECKING:
     from .machine import Machine
 
-__all__ = ["irq", "resume", "run", "step"]
+__all__ = ["irq", "resume", "run", "run_started", "step"]
 
 _INVISIBLE, _ERET, _FETCH = OpKind.INVISIBLE, OpKind.ERET, OpKind.FETCH
 _NONE, _VISIBLE, _TEXT = Stop.NONE, Stop.VISIBLE, Stop.TEXT
@@ -201,15 +201,23 @@ def run(m: Machine, c: Cpu, pc: int, skip: int = -1) -> None:
     dataside.track(m, c, start, skip)
 
 
-def _run(m: Machine, c: Cpu, pc: int) -> None:
+def _run(m: Machine, c: Cpu, pc: int, started: int | None = None, folds: int = 0) -> None:
+    """``started``: the compiled walker (``scheduler._walker``) already ran the first
+    run, after ``folds`` folds, and it returned this status (``Machine._walked``)."""
     u = c.uc
-    folds = 0
     while True:
-        c.skip = pc if pc in c.kind_at else -1
-        c.reason = _NONE
-        c.left = m.budget
         try:
-            c.start(pc, UNTIL, NO_COUNT if c.counting else 0)
+            if started is None:
+                c.skip = pc if pc in c.kind_at else -1
+                c.reason = _NONE
+                c.left = m.budget
+                c.start(pc, UNTIL, NO_COUNT if c.counting else 0)
+            else:  # what the compiled start() raises after its run (fastpath.attach)
+                status, started = started, None
+                if status != 0:
+                    raise UcError(status)
+                if u._hook_exception is not None:
+                    raise u._hook_exception
         except UcError as e:
             where = u.reg_read(A.UC_ARM64_REG_PC)
             trace.cut(c.log, where)
@@ -248,6 +256,9 @@ def _run(m: Machine, c: Cpu, pc: int) -> None:
             m.add_finding(c, OracleName.LIVENESS, f"CPU{c.index} spun {m.budget} times "
                           f"without a visible operation, at {m.image.symbolize(c.pc)}", c.pc)
             return
+
+
+run_started = _run  # (Machine._walked: a run the compiled walker started, under sc)
 
 
 def _stopped(m: Machine, c: Cpu, reason: Stop) -> None:

@@ -8,6 +8,12 @@ optional extension); without one the pure-Python hooks of ``cpu.py`` do the same
 more slowly, and give byte-identical runs (``tests/test_corpus.py`` replays the corpus
 through both).
 
+It also reads the key registers and SPSR, reads and writes single registers, and saves
+and restores CPU contexts (``attach``), and holds the walker: a random walk's commonest
+decisions drawn and performed in C (``walk_function``; ``scheduler._walker`` says when it
+applies, ``TESTBED_WALKER=0`` turns it off, ``tests/test_walker.py`` compares it with
+Python on every scenario).
+
 ``Machine(fastpath=...)``: ``True`` requires it, ``False`` refuses it, ``None`` (the
 default) uses it when it was built, unless the environment sets
 ``TESTBED_FASTPATH=0``.
@@ -17,7 +23,8 @@ from __future__ import annotations
 
 import ctypes
 import os
-from collections.abc import Iterable
+import random
+from collections.abc import Callable, Iterable
 from functools import partial
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -31,7 +38,7 @@ if TYPE_CHECKING:
     from .cpu import Cpu
     from .machine import Machine
 
-__all__ = ["KindTable", "attach", "available", "wanted"]
+__all__ = ["KindTable", "attach", "available", "walk_function", "wanted"]
 
 _lib: Any = _ucpy.uclib
 _uc_hook_h: Any = getattr(_ucpy, "uc_hook_h")  # noqa: B009 (not re-exported for mypy)
@@ -60,6 +67,25 @@ def wanted(choice: bool | None) -> bool:
         raise ValueError("the compiled fast path was not built (no C compiler when the "
                          "testbed was installed); run without it")
     return choice
+
+
+def walk_function() -> Callable[..., int] | None:
+    """``_fastpath.walk`` (scheduler.run's walker), or None: not built, turned off
+    (``TESTBED_WALKER=0``), or this Python's ``random.Random`` is not laid out as the
+    walker reads it (checked on a Random of its own: the values it peeks must be the
+    ones the Random then returns)."""
+    fp = _module()
+    if fp is None or os.environ.get("TESTBED_WALKER", "1") == "0":
+        return None
+    probe = random.Random(0x5EED)
+    probe.random()  # (a Random regenerates its state at its first draw)
+    for _ in range(3):
+        peeked = fp.rng_peek(probe, 4)
+        if peeked != [probe.random() for _ in range(4)]:
+            return None
+        probe.getrandbits(32 * 500)  # (and at every 624th word)
+    walk: Callable[..., int] = fp.walk
+    return walk
 
 
 class KindTable(dict[int, OpKind]):
@@ -97,6 +123,7 @@ def attach(m: Machine, c: Cpu, u: Any, text_base: int, ranges: list[tuple[int, i
                     ctypes.cast(_lib.uc_emu_stop, ctypes.c_void_p).value, text_base,
                     ctypes.addressof(kinds), len(table))
     c._keep.append(handle)
+    c.fast = handle
     user = ctypes.c_void_p(fp.address(handle))
     code_hook, block_hook = fp.hooks()
     for htype, fn, lo, hi in [*((_unicorn.UC_HOOK_CODE, code_hook, lo, hi) for lo, hi in ranges),

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import unicorn as uc_mod
 from unicorn import arm64_const as A
@@ -44,6 +44,7 @@ from .exceptions import EC_UNKNOWN as EC_UNKNOWN
 from .exceptions import install_hooks as install_exception_hooks
 from .execute import irq as _irq
 from .execute import resume as _resume
+from .execute import run_started as _run_started
 from .execute import step as _step
 from .fastpath import wanted as wanted_fastpath
 from .findings import Event, EventKind, Finding, OracleName
@@ -133,6 +134,9 @@ class Machine:
             raise GuestError(f"fold must be 0, 1 or 2, not {fold!r}")
         self.fold = fold
         self.mutations = 0
+        self.walked = 0  # decisions the compiled walker took (scheduler._walker), all runs
+        # scheduler._walker's compiled function, once known (False: none here)
+        self.walk_function: Callable[..., int] | Literal[False] | None = None
         self._parked = False  # whether a CPU is parked (states_changed)
         self.fetch_config = fetch or FetchConfig()
         self.budget = budget
@@ -411,6 +415,11 @@ class Machine:
             raise GuestError("set_fetch_liveness() after seal()")
         self._liveness = live
 
+    @property
+    def has_fetch_liveness(self) -> bool:
+        """Whether a fetch liveness was declared (``set_fetch_liveness``)."""
+        return self._liveness is not None
+
     def update_liveness(self) -> None:
         """The fetch model's ``live`` for the current state (set_fetch_liveness)."""
         live = self._liveness
@@ -663,10 +672,27 @@ class Machine:
             self.mutations += 1
         c.spun = False
         _step(self, c)
+        self._stepped(c, before)
+
+    def _stepped(self, c: Cpu, before: int) -> None:
+        """The end of ``_step_folded``: unpark every CPU if the step counted a mutation
+        (``before``: the count before it)."""
         if self.mutations != before:
             if self._parked:
                 self._unpark()
         elif c.parked:
+            self.states_changed()
+
+    def _walked(self, cpu: int, status: int, before: int, folds: int) -> None:
+        """Finish a step the compiled walker took (``scheduler._walker``) whose run did
+        not end as the common case does: it performed the start of ``apply`` and
+        ``_step_folded`` and ``execute._run`` up to a run that returned ``status``, after
+        ``folds`` folds; the rest is theirs (``before``: the mutation count before the
+        step)."""
+        c = self.cpus[cpu]
+        _run_started(self, c, c.pc, status, folds)
+        self._stepped(c, before)
+        if c.state is not _RUNNABLE:
             self.states_changed()
 
     def _unpark(self) -> None:

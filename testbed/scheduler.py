@@ -8,13 +8,18 @@ exactly, down to the byte-identical ground-truth trace.
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING
 
-from . import trace
+from . import fastpath, trace
+from .cpu import NO_COUNT, UNTIL, Stop
 from .findings import Event, Finding, OracleName
 from .machine import CpuState, Machine
-from .schedule import Decision, Schedule
+from .schedule import Decision, Schedule, step
+from .strategies.random_walk import RandomWalk
 
 if TYPE_CHECKING:
     from .strategies import Strategy
@@ -47,6 +52,27 @@ class RunResult:
         return trace.digest(self.ground_truth())
 
 
+def _walker(m: Machine, strategy: Strategy) -> Callable[[list[Decision], int], int] | None:
+    """The compiled walker (``_fastpath.walk``) for this run, where it applies: a
+    ``RandomWalk``, under sc, with folded steps, no declared fetch liveness and no
+    ``WFI`` in the image (``steppable`` is then the machine's list of runnable CPUs).
+    It takes the decisions ``choose`` and ``apply`` would take, the same, as long as
+    each is a step of a memory access or of a fetch no oracle has to judge
+    (``tests/test_walker.py`` runs both on the same seeds)."""
+    if not m.fastpath or type(strategy) is not RandomWalk or m.arm is not None \
+            or not m.fold or m.has_fetch_liveness or m.promises or m.has_wfi \
+            or type(strategy.rng) is not random.Random:
+        return None
+    if m.walk_function is None:  # (checked once per machine)
+        m.walk_function = fastpath.walk_function() or False
+    walk = m.walk_function
+    if not walk:
+        return None
+    consts = (CpuState.RUNNABLE, Stop.VISIBLE, Stop.NONE, UNTIL, NO_COUNT)
+    return partial(walk, m, tuple(m.cpus), tuple(c.fast for c in m.cpus), strategy.rng,
+                   1.0 - strategy.p_model, tuple(step(i) for i in range(m.ncpus)), consts)
+
+
 def run(machine: Machine, strategy: Strategy, *, scenario: str,
         max_decisions: int = 20_000) -> RunResult:
     """Reset ``machine`` to its baseline and run it to the end under ``strategy``."""
@@ -56,7 +82,12 @@ def run(machine: Machine, strategy: Strategy, *, scenario: str,
     append = decisions.append
     apply = machine.apply
     choose = strategy.choose
+    walk = _walker(machine, strategy)
     while not machine.stopped:
+        if walk is not None:  # the commonest decisions, in C, until the next is not one
+            machine.walked += walk(decisions, max_decisions)
+            if machine.stopped:
+                break
         d = choose(machine)
         if d is None:
             break
