@@ -34,7 +34,6 @@ OLD_PATH, NEW_PATH = 1, 2
 def static_key_incoherence(m: Machine, logs: Sequence[SiteLog]) -> list[Finding]:
     """One finding per (CPU, site) whose old path ran after the flag was seen set."""
     findings: list[Finding] = []
-    truth: list[list[tuple[int, int, int]]] = []  # built only for a finding (issue 15)
     for wl in logs:
         raw = m.read(wl.log, 4 * wl.iterations)
         n = len(wl.sites)
@@ -47,8 +46,11 @@ def static_key_incoherence(m: Machine, logs: Sequence[SiteLog]) -> list[Finding]
                 flag = entry >> wl.flag_shift
                 path = (entry >> (4 * (n - 1 - k))) & 0xF
                 if flag == 1 and path == OLD_PATH:
-                    truth = truth or m.ground_truth()
-                    runs = [step for step, addr, _ in truth[wl.cpu] if addr == site]
+                    # The steps at which the CPU ran the site, in order: the blocks of
+                    # its ground-truth log that hold it (trace.expand, without
+                    # expanding every block into instructions)
+                    runs = [step for step, start, end in m.logs()[wl.cpu]
+                            if 0 <= start <= site < end]
                     findings.append(Finding(
                         OracleName.STATIC_KEY_INCOHERENCE,
                         f"CPU{wl.cpu} saw static_key_enable() return (flag read with a "
