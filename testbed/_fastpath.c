@@ -519,7 +519,7 @@ static PyObject *S_stopped, *S_gic, *S_pending, *S_runnable, *S_exc, *S_pc, *S_s
     *S_hook_exception, *S_uc, *S_pure_loads, *S_fetch_points, *S_cmodx_oracle,
     *S_text_stores, *S_last_cse, *S_model, *S_scopes, *S_budget, *S_log, *S_counting,
     *S_arm_key, *S_arm_saved, *S_m_parked, *S_unpark, *S_states_changed, *S_walked,
-    *S_skip, *S_left, *S_kind_at, *S_queues;
+    *S_skip, *S_left, *S_kind_at, *S_queues, *S_irq_masked;
 
 static int intern_names(void) {
     struct {
@@ -538,7 +538,7 @@ static int intern_names(void) {
         {&S_arm_key, "arm_key"}, {&S_arm_saved, "arm_saved"}, {&S_m_parked, "_parked"},
         {&S_unpark, "_unpark"}, {&S_states_changed, "states_changed"},
         {&S_walked, "_walked"}, {&S_skip, "skip"}, {&S_left, "left"},
-        {&S_kind_at, "kind_at"}, {&S_queues, "queues"},
+        {&S_kind_at, "kind_at"}, {&S_queues, "queues"}, {&S_irq_masked, "irq_masked"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         *names[i].slot = PyUnicode_InternFromString(names[i].name);
@@ -587,7 +587,7 @@ static int set_ll(PyObject *obj, PyObject *name, long long x) {
     return rc;
 }
 
-enum { K_MEMORY = 1, K_FETCH = 4, K_BARRIER = 5, K_YIELD = 9, K_WFE = 10, K_SEV = 12 };
+enum { K_MEMORY = 1, K_DAIF = 3, K_FETCH = 4, K_BARRIER = 5, K_YIELD = 9, K_WFE = 10, K_SEV = 12 };
 
 /* Whether the fetch at text offset ``w`` by CPU ``ci`` could be a CMODX violation or
  * leave its fetch scope (execute.step's checks): 1 if Python must decide it, 0 if
@@ -781,13 +781,14 @@ static int walk_fold(walk_ctx *w, long long *pc) {
  *
  * ``cpus``, ``handles``: the machine's Cpu objects and their fast_cpu capsules;
  * ``threshold``: 1.0 - p_model; ``steps``: schedule._STEPS; ``consts``:
- * (CpuState.RUNNABLE, Stop.VISIBLE, Stop.NONE, UNTIL, NO_COUNT).  Appends the decisions
+ * (CpuState.RUNNABLE, Stop.VISIBLE, Stop.NONE, UNTIL, NO_COUNT, UC_ARM64_REG_PSTATE,
+ * PSTATE_I).  Appends the decisions
  * taken to ``decisions`` (scheduler.run's list) while it holds fewer than ``max``;
  * returns how many it took. */
 static PyObject *fp_walk(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
     if (nargs != 9 || !PyTuple_Check(args[1]) || !PyTuple_Check(args[2]) ||
-        !PyTuple_Check(args[5]) || !PyTuple_Check(args[6]) || PyTuple_GET_SIZE(args[6]) != 5 ||
+        !PyTuple_Check(args[5]) || !PyTuple_Check(args[6]) || PyTuple_GET_SIZE(args[6]) != 7 ||
         !PyList_Check(args[7]) || PyTuple_GET_SIZE(args[1]) != PyTuple_GET_SIZE(args[2])) {
         PyErr_SetString(PyExc_TypeError, "walk(machine, cpus, handles, rng, threshold, steps, "
                                          "consts, decisions: list, max)");
@@ -800,6 +801,8 @@ static PyObject *fp_walk(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     PyObject *visible = PyTuple_GET_ITEM(args[6], 1), *none_reason = PyTuple_GET_ITEM(args[6], 2);
     uint64_t until = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(args[6], 3));
     uint64_t no_count = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(args[6], 4));
+    int pstate_id = (int)PyLong_AsLong(PyTuple_GET_ITEM(args[6], 5));
+    uint64_t pstate_i = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(args[6], 6));
     PyObject *decisions = args[7];
     Py_ssize_t max = PyLong_AsSsize_t(args[8]);
     if (PyErr_Occurred())
@@ -907,7 +910,7 @@ static PyObject *fp_walk(PyObject *self, PyObject *const *args, Py_ssize_t nargs
                     return NULL;
                 break;
             }
-        } else {
+        } else if (kind != K_DAIF) {
             Py_DECREF(pcobj);
             break;
         }
@@ -957,7 +960,7 @@ static PyObject *fp_walk(PyObject *self, PyObject *const *args, Py_ssize_t nargs
             PyObject *a1 = PyLong_FromLong(ci), *a2 = PyLong_FromLong(status);
             PyObject *a3 = PyLong_FromLongLong(before), *a4 = PyLong_FromLongLong(folds);
             PyObject *res = a1 && a2 && a3 && a4 ? PyObject_CallMethodObjArgs(
-                m, S_walked, a1, a2, a3, a4, NULL) : NULL;
+                m, S_walked, a1, a2, a3, a4, kind == K_DAIF ? Py_True : Py_False, NULL) : NULL;
             Py_XDECREF(a1);
             Py_XDECREF(a2);
             Py_XDECREF(a3);
@@ -966,6 +969,19 @@ static PyObject *fp_walk(PyObject *self, PyObject *const *args, Py_ssize_t nargs
                 return NULL;
             Py_DECREF(res);
             break;
+        }
+        if (kind == K_DAIF) { /* execute.step: whether IRQs are masked now */
+            t = attr_is(c, S_state, runnable_state);
+            if (t < 0)
+                return NULL;
+            if (t) {
+                uint64_t pstate = 0;
+                int err = fc->reg_read(fc->uc, pstate_id, &pstate);
+                if (err != 0)
+                    return uc_error(err);
+                if (PyObject_SetAttr(c, S_irq_masked, pstate & pstate_i ? Py_True : Py_False) < 0)
+                    return NULL;
+            }
         }
         /* Machine._step_folded's end, then Machine.apply's */
         long long now = attr_ll(m, S_mutations);

@@ -36,8 +36,8 @@ from unicorn import arm64_const as A
 from . import dataside, layout, slab, snapshot, textside, trace
 from .armmem import GRANULE, ArmMemory
 from .asm import Image
+from .cpu import PSTATE_I, Cpu, CpuState, Stop, hook_code, new_cpu, register_id
 from .cpu import XREG as XREG
-from .cpu import Cpu, CpuState, Stop, hook_code, new_cpu, register_id
 from .exceptions import EC_BRK64 as EC_BRK64
 from .exceptions import EC_SVC64 as EC_SVC64
 from .exceptions import EC_UNKNOWN as EC_UNKNOWN
@@ -683,14 +683,16 @@ class Machine:
         elif c.parked:
             self.states_changed()
 
-    def _walked(self, cpu: int, status: int, before: int, folds: int) -> None:
+    def _walked(self, cpu: int, status: int, before: int, folds: int, daif: bool) -> None:
         """Finish a step the compiled walker took (``scheduler._walker``) whose run did
         not end as the common case does: it performed the start of ``apply`` and
         ``_step_folded`` and ``execute._run`` up to a run that returned ``status``, after
         ``folds`` folds; the rest is theirs (``before``: the mutation count before the
-        step)."""
+        step; ``daif``: the step was a ``DAIF`` write)."""
         c = self.cpus[cpu]
         _run_started(self, c, c.pc, status, folds)
+        if daif and c.state is _RUNNABLE:  # (execute.step's end)
+            c.irq_masked = bool(c.regs.read(A.UC_ARM64_REG_PSTATE) & PSTATE_I)
         self._stepped(c, before)
         if c.state is not _RUNNABLE:
             self.states_changed()

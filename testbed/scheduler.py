@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING
 
+from unicorn import arm64_const as A
+
 from . import fastpath, trace
-from .cpu import NO_COUNT, UNTIL, Stop
+from .cpu import NO_COUNT, PSTATE_I, UNTIL, Stop
 from .findings import Event, Finding, OracleName
 from .machine import CpuState, Machine
 from .schedule import Decision, Schedule, step
@@ -57,7 +59,8 @@ def _walker(m: Machine, strategy: Strategy) -> Callable[[list[Decision], int], i
     ``RandomWalk``, under sc, with folded steps, no declared fetch liveness and no
     ``WFI`` in the image (``steppable`` is then the machine's list of runnable CPUs).
     It takes the decisions ``choose`` and ``apply`` would take, the same, as long as
-    each is a step of a memory access or of a fetch no oracle has to judge
+    each is a step of a memory access, a ``DAIF`` write, or a fetch no oracle has to
+    judge
     (``tests/test_walker.py`` runs both on the same seeds)."""
     if not m.fastpath or type(strategy) is not RandomWalk or m.arm is not None \
             or not m.fold or m.has_fetch_liveness or m.promises or m.has_wfi \
@@ -68,7 +71,8 @@ def _walker(m: Machine, strategy: Strategy) -> Callable[[list[Decision], int], i
     walk = m.walk_function
     if not walk:
         return None
-    consts = (CpuState.RUNNABLE, Stop.VISIBLE, Stop.NONE, UNTIL, NO_COUNT)
+    consts = (CpuState.RUNNABLE, Stop.VISIBLE, Stop.NONE, UNTIL, NO_COUNT,
+              A.UC_ARM64_REG_PSTATE, PSTATE_I)
     return partial(walk, m, tuple(m.cpus), tuple(c.fast for c in m.cpus), strategy.rng,
                    1.0 - strategy.p_model, tuple(step(i) for i in range(m.ncpus)), consts)
 
