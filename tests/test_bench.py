@@ -75,9 +75,13 @@ def test_engine_counts_are_deterministic(quick: dict[str, Any]) -> None:
         d = two[key]
         assert 0 < d["min"] <= d["median"] <= d["max"], key
     paths = data["paths_2cpus"]
-    assert list(paths) == ["sc compiled", "sc python", "arm compiled", "arm python"]
+    assert list(paths) == ["sc compiled", "sc compiled, no walker", "sc python",
+                           "arm compiled", "arm python"]
     for memory in ("sc", "arm"):  # both paths make the same decisions
         assert paths[f"{memory} compiled"]["counts"] == paths[f"{memory} python"]["counts"]
+    assert paths["sc compiled"]["counts"] == paths["sc compiled, no walker"]["counts"]
+    assert paths["sc compiled"]["walked_share"] > 0.5  # the walker took most decisions
+    assert paths["sc compiled, no walker"]["walked_share"] == 0
     roof = data["ceiling"]
     assert roof["instructions_per_call"] > 0 and roof["free"]["median"] > 0
     assert 0 < data["split_2cpus"]["decisions"][0] < data["split_2cpus"]["decisions"][1]
