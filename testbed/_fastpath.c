@@ -476,6 +476,15 @@ static PyObject *fp_is_cmodx(PyObject *self, PyObject *word) {
     return PyBool_FromLong(is_cmodx((uint32_t)v));
 }
 
+static PyTypeObject *random_type; /* _random.Random: what an mt_object is an instance of */
+
+static int is_random(PyObject *obj) {
+    if (random_type != NULL && PyObject_TypeCheck(obj, random_type))
+        return 1;
+    PyErr_SetString(PyExc_TypeError, "not a random.Random");
+    return 0;
+}
+
 /* random.Random.random(), peeked at *idx (advanced); -1.0 if the state must be
  * regenerated first */
 static inline double peek_random(const mt_object *r, int *idx) {
@@ -494,6 +503,8 @@ static PyObject *fp_rng_peek(PyObject *self, PyObject *const *args, Py_ssize_t n
         PyErr_SetString(PyExc_TypeError, "rng_peek(rng, n)");
         return NULL;
     }
+    if (!is_random(args[0]))
+        return NULL;
     Py_ssize_t n = PyLong_AsSsize_t(args[1]);
     if (n < 0)
         return PyErr_Occurred() ? NULL : PyList_New(0);
@@ -794,6 +805,8 @@ static PyObject *fp_walk(PyObject *self, PyObject *const *args, Py_ssize_t nargs
                                          "consts, decisions: list, max)");
         return NULL;
     }
+    if (!is_random(args[3]))
+        return NULL;
     PyObject *m = args[0], *cpus = args[1], *handles = args[2], *steps = args[5];
     mt_object *rng = (mt_object *)args[3];
     double threshold = PyFloat_AsDouble(args[4]);
@@ -1057,5 +1070,18 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__fastpath(void) {
     if (intern_names() < 0)
         return NULL;
+    PyObject *mod = PyImport_ImportModule("_random");
+    if (mod == NULL)
+        return NULL;
+    PyObject *type = PyObject_GetAttrString(mod, "Random");
+    Py_DECREF(mod);
+    if (type == NULL)
+        return NULL;
+    if (!PyType_Check(type)) {
+        Py_DECREF(type);
+        PyErr_SetString(PyExc_ImportError, "_random.Random is not a type");
+        return NULL;
+    }
+    random_type = (PyTypeObject *)type; /* (kept for the life of the process) */
     return PyModule_Create(&module);
 }

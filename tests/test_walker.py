@@ -114,6 +114,14 @@ def test_the_walker_reads_the_random_state_python_draws_from() -> None:
                 assert peeked == want
 
 
+def test_the_walker_refuses_what_is_not_a_random() -> None:
+    fp = fastpath._module()
+    with pytest.raises(TypeError, match=r"not a random\.Random"):
+        fp.rng_peek(object(), 2)
+    with pytest.raises(TypeError, match=r"not a random\.Random"):
+        fp.walk(None, (), (), [1, 2, 3], 0.95, (), (0,) * 7, [], 10)
+
+
 def test_a_random_laid_out_otherwise_turns_the_walker_off(
         monkeypatch: pytest.MonkeyPatch) -> None:
     fp = fastpath._module()
