@@ -949,7 +949,7 @@ static PyObject *fp_walk(PyObject *self, PyObject *const *args, Py_ssize_t nargs
         walk_ctx wc = {m, c, fc, none_reason, visible, until, no_count, step_no, budget, ci};
         /* execute._run: run, then fold what can be folded and run on */
         long long folds = 0;
-        int status = 0, done = 0, handover = 0;
+        int status = 0, done = 0;
         int rc = walk_run(&wc, pc, &status);
         while (rc == 0) { /* stopped before a visible operation (no error) */
             if (folds >= budget) { /* the next fold may be a liveness finding: Python's */
@@ -968,8 +968,7 @@ static PyObject *fp_walk(PyObject *self, PyObject *const *args, Py_ssize_t nargs
         }
         if (rc < 0)
             return NULL;
-        handover = !done;
-        if (handover) { /* Python finishes the run (Machine._walked) */
+        if (!done) { /* Python finishes the run (Machine._walked) */
             PyObject *a1 = PyLong_FromLong(ci), *a2 = PyLong_FromLong(status);
             PyObject *a3 = PyLong_FromLongLong(before), *a4 = PyLong_FromLongLong(folds);
             PyObject *res = a1 && a2 && a3 && a4 ? PyObject_CallMethodObjArgs(
