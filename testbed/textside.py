@@ -162,6 +162,7 @@ def redo_text_access(m: Machine, c: Cpu) -> int:
     c.text_read_mode = True
     c.counting = True  # (cpu.Cpu.left)
     c.left = NO_COUNT  # Unicorn counts the one step
+    logged = len(c.log)
     try:
         c.start(pc, UNTIL, 1)
     except UcError as e:
@@ -173,6 +174,9 @@ def redo_text_access(m: Machine, c: Cpu) -> int:
         c.text_read_mode = False
     restore_text_reads(m, c)
     install_fetch_points(m)
+    # The block hook logs the block the step branches to as well (Unicorn's count stops
+    # it only after): that block did not run.
+    del c.log[logged + 1:]
     pc += 4
     trace.cut(c.log, pc)
     kind = c.kind_at.get(pc)

@@ -177,3 +177,24 @@ def test_without_the_kick_the_reader_reads_the_new_target_and_the_old_image() ->
     assert [(e.cpu, e.addr) for e in reads] == [(1, m.addr("bpf_tramp_im_b") + 8)]
     assert _text(m, "bpf_plt_target", 8) == m.addr("bpf_tramp_b")
     assert m.read_u64(m.addr("bpf_tramp_im_b") + 8) == m.addr("bpf_fentry_prog_b")
+
+
+@pytest.mark.parametrize("fastpath", ["1", "0"])
+def test_a_redone_load_of_the_plt_target_logs_what_ran(
+        fastpath: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plt's ``LDR X10, [X10]`` reads the target a store changed (a data access to
+    the text, redone in text mode by a single step: textside.redo_text_access): its
+    ``BR X10`` runs once after it, and the block the step would branch to is not in the
+    log (Unicorn's block hook logs it before its count stops the step)."""
+    monkeypatch.setenv("TESTBED_FASTPATH", fastpath)
+    s = Session(load_scenario("bpf_tramp_switch")(), memory="sc")
+    m = s.machine
+    ldr, br = m.addr("bpf_plt") + 4, m.addr("bpf_plt") + 8
+    loads = 0
+    for seed in range(6):
+        r = s.run(RandomWalk(seed))
+        for trace in r.ground_truth():
+            addrs = [addr for _, addr, _ in trace]
+            assert addrs.count(ldr) == addrs.count(br)
+            loads += addrs.count(ldr)
+    assert loads
