@@ -38,6 +38,7 @@ typedef struct {
 } cp_reg;
 
 #define MAX_KEY_REGS 64
+#define MAX_PRIVATE 16
 
 enum { STOP_NONE = 0, STOP_VISIBLE = 1 };
 
@@ -69,7 +70,104 @@ typedef struct {
     int ids[MAX_KEY_REGS];
     uint64_t values[MAX_KEY_REGS];
     void *ptrs[MAX_KEY_REGS];
+    /* Private data (Machine.set_private; set_private): the CPU's I-view, its private
+     * ranges [lo, hi), and Unicorn's ids of X0..X30 */
+    const uint8_t *iview;
+    int npriv;
+    uint64_t priv_lo[MAX_PRIVATE], priv_hi[MAX_PRIVATE];
+    int xreg[31];
 } fast_cpu;
+
+/* isa.plain_address: how a plain general-register load or store computes its
+ * address; 0 for every other form. */
+typedef struct {
+    int rn, rm, option, shift;
+    int64_t disp;
+    uint64_t nbytes;
+} plain_plan;
+
+static int plain_address(uint32_t word, plain_plan *p) {
+    int rn = (word >> 5) & 31, rt = word & 31;
+    if (((word >> 25) & 5) != 4 || ((word >> 26) & 1) || rn == 31)
+        return 0;
+    int size = word >> 30, opc = (word >> 22) & 3, group = (word >> 27) & 7;
+    p->rn = rn;
+    p->rm = -1;
+    p->option = p->shift = 0;
+    if (group == 5) { /* pairs */
+        int load = (word >> 22) & 1, mode = (word >> 23) & 3, rt2 = (word >> 10) & 31;
+        if ((size == 1 && !(load && mode)) || size == 3)
+            return 0;
+        if ((load && rt == rt2) || ((mode & 1) && (rn == rt || rn == rt2)))
+            return 0;
+        int esize = size == 2 ? 8 : 4;
+        int imm7 = (word >> 15) & 0x7F;
+        p->disp = mode == 1 ? 0 : (int64_t)(imm7 & 0x40 ? imm7 - 128 : imm7) * esize;
+        p->nbytes = 2 * (uint64_t)esize;
+        return 1;
+    }
+    if (group != 7)
+        return 0;
+    if (!(opc < 2 || (opc == 2 && size < 3) || (opc == 3 && size < 2)))
+        return 0;
+    p->nbytes = (uint64_t)1 << size;
+    if ((word >> 24) & 1) {
+        p->disp = (int64_t)(((word >> 10) & 0xFFF) << size);
+        return 1;
+    }
+    if (!((word >> 21) & 1)) {
+        int mode = (word >> 10) & 3;
+        if (mode == 2 || ((mode & 1) && rn == rt))
+            return 0;
+        int imm9 = (word >> 12) & 0x1FF;
+        p->disp = mode == 1 ? 0 : (imm9 & 0x100 ? imm9 - 512 : imm9);
+        return 1;
+    }
+    if (((word >> 10) & 3) != 2)
+        return 0;
+    int option = (word >> 13) & 7;
+    if (option != 2 && option != 3 && option != 6 && option != 7)
+        return 0;
+    p->disp = 0;
+    p->rm = (word >> 16) & 31;
+    p->option = option;
+    p->shift = ((word >> 12) & 1) ? size : 0;
+    return 1;
+}
+
+/* isa.plain_ea */
+static uint64_t plain_ea(const plain_plan *p, uint64_t base, uint64_t index) {
+    uint64_t ea = base + (uint64_t)p->disp;
+    if (p->rm >= 0) {
+        if (p->option == 2)
+            index &= 0xFFFFFFFFULL;
+        else if (p->option == 6)
+            index = (uint64_t)(int64_t)(int32_t)(uint32_t)index;
+        ea += index << p->shift;
+    }
+    return ea;
+}
+
+/* Whether the access at ``addr`` (a MEMORY word) is a plain one wholly inside one of
+ * the CPU's private ranges: then it is no visible operation (cpu.py's _own). */
+static int own_private(fast_cpu *c, void *uc, uint64_t addr) {
+    uint64_t off = addr - c->text_base;
+    uint32_t word;
+    memcpy(&word, c->iview + off, 4); /* (little-endian host, as the I-view) */
+    plain_plan p;
+    if (!plain_address(word, &p))
+        return 0;
+    uint64_t base = 0, index = 0;
+    if (c->reg_read(uc, c->xreg[p.rn], &base) != 0)
+        return 0;
+    if (p.rm >= 0 && p.rm != 31 && c->reg_read(uc, c->xreg[p.rm], &index) != 0)
+        return 0;
+    uint64_t ea = plain_ea(&p, base, index);
+    for (int i = 0; i < c->npriv; i++)
+        if (ea >= c->priv_lo[i] && ea + p.nbytes > ea && ea + p.nbytes <= c->priv_hi[i])
+            return 1;
+    return 0;
+}
 
 static const char CAPSULE[] = "testbed._fastpath.cpu";
 
@@ -82,6 +180,8 @@ static void code_hook(void *uc, uint64_t addr, uint32_t size, void *user) {
     }
     uint64_t w = (addr - c->text_base) >> 2;
     if (w < c->nwords && c->kinds[w]) {
+        if (c->kinds[w] == 1 && c->npriv && own_private(c, uc, addr)) /* OpKind.MEMORY */
+            return;
         c->pc = (int64_t)addr;
         c->reason = STOP_VISIBLE;
         c->stop(uc);
@@ -1032,7 +1132,78 @@ done_or_error:
     return PyLong_FromLong(walked);
 }
 
+/* set_private(cpu, iview, ranges, xregs) -> None: the CPU's I-view (a bytearray,
+ * kept alive by the machine, which maps it), its private ranges ((lo, hi), ...; at
+ * most MAX_PRIVATE: more is an error) and Unicorn's ids of X0..X30.  state() must
+ * have been called (the hook reads registers through it). */
+static PyObject *fp_set_private(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 4 || !PyByteArray_Check(args[1]) || !PyTuple_Check(args[2]) ||
+        !PyTuple_Check(args[3]) || PyTuple_GET_SIZE(args[3]) != 31) {
+        PyErr_SetString(PyExc_TypeError, "set_private(cpu, iview: bytearray, ranges: tuple, "
+                                         "xregs: tuple of 31)");
+        return NULL;
+    }
+    fast_cpu *c = get(args[0]);
+    if (c == NULL)
+        return NULL;
+    if (c->reg_read == NULL || (uint64_t)PyByteArray_GET_SIZE(args[1]) < 4 * c->nwords) {
+        PyErr_SetString(PyExc_ValueError, "set_private: no state() yet, or a short I-view");
+        return NULL;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(args[2]);
+    if (n > MAX_PRIVATE) {
+        PyErr_Format(PyExc_ValueError, "set_private: at most %d ranges", MAX_PRIVATE);
+        return NULL;
+    }
+    uint64_t lo[MAX_PRIVATE], hi[MAX_PRIVATE];
+    int ids[31];
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *r = PyTuple_GET_ITEM(args[2], i);
+        if (!PyTuple_Check(r) || PyTuple_GET_SIZE(r) != 2) {
+            PyErr_SetString(PyExc_TypeError, "set_private: a range is (lo, hi)");
+            return NULL;
+        }
+        lo[i] = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(r, 0));
+        hi[i] = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(r, 1));
+    }
+    for (int i = 0; i < 31; i++)
+        ids[i] = (int)PyLong_AsLong(PyTuple_GET_ITEM(args[3], i));
+    if (PyErr_Occurred())
+        return NULL;
+    c->iview = (const uint8_t *)PyByteArray_AS_STRING(args[1]);
+    memcpy(c->priv_lo, lo, sizeof lo);
+    memcpy(c->priv_hi, hi, sizeof hi);
+    memcpy(c->xreg, ids, sizeof ids);
+    c->npriv = (int)n;
+    Py_RETURN_NONE;
+}
+
+/* plain_ea(word, base, index) -> (address, nbytes) or None: isa.plain_address and
+ * isa.plain_ea, in C (tests/test_private.py compares them) */
+static PyObject *fp_plain_ea(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "plain_ea(word, base, index)");
+        return NULL;
+    }
+    unsigned long word = PyLong_AsUnsignedLong(args[0]);
+    uint64_t base = PyLong_AsUnsignedLongLong(args[1]);
+    uint64_t index = PyLong_AsUnsignedLongLong(args[2]);
+    if (PyErr_Occurred())
+        return NULL;
+    plain_plan p;
+    if (!plain_address((uint32_t)word, &p))
+        Py_RETURN_NONE;
+    return Py_BuildValue("(KK)", (unsigned long long)plain_ea(&p, base, p.rm == 31 ? 0 : index),
+                         (unsigned long long)p.nbytes);
+}
+
 static PyMethodDef methods[] = {
+    {"set_private", (PyCFunction)(void (*)(void))fp_set_private, METH_FASTCALL,
+     "set_private(cpu, iview, ranges, xregs) -> None"},
+    {"plain_ea", (PyCFunction)(void (*)(void))fp_plain_ea, METH_FASTCALL,
+     "plain_ea(word, base, index) -> (address, nbytes) or None"},
     {"walk", (PyCFunction)(void (*)(void))fp_walk, METH_FASTCALL,
      "walk(machine, cpus, handles, rng, threshold, steps, consts, decisions, max) -> walked"},
     {"is_cmodx", fp_is_cmodx, METH_O, "is_cmodx(word) -> isa.is_cmodx(word), in C"},

@@ -28,7 +28,7 @@ import unicorn as uc_mod
 from unicorn import arm64_const as A
 
 from . import emulator, fastpath, layout
-from .isa import OpKind
+from .isa import OpKind, plain_address, plain_ea
 
 if TYPE_CHECKING:
     from .asm import Image
@@ -116,6 +116,7 @@ class Cpu:
         "on_code",
         "parked",
         "pc",
+        "private",
         "read_ctx",
         "read_fix",
         "read_pc",
@@ -158,6 +159,9 @@ class Cpu:
         self.parked = False
         self.mark: tuple[object, ...] | None = None
         self.kind_at: dict[int, OpKind] = {}  # every hooked address -> its current kind
+        # Ranges [lo, hi) of data private to this CPU (Machine.set_private): a plain load
+        # or store wholly inside one is no visible operation (the code hook lets it run).
+        self.private: tuple[tuple[int, int], ...] = ()
         # Ground truth, in order: (step, start, end) for code run, (step, ~word, value)
         # for an I-view change; start/end are addresses, ~word is negative.
         self.log: list[tuple[int, int, int]] = []
@@ -240,7 +244,7 @@ def new_cpu(m: Machine, i: int) -> Cpu:
         fastpath.attach(m, cpu, u, layout.TEXT_BASE, hooked, text_end, Stop.VISIBLE, KEY_REGS)
     else:
         cpu.kind_at = dict(m.static_kinds)
-        on_code = cpu.on_code = _code_hook(cpu)
+        on_code = cpu.on_code = _code_hook(cpu, m.iviews[i])
 
         def code_hook(lo: int, hi: int) -> None:
             emulator.add_hook(u, uc_mod.UC_HOOK_CODE, on_code, lo, hi)
@@ -262,16 +266,35 @@ def hook_code(c: Cpu, addr: int) -> None:
 
 
 # -- the CPU's own hooks (called from inside emu_start) ---------------------------------
-def _code_hook(c: Cpu) -> emulator.HookFn:
-    """The hook on visible addresses: stop before a visible operation."""
-    kind_at, stop, visible = c.kind_at, c.stop, Stop.VISIBLE
+def own_private(c: Cpu, iview: bytearray, addr: int) -> bool:
+    """Whether the MEMORY word at ``addr`` is a plain load or store (``isa.plain_address``)
+    wholly inside one of ``c``'s private ranges, with the registers it has now: then it
+    is no visible operation (``Machine.set_private``; ``_fastpath.c``'s ``own_private``
+    is its twin)."""
+    off = addr - layout.TEXT_BASE
+    plan = plain_address(int.from_bytes(iview[off:off + 4], "little"))
+    if plan is None:
+        return False
+    read = c.regs.read
+    rn, rm, nbytes = plan[0], plan[1], plan[5]
+    ea = plain_ea(plan, read(XREG[rn]), read(XREG[rm]) if 0 <= rm < 31 else 0)
+    return any(lo <= ea and ea + nbytes <= hi for lo, hi in c.private)
+
+
+def _code_hook(c: Cpu, iview: bytearray) -> emulator.HookFn:
+    """The hook on visible addresses: stop before a visible operation (but a plain
+    access to the CPU's private data: ``own_private``)."""
+    kind_at, stop, visible, memory = c.kind_at, c.stop, Stop.VISIBLE, OpKind.MEMORY
 
     def on_code(handle: int, addr: int, size: int, key: int) -> None:
         if addr == c.skip:
             c.skip = -1
             return
         try:
-            if kind_at[addr]:
+            kind = kind_at[addr]
+            if kind:
+                if kind is memory and c.private and own_private(c, iview, addr):
+                    return
                 c.pc = addr
                 c.reason = visible
                 stop()

@@ -167,6 +167,14 @@ def _region(m: Machine, addr: int, size: int,
     return None
 
 
+def _own(c: Cpu, ea: int, nbytes: int) -> bool:
+    """Whether [ea, ea + nbytes) is wholly inside data private to ``c`` (with private
+    data on: ``Machine.set_private``): its accesses there are not the model's, as its
+    stack's are not, whether the code hook let them run (plain ones: ``track``) or they
+    stopped (acquire, release, exclusive, atomic: ``_unmodelled``)."""
+    return any(lo <= ea and ea + nbytes <= hi for lo, hi in c.private)
+
+
 def _text_load(op: MemOp) -> bool:
     """Whether an access to the text is modelled here: a load (not exclusive); the text
     side performs stores to the text and makes their messages (``textside``)."""
@@ -202,7 +210,8 @@ def pending_access(m: Machine, c: Cpu) -> tuple[Access, int, tuple[int, ...]] | 
         return None
     regs = _UNPACK(c.read_regs())
     ea, _ = effective_address(a.plan, regs)
-    if _region(m, ea, a.nbytes, _text_load(a.op)) is None:
+    if (c.private and _own(c, ea, a.nbytes)) or _region(m, ea, a.nbytes,
+                                                          _text_load(a.op)) is None:
         return None
     return a, ea, regs
 
@@ -381,7 +390,8 @@ def access(m: Machine, c: Cpu, pc: int, read: int | None = None,
     tid = c.index
     th = arm.threads[tid]
     views = th.regs
-    where = _region(m, ea, a.nbytes, _text_load(a.op))
+    where = None if c.private and _own(c, ea, a.nbytes) else \
+        _region(m, ea, a.nbytes, _text_load(a.op))
     if where is None:
         if read is not None or fail:
             raise ModelChoiceError("the next access is not to modelled memory")
@@ -602,7 +612,7 @@ def _unmodelled(m: Machine, c: Cpu, a: Access, ea: int) -> None:
     th = arm.threads[c.index]
     views = th.regs
     on_stack = any(layout.stack_top(i) - layout.STACK_SIZE <= ea < layout.stack_top(i)
-                   for i in range(len(m.cpus)))
+                   for i in range(len(m.cpus))) or _own(c, ea, a.nbytes)
     if a.op.kind is not MemKind.LOAD:
         if on_stack:
             th.spill = max(th.spill, *(views[s] for s in a.data_slots), 0)
@@ -641,6 +651,7 @@ def track(m: Machine, c: Cpu, start: int, skip: int = -1) -> None:
     th = arm.threads[c.index]
     views, spill, ctrl = th.regs, th.spill, 0
     view = m.iviews[c.index]
+    own = bool(c.private)  # a plain access that ran is then to the CPU's private data
     log = c.log
     base = layout.TEXT_BASE
     for i in range(start, len(log)):
@@ -651,7 +662,8 @@ def track(m: Machine, c: Cpu, start: int, skip: int = -1) -> None:
             lo += 4
         for addr in range(lo, hi, 4):
             off = addr - base
-            b, spill = apply(views, int.from_bytes(view[off:off + 4], "little"), spill)
+            b, spill = apply(views, int.from_bytes(view[off:off + 4], "little"), spill,
+                             own)
             if b > ctrl:
                 ctrl = b
     th.spill = spill

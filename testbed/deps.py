@@ -24,6 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+from .isa import plain_address
+
 __all__ = ["NZCV", "SP", "Flow", "apply", "flow"]
 
 SP = 31
@@ -39,6 +41,13 @@ class Flow:
     clobber: bool = False  # unknown: every slot joins every slot's view (see the docstring)
     stack_load: bool = False  # a load from the CPU's own stack (SP-based): see ``apply``
     stack_store: bool = False  # a store to it: ``src`` spills views
+    # A plain access through another base register (``isa.plain_address``): run without
+    # stopping only when it is to the CPU's private data (``Machine.set_private``), where
+    # ``apply(..., own=True)`` treats it as a stack access: the registers it loads, the
+    # registers it stores, and those its address is computed from.
+    own_load: tuple[int, ...] = ()
+    own_store: tuple[int, ...] = ()
+    own_addr: tuple[int, ...] = ()
 
 
 UNKNOWN = Flow(clobber=True)
@@ -50,8 +59,10 @@ def _r(n: int, sp: bool = False) -> int:
     return (SP if sp else _ZR) if n == 31 else n
 
 
-def _f(dst: tuple[int, ...], src: tuple[int, ...], **kw: bool) -> Flow:
-    return Flow(tuple(d for d in dst if d != _ZR), tuple(s for s in src if s != _ZR), **kw)
+def _f(dst: tuple[int, ...], src: tuple[int, ...], *, branch: bool = False,
+       stack_load: bool = False, stack_store: bool = False) -> Flow:
+    return Flow(tuple(d for d in dst if d != _ZR), tuple(s for s in src if s != _ZR),
+                branch=branch, stack_load=stack_load, stack_store=stack_store)
 
 
 @lru_cache(maxsize=8192)
@@ -145,8 +156,17 @@ def _load_store(word: int) -> Flow:
             (_f((SP,), (SP,)) if _writeback(word) else NOTHING)
     if rn != 31:
         # Through a base register: the machine performs it (a visible operation) and
-        # gives the loaded register its view; here only a writeback of the base.
-        return _f((rn,), (rn,)) if _writeback(word) else NOTHING
+        # gives the loaded register its view; here only a writeback of the base, and
+        # what a plain one does when it is to the CPU's private data (``Flow.own_load``).
+        wbf = _f((rn,), (rn,)) if _writeback(word) else NOTHING
+        plan = plain_address(word)
+        if plan is None:
+            return wbf
+        pair = (word >> 27) & 0b111 == 0b101
+        regs = tuple(r for r in ((rt, (word >> 10) & 31) if pair else (rt,)) if r != 31)
+        addr = (rn,) + ((plan[1],) if 0 <= plan[1] < 31 else ())
+        return Flow(wbf.dst, wbf.src, own_load=() if plan[6] else regs,
+                    own_store=regs if plan[6] else (), own_addr=addr)
     # SP-based: the CPU's own stack, run by the emulator without the memory model.
     pair = (word >> 27) & 0b111 == 0b101
     rt2 = (word >> 10) & 31
@@ -167,15 +187,25 @@ def _writeback(word: int) -> bool:
     return False
 
 
-def apply(views: list[int], word: int, spill: int) -> tuple[int, int]:
+def apply(views: list[int], word: int, spill: int, own: bool = False) -> tuple[int, int]:
     """Carry register views through ``word``: returns (control view of a branch, or 0;
     the new spill view).  ``spill`` is the join of every view stored to the CPU's own
-    stack so far; a load from the stack takes it (sound: the stack holds nothing newer)."""
+    stack so far; a load from the stack takes it (sound: the stack holds nothing newer).
+    ``own``: the CPU has private data, and a plain access through a base register that
+    ran (the code hook let it) was to it: the same, with its address registers' views
+    joined too (``Flow.own_load``)."""
     f = flow(word)
     if f.clobber:
         top = max(views)
         views[:] = [top] * len(views)
         return top, max(spill, top)
+    if own and f.own_addr:
+        a = max(views[s] for s in f.own_addr)
+        for s in f.own_store:
+            if views[s] > spill:
+                spill = views[s]
+        for d in f.own_load:
+            views[d] = max(a, spill)
     v = 0
     for s in f.src:
         if views[s] > v:

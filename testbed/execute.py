@@ -27,7 +27,8 @@ state as one with it moved next to the operation before it).  Passing a ``YIELD`
 ``WFE`` marks the CPU as spinning (``Cpu.spun``): switching away from it is free, as from
 a CPU stopped at one.
 
-A CPU that arrives at a ``YIELD``/``WFE`` with the same pc, registers, stack and Arm-model
+A CPU that arrives at a ``YIELD``/``WFE`` with the same pc, registers, stack (and private
+data: ``Machine.set_private``) and Arm-model
 thread state as at its previous arrival, when nothing anyone can read has changed since
 (``Machine.mutations``: every decision that is not a step of a plain load, a spin hint or
 a folded operation counts one, and so does every read of the interrupt controller's
@@ -169,7 +170,9 @@ def _fold(m: Machine, c: Cpu) -> int:
         kind = kind_at.get(pc)
         if kind is _YIELD or kind is _WFE:
             arm = m.arm
-            mark = (pc, c.read_regs(), digest(c.stack), m.mutations,
+            mark = (pc, c.read_regs(),  # (its private data is its own too: set_private)
+                    digest(c.stack if not c.private else c.stack + m.private_bytes(c.index)),
+                    m.mutations,
                     None if arm is None else arm.threads[c.index].copy())
             if mark == c.mark:  # parked, at its next visible operation, as if not
                 c.parked = True  # (a parked run takes the same steps as any other)

@@ -41,18 +41,19 @@ the other reads or writes.  Resources:
   two stores to different locations do not commute), read by write-backs and ``DC``
   (rule 10 records the time of what the PoU holds).
 
-What a CPU's own decisions touch besides (its registers, stack, views, I-cache and
-I-view, its queue of cache maintenance) belongs to it alone.  Everything else depends
-on everything: interrupts, exception entry and return, stores to the text, ``IC``, the
-completion of queued maintenance, promises (the Arm model's key is canonical only
-without them), accesses outside modelled memory (the interrupt controller's clock reads
-the step counter).  Decisions that turn out to change findings, stop the machine,
-invalidate the run or take a CPU out of the steppable ones but as ``kept`` allows are
-treated as dependent on everything after the fact (``explore`` checks, as a successor
-and as a sibling: what a decision does is decided by what it reads, so a sleeping one
-would do the same again).  Folded steps (``Machine.fold``) park spinning CPUs
-on a global count of mutations, which makes steppability depend on every decision: a
-machine that folds gets no reduction.
+What a CPU's own decisions touch besides (its registers, stack, private data
+(``Machine.set_private``: any other CPU's access to it is a finding in every order),
+views, I-cache and I-view, its queue of cache maintenance) belongs to it alone.
+Everything else depends on everything: interrupts, exception entry and return, stores to
+the text, ``IC``, the completion of queued maintenance, promises (the Arm model's key is
+canonical only without them), accesses outside modelled memory (the interrupt
+controller's clock reads the step counter).  Decisions that turn out to change findings,
+stop the machine, invalidate the run or take a CPU out of the steppable ones but as
+``kept`` allows are treated as dependent on everything after the fact (``explore``
+checks, as a successor and as a sibling: what a decision does is decided by what it
+reads, so a sleeping one would do the same again).  Folded steps (``Machine.fold``) park
+spinning CPUs on a global count of mutations, which makes steppability depend on every
+decision: a machine that folds gets no reduction.
 """
 
 from __future__ import annotations
@@ -149,7 +150,7 @@ def independent(a: Footprint | None, b: Footprint | None) -> bool:
 
 def _step(m: Machine, cpu: int) -> Footprint | None:
     """A step of ``cpu``: its next visible operation, then what it runs to the next one
-    (invisible instructions: its registers, its stack, its I-view)."""
+    (invisible instructions: its registers, its stack, its private data, its I-view)."""
     c = m.cpus[cpu]
     if c.exc is not None or c.state is not CpuState.RUNNABLE:
         return None

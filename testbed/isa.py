@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 __all__ = ["ISB", "NOP", "MemKind", "MemOp", "OpInfo", "OpKind", "b", "bl", "brk", "classify",
-           "decode_mem", "is_cmodx"]
+           "decode_mem", "is_cmodx", "plain_address", "plain_ea"]
 
 NOP = 0xD503201F
 ISB = 0xD5033FDF
@@ -250,6 +250,74 @@ def decode_mem(word: int) -> MemOp | None:
     if (opc == 2 and size < 3) or (opc == 3 and size < 2):
         return MemOp(MemKind.LOAD, 1 << size, signed=True, rt=rt, rn=rn)
     return None  # PRFM, PRFUM, unallocated
+
+
+@lru_cache(maxsize=4096)
+def plain_address(word: int) -> tuple[int, int, int, int, int, int, bool] | None:
+    """How a plain general-register load or store computes its address, for the code
+    hook's private-data check (``Machine.set_private``): ``(rn, rm, disp, option, shift,
+    nbytes, store)``, the address being ``X[rn] + disp`` plus, for a register offset
+    (``rm`` >= 0; 31 is XZR), ``X[rm]`` extended by ``option`` (2 UXTW, 3 LSL, 6 SXTW,
+    7 SXTX) and shifted left by ``shift``; ``nbytes`` is what it accesses, from there.
+    ``None`` for every other form: SP-based (already private), literal, SIMD&FP,
+    acquire, release, exclusive, atomic, unprivileged, prefetch, tagged or unallocated
+    (those stay visible operations).  ``testbed/_fastpath.c``'s ``plain_ea`` is its
+    twin, and ``tests/test_private.py`` checks both against Capstone's decoding."""
+    rn = (word >> 5) & 31
+    if (word >> 25) & 0b0101 != 0b0100 or (word >> 26) & 1 or rn == 31:
+        return None  # not a load or store; SIMD&FP; SP-based
+    size, opc = word >> 30, (word >> 22) & 3
+    group = (word >> 27) & 7
+    if group == 0b101:  # LDP, STP, LDNP, STNP, LDPSW: opc 101 0 mode L imm7 Rt2 Rn Rt
+        load = (word >> 22) & 1
+        if size == 1 and not (load and (word >> 23) & 3):
+            return None  # STGP, LDNP with opc 01: tags, unallocated
+        if size == 3:
+            return None
+        esize = 8 if size == 2 else 4
+        rt, rt2 = word & 31, (word >> 10) & 31
+        mode = (word >> 23) & 3
+        if (load and rt == rt2) or (mode & 1 and rn in (rt, rt2)):
+            return None  # CONSTRAINED UNPREDICTABLE
+        imm7 = (word >> 15) & 0x7F
+        disp = (imm7 - 128 if imm7 & 0x40 else imm7) * esize
+        return rn, -1, 0 if mode == 1 else disp, 0, 0, 2 * esize, not load
+    if group != 0b111:
+        return None  # exclusives, acquire/release, literals, SIMD structures
+    if not (opc < 2 or (opc == 2 and size < 3) or (opc == 3 and size < 2)):
+        return None  # PRFM, PRFUM, unallocated
+    store = opc == 0
+    if (word >> 24) & 1:  # unsigned offset: imm12, scaled
+        return rn, -1, ((word >> 10) & 0xFFF) << size, 0, 0, 1 << size, store
+    if not (word >> 21) & 1:  # imm9: 00 unscaled, 01 post-index, 10 unprivileged, 11 pre
+        mode = (word >> 10) & 3
+        if mode == 2 or (mode & 1 and rn == word & 31):
+            return None  # unprivileged; a writeback to the register transferred
+        imm9 = (word >> 12) & 0x1FF
+        disp = imm9 - 512 if imm9 & 0x100 else imm9
+        return rn, -1, 0 if mode == 1 else disp, 0, 0, 1 << size, store
+    if (word >> 10) & 3 != 2:
+        return None  # atomics, pointer authentication
+    option = (word >> 13) & 7
+    if option not in (2, 3, 6, 7):
+        return None
+    return rn, (word >> 16) & 31, 0, option, size if (word >> 12) & 1 else 0, 1 << size, \
+        store
+
+
+def plain_ea(plan: tuple[int, int, int, int, int, int, bool], base: int, index: int) -> int:
+    """The address ``plain_address``'s ``plan`` accesses, with ``base`` in X[rn] and
+    ``index`` in X[rm] (unused without a register offset)."""
+    _, rm, disp, option, shift, _, _ = plan
+    ea = base + disp
+    if rm >= 0:
+        if option == 2:
+            index &= 0xFFFF_FFFF
+        elif option == 6:
+            index &= 0xFFFF_FFFF
+            index -= (index >> 31) << 32
+        ea += index << shift
+    return ea & 0xFFFF_FFFF_FFFF_FFFF
 
 
 def brk(imm: int) -> int:

@@ -33,7 +33,7 @@ from typing import Any, Literal
 import unicorn as uc_mod
 from unicorn import arm64_const as A
 
-from . import dataside, layout, slab, snapshot, textside, trace
+from . import dataside, fastpath, layout, slab, snapshot, textside, trace
 from .armmem import GRANULE, ArmMemory
 from .asm import Image
 from .cpu import PSTATE_I, Cpu, CpuState, Stop, hook_code, new_cpu, register_id
@@ -86,7 +86,7 @@ class Machine:
     def __init__(self, image: Image, ncpus: int, fetch: FetchConfig | None = None, *,
                  budget: int = 200_000, cmodx_oracle: bool = True, memory: str = "sc",
                  promises: bool | str = False, fastpath: bool | None = None,
-                 fold: int = 0) -> None:
+                 fold: int = 0, private: bool = True) -> None:
         if not 1 <= ncpus <= layout.MAX_CPUS:
             raise GuestError(f"ncpus must be 1..{layout.MAX_CPUS}, not {ncpus}")
         if image.text_base != layout.TEXT_BASE or image.data_base != layout.DATA_BASE:
@@ -134,6 +134,12 @@ class Machine:
             raise GuestError(f"fold must be 0, 1 or 2, not {fold!r}")
         self.fold = fold
         self.mutations = 0
+        # Data private to one CPU (``set_private``): per CPU, its ranges (lo, hi, name).
+        # With ``private`` a plain access of the owner wholly inside one is no visible
+        # operation; every other CPU's access to one is a finding either way.  A
+        # schedule records it (config "private": true), as its decisions differ.
+        self.private = private
+        self.private_ranges: list[list[tuple[int, int, str]]] = [[] for _ in range(ncpus)]
         self.walked = 0  # decisions the compiled walker took (scheduler._walker), all runs
         # scheduler._walker's compiled function, once known (False: none here)
         self.walk_function: Callable[..., int] | Literal[False] | None = None
@@ -309,6 +315,60 @@ class Machine:
         off = addr - layout.DATA_BASE
         self.history.append((off, off + size, name))
         self.set_keyed_history(self._history_keyed)
+
+    def set_private(self, cpu: int, where: str | int, size: int) -> None:
+        """Declare ``size`` bytes of shared data or per-CPU areas at ``where`` private to
+        ``cpu``: no other CPU reads or writes them (a CPU's own log, its counters).
+
+        A plain load or store of ``cpu`` wholly inside them (``isa.plain_address``:
+        not acquire, release, exclusive or atomic) is then no scheduling point: the code
+        hook computes its address from the registers and lets it run, as an access to
+        the CPU's own stack is (sound: an access no other CPU can observe commutes with
+        every other CPU's operations).  Under the Arm model the owner's accesses there
+        are not the model's (as its stack's are not: ``dataside``), and their register
+        views pass through the CPU's spill view.
+
+        Every other CPU's read or write of them is a guest-fault finding (a watch on
+        each other CPU's memory accesses), so a wrong declaration cannot go unseen."""
+        if self.baseline is not None:
+            raise GuestError("set_private() after seal(): declare private data in setup()")
+        if not (type(cpu) is int and 0 <= cpu < self.ncpus):
+            raise GuestError(f"set_private({cpu!r}, ...): no CPU {cpu!r} (ncpus={self.ncpus})")
+        addr = self.addr(where)
+        end = addr + size if type(size) is int and size > 0 else addr
+        in_data = layout.DATA_BASE <= addr < end <= layout.DATA_BASE + len(self.data)
+        in_percpu = layout.PERCPU_BASE <= addr < end <= layout.PERCPU_BASE + len(self.percpu)
+        if not (in_data or in_percpu):
+            raise GuestError(f"set_private({cpu}, {where!r}, {size!r}): not in shared data "
+                             "or the per-CPU areas")
+        for other, ranges in enumerate(self.private_ranges):
+            for lo, hi, name in ranges:
+                if lo < end and addr < hi and other != cpu:
+                    raise GuestError(f"set_private({cpu}, {where!r}, {size}): overlaps "
+                                     f"{name}, private to CPU{other}")
+        if len(self.private_ranges[cpu]) >= 16:  # (_fastpath.c's MAX_PRIVATE)
+            raise GuestError(f"set_private({cpu}, ...): at most 16 ranges per CPU")
+        name = where if isinstance(where, str) else f"{addr:#x}"
+        self.private_ranges[cpu].append((addr, end, name))
+        on_access = partial(_private_access, self, name, addr, cpu)
+        for c in self.cpus:
+            if c.index != cpu:
+                c.uc.hook_add(uc_mod.UC_HOOK_MEM_READ, on_access, c, addr, end - 1)
+                c.uc.hook_add(uc_mod.UC_HOOK_MEM_WRITE, on_access, c, addr, end - 1)
+        if self.private:
+            c = self.cpus[cpu]
+            c.private = tuple((lo, hi) for lo, hi, _ in self.private_ranges[cpu])
+            if c.fast is not None:
+                fastpath.set_private(c, self.iviews[cpu], XREG[:31])
+
+    def private_bytes(self, cpu: int) -> bytes:
+        """What ``cpu``'s private data holds now (``set_private``), in order."""
+        out = []
+        for lo, hi, _ in self.private_ranges[cpu]:
+            buf, base = ((self.data, layout.DATA_BASE) if lo < layout.PERCPU_BASE
+                         else (self.percpu, layout.PERCPU_BASE))
+            out.append(bytes(buf[lo - base:hi - base]))
+        return b"".join(out)
 
     def _watch_reads(self, call: str, what: str, where: str | int, size: int,
                      hook: Callable[[str, int], Callable[..., None]]) -> tuple[int, str]:
@@ -818,7 +878,8 @@ class Machine:
                 "memory": self.memory, **({"promises": "anytime"} if self.anytime else {}),
                 **({"cpus": [p.spelled() for p in self.fetch_config.cpus]}
                    if self.fetch_config.cpus else {}),
-                **({"fold": True if self.fold == 1 else self.fold} if self.fold else {})}
+                **({"fold": True if self.fold == 1 else self.fold} if self.fold else {}),
+                **({"private": True} if self.private and any(self.private_ranges) else {})}
 
     def registers(self, cpu: int, names: Sequence[str]) -> dict[str, int]:
         """Read registers by name (``x0``..``x30``, ``w0``.., ``sp``, ``elr_el1``...)."""
@@ -836,6 +897,18 @@ def _history_read(m: Machine, name: str, base: int, u: Any, access: int, addr: i
     m.add_finding(c, OracleName.GUEST_FAULT, f"CPU{c.index} reads {name}+{addr - base:#x} "
                   f"at {m.image.symbolize(pc)}, which is declared history (never read by "
                   "the guest, left out of state keys: Machine.set_history)", pc)
+    c.reason = Stop.DIE
+    u.emu_stop()
+
+
+def _private_access(m: Machine, name: str, base: int, owner: int, u: Any, access: int,
+                    addr: int, size: int, value: int, c: Cpu) -> None:
+    pc = u.reg_read(A.UC_ARM64_REG_PC)
+    verb = "writes" if access == uc_mod.UC_MEM_WRITE else "reads"
+    m.add_finding(c, OracleName.GUEST_FAULT, f"CPU{c.index} {verb} {name}+{addr - base:#x} "
+                  f"at {m.image.symbolize(pc)}, which is declared private to CPU{owner} "
+                  "(Machine.set_private: the search took that CPU's accesses there as "
+                  "invisible)", pc)
     c.reason = Stop.DIE
     u.emu_stop()
 

@@ -194,7 +194,7 @@ class Session:
                  oracles: Collection[str] | None = None, memory: str | None = None,
                  ablate: Sequence[Mapping[str, object]] = (), promises: bool = False,
                  fold: bool | int = True,
-                 cpu_caches: Mapping[int, str] | None = None) -> None:
+                 cpu_caches: Mapping[int, str] | None = None, private: bool = True) -> None:
         self.scenario = scenario
         self.params = dict(params or {})
         for key, value in self.params.items():
@@ -241,7 +241,7 @@ class Session:
         self.machine = Machine(self.image, n, FetchConfig(self.cache, cpus=cpu_profiles(
                                    scenario, n, self.cache, cpu_caches)), budget=budget,
                                memory=self.memory, promises="anytime" if promises else False,
-                               fold=FOLD if fold is True else int(fold))
+                               fold=FOLD if fold is True else int(fold), private=private)
         declare_history(self.machine)  # the perf ring: left out of state keys
         self.oracles = (default_oracles(scenario) if oracles is None
                         else select_oracles(scenario, oracles))
@@ -385,6 +385,7 @@ def session_for(schedule: Schedule, scenario_path: str | None = None, *,
     ablate = cfg.get("ablate")
     promises = cfg.get("promises") == "anytime"
     fold = fold_level(cfg)  # recorded before folded steps existed: 0, without them
+    private = cfg.get("private") is True  # recorded before private data existed: off
     cpus = cfg.get("cpus")  # per-CPU cache profiles, when they differ
     try:
         cache_type = CacheType.parse(cache) if isinstance(cache, str) else None
@@ -395,7 +396,7 @@ def session_for(schedule: Schedule, scenario_path: str | None = None, *,
                    memory=memory if isinstance(memory, str) else None,
                    ablate=ablate if isinstance(ablate, list) else (), promises=promises,
                    fold=fold, cpu_caches=dict(enumerate(cpus)) if isinstance(cpus, list)
-                   else {})
+                   else {}, private=private)
 
 
 def _load_module(path: Path) -> ModuleType:

@@ -195,6 +195,9 @@ def _check_config(cfg: Mapping[str, Any], source: str) -> None:
     if fold is not None and fold is not True and not (type(fold) is int and fold == 2):
         raise ScheduleError(f"{source}: field 'config.fold' must be true or 2, not "
                             f"{fold!r}")
+    private = cfg.get("private")
+    if private is not None and private is not True:
+        raise ScheduleError(f"{source}: field 'config.private' must be true, not {private!r}")
     patched = cfg.get("patched")
     if patched is not None and not (isinstance(patched, list) and all(
             type(o) is int and 0 <= o < 1 << 32 for o in patched)):
@@ -358,6 +361,12 @@ class Schedule:
                 f"schedule was recorded {_FOLDED[theirs]}, this session runs "
                 f"{_FOLDED[mine]}: its decisions mean something else there (a schedule "
                 "records its 'fold')")
+        if bool(self.config.get("private")) != bool(config.get("private")):
+            with_ = ["without", "with"]
+            raise ScheduleMismatch(
+                f"schedule was recorded {with_[bool(self.config.get('private'))]} private "
+                f"data, this session runs {with_[bool(config.get('private'))]} it: its "
+                "decisions mean something else there (a schedule records its 'private')")
         for key, value in self.config.items():
             if key == "patched":  # fetch points: the session takes the schedule's
                 continue

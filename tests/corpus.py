@@ -84,6 +84,8 @@ def session(name: str, memory: str, promises: bool, *, scope: bool = False,
     model's barriers: its "fold": true entries replay at level 1)."""
     cls = load_scenario(name)
     params = dict(cls.search_scope) if scope else None
+    if params and "private_logs" in params:  # recorded before searches took the workers'
+        params["private_logs"] = 0  # logs as private (Machine.set_private)
     return Session(cls(), memory=memory, promises=promises, params=params,
                    fold=1 if fold is True else int(fold))
 

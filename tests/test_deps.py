@@ -48,8 +48,12 @@ CASES = [
     ("mrs x0, tpidr_el1", Flow((0,), ())),
     ("mrs x2, nzcv", Flow((2,), (NZCV,))),
     ("ldr x1, #8", Flow((1,), ())),  # a literal: text, a constant
-    ("ldr w1, [x2, #0x4]", Flow()),  # visible: the machine sets w1's view
-    ("ldr w1, [x2], #0x4", Flow((2,), (2,))),  # writeback of the base
+    # visible (the machine sets w1's view) unless to the CPU's private data: own_*
+    ("ldr w1, [x2, #0x4]", Flow(own_load=(1,), own_addr=(2,))),
+    ("ldr w1, [x2], #0x4", Flow((2,), (2,), own_load=(1,), own_addr=(2,))),  # writeback
+    ("str x3, [x5, x6, lsl #3]", Flow(own_store=(3,), own_addr=(5, 6))),
+    ("stp x3, xzr, [x5, #16]", Flow(own_store=(3,), own_addr=(5,))),
+    ("ldar w1, [x2]", Flow()),  # acquire: always visible
     ("str w1, [sp, #0x8]", Flow((), (1,), stack_store=True)),
     ("stp x29, x30, [sp, #-0x10]!", Flow((SP,), (29, 30, SP), stack_store=True)),
     ("ldp x29, x30, [sp], #0x10", Flow((29, 30, SP), (SP,), stack_load=True)),
