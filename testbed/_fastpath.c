@@ -630,7 +630,8 @@ static PyObject *S_stopped, *S_gic, *S_pending, *S_runnable, *S_exc, *S_pc, *S_s
     *S_hook_exception, *S_uc, *S_pure_loads, *S_fetch_points, *S_cmodx_oracle,
     *S_text_stores, *S_last_cse, *S_model, *S_scopes, *S_budget, *S_log, *S_counting,
     *S_arm_key, *S_arm_saved, *S_m_parked, *S_unpark, *S_states_changed, *S_walked,
-    *S_skip, *S_left, *S_kind_at, *S_queues, *S_irq_masked;
+    *S_skip, *S_left, *S_kind_at, *S_queues, *S_irq_masked, *S_cpus, *S_invalid,
+    *S_pending_words;
 
 static int intern_names(void) {
     struct {
@@ -650,6 +651,7 @@ static int intern_names(void) {
         {&S_unpark, "_unpark"}, {&S_states_changed, "states_changed"},
         {&S_walked, "_walked"}, {&S_skip, "skip"}, {&S_left, "left"},
         {&S_kind_at, "kind_at"}, {&S_queues, "queues"}, {&S_irq_masked, "irq_masked"},
+        {&S_cpus, "cpus"}, {&S_invalid, "invalid"}, {&S_pending_words, "pending"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         *names[i].slot = PyUnicode_InternFromString(names[i].name);
@@ -698,7 +700,30 @@ static int set_ll(PyObject *obj, PyObject *name, long long x) {
     return rc;
 }
 
-enum { K_MEMORY = 1, K_DAIF = 3, K_FETCH = 4, K_BARRIER = 5, K_YIELD = 9, K_WFE = 10, K_SEV = 12 };
+enum { K_MEMORY = 1, K_DAIF = 3, K_FETCH = 4, K_BARRIER = 5, K_ISB = 6, K_YIELD = 9, K_WFE = 10,
+       K_SEV = 12 };
+
+/* Whether CPU ``ci``'s catch-up now would do nothing (FetchModel.catch_up: no invalid
+ * I-cache word, no pending I-view word): 1, 0, or -1 with an error set. */
+static int catch_up_is_noop(PyObject *m, long ci) {
+    PyObject *model = PyObject_GetAttr(m, S_model);
+    PyObject *cpus = model ? PyObject_GetAttr(model, S_cpus) : NULL;
+    Py_XDECREF(model);
+    if (cpus == NULL)
+        return -1;
+    if (!PyList_Check(cpus) || ci >= PyList_GET_SIZE(cpus)) {
+        Py_DECREF(cpus);
+        PyErr_SetString(PyExc_TypeError, "FetchModel.cpus is not a list of every CPU");
+        return -1;
+    }
+    PyObject *mc = PyList_GET_ITEM(cpus, ci);
+    int invalid = attr_true(mc, S_invalid);
+    int pending = invalid == 0 ? attr_true(mc, S_pending_words) : invalid;
+    Py_DECREF(cpus);
+    if (pending < 0)
+        return -1;
+    return !invalid && !pending;
+}
 
 /* Whether the fetch at text offset ``w`` by CPU ``ci`` could be a CMODX violation or
  * leave its fetch scope (execute.step's checks): 1 if Python must decide it, 0 if
@@ -1023,6 +1048,18 @@ static PyObject *fp_walk(PyObject *self, PyObject *const *args, Py_ssize_t nargs
                     return NULL;
                 break;
             }
+        } else if (kind == K_ISB) {
+            /* execute.step of an ISB whose catch-up changes nothing and that runs on
+             * from an invisible word (resume: a visible one may need a fold) */
+            int next = kind_of(fc, pc + 4);
+            int noop = next != K_BARRIER && next != K_SEV && next != K_YIELD && next != K_WFE
+                           ? catch_up_is_noop(m, ci) : 0;
+            if (noop != 1) {
+                Py_DECREF(pcobj);
+                if (noop < 0)
+                    return NULL;
+                break;
+            }
         } else if (kind != K_DAIF) {
             Py_DECREF(pcobj);
             break;
@@ -1047,6 +1084,22 @@ static PyObject *fp_walk(PyObject *self, PyObject *const *args, Py_ssize_t nargs
         }
         Py_DECREF(pcobj);
         walk_ctx wc = {m, c, fc, none_reason, visible, until, no_count, step_no, budget, ci};
+        if (kind == K_ISB) { /* a context synchronization event, logged; the run goes on
+                              * after it (textside.catch_up, execute.step, resume) */
+            PyObject *log = PyObject_GetAttr(c, S_log);
+            PyObject *entry = log ? Py_BuildValue("(LLL)", step_no, pc, pc + 4) : NULL;
+            int rc = entry ? PyList_Append(log, entry) : -1;
+            Py_XDECREF(entry);
+            Py_XDECREF(log);
+            if (rc < 0 || set_ll(c, S_last_cse, step_no) < 0)
+                return NULL;
+            pc += 4;
+        }
+        if (kind == K_ISB && kind_of(fc, pc) != 0) { /* resume: stopped before it */
+            fc->pc = pc;
+            if (set_ll(c, S_pc, pc) < 0)
+                return NULL;
+        } else {
         /* execute._run: run, then fold what can be folded and run on */
         long long folds = 0;
         int status = 0, done = 0;
@@ -1081,6 +1134,7 @@ static PyObject *fp_walk(PyObject *self, PyObject *const *args, Py_ssize_t nargs
                 return NULL;
             Py_DECREF(res);
             break;
+        }
         }
         if (kind == K_DAIF) { /* execute.step: whether IRQs are masked now */
             t = attr_is(c, S_state, runnable_state);

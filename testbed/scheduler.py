@@ -59,8 +59,8 @@ def _walker(m: Machine, strategy: Strategy) -> Callable[[list[Decision], int], i
     ``RandomWalk``, under sc, with folded steps, no declared fetch liveness and no
     ``WFI`` in the image (``steppable`` is then the machine's list of runnable CPUs).
     It takes the decisions ``choose`` and ``apply`` would take, the same, as long as
-    each is a step of a memory access, a ``DAIF`` write, or a fetch no oracle has to
-    judge
+    each is a step of a memory access, a ``DAIF`` write, a fetch no oracle has to
+    judge, or an ``ISB`` whose catch-up changes nothing
     (``tests/test_walker.py`` runs both on the same seeds)."""
     if not m.fastpath or type(strategy) is not RandomWalk or m.arm is not None \
             or not m.fold or m.has_fetch_liveness or m.promises or m.has_wfi \

@@ -146,3 +146,35 @@ def test_the_walkers_cmodx_set_is_isa_is_cmodx() -> None:
     words |= {rng.getrandbits(32) for _ in range(20000)}
     assert {w for w in words if fp.is_cmodx(w)} == {w for w in words if isa.is_cmodx(w)}
     assert any(isa.is_cmodx(w) for w in words) and not all(isa.is_cmodx(w) for w in words)
+
+
+@pytest.mark.parametrize("name", ["jump_label_nosync", "brk_refcount_sync", "cmodx_violation"])
+def test_an_isb_with_nothing_to_catch_up_is_walked(
+        name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The walker takes an ``ISB`` whose catch-up would change nothing (and not one
+    followed by a foldable operation): fewer catch-ups reach Python, and every CPU's
+    last context synchronization event (what the CMODX oracle judges by) is the same."""
+    from testbed import textside
+
+    def runs(walker: bool) -> tuple[list[object], int]:
+        monkeypatch.setenv("TESTBED_WALKER", "1" if walker else "0")
+        isbs = [0]
+        original = textside.catch_up
+
+        def counted(m: Machine, c: Any, why: str) -> None:
+            isbs[0] += why == "ISB"
+            original(m, c, why)
+
+        monkeypatch.setattr("testbed.execute.catch_up", counted)
+        s = Session(load_scenario(name)(), memory="sc")
+        out: list[object] = []
+        for seed in SEEDS:
+            r = s.run(RandomWalk(seed))
+            out.append((r.schedule.decisions, r.trace_digest(),
+                        [c.last_cse for c in s.machine.cpus], [c.pc for c in s.machine.cpus]))
+        return out, isbs[0]
+
+    fast, in_python = runs(True)
+    slow, every = runs(False)
+    assert fast == slow
+    assert in_python < every
