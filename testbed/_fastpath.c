@@ -16,6 +16,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -700,6 +701,84 @@ static int set_ll(PyObject *obj, PyObject *name, long long x) {
     return rc;
 }
 
+/* Cpu's slots, read and written in place (a slot is a pointer at a fixed offset in the
+ * object: PyObject_GetAttr on it costs a type lookup and a descriptor call per access,
+ * a few dozen per decision).  The offsets come from the type's member descriptors,
+ * checked once per type (cpu_layout). */
+enum { CS_EXC, CS_STATE, CS_PARKED, CS_PC, CS_SPUN, CS_KIND_AT, CS_COUNTING, CS_REASON,
+       CS_UC, CS_LOG, CS_CUT, CS_LAST_CSE, CS_IRQ_MASKED, CS_HOOK_ERROR, NCS };
+static PyObject **const cs_names[NCS] = {&S_exc, &S_state, &S_parked, &S_pc, &S_spun,
+                                         &S_kind_at, &S_counting, &S_reason, &S_uc, &S_log,
+                                         &S_cut, &S_last_cse, &S_irq_masked, &S_hook_error};
+static PyTypeObject *cpu_type; /* the type cpu_off describes (kept for the process) */
+static Py_ssize_t cpu_off[NCS];
+
+static int cpu_layout(PyObject *c) {
+    if (Py_TYPE(c) == cpu_type)
+        return 0;
+    Py_ssize_t off[NCS];
+    for (int i = 0; i < NCS; i++) {
+        PyObject *d = PyObject_GetAttr((PyObject *)Py_TYPE(c), *cs_names[i]);
+        if (d == NULL)
+            return -1;
+        int ok = Py_IS_TYPE(d, &PyMemberDescr_Type);
+        if (ok) {
+            PyMemberDef *md = ((PyMemberDescrObject *)d)->d_member;
+            ok = md->type == T_OBJECT_EX && !(md->flags & READONLY);
+            off[i] = md->offset;
+        }
+        Py_DECREF(d);
+        if (!ok) {
+            PyErr_Format(PyExc_TypeError, "%s.%U is not a slot", Py_TYPE(c)->tp_name,
+                         *cs_names[i]);
+            return -1;
+        }
+    }
+    memcpy(cpu_off, off, sizeof off);
+    Py_INCREF(Py_TYPE(c));
+    Py_XDECREF(cpu_type);
+    cpu_type = Py_TYPE(c);
+    return 0;
+}
+
+/* c.<slot i>, borrowed; NULL with AttributeError if unset */
+static inline PyObject *cget(PyObject *c, int i) {
+    PyObject *v = *(PyObject **)((char *)c + cpu_off[i]);
+    if (v == NULL)
+        PyErr_Format(PyExc_AttributeError, "Cpu.%U is not set", *cs_names[i]);
+    return v;
+}
+
+/* c.<slot i> = v (a new reference is taken) */
+static inline void cset(PyObject *c, int i, PyObject *v) {
+    PyObject **p = (PyObject **)((char *)c + cpu_off[i]);
+    PyObject *old = *p;
+    Py_INCREF(v);
+    *p = v;
+    Py_XDECREF(old);
+}
+
+static int cset_ll(PyObject *c, int i, long long x) {
+    PyObject *v = PyLong_FromLongLong(x);
+    if (v == NULL)
+        return -1;
+    cset(c, i, v);
+    Py_DECREF(v);
+    return 0;
+}
+
+/* the truth of c.<slot i>: 0, 1, or -1 with an error set */
+static inline int ctrue(PyObject *c, int i) {
+    PyObject *v = cget(c, i);
+    return v == NULL ? -1 : v == Py_True ? 1 : v == Py_False ? 0 : PyObject_IsTrue(v);
+}
+
+/* c.<slot i> is what: 0, 1, or -1 with an error set */
+static inline int cis(PyObject *c, int i, PyObject *what) {
+    PyObject *v = cget(c, i);
+    return v == NULL ? -1 : v == what;
+}
+
 enum { K_MEMORY = 1, K_DAIF = 3, K_FETCH = 4, K_BARRIER = 5, K_ISB = 6, K_YIELD = 9, K_WFE = 10,
        K_SEV = 12 };
 
@@ -805,46 +884,48 @@ static int walk_run(walk_ctx *w, long long pc, int *status) {
     PyObject *pcobj = PyLong_FromLongLong(pc);
     if (pcobj == NULL)
         return -1;
-    PyObject *kind_at = PyObject_GetAttr(c, S_kind_at);
+    PyObject *kind_at = cget(c, CS_KIND_AT);
     int hooked = kind_at ? PySequence_Contains(kind_at, pcobj) : -1;
-    Py_XDECREF(kind_at);
-    if (hooked < 0) {
-        Py_DECREF(pcobj);
+    Py_DECREF(pcobj);
+    if (hooked < 0)
+        return -1;
+    /* c.skip = pc if pc in c.kind_at else -1; c.left = m.budget: only start() reads
+     * them, and every caller of start() sets them first, so they stay in C here */
+    long long skip = hooked ? pc : -1;
+    int counting = ctrue(c, CS_COUNTING);
+    if (counting < 0)
+        return -1;
+    cset(c, CS_REASON, w->none_reason);
+    PyObject *u = cget(c, CS_UC);
+    PyObject *log = u ? cget(c, CS_LOG) : NULL;
+    if (log == NULL)
+        return -1;
+    if (!PyList_Check(log)) {
+        PyErr_SetString(PyExc_TypeError, "Cpu.log is not a list");
         return -1;
     }
-    long long skip = hooked ? pc : -1; /* c.skip = pc if pc in c.kind_at else -1 */
-    int rc = set_ll(c, S_skip, skip);
-    Py_DECREF(pcobj);
-    int counting = rc < 0 ? -1 : attr_true(c, S_counting);
-    if (counting < 0 || PyObject_SetAttr(c, S_reason, w->none_reason) < 0 ||
-        set_ll(c, S_left, w->budget) < 0)
-        return -1;
-    PyObject *u = PyObject_GetAttr(c, S_uc);
-    if (u == NULL)
-        return -1;
-    PyObject *log = PyObject_GetAttr(c, S_log);
-    if (log == NULL || !PyList_Check(log) ||
-        PyObject_SetAttr(u, S_hook_exception, Py_None) < 0) {
-        if (log != NULL && !PyList_Check(log))
-            PyErr_SetString(PyExc_TypeError, "Cpu.log is not a list");
-        Py_XDECREF(log);
+    Py_INCREF(u);
+    Py_INCREF(log); /* (a hook may replace either while the CPU runs) */
+    if (PyObject_SetAttr(u, S_hook_exception, Py_None) < 0) {
+        Py_DECREF(log);
         Py_DECREF(u);
         return -1;
     }
     int stopped;
-    rc = run_cpu(w->fc, (uint64_t)pc, w->until, counting ? w->no_count : 0, skip, w->budget,
-                 w->step_no, log, status, &stopped);
+    int rc = run_cpu(w->fc, (uint64_t)pc, w->until, counting ? w->no_count : 0, skip,
+                     w->budget, w->step_no, log, status, &stopped);
     Py_DECREF(log);
     if (rc < 0) {
         Py_DECREF(u);
         return -1;
     }
     if (stopped) { /* the fast path's start(): where the code hook stopped it */
-        if (set_ll(c, S_pc, w->fc->pc) < 0 || PyObject_SetAttr(c, S_reason, w->visible) < 0 ||
-            PyObject_SetAttr(c, S_cut, stopped == 2 ? Py_True : Py_False) < 0) {
+        if (cset_ll(c, CS_PC, w->fc->pc) < 0) {
             Py_DECREF(u);
             return -1;
         }
+        cset(c, CS_REASON, w->visible);
+        cset(c, CS_CUT, stopped == 2 ? Py_True : Py_False);
     }
     if (*status != 0 || stopped != 1) {
         Py_DECREF(u);
@@ -852,7 +933,7 @@ static int walk_run(walk_ctx *w, long long pc, int *status) {
     }
     int t = attr_is(u, S_hook_exception, Py_None);
     Py_DECREF(u);
-    int t2 = t <= 0 ? t : attr_is(c, S_hook_error, Py_None);
+    int t2 = t <= 0 ? t : cis(c, CS_HOOK_ERROR, Py_None);
     if (t2 < 0)
         return -1;
     return t && t2 ? 0 : 1;
@@ -895,11 +976,10 @@ static int walk_fold(walk_ctx *w, long long *pc) {
         } else if (kind != K_SEV) {
             return 2;
         }
-        PyObject *log = PyObject_GetAttr(w->c, S_log); /* c.log.append((step, pc, pc + 4)) */
+        PyObject *log = cget(w->c, CS_LOG); /* c.log.append((step, pc, pc + 4)) */
         PyObject *entry = log ? Py_BuildValue("(LLL)", w->step_no, at, at + 4) : NULL;
         int rc = entry ? PyList_Append(log, entry) : -1;
         Py_XDECREF(entry);
-        Py_XDECREF(log);
         if (rc < 0)
             return -1;
         at += 4;
@@ -908,7 +988,7 @@ static int walk_fold(walk_ctx *w, long long *pc) {
             return 0;
         }
         fc->pc = at;
-        if (set_ll(w->c, S_pc, at) < 0)
+        if (cset_ll(w->c, CS_PC, at) < 0)
             return -1;
     }
 }
@@ -946,6 +1026,9 @@ static PyObject *fp_walk(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     if (PyErr_Occurred())
         return NULL;
     Py_ssize_t ncpus = PyTuple_GET_SIZE(cpus);
+    for (Py_ssize_t i = 0; i < ncpus; i++)
+        if (cpu_layout(PyTuple_GET_ITEM(cpus, i)) < 0)
+            return NULL;
     long walked = 0;
     for (;;) {
         if (PyList_GET_SIZE(decisions) >= max)
@@ -1008,18 +1091,19 @@ static PyObject *fp_walk(PyObject *self, PyObject *const *args, Py_ssize_t nargs
             return NULL;
         /* execute.step: no exception entry pending; a memory access, or a fetch of a
          * word stores touched that can be neither a CMODX violation nor out of scope */
-        t = attr_is(c, S_exc, Py_None);
+        t = cis(c, CS_EXC, Py_None);
         if (t > 0) /* (Machine.apply's own check of a step) */
-            t = attr_is(c, S_state, runnable_state);
+            t = cis(c, CS_STATE, runnable_state);
         if (t > 0) {
-            t = attr_true(c, S_parked);
+            t = ctrue(c, CS_PARKED);
             t = t < 0 ? -1 : !t;
         }
         if (t <= 0)
             goto done_or_error;
-        PyObject *pcobj = PyObject_GetAttr(c, S_pc);
+        PyObject *pcobj = cget(c, CS_PC);
         if (pcobj == NULL)
             return NULL;
+        Py_INCREF(pcobj);
         long long pc = PyLong_AsLongLong(pcobj);
         if (pc == -1 && PyErr_Occurred()) {
             Py_DECREF(pcobj);
@@ -1077,27 +1161,26 @@ static PyObject *fp_walk(PyObject *self, PyObject *const *args, Py_ssize_t nargs
         if (PyErr_Occurred() || set_ll(m, S_step_no, ++step_no) < 0 ||
             PyObject_SetAttr(m, S_arm_key, Py_None) < 0 ||
             PyObject_SetAttr(m, S_arm_saved, Py_None) < 0 ||
-            (mutate && set_ll(m, S_mutations, before + 1) < 0) ||
-            PyObject_SetAttr(c, S_spun, Py_False) < 0) {
+            (mutate && set_ll(m, S_mutations, before + 1) < 0)) {
             Py_DECREF(pcobj);
             return NULL;
         }
         Py_DECREF(pcobj);
+        cset(c, CS_SPUN, Py_False);
         walk_ctx wc = {m, c, fc, none_reason, visible, until, no_count, step_no, budget, ci};
         if (kind == K_ISB) { /* a context synchronization event, logged; the run goes on
                               * after it (textside.catch_up, execute.step, resume) */
-            PyObject *log = PyObject_GetAttr(c, S_log);
+            PyObject *log = cget(c, CS_LOG);
             PyObject *entry = log ? Py_BuildValue("(LLL)", step_no, pc, pc + 4) : NULL;
             int rc = entry ? PyList_Append(log, entry) : -1;
             Py_XDECREF(entry);
-            Py_XDECREF(log);
-            if (rc < 0 || set_ll(c, S_last_cse, step_no) < 0)
+            if (rc < 0 || cset_ll(c, CS_LAST_CSE, step_no) < 0)
                 return NULL;
             pc += 4;
         }
         if (kind == K_ISB && kind_of(fc, pc) != 0) { /* resume: stopped before it */
             fc->pc = pc;
-            if (set_ll(c, S_pc, pc) < 0)
+            if (cset_ll(c, CS_PC, pc) < 0)
                 return NULL;
         } else {
         /* execute._run: run, then fold what can be folded and run on */
@@ -1137,7 +1220,7 @@ static PyObject *fp_walk(PyObject *self, PyObject *const *args, Py_ssize_t nargs
         }
         }
         if (kind == K_DAIF) { /* execute.step: whether IRQs are masked now */
-            t = attr_is(c, S_state, runnable_state);
+            t = cis(c, CS_STATE, runnable_state);
             if (t < 0)
                 return NULL;
             if (t) {
@@ -1145,8 +1228,7 @@ static PyObject *fp_walk(PyObject *self, PyObject *const *args, Py_ssize_t nargs
                 int err = fc->reg_read(fc->uc, pstate_id, &pstate);
                 if (err != 0)
                     return uc_error(err);
-                if (PyObject_SetAttr(c, S_irq_masked, pstate & pstate_i ? Py_True : Py_False) < 0)
-                    return NULL;
+                cset(c, CS_IRQ_MASKED, pstate & pstate_i ? Py_True : Py_False);
             }
         }
         /* Machine._step_folded's end, then Machine.apply's */
@@ -1158,7 +1240,7 @@ static PyObject *fp_walk(PyObject *self, PyObject *const *args, Py_ssize_t nargs
             t = attr_true(m, S_m_parked);
             call = t > 0 ? S_unpark : NULL;
         } else {
-            t = attr_true(c, S_parked);
+            t = ctrue(c, CS_PARKED);
             call = t > 0 ? S_states_changed : NULL;
         }
         if (t < 0)
@@ -1169,7 +1251,7 @@ static PyObject *fp_walk(PyObject *self, PyObject *const *args, Py_ssize_t nargs
                 return NULL;
             Py_DECREF(res);
         }
-        t = attr_is(c, S_state, runnable_state);
+        t = cis(c, CS_STATE, runnable_state);
         if (t < 0)
             return NULL;
         if (!t) {
