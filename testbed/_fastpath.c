@@ -779,6 +779,86 @@ static inline int cis(PyObject *c, int i, PyObject *what) {
     return v == NULL ? -1 : v == what;
 }
 
+/* The Machine's attributes the walker reads and writes at each decision, in its instance
+ * dict (a dict lookup, not a full attribute lookup): checked per type that the type
+ * sets attributes the generic way and has no descriptor of those names. */
+static PyObject **const ms_names[] = {&S_stopped, &S_runnable, &S_step_no, &S_mutations,
+                                      &S_arm_key, &S_arm_saved, &S_m_parked, &S_gic,
+                                      &S_budget, &S_pure_loads, &S_fetch_points};
+static PyTypeObject *machine_type; /* the type checked (kept for the process) */
+
+static int machine_layout(PyObject *m) {
+    if (Py_TYPE(m) == machine_type)
+        return 0;
+    if (Py_TYPE(m)->tp_setattro != PyObject_GenericSetAttr ||
+        Py_TYPE(m)->tp_getattro != PyObject_GenericGetAttr) {
+        PyErr_Format(PyExc_TypeError, "%s sets or gets attributes its own way",
+                     Py_TYPE(m)->tp_name);
+        return -1;
+    }
+    for (size_t i = 0; i < sizeof(ms_names) / sizeof(ms_names[0]); i++) {
+        PyObject *d = PyObject_GetAttr((PyObject *)Py_TYPE(m), *ms_names[i]);
+        if (d == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+                return -1;
+            PyErr_Clear();
+            continue;
+        }
+        int descriptor = Py_TYPE(d)->tp_descr_get != NULL || Py_TYPE(d)->tp_descr_set != NULL;
+        Py_DECREF(d);
+        if (descriptor) {
+            PyErr_Format(PyExc_TypeError, "%s.%U is a descriptor", Py_TYPE(m)->tp_name,
+                         *ms_names[i]);
+            return -1;
+        }
+    }
+    Py_INCREF(Py_TYPE(m));
+    Py_XDECREF(machine_type);
+    machine_type = Py_TYPE(m);
+    return 0;
+}
+
+/* m.name through its dict ``md`` (a new reference; NULL with an error set) */
+static PyObject *mget(PyObject *md, PyObject *m, PyObject *name) {
+    PyObject *v = PyDict_GetItemWithError(md, name);
+    if (v != NULL)
+        return Py_NewRef(v);
+    return PyErr_Occurred() ? NULL : PyObject_GetAttr(m, name); /* (a class default) */
+}
+
+static long long mget_ll(PyObject *md, PyObject *m, PyObject *name) {
+    PyObject *v = mget(md, m, name);
+    if (v == NULL)
+        return -1;
+    long long x = PyLong_AsLongLong(v);
+    Py_DECREF(v);
+    return x;
+}
+
+static int mtrue(PyObject *md, PyObject *m, PyObject *name) {
+    PyObject *v = mget(md, m, name);
+    if (v == NULL)
+        return -1;
+    int t = v == Py_True ? 1 : v == Py_False ? 0 : PyObject_IsTrue(v);
+    Py_DECREF(v);
+    return t;
+}
+
+static int mset_ll(PyObject *md, PyObject *name, long long x) {
+    PyObject *v = PyLong_FromLongLong(x);
+    if (v == NULL)
+        return -1;
+    int rc = PyDict_SetItem(md, name, v);
+    Py_DECREF(v);
+    return rc;
+}
+
+/* What a walk reads once: the machine's dict, and what does not change in a run */
+typedef struct {
+    PyObject *md, *gic, *loads, *points;
+    long long budget;
+} walk_state;
+
 enum { K_MEMORY = 1, K_DAIF = 3, K_FETCH = 4, K_BARRIER = 5, K_ISB = 6, K_YIELD = 9, K_WFE = 10,
        K_SEV = 12 };
 
@@ -1001,8 +1081,7 @@ static int walk_fold(walk_ctx *w, long long *pc) {
  * PSTATE_I).  Appends the decisions
  * taken to ``decisions`` (scheduler.run's list) while it holds fewer than ``max``;
  * returns how many it took. */
-static PyObject *fp_walk(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    (void)self;
+static PyObject *walk_body(PyObject *const *args, Py_ssize_t nargs, walk_state *ws) {
     if (nargs != 9 || !PyTuple_Check(args[1]) || !PyTuple_Check(args[2]) ||
         !PyTuple_Check(args[5]) || !PyTuple_Check(args[6]) || PyTuple_GET_SIZE(args[6]) != 7 ||
         !PyList_Check(args[7]) || PyTuple_GET_SIZE(args[1]) != PyTuple_GET_SIZE(args[2])) {
@@ -1033,16 +1112,12 @@ static PyObject *fp_walk(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     for (;;) {
         if (PyList_GET_SIZE(decisions) >= max)
             break;
-        int t = attr_true(m, S_stopped);
+        int t = mtrue(ws->md, m, S_stopped);
         if (t != 0)
             goto done_or_error;
         /* RandomWalk.choose: r = random(); an IRQ pending anywhere, or r drawing a model
          * choice: Python */
-        PyObject *gic = PyObject_GetAttr(m, S_gic);
-        if (gic == NULL)
-            return NULL;
-        PyObject *pending = PyObject_GetAttr(gic, S_pending);
-        Py_DECREF(gic);
+        PyObject *pending = PyObject_GetAttr(ws->gic, S_pending);
         if (pending == NULL)
             return NULL;
         int any = !PyList_Check(pending);
@@ -1060,7 +1135,7 @@ static PyObject *fp_walk(PyObject *self, PyObject *const *args, Py_ssize_t nargs
         double r = peek_random(rng, &idx);
         if (r < 0.0 || r >= threshold)
             break;
-        PyObject *ready = PyObject_GetAttr(m, S_runnable); /* machine.steppable(), no WFI */
+        PyObject *ready = mget(ws->md, m, S_runnable); /* machine.steppable(), no WFI */
         if (ready == NULL)
             return NULL;
         Py_ssize_t n = PyList_Check(ready) ? PyList_GET_SIZE(ready) : 0;
@@ -1113,12 +1188,8 @@ static PyObject *fp_walk(PyObject *self, PyObject *const *args, Py_ssize_t nargs
         int kind = kind_of(fc, pc);
         int mutate = 1; /* Machine._step_folded: all but a pure load count a mutation */
         if (kind == K_MEMORY) {
-            PyObject *loads = PyObject_GetAttr(m, S_pure_loads);
-            PyObject *points = loads ? PyObject_GetAttr(m, S_fetch_points) : NULL;
-            int pure = points ? PySequence_Contains(loads, pcobj) : -1;
-            int point = pure >= 0 ? PySequence_Contains(points, pcobj) : -1;
-            Py_XDECREF(loads);
-            Py_XDECREF(points);
+            int pure = PySequence_Contains(ws->loads, pcobj);
+            int point = pure >= 0 ? PySequence_Contains(ws->points, pcobj) : -1;
             if (point < 0) {
                 Py_DECREF(pcobj);
                 return NULL;
@@ -1155,13 +1226,14 @@ static PyObject *fp_walk(PyObject *self, PyObject *const *args, Py_ssize_t nargs
             return NULL;
         }
         walked++;
-        long long step_no = attr_ll(m, S_step_no);
-        long long before = step_no == -1 && PyErr_Occurred() ? -1 : attr_ll(m, S_mutations);
-        long long budget = PyErr_Occurred() ? -1 : attr_ll(m, S_budget);
-        if (PyErr_Occurred() || set_ll(m, S_step_no, ++step_no) < 0 ||
-            PyObject_SetAttr(m, S_arm_key, Py_None) < 0 ||
-            PyObject_SetAttr(m, S_arm_saved, Py_None) < 0 ||
-            (mutate && set_ll(m, S_mutations, before + 1) < 0)) {
+        long long step_no = mget_ll(ws->md, m, S_step_no);
+        long long before = step_no == -1 && PyErr_Occurred() ? -1
+                                                             : mget_ll(ws->md, m, S_mutations);
+        long long budget = ws->budget;
+        if (PyErr_Occurred() || mset_ll(ws->md, S_step_no, ++step_no) < 0 ||
+            PyDict_SetItem(ws->md, S_arm_key, Py_None) < 0 ||
+            PyDict_SetItem(ws->md, S_arm_saved, Py_None) < 0 ||
+            (mutate && mset_ll(ws->md, S_mutations, before + 1) < 0)) {
             Py_DECREF(pcobj);
             return NULL;
         }
@@ -1232,12 +1304,12 @@ static PyObject *fp_walk(PyObject *self, PyObject *const *args, Py_ssize_t nargs
             }
         }
         /* Machine._step_folded's end, then Machine.apply's */
-        long long now = attr_ll(m, S_mutations);
+        long long now = mget_ll(ws->md, m, S_mutations);
         if (now == -1 && PyErr_Occurred())
             return NULL;
         PyObject *call = NULL;
         if (now != before) {
-            t = attr_true(m, S_m_parked);
+            t = mtrue(ws->md, m, S_m_parked);
             call = t > 0 ? S_unpark : NULL;
         } else {
             t = ctrue(c, CS_PARKED);
@@ -1333,6 +1405,37 @@ static PyObject *fp_plain_ea(PyObject *self, PyObject *const *args, Py_ssize_t n
         Py_RETURN_NONE;
     return Py_BuildValue("(KK)", (unsigned long long)plain_ea(&p, base, p.rm == 31 ? 0 : index),
                          (unsigned long long)p.nbytes);
+}
+
+static PyObject *fp_walk(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "walk(machine, cpus, handles, rng, threshold, steps, "
+                                         "consts, decisions: list, max)");
+        return NULL;
+    }
+    if (!is_random(args[3])) /* (checked again, with the rest, in walk_body) */
+        return NULL;
+    PyObject *m = args[0];
+    if (machine_layout(m) < 0)
+        return NULL;
+    walk_state ws = {NULL, NULL, NULL, NULL, 0};
+    PyObject *out = NULL;
+    ws.md = PyObject_GenericGetDict(m, NULL);
+    if (ws.md == NULL || !PyDict_Check(ws.md))
+        goto end;
+    ws.gic = mget(ws.md, m, S_gic);
+    ws.loads = ws.gic ? mget(ws.md, m, S_pure_loads) : NULL;
+    ws.points = ws.loads ? mget(ws.md, m, S_fetch_points) : NULL;
+    ws.budget = ws.points ? mget_ll(ws.md, m, S_budget) : -1;
+    if (!PyErr_Occurred())
+        out = walk_body(args, nargs, &ws);
+end:
+    Py_XDECREF(ws.points);
+    Py_XDECREF(ws.loads);
+    Py_XDECREF(ws.gic);
+    Py_XDECREF(ws.md);
+    return out;
 }
 
 static PyMethodDef methods[] = {
