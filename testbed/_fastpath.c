@@ -1204,8 +1204,8 @@ static PyObject *walk_body(PyObject *const *args, Py_ssize_t nargs, walk_state *
                 break;
             }
         } else if (kind == K_ISB) {
-            /* execute.step of an ISB whose catch-up changes nothing and that runs on
-             * from an invisible word (resume: a visible one may need a fold) */
+            /* execute.step of an ISB whose catch-up changes nothing, when what follows
+             * it is not foldable (resume would fold it: Python's) */
             int next = kind_of(fc, pc + 4);
             int noop = next != K_BARRIER && next != K_SEV && next != K_YIELD && next != K_WFE
                            ? catch_up_is_noop(m, ci) : 0;
