@@ -65,11 +65,11 @@ class JumpLabelNosync(Scenario):
         for cpu in range(1, m.ncpus):
             m.start(cpu, "jl_worker", self.iterations, self._log(m, cpu))
             if self.private_logs:  # its stores there are then no scheduling points
-                m.set_private(cpu, self._log(m, cpu), self.LOG_BYTES)
+                m.set_private(cpu, self._log(m, cpu), self._LOG_BYTES)
         for site, _ in SITES:  # the key's sites, patched by every protocol
             m.may_patch(site)
 
-    LOG_BYTES = 4 * 64  # per worker: 64 entries
+    _LOG_BYTES = 4 * 64  # per worker: 64 entries (not a parameter: --set lists none with _)
 
     def prepare_logs(self, m: Machine) -> None:
         """Where the workers log (before they start): jl_log, room for 7 workers."""

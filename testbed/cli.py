@@ -143,9 +143,10 @@ def _out_dir(path: str, option: str = "--out") -> Path:
 
 
 def _session(scenario: str, cpus: int | None, cache: CacheType | None,
-             memory: str | None = None, promises: bool = False) -> Session:
+             memory: str | None = None, promises: bool = False,
+             params: dict[str, int] | None = None) -> Session:
     return Session(load_scenario(scenario)(), ncpus=cpus, cache=cache, memory=memory,
-                   promises=promises)
+                   promises=promises, params=params or None)
 
 
 def _schedule_session(args: argparse.Namespace, schedule: Schedule,
@@ -199,7 +200,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.schedules == 0 and args.no_db:
         raise CliError("--schedules 0 with --no-db runs nothing (0 replays only the failure "
                        "database's schedules)")
-    session = _session(args.scenario, args.cpus, args.cache, args.memory, args.promises)
+    session = _session(args.scenario, args.cpus, args.cache, args.memory, args.promises,
+                       _params(args.set))
     base = (default_strategy(type(session.scenario)) if args.strategy is None
             else StrategySpec(args.strategy))  # the scenario's, unless one is named
     spec = StrategySpec(base.name, depth=args.depth or base.depth, k=args.k or base.k,
@@ -655,6 +657,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", default="testbed-findings", help="where reproducers go")
     sp.add_argument("--no-db", action="store_true", help="do not replay or record known "
                     "failures (.testbed/, or $TESTBED_DB)")
+    sp.add_argument("--set", action="append", metavar="NAME=VALUE",
+                    help="a scenario parameter (e.g. iterations=2), repeatable")
     sp.set_defaults(func=cmd_run)
     sp = sub.add_parser("replay", help="replay a saved schedule exactly (exit 1 if its "
                         "finding reproduces)")

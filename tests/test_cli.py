@@ -74,3 +74,15 @@ def test_errors_are_one_line_not_tracebacks(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "testbed", "replay", str(bad)],
                           capture_output=True, text=True, check=False)
     assert f"{bad}:2: not JSON" in proc.stderr
+
+
+def test_run_takes_scenario_parameters(tmp_path: Path) -> None:
+    """``testbed run --set``: the runs take the parameter, and each reproducer records it
+    (with the private data it turns on) and replays."""
+    out = tmp_path / "found"
+    assert main(["run", "jump_label_nosync", "--set", "private_logs=1", "--memory", "sc",
+                 "--schedules", "60", "--no-db", "--out", str(out)]) == 1
+    repro = sorted(out.glob("*.json"))[0]
+    config = json.loads(repro.read_text())["config"]
+    assert config["params"] == {"private_logs": 1} and config["private"] is True
+    assert main(["replay", str(repro)]) == 1
