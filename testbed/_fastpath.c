@@ -719,15 +719,16 @@ static int cpu_layout(PyObject *c) {
     Py_ssize_t off[NCS];
     for (int i = 0; i < NCS; i++) {
         PyObject *d = PyObject_GetAttr((PyObject *)Py_TYPE(c), *cs_names[i]);
-        if (d == NULL)
+        if (d == NULL && !PyErr_ExceptionMatches(PyExc_AttributeError))
             return -1;
-        int ok = Py_IS_TYPE(d, &PyMemberDescr_Type);
+        PyErr_Clear();
+        int ok = d != NULL && Py_IS_TYPE(d, &PyMemberDescr_Type);
         if (ok) {
             PyMemberDef *md = ((PyMemberDescrObject *)d)->d_member;
             ok = md->type == T_OBJECT_EX && !(md->flags & READONLY);
             off[i] = md->offset;
         }
-        Py_DECREF(d);
+        Py_XDECREF(d);
         if (!ok) {
             PyErr_Format(PyExc_TypeError, "%s.%U is not a slot", Py_TYPE(c)->tp_name,
                          *cs_names[i]);

@@ -178,3 +178,32 @@ def test_an_isb_with_nothing_to_catch_up_is_walked(
     slow, every = runs(False)
     assert fast == slow
     assert in_python < every
+
+
+def test_the_walker_refuses_objects_laid_out_otherwise() -> None:
+    """It reads the Cpu's slots at their offsets and the Machine's attributes in its
+    dict: a machine whose type has a descriptor of one of those names, or a CPU whose
+    attribute is no slot, is refused with a TypeError, not read wrongly."""
+    fp = fastpath._module()
+    rng = random.Random(1)
+    rng.random()
+    consts = (0,) * 7
+
+    class Stopped:
+        @property
+        def stopped(self) -> bool:
+            return False
+
+    with pytest.raises(TypeError, match=r"Stopped\.stopped is a descriptor"):
+        fp.walk(Stopped(), (), (), rng, 0.95, (), consts, [], 10)
+
+    class Plain:  # attributes in a dict, not slots
+        def __init__(self) -> None:
+            self.exc = self.state = self.parked = self.pc = None
+
+    class Bare:
+        def __init__(self) -> None:
+            self.gic, self.pure_loads, self.fetch_points, self.budget = None, (), (), 10
+
+    with pytest.raises(TypeError, match=r"Plain\.exc is not a slot"):
+        fp.walk(Bare(), (Plain(),), (None,), rng, 0.95, (), consts, [], 10)
