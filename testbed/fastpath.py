@@ -128,9 +128,10 @@ def attach(m: Machine, c: Cpu, u: Any, text_base: int, ranges: list[tuple[int, i
     code_hook, block_hook = fp.hooks()
     # One code hook per range of hooked words.  One over the whole text (Unicorn walks
     # its list of code hooks at every hooked instruction: 8% faster on the engine
-    # bench) changed what runs: in bpf_tramp_switch (seed 0, sc) the single step that
-    # redoes the plt's load of its target (textside.redo_text_access, count 1) also ran
-    # the pushes of the block its BR enters, and the CPU's stack came out 16 bytes off.
+    # bench) changed what runs: in bpf_tramp_switch (seed 0, sc) CPU1's stack came out
+    # 16 bytes off after the single step that redoes the plt's load of its target
+    # (textside.redo_text_access, count 1), as if the block its BR enters had pushed
+    # once more (not pinned down further).
     for htype, fn, lo, hi in [*((_unicorn.UC_HOOK_CODE, code_hook, lo, hi) for lo, hi in ranges),
                               (_unicorn.UC_HOOK_BLOCK, block_hook, text_base, text_end)]:
         _add(u, htype, fn, user, lo, hi)
