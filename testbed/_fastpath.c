@@ -692,15 +692,6 @@ static int attr_is(PyObject *obj, PyObject *name, PyObject *what) {
     return is;
 }
 
-static int set_ll(PyObject *obj, PyObject *name, long long x) {
-    PyObject *v = PyLong_FromLongLong(x);
-    if (v == NULL)
-        return -1;
-    int rc = PyObject_SetAttr(obj, name, v);
-    Py_DECREF(v);
-    return rc;
-}
-
 /* Cpu's slots, read and written in place (a slot is a pointer at a fixed offset in the
  * object: PyObject_GetAttr on it costs a type lookup and a descriptor call per access,
  * a few dozen per decision).  The offsets come from the type's member descriptors,
