@@ -631,7 +631,7 @@ static PyObject *S_stopped, *S_gic, *S_pending, *S_runnable, *S_exc, *S_pc, *S_s
     *S_hook_exception, *S_uc, *S_pure_loads, *S_fetch_points, *S_cmodx_oracle,
     *S_text_stores, *S_last_cse, *S_model, *S_scopes, *S_budget, *S_log, *S_counting,
     *S_arm_key, *S_arm_saved, *S_m_parked, *S_unpark, *S_states_changed, *S_walked,
-    *S_skip, *S_left, *S_kind_at, *S_queues, *S_irq_masked, *S_cpus, *S_invalid,
+    *S_kind_at, *S_queues, *S_irq_masked, *S_cpus, *S_invalid,
     *S_pending_words;
 
 static int intern_names(void) {
@@ -650,7 +650,7 @@ static int intern_names(void) {
         {&S_budget, "budget"}, {&S_log, "log"}, {&S_counting, "counting"},
         {&S_arm_key, "arm_key"}, {&S_arm_saved, "arm_saved"}, {&S_m_parked, "_parked"},
         {&S_unpark, "_unpark"}, {&S_states_changed, "states_changed"},
-        {&S_walked, "_walked"}, {&S_skip, "skip"}, {&S_left, "left"},
+        {&S_walked, "_walked"},
         {&S_kind_at, "kind_at"}, {&S_queues, "queues"}, {&S_irq_masked, "irq_masked"},
         {&S_cpus, "cpus"}, {&S_invalid, "invalid"}, {&S_pending_words, "pending"},
     };

@@ -35,7 +35,8 @@ if TYPE_CHECKING:
     from .machine import Machine
 
 __all__ = ["KEY_REGS", "NO_COUNT", "PSTATE_I", "UNTIL", "XREG", "Cpu", "CpuState", "Stop",
-           "UcError", "hook_code", "new_cpu", "ranges", "read_ctr_sites", "register_id"]
+           "UcError", "hook_code", "new_cpu", "own_private", "owns", "ranges", "read_ctr_sites",
+           "register_id"]
 
 # The binding does not re-export its error type for type checkers.
 UcError: type[Exception] = uc_mod.UcError  # type: ignore[attr-defined]
@@ -278,6 +279,12 @@ def own_private(c: Cpu, iview: bytearray, addr: int) -> bool:
     read = c.regs.read
     rn, rm, nbytes = plan[0], plan[1], plan[5]
     ea = plain_ea(plan, read(XREG[rn]), read(XREG[rm]) if 0 <= rm < 31 else 0)
+    return owns(c, ea, nbytes)
+
+
+def owns(c: Cpu, ea: int, nbytes: int) -> bool:
+    """Whether [ea, ea + nbytes) is wholly inside one of ``c``'s private ranges
+    (``Machine.set_private``, with private data on)."""
     return any(lo <= ea and ea + nbytes <= hi for lo, hi in c.private)
 
 

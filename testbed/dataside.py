@@ -88,7 +88,7 @@ from unicorn import arm64_const as A
 from . import layout, trace
 from .access import Plan, decode_access, effective_address, slot
 from .armmem import GRANULE, ArmMemory, ReadOrd, ThreadState, WriteOrd, granules
-from .cpu import NO_COUNT, UNTIL, XREG, Cpu, CpuState, UcError
+from .cpu import NO_COUNT, UNTIL, XREG, Cpu, CpuState, UcError, owns
 from .deps import apply
 from .findings import EventKind, OracleName
 from .isa import MemKind, MemOp, OpKind, classify
@@ -167,14 +167,6 @@ def _region(m: Machine, addr: int, size: int,
     return None
 
 
-def _own(c: Cpu, ea: int, nbytes: int) -> bool:
-    """Whether [ea, ea + nbytes) is wholly inside data private to ``c`` (with private
-    data on: ``Machine.set_private``): its accesses there are not the model's, as its
-    stack's are not, whether the code hook let them run (plain ones: ``track``) or they
-    stopped (acquire, release, exclusive, atomic: ``_unmodelled``)."""
-    return any(lo <= ea and ea + nbytes <= hi for lo, hi in c.private)
-
-
 def _text_load(op: MemOp) -> bool:
     """Whether an access to the text is modelled here: a load (not exclusive); the text
     side performs stores to the text and makes their messages (``textside``)."""
@@ -210,7 +202,7 @@ def pending_access(m: Machine, c: Cpu) -> tuple[Access, int, tuple[int, ...]] | 
         return None
     regs = _UNPACK(c.read_regs())
     ea, _ = effective_address(a.plan, regs)
-    if (c.private and _own(c, ea, a.nbytes)) or _region(m, ea, a.nbytes,
+    if (c.private and owns(c, ea, a.nbytes)) or _region(m, ea, a.nbytes,
                                                           _text_load(a.op)) is None:
         return None
     return a, ea, regs
@@ -390,7 +382,10 @@ def access(m: Machine, c: Cpu, pc: int, read: int | None = None,
     tid = c.index
     th = arm.threads[tid]
     views = th.regs
-    where = None if c.private and _own(c, ea, a.nbytes) else \
+    # The CPU's private data is not the model's, as its stack is not, whether the code
+    # hook let an access there run (a plain one: ``track``) or it stopped (acquire,
+    # release, exclusive, atomic: ``_unmodelled``).
+    where = None if c.private and owns(c, ea, a.nbytes) else \
         _region(m, ea, a.nbytes, _text_load(a.op))
     if where is None:
         if read is not None or fail:
@@ -612,7 +607,7 @@ def _unmodelled(m: Machine, c: Cpu, a: Access, ea: int) -> None:
     th = arm.threads[c.index]
     views = th.regs
     on_stack = any(layout.stack_top(i) - layout.STACK_SIZE <= ea < layout.stack_top(i)
-                   for i in range(len(m.cpus))) or _own(c, ea, a.nbytes)
+                   for i in range(len(m.cpus))) or owns(c, ea, a.nbytes)
     if a.op.kind is not MemKind.LOAD:
         if on_stack:
             th.spill = max(th.spill, *(views[s] for s in a.data_slots), 0)

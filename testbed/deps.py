@@ -154,6 +154,8 @@ def _load_store(word: int) -> Flow:
     if simd:
         return _f((rn,), (rn,)) if _writeback(word) and rn != 31 else \
             (_f((SP,), (SP,)) if _writeback(word) else NOTHING)
+    pair = (word >> 27) & 0b111 == 0b101
+    regs = (_r(rt), _r((word >> 10) & 31)) if pair else (_r(rt),)  # what it transfers
     if rn != 31:
         # Through a base register: the machine performs it (a visible operation) and
         # gives the loaded register its view; here only a writeback of the base, and
@@ -162,16 +164,12 @@ def _load_store(word: int) -> Flow:
         plan = plain_address(word)
         if plan is None:
             return wbf
-        pair = (word >> 27) & 0b111 == 0b101
-        regs = tuple(r for r in ((rt, (word >> 10) & 31) if pair else (rt,)) if r != 31)
+        own = tuple(r for r in regs if r != _ZR)
         addr = (rn,) + ((plan[1],) if 0 <= plan[1] < 31 else ())
-        return Flow(wbf.dst, wbf.src, own_load=() if plan[6] else regs,
-                    own_store=regs if plan[6] else (), own_addr=addr)
+        return Flow(wbf.dst, wbf.src, own_load=() if plan[6] else own,
+                    own_store=own if plan[6] else (), own_addr=addr)
     # SP-based: the CPU's own stack, run by the emulator without the memory model.
-    pair = (word >> 27) & 0b111 == 0b101
-    rt2 = (word >> 10) & 31
     load = bool((word >> 22) & 1)
-    regs = (_r(rt), _r(rt2)) if pair else (_r(rt),)
     wb = (SP,) if _writeback(word) else ()
     if load:
         return _f(regs + wb, wb, stack_load=True)
