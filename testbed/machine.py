@@ -353,8 +353,8 @@ class Machine:
         on_access = partial(_private_access, self, name, addr, cpu)
         for c in self.cpus:
             if c.index != cpu:
-                c.uc.hook_add(uc_mod.UC_HOOK_MEM_READ, on_access, c, addr, end - 1)
-                c.uc.hook_add(uc_mod.UC_HOOK_MEM_WRITE, on_access, c, addr, end - 1)
+                c.uc.hook_add(uc_mod.UC_HOOK_MEM_READ | uc_mod.UC_HOOK_MEM_WRITE, on_access, c,
+                              addr, end - 1)
         if self.private:
             c = self.cpus[cpu]
             c.private = tuple((lo, hi) for lo, hi, _ in self.private_ranges[cpu])

@@ -222,18 +222,21 @@ def test_each_seed_ends_with_the_count_the_cpu_stored(memory: str) -> None:
 
 @pytest.mark.parametrize("memory", ["sc", "arm"])
 @pytest.mark.parametrize("path", ["1", "0"])
-@pytest.mark.parametrize("params", [{"peek": 1}, {"owner": 0}])
+@pytest.mark.parametrize(("params", "verb"), [({"peek": 1}, "reads"), ({"owner": 0}, "reads"),
+                                             ({"owner": 0, "offset": 8}, "writes")])
 def test_another_cpus_access_to_private_data_is_a_finding(
-        memory: str, path: str, params: dict[str, int], monkeypatch: pytest.MonkeyPatch
-        ) -> None:
+        memory: str, path: str, params: dict[str, int], verb: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """CPU0 reads CPU1's count (peek); or the count is declared CPU0's while CPU1 uses
-    it (owner=0): every run ends in a guest-fault finding that names the declaration."""
+    it (owner=0), or only its second word, which CPU1 first touches with a store: every
+    run ends in a guest-fault finding that names the access and the declaration."""
     monkeypatch.setenv("TESTBED_FASTPATH", path)
     s = Session(load_scenario(SPIN)(), memory=memory, params=params)
     owner = params.get("owner", 1)
     for seed in range(6):
         r = s.run(RandomWalk(seed))
         assert [f.oracle for f in r.findings] == [OracleName.GUEST_FAULT]
+        assert f"CPU{1 - owner} {verb} " in r.findings[0].message
         assert f"declared private to CPU{owner}" in r.findings[0].message
         assert r.findings[0].cpu == 1 - owner
 

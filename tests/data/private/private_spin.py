@@ -15,6 +15,7 @@ class PrivateSpin(Scenario):
     private = 1  # the count is declared private to CPU1
     owner = 1  # the CPU it is declared private to
     peek = 0  # CPU0 reads the count first: a violation of the declaration
+    offset = 0  # the declaration starts this far into the count's 16 bytes
     search_scope: ClassVar[dict[str, int]] = {}
 
     def setup(self, m: Machine) -> None:
@@ -22,7 +23,7 @@ class PrivateSpin(Scenario):
         m.start(0, "priv_setter", flag, count if self.peek else 0)
         m.start(1, "priv_spin", count, flag)
         if self.private:
-            m.set_private(self.owner, "priv_count", 16)
+            m.set_private(self.owner, m.addr("priv_count") + self.offset, 16 - self.offset)
 
     def observe(self, m: Machine) -> dict[str, object]:
         count = int.from_bytes(m.read(m.addr("priv_count"), 8), "little")
