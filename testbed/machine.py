@@ -907,8 +907,8 @@ def _private_access(m: Machine, name: str, base: int, owner: int, u: Any, access
     verb = "writes" if access == uc_mod.UC_MEM_WRITE else "reads"
     m.add_finding(c, OracleName.GUEST_FAULT, f"CPU{c.index} {verb} {name}+{addr - base:#x} "
                   f"at {m.image.symbolize(pc)}, which is declared private to CPU{owner} "
-                  "(Machine.set_private: the search took that CPU's accesses there as "
-                  "invisible)", pc)
+                  "(Machine.set_private: that CPU's plain accesses there are no scheduling "
+                  "points)", pc)
     c.reason = Stop.DIE
     u.emu_stop()
 

@@ -23,7 +23,8 @@ class PrivateSpin(Scenario):
         m.start(0, "priv_setter", flag, count if self.peek else 0)
         m.start(1, "priv_spin", count, flag)
         if self.private:
-            m.set_private(self.owner, m.addr("priv_count") + self.offset, 16 - self.offset)
+            where = m.addr("priv_count") + self.offset if self.offset else "priv_count"
+            m.set_private(self.owner, where, 16 - self.offset)
 
     def observe(self, m: Machine) -> dict[str, object]:
         count = int.from_bytes(m.read(m.addr("priv_count"), 8), "little")
