@@ -632,7 +632,8 @@ static PyObject *S_stopped, *S_gic, *S_pending, *S_runnable, *S_exc, *S_pc, *S_s
     *S_text_stores, *S_last_cse, *S_model, *S_scopes, *S_budget, *S_log, *S_counting,
     *S_arm_key, *S_arm_saved, *S_m_parked, *S_unpark, *S_states_changed, *S_walked,
     *S_kind_at, *S_queues, *S_irq_masked, *S_cpus, *S_invalid,
-    *S_pending_words;
+    *S_pending_words, *S_touched, *S_pou_shared, *S_pou, *S_dside, *S_icache, *S_iview,
+    *S_live, *S_view_live, *S_config, *S_dline, *S_complete_choices;
 
 static int intern_names(void) {
     struct {
@@ -653,6 +654,10 @@ static int intern_names(void) {
         {&S_walked, "_walked"},
         {&S_kind_at, "kind_at"}, {&S_queues, "queues"}, {&S_irq_masked, "irq_masked"},
         {&S_cpus, "cpus"}, {&S_invalid, "invalid"}, {&S_pending_words, "pending"},
+        {&S_touched, "touched"}, {&S_pou_shared, "pou_shared"}, {&S_pou, "pou"},
+        {&S_dside, "dside"}, {&S_icache, "icache"}, {&S_iview, "iview"}, {&S_live, "live"},
+        {&S_view_live, "view_live"}, {&S_config, "config"}, {&S_dline, "dline"},
+        {&S_complete_choices, "complete_choices"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         *names[i].slot = PyUnicode_InternFromString(names[i].name);
@@ -1332,6 +1337,293 @@ done_or_error:
     return PyLong_FromLong(walked);
 }
 
+/* -- the fetch model's choices (FetchModel.choices) ------------------------------------ */
+
+/* A buffer attribute's bytes (bytearray, memoryview...), held until buf_release. */
+typedef struct {
+    Py_buffer v;
+    int held;
+} buf_t;
+
+static int buf_get(PyObject *obj, PyObject *name, buf_t *b) {
+    PyObject *o = PyObject_GetAttr(obj, name);
+    if (o == NULL)
+        return -1;
+    int r = PyObject_GetBuffer(o, &b->v, PyBUF_SIMPLE);
+    Py_DECREF(o);
+    b->held = r == 0;
+    return r;
+}
+
+static void buf_release(buf_t *b) {
+    if (b->held)
+        PyBuffer_Release(&b->v);
+    b->held = 0;
+}
+
+/* the word at byte offset w of b (the caller checked w + 4 <= its length) */
+static inline const char *at(const buf_t *b, long long w) {
+    return (const char *)b->v.buf + w;
+}
+
+static inline int fits(const buf_t *b, long long w, long long n) {
+    return w >= 0 && w + n <= (long long)b->v.len;
+}
+
+/* whether ``key`` is in ``words`` (a set of words, or None: every word): 1, 0, -1 */
+static inline int within(PyObject *words, PyObject *key) {
+    return words == Py_None ? 1 : PySequence_Contains(words, key);
+}
+
+/* out.append((code, cpu, where)): 0, or -1 with an error set */
+static int add_choice(PyObject *out, long code, long cpu, long long where) {
+    PyObject *t = Py_BuildValue("(llL)", code, cpu, where);
+    if (t == NULL)
+        return -1;
+    int r = PyList_Append(out, t);
+    Py_DECREF(t);
+    return r;
+}
+
+/* memory.CHOICE_* (tests/test_memory.py checks them against memory.py) */
+enum { CH_CATCH_UP, CH_FILL, CH_FILL_DSIDE, CH_EVICT, CH_COMPLETE, CH_WRITE_BACK };
+
+/* The choices of one CPU (FetchModel.choices' loop body): 0, or -1 with an error set. */
+static int cpu_choices(PyObject *out, PyObject *model, long i, PyObject *mc, PyObject *scope,
+                       PyObject *live, PyObject *view_live, PyObject *queue, PyObject *words,
+                       const long long *wv, const buf_t *pou, const buf_t *dside, int shared,
+                       int compact) {
+    buf_t icache = {0}, iview = {0};
+    PyObject *invalid = PyObject_GetAttr(mc, S_invalid);
+    PyObject *pending = invalid ? PyObject_GetAttr(mc, S_pending_words) : NULL;
+    PyObject *evicts = NULL, *it = NULL, *w = NULL;
+    int r = -1;
+    if (pending == NULL || buf_get(mc, S_icache, &icache) < 0 || buf_get(mc, S_iview, &iview) < 0)
+        goto end;
+    Py_ssize_t npending = PyObject_Length(pending);
+    if (npending < 0)
+        goto end;
+    if (npending) { /* catch_up_would_change */
+        it = PyObject_GetIter(pending);
+        if (it == NULL)
+            goto end;
+        while ((w = PyIter_Next(it)) != NULL) {
+            int in = within(scope, w);
+            if (in > 0)
+                in = within(view_live, w);
+            int gone = in > 0 ? PySequence_Contains(invalid, w) : in;
+            long long x = gone >= 0 && in > 0 ? PyLong_AsLongLong(w) : 0;
+            Py_CLEAR(w);
+            if (in < 0 || gone < 0 || PyErr_Occurred())
+                goto end;
+            if (!in)
+                continue;
+            const buf_t *src = gone ? pou : &icache;
+            if (!fits(src, x, 4) || !fits(&iview, x, 4)) {
+                PyErr_SetString(PyExc_ValueError, "fetch_choices: a pending word is outside the text");
+                goto end;
+            }
+            if (memcmp(at(src, x), at(&iview, x), 4)) {
+                if (add_choice(out, CH_CATCH_UP, i, -1) < 0)
+                    goto end;
+                break;
+            }
+        }
+        if (PyErr_Occurred())
+            goto end;
+    }
+    Py_ssize_t nw = PyList_GET_SIZE(words);
+    if (nw) {
+        evicts = PyList_New(0);
+        if (evicts == NULL)
+            goto end;
+        for (Py_ssize_t k = 0; k < nw; k++) {
+            PyObject *wo = PyList_GET_ITEM(words, k);
+            long long x = wv[k];
+            int in = within(scope, wo);
+            if (in > 0)
+                in = within(live, wo);
+            if (in < 0)
+                goto end;
+            if (!in)
+                continue;
+            int gone = PySequence_Contains(invalid, wo);
+            if (gone < 0)
+                goto end;
+            if (!fits(&icache, x, 4)) {
+                PyErr_SetString(PyExc_ValueError, "fetch_choices: a touched word is outside the I-cache");
+                goto end;
+            }
+            const char *p = at(pou, x), *d = at(dside, x), *cached = at(&icache, x);
+            if (compact) { /* refill_choices */
+                if ((gone || memcmp(cached, p, 4)) && add_choice(out, CH_FILL, i, x) < 0)
+                    goto end;
+                if (!shared && memcmp(d, p, 4) && (gone || memcmp(cached, d, 4)) &&
+                    add_choice(out, CH_FILL_DSIDE, i, x) < 0)
+                    goto end;
+            } else if (gone) { /* fill_choices */
+                if (add_choice(out, CH_FILL, i, x) < 0)
+                    goto end;
+                if (!shared && memcmp(d, p, 4) && add_choice(out, CH_FILL_DSIDE, i, x) < 0)
+                    goto end;
+            } else if ((memcmp(cached, p, 4) || memcmp(cached, d, 4)) && /* evict_choices */
+                       add_choice(evicts, CH_EVICT, i, x) < 0) {
+                goto end;
+            }
+        }
+        Py_ssize_t n = PyList_GET_SIZE(out);
+        if (PyList_SetSlice(out, n, n, evicts) < 0)
+            goto end;
+    }
+    Py_ssize_t nq = PyObject_Length(queue);
+    if (nq < 0)
+        goto end;
+    if (nq) { /* complete_choices, in Python (maintenance is queued only under arm) */
+        PyObject *ci = PyLong_FromLong(i);
+        PyObject *got = ci ? PyObject_CallMethodOneArg(model, S_complete_choices, ci) : NULL;
+        Py_XDECREF(ci);
+        if (got == NULL || !PyList_Check(got)) {
+            if (got != NULL)
+                PyErr_SetString(PyExc_TypeError, "complete_choices() is not a list");
+            Py_XDECREF(got);
+            goto end;
+        }
+        for (Py_ssize_t k = 0; k < PyList_GET_SIZE(got); k++) {
+            long long x = PyLong_AsLongLong(PyList_GET_ITEM(got, k));
+            if ((x == -1 && PyErr_Occurred()) || add_choice(out, CH_COMPLETE, i, x) < 0) {
+                Py_DECREF(got);
+                goto end;
+            }
+        }
+        Py_DECREF(got);
+    }
+    r = 0;
+end:
+    Py_XDECREF(w);
+    Py_XDECREF(it);
+    Py_XDECREF(evicts);
+    Py_XDECREF(pending);
+    Py_XDECREF(invalid);
+    buf_release(&iview);
+    buf_release(&icache);
+    return r;
+}
+
+/* fetch_choices(model, cpus, compact) -> FetchModel.choices(cpus, compact), in C: the
+ * same (code, cpu, where) tuples in the same order (tests/test_memory.py compares them
+ * on the states of runs and explorations). */
+static PyObject *fp_fetch_choices(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 3 || !PyList_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "fetch_choices(model, cpus: list, compact)");
+        return NULL;
+    }
+    PyObject *model = args[0], *cpus = args[1];
+    int compact = PyObject_IsTrue(args[2]);
+    if (compact < 0)
+        return NULL;
+    buf_t pou = {0}, dside = {0};
+    long long *wv = NULL;
+    PyObject *out = NULL, *touched = NULL, *words = NULL, *mcpus = NULL, *scopes = NULL,
+             *lives = NULL, *vlives = NULL, *queues = NULL, *config = NULL;
+    int shared = attr_true(model, S_pou_shared);
+    if (shared < 0 || buf_get(model, S_pou, &pou) < 0 || buf_get(model, S_dside, &dside) < 0)
+        goto fail;
+    touched = PyObject_GetAttr(model, S_touched);
+    words = touched ? PySequence_List(touched) : NULL;
+    if (words == NULL || PyList_Sort(words) < 0)
+        goto fail;
+    mcpus = PyObject_GetAttr(model, S_cpus);
+    scopes = mcpus ? PyObject_GetAttr(model, S_scopes) : NULL;
+    lives = scopes ? PyObject_GetAttr(model, S_live) : NULL;
+    vlives = lives ? PyObject_GetAttr(model, S_view_live) : NULL;
+    queues = vlives ? PyObject_GetAttr(model, S_queues) : NULL;
+    if (queues == NULL)
+        goto fail;
+    Py_ssize_t ncpus = PyList_Check(mcpus) ? PyList_GET_SIZE(mcpus) : -1;
+    if (ncpus < 0 || !PyList_Check(scopes) || !PyList_Check(lives) || !PyList_Check(vlives) ||
+        !PyList_Check(queues) || PyList_GET_SIZE(scopes) != ncpus ||
+        PyList_GET_SIZE(lives) != ncpus || PyList_GET_SIZE(vlives) != ncpus ||
+        PyList_GET_SIZE(queues) != ncpus) {
+        PyErr_SetString(PyExc_TypeError, "fetch_choices: the model's per-CPU lists");
+        goto fail;
+    }
+    Py_ssize_t nw = PyList_GET_SIZE(words);
+    if (nw) {
+        wv = PyMem_New(long long, nw);
+        if (wv == NULL) {
+            PyErr_NoMemory();
+            goto fail;
+        }
+    }
+    for (Py_ssize_t k = 0; k < nw; k++) {
+        wv[k] = PyLong_AsLongLong(PyList_GET_ITEM(words, k));
+        if (wv[k] == -1 && PyErr_Occurred())
+            goto fail;
+        if (!fits(&pou, wv[k], 4) || !fits(&dside, wv[k], 4)) {
+            PyErr_SetString(PyExc_ValueError, "fetch_choices: a touched word is outside the text");
+            goto fail;
+        }
+    }
+    out = PyList_New(0);
+    if (out == NULL)
+        goto fail;
+    Py_ssize_t nrun = PyList_GET_SIZE(cpus);
+    for (Py_ssize_t k = 0; k < nrun; k++) {
+        long i = PyLong_AsLong(PyList_GET_ITEM(cpus, k));
+        if (i == -1 && PyErr_Occurred())
+            goto fail;
+        if (i < 0 || i >= ncpus) {
+            PyErr_Format(PyExc_ValueError, "fetch_choices: no CPU%ld", i);
+            goto fail;
+        }
+        if (cpu_choices(out, model, i, PyList_GET_ITEM(mcpus, i), PyList_GET_ITEM(scopes, i),
+                        PyList_GET_ITEM(lives, i), PyList_GET_ITEM(vlives, i),
+                        PyList_GET_ITEM(queues, i), words, wv, &pou, &dside, shared,
+                        compact) < 0)
+            goto fail;
+    }
+    if (nrun && !shared && nw) { /* write_back_choices */
+        config = PyObject_GetAttr(model, S_config);
+        long long dline = config ? attr_ll(config, S_dline) : -1;
+        if (dline <= 0 || (dline & (dline - 1))) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "fetch_choices: the D-cache line size");
+            goto fail;
+        }
+        long long last = -1;
+        for (Py_ssize_t k = 0; k < nw; k++) {
+            long long ln = wv[k] & ~(dline - 1);
+            if (ln == last)
+                continue;
+            last = ln;
+            if (!fits(&pou, ln, dline) || !fits(&dside, ln, dline)) {
+                PyErr_SetString(PyExc_ValueError, "fetch_choices: a line is outside the text");
+                goto fail;
+            }
+            if (memcmp(at(&pou, ln), at(&dside, ln), (size_t)dline) &&
+                add_choice(out, CH_WRITE_BACK, -1, ln) < 0)
+                goto fail;
+        }
+    }
+    goto end;
+fail:
+    Py_CLEAR(out);
+end:
+    PyMem_Free(wv);
+    Py_XDECREF(config);
+    Py_XDECREF(queues);
+    Py_XDECREF(vlives);
+    Py_XDECREF(lives);
+    Py_XDECREF(scopes);
+    Py_XDECREF(mcpus);
+    Py_XDECREF(words);
+    Py_XDECREF(touched);
+    buf_release(&dside);
+    buf_release(&pou);
+    return out;
+}
+
 /* set_private(cpu, iview, ranges, xregs) -> None: the CPU's I-view (a bytearray,
  * kept alive by the machine, which maps it), its private ranges ((lo, hi), ...; at
  * most MAX_PRIVATE: more is an error) and Unicorn's ids of X0..X30.  state() must
@@ -1431,6 +1723,8 @@ end:
 }
 
 static PyMethodDef methods[] = {
+    {"fetch_choices", (PyCFunction)(void (*)(void))fp_fetch_choices, METH_FASTCALL,
+     "fetch_choices(model, cpus, compact) -> FetchModel.choices(cpus, compact), in C"},
     {"set_private", (PyCFunction)(void (*)(void))fp_set_private, METH_FASTCALL,
      "set_private(cpu, iview, ranges, xregs) -> None"},
     {"plain_ea", (PyCFunction)(void (*)(void))fp_plain_ea, METH_FASTCALL,

@@ -38,7 +38,8 @@ if TYPE_CHECKING:
     from .cpu import Cpu
     from .machine import Machine
 
-__all__ = ["KindTable", "attach", "available", "set_private", "walk_function", "wanted"]
+__all__ = ["KindTable", "attach", "available", "fetch_choices_function", "set_private",
+           "walk_function", "wanted"]
 
 _lib: Any = _ucpy.uclib
 _uc_hook_h: Any = getattr(_ucpy, "uc_hook_h")  # noqa: B009 (not re-exported for mypy)
@@ -86,6 +87,15 @@ def walk_function() -> Callable[..., int] | None:
         probe.getrandbits(32 * 500)  # (and at every 624th word)
     walk: Callable[..., int] = fp.walk
     return walk
+
+
+def fetch_choices_function() -> Callable[..., list[tuple[int, int, int]]]:
+    """``_fastpath.fetch_choices(model, cpus, compact)``: ``FetchModel.choices`` in C
+    (``Machine.model_choices`` uses it with the compiled path)."""
+    fp = _module()
+    assert fp is not None
+    choices: Callable[..., list[tuple[int, int, int]]] = fp.fetch_choices
+    return choices
 
 
 class KindTable(dict[int, OpKind]):

@@ -46,6 +46,7 @@ from .execute import irq as _irq
 from .execute import resume as _resume
 from .execute import run_started as _run_started
 from .execute import step as _step
+from .fastpath import fetch_choices_function
 from .fastpath import wanted as wanted_fastpath
 from .findings import Event, EventKind, Finding, OracleName
 from .interrupts import InterruptController
@@ -63,6 +64,9 @@ MEMORY_MODELS = ("sc", "arm")
 _STEP, _RUNNABLE = DecisionKind.STEP, CpuState.RUNNABLE
 # What a CPU may still fetch, and fetch from its I-view (``Machine.set_fetch_liveness``).
 Liveness = tuple[frozenset[int], frozenset[int]]
+# ``FetchModel.choices``'s codes (memory.CHOICE_*), in order
+_CHOICE_KINDS = (DecisionKind.CATCH_UP, DecisionKind.FILL, DecisionKind.FILL_DSIDE,
+                 DecisionKind.EVICT, DecisionKind.COMPLETE, DecisionKind.WRITE_BACK)
 _ARM_KINDS = frozenset({DecisionKind.READ, DecisionKind.FAIL, DecisionKind.PROMISE})
 # Decisions that change the fetch model alone, never the Arm model's messages and views
 # (a chosen catch-up is not a context synchronization event: no B2): they keep
@@ -151,6 +155,9 @@ class Machine:
         self.text_stores: list[tuple[int, int, int, int, int]] = []
         # snapshot._cmodx_pending's memo: (text stores, each CPU's last CSE) -> its part
         self.cmodx_memo: dict[tuple[object, ...], list[list[tuple[int, int, int]]]] = {}
+        # The decision of each fetch-model choice (``FetchModel.choices``) made so far:
+        # at most a few per text word and CPU.
+        self.choice_decisions: dict[tuple[int, int, int], Decision] = {}
         line = max(layout.PAGE, self.fetch_config.iline, self.fetch_config.dline)
         self.text_size = max(line, -(-len(image.text) // line) * line)
         if self.text_size > layout.TEXT_MAX or len(image.data) > layout.DATA_SIZE:
@@ -166,6 +173,9 @@ class Machine:
         self.model = FetchModel(self.fetch_config, text, ncpus,
                                 dside=memoryview(self.dside_text), iviews=self.iviews)
         self.model.deferred = memory == "arm"  # rule 9: maintenance completes at a DSB
+        # Its choices (Machine.model_choices): in C with the compiled path
+        self._fetch_choices = (partial(fetch_choices_function(), self.model)
+                               if self.fastpath else self.model.choices)
         if self.arm is not None:  # rule 10: a DC may clean its line as it was earlier
             self.model.history = dataside.TextHistory(self.arm, self.model.initial)
         self.gic = InterruptController(ncpus)
@@ -620,27 +630,16 @@ class Machine:
         evictions; the same I-view histories are reachable with fewer states, which
         exhaustive exploration uses.
         """
-        m = self.model
-        out: list[Decision] = []
         self.update_liveness()
-        for c in self.cpus:
-            if c.state is not CpuState.RUNNABLE:
-                continue
-            i = c.index
-            if m.catch_up_would_change(i):
-                out.append(Decision(DecisionKind.CATCH_UP, i))
-            fills = m.refill_choices(i) if compact else m.fill_choices(i)
-            for w, from_dside in fills:
-                out.append(Decision(DecisionKind.FILL_DSIDE if from_dside else DecisionKind.FILL,
-                                    i, w))
-            if not compact:
-                for w in m.evict_choices(i):
-                    out.append(Decision(DecisionKind.EVICT, i, w))
-            for k in m.complete_choices(i):
-                out.append(Decision(DecisionKind.COMPLETE, i, k))
-        if any(c.state is CpuState.RUNNABLE for c in self.cpus):
-            for line in m.write_back_choices():
-                out.append(Decision(DecisionKind.WRITE_BACK, -1, line))
+        made = self.choice_decisions
+        out: list[Decision] = []
+        for choice in self._fetch_choices(
+                [c.index for c in self.cpus if c.state is _RUNNABLE], compact):
+            d = made.get(choice)
+            if d is None:
+                code, cpu, where = choice
+                d = made[choice] = Decision(_CHOICE_KINDS[code], cpu, where)
+            out.append(d)
         if self.arm is not None:
             out += self._arm_choices()
         return out

@@ -69,12 +69,18 @@ from typing import Protocol
 
 from .statehash import Bytes, digest
 
-__all__ = ["ERRATA", "CacheType", "CpuProfile", "FetchConfig", "FetchModel", "ModelError",
-           "TextHistory", "parse_per_thread", "per_thread_words"]
+__all__ = ["CHOICE_CATCH_UP", "CHOICE_COMPLETE", "CHOICE_EVICT", "CHOICE_FILL",
+           "CHOICE_FILL_DSIDE", "CHOICE_WRITE_BACK", "ERRATA", "CacheType", "CpuProfile",
+           "FetchConfig", "FetchModel", "ModelError", "TextHistory", "parse_per_thread",
+           "per_thread_words"]
 
 # Rule 9's operations (FetchModel.queues).
 _INVAL_LINE, _INVAL_ALL, _INVAL_CPU, _CLEAN_LINE, _INVAL_CPU_LINE, _CLEAN_AS_OF = range(6)
 _CLEANS = (_CLEAN_LINE, _CLEAN_AS_OF)
+# What ``FetchModel.choices`` offers: a catch-up, a fill from the PoU or the D-side (a
+# refill when compact), an eviction, a completion (rule 9), a write-back.
+(CHOICE_CATCH_UP, CHOICE_FILL, CHOICE_FILL_DSIDE, CHOICE_EVICT, CHOICE_COMPLETE,
+ CHOICE_WRITE_BACK) = range(6)
 
 
 class TextHistory(Protocol):
@@ -867,6 +873,66 @@ class FetchModel:
         return value in torn and value not in self._whole.get(off, ())
 
     # -- choices a scheduler may make -------------------------------------------------
+    def choices(self, cpus: Sequence[int], compact: bool) -> list[tuple[int, int, int]]:
+        """Every choice of the rules above that can change an outcome now, for the CPUs
+        ``cpus`` (those that can still run), as ``(CHOICE_*, cpu, word or line or
+        index)``: per CPU in order its catch-up, fills (``compact``: refills) and
+        evictions (none when ``compact``), completions; then the write-backs, if
+        ``cpus`` is not empty.  The same choices, in the same order, as the per-rule
+        methods below give (``tests/test_memory.py`` compares them): one pass over the
+        touched words with the bytes of each read once, since a random walk asks at
+        every model draw."""
+        out: list[tuple[int, int, int]] = []
+        touched = self.touched
+        shared = self.pou_shared
+        pou, dside = self.pou, self.dside
+        words = sorted(touched)
+        pous = [pou[w:w + 4] for w in words]
+        dsides = pous if shared else [dside[w:w + 4] for w in words]
+        both = list(zip(words, pous, dsides, strict=True))
+        for i in cpus:
+            c = self.cpus[i]
+            scope = self.scopes[i]
+            if c.pending:  # catch_up_would_change
+                view_live, iview, icache, invalid = self.view_live[i], c.iview, c.icache, c.invalid
+                for w in c.pending:
+                    if (scope is not None and w not in scope) or (view_live is not None
+                                                                  and w not in view_live):
+                        continue
+                    src = pou if w in invalid else icache
+                    if src[w:w + 4] != iview[w:w + 4]:
+                        out.append((CHOICE_CATCH_UP, i, -1))
+                        break
+            if both:
+                live, invalid, icache = self.live[i], c.invalid, c.icache
+                evicts: list[tuple[int, int, int]] = []
+                for w, p, d in both:
+                    if (scope is not None and w not in scope) or (live is not None
+                                                                  and w not in live):
+                        continue
+                    if compact:  # refill_choices
+                        gone = w in invalid
+                        cached = icache[w:w + 4]
+                        if gone or cached != p:
+                            out.append((CHOICE_FILL, i, w))
+                        if not shared and d != p and (gone or cached != d):
+                            out.append((CHOICE_FILL_DSIDE, i, w))
+                    elif w in invalid:  # fill_choices
+                        out.append((CHOICE_FILL, i, w))
+                        if not shared and d != p:
+                            out.append((CHOICE_FILL_DSIDE, i, w))
+                    else:  # evict_choices
+                        cached = icache[w:w + 4]
+                        if cached != p or cached != d:
+                            evicts.append((CHOICE_EVICT, i, w))
+                out += evicts
+            queue = self.queues[i]
+            if queue:  # complete_choices
+                out += [(CHOICE_COMPLETE, i, k) for k in self.complete_choices(i)]
+        if cpus and not shared and touched:
+            out += [(CHOICE_WRITE_BACK, -1, ln) for ln in self.write_back_choices()]
+        return out
+
     def fill_choices(self, cpu: int) -> list[tuple[int, bool]]:
         """Fills that can change an outcome: ``(word, from_dside)``.
 

@@ -1,0 +1,201 @@
+"""``FetchModel.choices`` and its C twin against the per-rule choice methods.
+
+``Machine.model_choices`` asks ``FetchModel.choices`` (in C with the compiled path:
+``_fastpath.fetch_choices``) for every fetch-model choice at once; a random walk draws
+one of them by its position, so a schedule replays only if the list is the same, in the
+same order, as the per-rule methods give: per CPU its catch-up, fills (refills when
+compact) and evictions, completions; then the write-backs.  Both are checked here
+against that reference on random models (every cache configuration, scopes, liveness,
+deferred maintenance) and on the states real runs and explorations ask at.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from testbed import fastpath
+from testbed.exploration import Bounds, explore
+from testbed.litmus import parse_file
+from testbed.litmus_run import build
+from testbed.machine import Machine
+from testbed.memory import (
+    CHOICE_CATCH_UP,
+    CHOICE_COMPLETE,
+    CHOICE_EVICT,
+    CHOICE_FILL,
+    CHOICE_FILL_DSIDE,
+    CHOICE_WRITE_BACK,
+    CacheType,
+    CpuProfile,
+    FetchConfig,
+    FetchModel,
+    ModelError,
+)
+from testbed.scenario import Session, load_scenario
+from testbed.strategies import RandomWalk
+
+Choices = list[tuple[int, int, int]]
+LITMUS = Path(__file__).resolve().parents[2] / "shared" / "litmus"
+NOP = 0xD503201F
+
+
+def reference(m: FetchModel, cpus: list[int], compact: bool) -> Choices:
+    """The choices as the per-rule methods give them (Machine.model_choices before
+    ``FetchModel.choices``)."""
+    out: Choices = []
+    for i in cpus:
+        if m.catch_up_would_change(i):
+            out.append((CHOICE_CATCH_UP, i, -1))
+        fills = m.refill_choices(i) if compact else m.fill_choices(i)
+        out += [(CHOICE_FILL_DSIDE if dside else CHOICE_FILL, i, w) for w, dside in fills]
+        if not compact:
+            out += [(CHOICE_EVICT, i, w) for w in m.evict_choices(i)]
+        out += [(CHOICE_COMPLETE, i, k) for k in m.complete_choices(i)]
+    if cpus:
+        out += [(CHOICE_WRITE_BACK, -1, ln) for ln in m.write_back_choices()]
+    return out
+
+
+def twins() -> list[Callable[[FetchModel, list[int], bool], Choices]]:
+    out: list[Callable[[FetchModel, list[int], bool], Choices]] = [
+        lambda m, cpus, compact: m.choices(cpus, compact)]
+    if fastpath.available():
+        out.append(fastpath.fetch_choices_function())
+    return out
+
+
+def check(m: FetchModel, cpus: list[int]) -> int:
+    """Every twin gives the reference's list; returns how many choices there were."""
+    n = 0
+    for compact in (False, True):
+        want = reference(m, cpus, compact)
+        n += len(want)
+        for twin in twins():
+            assert twin(m, cpus, compact) == want, (cpus, compact)
+    return n
+
+
+CONFIGS = [
+    FetchConfig(CacheType.IDC0), FetchConfig(CacheType.IDC1), FetchConfig(CacheType.DIC1),
+    FetchConfig(CacheType.IDC0, iline=16, dline=32),
+    FetchConfig(cpus=(CpuProfile(CacheType.IDC0), CpuProfile(CacheType.DIC1),
+                      CpuProfile(CacheType.IDC1))),
+]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.cache.value}-{c.iline}-"
+                         f"{c.dline}{'-mixed' if c.cpus else ''}")
+@pytest.mark.parametrize("deferred", [False, True], ids=["at-once", "deferred"])
+def test_random_models(config: FetchConfig, deferred: bool) -> None:
+    """Random rule sequences on a 3-CPU model: the choices agree at every state, with and
+    without scopes and liveness, and every kind of choice shows up."""
+    rng = random.Random(f"{config}{deferred}")
+    nwords = 64
+    seen: set[int] = set()
+    for run in range(12):
+        m = FetchModel(config, NOP.to_bytes(4, "little") * nwords, 3)
+        m.deferred = deferred
+        words = [4 * rng.randrange(nwords) for _ in range(6)]  # a few words, often shared
+        for _ in range(60):
+            op = rng.randrange(9)
+            cpu = rng.randrange(3)
+            w = rng.choice(words)
+            try:
+                if op == 0:  # whole words, and halves (torn words)
+                    size = rng.choice((4, 4, 2))
+                    off = w + rng.choice((0, 4 - size))
+                    m.store(off, rng.getrandbits(8 * size).to_bytes(size, "little"), cpu)
+                elif op == 1:
+                    m.dc_cvau(w, cpu)
+                elif op == 2:
+                    m.ic_ivau(w, cpu)
+                elif op == 3:
+                    m.fill(cpu, w, rng.random() < 0.5)
+                elif op == 4:
+                    m.evict(cpu, w)
+                elif op == 5:
+                    m.catch_up(cpu)
+                elif op == 6:
+                    m.write_back(w & ~(config.dline - 1))
+                elif op == 7 and m.queues[cpu]:
+                    m.complete(cpu, rng.randrange(len(m.queues[cpu])))
+                elif op == 8:
+                    m.ic_iallu(cpu, deferred=deferred)
+            except ModelError:
+                pass  # (a fill of a valid word, a write-back when IDC=1...)
+            if run % 3 == 1:  # scopes and liveness leave words out
+                m.scopes[cpu] = frozenset(rng.sample(words, 3))
+            elif run % 3 == 2:
+                m.live[cpu] = frozenset(rng.sample(words, 3))
+                m.view_live[cpu] = frozenset(rng.sample(words, 2))
+            for cpus in ([0, 1, 2], [2, 0], [1], []):
+                check(m, cpus)
+                seen.update(code for code, _, _ in m.choices(cpus, False)
+                            + m.choices(cpus, True))
+    kinds = {CHOICE_CATCH_UP, CHOICE_FILL}
+    if config.cache is not CacheType.DIC1 or config.cpus:  # (DIC=1: valid words are
+        kinds.add(CHOICE_EVICT)  # the PoU's, so an eviction changes nothing)
+    if not config.cache.idc or config.cpus:
+        kinds |= {CHOICE_FILL_DSIDE, CHOICE_WRITE_BACK}
+    if deferred:
+        kinds.add(CHOICE_COMPLETE)
+    assert kinds <= seen
+
+
+class Recorder:
+    """Checks the twins at every ``Machine.model_choices`` call of a machine."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        self.choices = 0
+        original = Machine.model_choices
+
+        def model_choices(m: Machine, compact: bool = False) -> list[object]:
+            got = original(m, compact)
+            m.update_liveness()
+            cpus = [c.index for c in m.cpus if c.state.value == "runnable"]
+            self.calls += 1
+            self.choices += check(m.model, cpus)
+            return got  # type: ignore[return-value]
+
+        monkeypatch.setattr(Machine, "model_choices", model_choices)
+
+
+@pytest.mark.parametrize("memory", ["sc", "arm"])
+def test_the_states_random_walks_ask_at(monkeypatch: pytest.MonkeyPatch, memory: str) -> None:
+    rec = Recorder(monkeypatch)
+    for name in ("jump_label_nosync", "missing_dc"):
+        s = Session(load_scenario(name)(), memory=memory)
+        for seed in range(25):
+            s.run(RandomWalk(seed, p_model=0.3))
+    assert rec.calls > 200 and rec.choices > 200
+
+
+def test_the_states_explorations_ask_at(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Litmus explorations: compact choices, scopes and fetch liveness, IDC=0 and DIC=1,
+    deferred maintenance under the Arm model."""
+    rec = Recorder(monkeypatch)
+    for path, cache in (("esop2020/MP.RF+[dc]-ic+ctrl-isb.litmus", None),
+                        ("esop2020/CoFF.litmus", CacheType.IDC0),
+                        ("esop2020/SM+RW.litmus", CacheType.DIC1)):
+        prog = build(parse_file(LITMUS / path), cache)
+        explore(prog.machine, prog.observe, Bounds(max_states=600))
+    assert rec.calls > 500 and rec.choices > 500
+
+
+def test_machines_use_the_c_twin_with_the_compiled_path(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the compiled path the machine asks C (so that the tests above cover what
+    runs); without it, Python."""
+    if not fastpath.available():
+        pytest.skip("the compiled fast path was not built")
+    s = Session(load_scenario("jump_label_nosync")())
+    assert s.machine.fastpath
+    assert s.machine._fetch_choices.func is fastpath.fetch_choices_function()  # type: ignore[union-attr]
+    monkeypatch.setenv("TESTBED_FASTPATH", "0")
+    pure = Session(load_scenario("jump_label_nosync")())
+    assert pure.machine._fetch_choices == pure.machine.model.choices
