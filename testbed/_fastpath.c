@@ -1624,6 +1624,39 @@ end:
     return out;
 }
 
+/* instructions(logs) -> trace.instructions(logs), in C: the instructions the logged
+ * blocks hold, (end - start) / 4 summed over every (step, start, end) with start >= 0
+ * (tests/test_walker.py compares them). */
+static PyObject *fp_instructions(PyObject *self, PyObject *logs) {
+    (void)self;
+    if (!PyList_Check(logs)) {
+        PyErr_SetString(PyExc_TypeError, "instructions(logs: list of lists of 3-tuples)");
+        return NULL;
+    }
+    long long n = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(logs); i++) {
+        PyObject *log = PyList_GET_ITEM(logs, i);
+        if (!PyList_Check(log)) {
+            PyErr_SetString(PyExc_TypeError, "instructions: a log is not a list");
+            return NULL;
+        }
+        for (Py_ssize_t k = 0; k < PyList_GET_SIZE(log); k++) {
+            PyObject *e = PyList_GET_ITEM(log, k);
+            if (!PyTuple_Check(e) || PyTuple_GET_SIZE(e) != 3) {
+                PyErr_SetString(PyExc_TypeError, "instructions: an entry is not a 3-tuple");
+                return NULL;
+            }
+            long long start = PyLong_AsLongLong(PyTuple_GET_ITEM(e, 1));
+            long long end = start >= 0 ? PyLong_AsLongLong(PyTuple_GET_ITEM(e, 2)) : 0;
+            if (PyErr_Occurred())
+                return NULL;
+            if (start >= 0)
+                n += (end - start) >> 2;
+        }
+    }
+    return PyLong_FromLongLong(n);
+}
+
 /* set_private(cpu, iview, ranges, xregs) -> None: the CPU's I-view (a bytearray,
  * kept alive by the machine, which maps it), its private ranges ((lo, hi), ...; at
  * most MAX_PRIVATE: more is an error) and Unicorn's ids of X0..X30.  state() must
@@ -1723,6 +1756,8 @@ end:
 }
 
 static PyMethodDef methods[] = {
+    {"instructions", fp_instructions, METH_O,
+     "instructions(logs) -> trace.instructions(logs), in C"},
     {"fetch_choices", (PyCFunction)(void (*)(void))fp_fetch_choices, METH_FASTCALL,
      "fetch_choices(model, cpus, compact) -> FetchModel.choices(cpus, compact), in C"},
     {"set_private", (PyCFunction)(void (*)(void))fp_set_private, METH_FASTCALL,

@@ -38,8 +38,8 @@ if TYPE_CHECKING:
     from .cpu import Cpu
     from .machine import Machine
 
-__all__ = ["KindTable", "attach", "available", "fetch_choices_function", "set_private",
-           "walk_function", "wanted"]
+__all__ = ["KindTable", "attach", "available", "fetch_choices_function",
+           "instructions_function", "set_private", "walk_function", "wanted"]
 
 _lib: Any = _ucpy.uclib
 _uc_hook_h: Any = getattr(_ucpy, "uc_hook_h")  # noqa: B009 (not re-exported for mypy)
@@ -96,6 +96,15 @@ def fetch_choices_function() -> Callable[..., list[tuple[int, int, int]]]:
     assert fp is not None
     choices: Callable[..., list[tuple[int, int, int]]] = fp.fetch_choices
     return choices
+
+
+def instructions_function() -> Callable[[list[list[tuple[int, int, int]]]], int]:
+    """``_fastpath.instructions(logs)``: ``trace.instructions`` in C (``scheduler.run``
+    counts a run's instructions with it on the compiled path)."""
+    fp = _module()
+    assert fp is not None
+    count: Callable[[list[list[tuple[int, int, int]]]], int] = fp.instructions
+    return count
 
 
 class KindTable(dict[int, OpKind]):

@@ -207,3 +207,27 @@ def test_the_walker_refuses_objects_laid_out_otherwise() -> None:
 
     with pytest.raises(TypeError, match=r"Plain\.exc is not a slot"):
         fp.walk(Bare(), (Plain(),), (None,), rng, 0.95, (), consts, [], 10)
+
+
+def test_the_compiled_instruction_count_is_trace_instructions() -> None:
+    """``_fastpath.instructions`` counts what ``trace.instructions`` counts: blocks'
+    words, not catch-up entries (``(step, ~word, value)``), on real runs' logs and on
+    made-up ones; a log that is not one is a TypeError, never a wrong count."""
+    from testbed import trace
+    count = fastpath.instructions_function()
+    made = [[(0, 0x1000, 0x1010), (1, ~0x40, 0xD503201F), (2, 0x2000, 0x2004)], [],
+            [(5, 0x3000, 0x3000), (6, ~0, 7), (7, 0x10, 0x40)]]
+    assert count(made) == trace.instructions(made) == 4 + 1 + 0 + 12
+    assert count([]) == 0
+    s = Session(load_scenario("jump_label_nosync")(), memory="sc")
+    totals = set()
+    for seed in range(8):
+        r = s.run(RandomWalk(seed))
+        logs = s.machine.logs()
+        assert any(start < 0 for log in logs for _, start, _ in log)  # catch-ups logged
+        assert count(logs) == trace.instructions(logs) == r.instructions
+        totals.add(r.instructions)
+    assert len(totals) > 1
+    for bad in ([(0, 1, 2)], [[(0, 1)]], [[[0, 1, 2]]], [[(0, "a", 2)]]):
+        with pytest.raises(TypeError):
+            count(bad)  # type: ignore[arg-type]
