@@ -9,6 +9,7 @@ still took a site's old (NOP) path is the race v6.11's ``kick_all_cpus_sync()`` 
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,17 +36,20 @@ def static_key_incoherence(m: Machine, logs: Sequence[SiteLog]) -> list[Finding]
     """One finding per (CPU, site) whose old path ran after the flag was seen set."""
     findings: list[Finding] = []
     for wl in logs:
-        raw = m.read(wl.log, 4 * wl.iterations)
+        entries = struct.unpack(f"<{wl.iterations}I", m.read(wl.log, 4 * wl.iterations))
+        if 0 in entries:
+            entries = entries[:entries.index(0)]  # the worker did not get that far
+        # The iterations that read the flag set: only they can show the race (the flag is
+        # set late in most runs, so each site looks at a few entries, not all).
+        flagged = [(i, e) for i, e in enumerate(entries) if e >> wl.flag_shift == 1]
+        if not flagged:
+            continue
         n = len(wl.sites)
         for k, (site_sym, yes_sym) in enumerate(wl.sites):
-            site = m.addr(site_sym)
-            for i in range(wl.iterations):
-                entry = int.from_bytes(raw[4 * i:4 * i + 4], "little")
-                if not entry:
-                    break  # the worker did not get that far
-                flag = entry >> wl.flag_shift
-                path = (entry >> (4 * (n - 1 - k))) & 0xF
-                if flag == 1 and path == OLD_PATH:
+            shift = 4 * (n - 1 - k)
+            for i, entry in flagged:
+                if (entry >> shift) & 0xF == OLD_PATH:
+                    site = m.addr(site_sym)
                     # The steps at which the CPU ran the site, in order: the blocks of
                     # its ground-truth log that hold it (trace.expand, without
                     # expanding every block into instructions)
