@@ -633,7 +633,7 @@ static PyObject *S_stopped, *S_gic, *S_pending, *S_runnable, *S_exc, *S_pc, *S_s
     *S_arm_key, *S_arm_saved, *S_m_parked, *S_unpark, *S_states_changed, *S_walked,
     *S_kind_at, *S_queues, *S_irq_masked, *S_cpus, *S_invalid,
     *S_pending_words, *S_touched, *S_pou_shared, *S_pou, *S_dside, *S_icache, *S_iview,
-    *S_live, *S_view_live, *S_config, *S_dline, *S_complete_choices;
+    *S_live, *S_view_live, *S_config, *S_dline, *S_complete_choices, *S_has_wfi, *S_isb;
 
 static int intern_names(void) {
     struct {
@@ -657,7 +657,7 @@ static int intern_names(void) {
         {&S_touched, "touched"}, {&S_pou_shared, "pou_shared"}, {&S_pou, "pou"},
         {&S_dside, "dside"}, {&S_icache, "icache"}, {&S_iview, "iview"}, {&S_live, "live"},
         {&S_view_live, "view_live"}, {&S_config, "config"}, {&S_dline, "dline"},
-        {&S_complete_choices, "complete_choices"},
+        {&S_complete_choices, "complete_choices"}, {&S_has_wfi, "has_wfi"}, {&S_isb, "ISB"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         *names[i].slot = PyUnicode_InternFromString(names[i].name);
@@ -781,7 +781,7 @@ static inline int cis(PyObject *c, int i, PyObject *what) {
  * sets attributes the generic way and has no descriptor of those names. */
 static PyObject **const ms_names[] = {&S_stopped, &S_runnable, &S_step_no, &S_mutations,
                                       &S_arm_key, &S_arm_saved, &S_m_parked, &S_gic,
-                                      &S_budget, &S_pure_loads, &S_fetch_points};
+                                      &S_budget, &S_pure_loads, &S_fetch_points, &S_has_wfi};
 static PyTypeObject *machine_type; /* the type checked (kept for the process) */
 
 static int machine_layout(PyObject *m) {
@@ -856,8 +856,13 @@ typedef struct {
     long long budget;
 } walk_state;
 
-enum { K_MEMORY = 1, K_DAIF = 3, K_FETCH = 4, K_BARRIER = 5, K_ISB = 6, K_YIELD = 9, K_WFE = 10,
-       K_SEV = 12 };
+enum { K_MEMORY = 1, K_DAIF = 3, K_FETCH = 4, K_BARRIER = 5, K_ISB = 6, K_DC = 7, K_IC = 8,
+       K_YIELD = 9, K_WFE = 10, K_SEV = 12 };
+
+/* the kinds execute._fold may perform (execute.FOLDABLE) */
+static inline int foldable(int kind) {
+    return kind == K_BARRIER || kind == K_SEV || kind == K_YIELD || kind == K_WFE;
+}
 
 /* Whether CPU ``ci``'s catch-up now would do nothing (FetchModel.catch_up: no invalid
  * I-cache word, no pending I-view word): 1, 0, or -1 with an error set. */
@@ -1075,12 +1080,14 @@ static int walk_fold(walk_ctx *w, long long *pc) {
  * ``cpus``, ``handles``: the machine's Cpu objects and their fast_cpu capsules;
  * ``threshold``: 1.0 - p_model; ``steps``: schedule._STEPS; ``consts``:
  * (CpuState.RUNNABLE, Stop.VISIBLE, Stop.NONE, UNTIL, NO_COUNT, UC_ARM64_REG_PSTATE,
- * PSTATE_I).  Appends the decisions
+ * PSTATE_I, textside.cache_op, textside.catch_up, execute.resume): the three functions
+ * perform a DC or IC, an ISB's catch-up that changes something, and the resume after
+ * either when the catch-up made what follows foldable.  Appends the decisions
  * taken to ``decisions`` (scheduler.run's list) while it holds fewer than ``max``;
  * returns how many it took. */
 static PyObject *walk_body(PyObject *const *args, Py_ssize_t nargs, walk_state *ws) {
     if (nargs != 9 || !PyTuple_Check(args[1]) || !PyTuple_Check(args[2]) ||
-        !PyTuple_Check(args[5]) || !PyTuple_Check(args[6]) || PyTuple_GET_SIZE(args[6]) != 7 ||
+        !PyTuple_Check(args[5]) || !PyTuple_Check(args[6]) || PyTuple_GET_SIZE(args[6]) != 10 ||
         !PyList_Check(args[7]) || PyTuple_GET_SIZE(args[1]) != PyTuple_GET_SIZE(args[2])) {
         PyErr_SetString(PyExc_TypeError, "walk(machine, cpus, handles, rng, threshold, steps, "
                                          "consts, decisions: list, max)");
@@ -1097,6 +1104,8 @@ static PyObject *walk_body(PyObject *const *args, Py_ssize_t nargs, walk_state *
     uint64_t no_count = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(args[6], 4));
     int pstate_id = (int)PyLong_AsLong(PyTuple_GET_ITEM(args[6], 5));
     uint64_t pstate_i = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(args[6], 6));
+    PyObject *cache_op = PyTuple_GET_ITEM(args[6], 7), *catch_up = PyTuple_GET_ITEM(args[6], 8);
+    PyObject *resume = PyTuple_GET_ITEM(args[6], 9);
     PyObject *decisions = args[7];
     Py_ssize_t max = PyLong_AsSsize_t(args[8]);
     if (PyErr_Occurred())
@@ -1110,6 +1119,8 @@ static PyObject *walk_body(PyObject *const *args, Py_ssize_t nargs, walk_state *
         if (PyList_GET_SIZE(decisions) >= max)
             break;
         int t = mtrue(ws->md, m, S_stopped);
+        if (t == 0) /* a catch-up made a WFI visible: steppable() is no longer _runnable */
+            t = mtrue(ws->md, m, S_has_wfi);
         if (t != 0)
             goto done_or_error;
         /* RandomWalk.choose: r = random(); an IRQ pending anywhere, or r drawing a model
@@ -1184,6 +1195,8 @@ static PyObject *walk_body(PyObject *const *args, Py_ssize_t nargs, walk_state *
         uint64_t word = ((uint64_t)pc - fc->text_base) >> 2;
         int kind = kind_of(fc, pc);
         int mutate = 1; /* Machine._step_folded: all but a pure load count a mutation */
+        int noop = 0; /* an ISB whose catch-up changes nothing */
+        int special = kind == K_ISB || kind == K_DC || kind == K_IC; /* performed, not run */
         if (kind == K_MEMORY) {
             int pure = PySequence_Contains(ws->loads, pcobj);
             int point = pure >= 0 ? PySequence_Contains(ws->points, pcobj) : -1;
@@ -1200,17 +1213,18 @@ static PyObject *walk_body(PyObject *const *args, Py_ssize_t nargs, walk_state *
                     return NULL;
                 break;
             }
-        } else if (kind == K_ISB) {
-            /* execute.step of an ISB whose catch-up changes nothing, when what follows
-             * it is not foldable (resume would fold it: Python's) */
-            int next = kind_of(fc, pc + 4);
-            int noop = next != K_BARRIER && next != K_SEV && next != K_YIELD && next != K_WFE
-                           ? catch_up_is_noop(m, ci) : 0;
-            if (noop != 1) {
+        } else if (kind == K_ISB || kind == K_DC || kind == K_IC) {
+            /* execute.step of an ISB, DC or IC, when what follows it is not foldable
+             * (resume would fold it: Python's); an ISB whose catch-up changes nothing
+             * is done here, the rest in Python (textside) */
+            if (foldable(kind_of(fc, pc + 4))) {
                 Py_DECREF(pcobj);
-                if (noop < 0)
-                    return NULL;
                 break;
+            }
+            noop = kind == K_ISB ? catch_up_is_noop(m, ci) : 0;
+            if (noop < 0) {
+                Py_DECREF(pcobj);
+                return NULL;
             }
         } else if (kind != K_DAIF) {
             Py_DECREF(pcobj);
@@ -1237,17 +1251,42 @@ static PyObject *walk_body(PyObject *const *args, Py_ssize_t nargs, walk_state *
         Py_DECREF(pcobj);
         cset(c, CS_SPUN, Py_False);
         walk_ctx wc = {m, c, fc, none_reason, visible, until, no_count, step_no, budget, ci};
-        if (kind == K_ISB) { /* a context synchronization event, logged; the run goes on
-                              * after it (textside.catch_up, execute.step, resume) */
+        int resumed = 0;
+        if (special) { /* logged and performed; the run goes on after it (execute.step,
+                        * textside.catch_up or cache_op, resume) */
             PyObject *log = cget(c, CS_LOG);
             PyObject *entry = log ? Py_BuildValue("(LLL)", step_no, pc, pc + 4) : NULL;
             int rc = entry ? PyList_Append(log, entry) : -1;
             Py_XDECREF(entry);
-            if (rc < 0 || cset_ll(c, CS_LAST_CSE, step_no) < 0)
+            if (rc < 0)
                 return NULL;
+            if (noop) { /* a context synchronization event with nothing to catch up */
+                if (cset_ll(c, CS_LAST_CSE, step_no) < 0)
+                    return NULL;
+            } else {
+                PyObject *at = PyLong_FromLongLong(pc);
+                PyObject *res = at == NULL ? NULL : kind == K_ISB
+                    ? PyObject_CallFunctionObjArgs(catch_up, m, c, S_isb, NULL)
+                    : PyObject_CallFunctionObjArgs(cache_op, m, c, at, NULL);
+                Py_XDECREF(at);
+                if (res == NULL)
+                    return NULL;
+                Py_DECREF(res);
+            }
             pc += 4;
+            if (!noop && foldable(kind_of(fc, pc))) { /* the catch-up made it so */
+                PyObject *at = PyLong_FromLongLong(pc);
+                PyObject *res = at ? PyObject_CallFunctionObjArgs(resume, m, c, at, NULL) : NULL;
+                Py_XDECREF(at);
+                if (res == NULL)
+                    return NULL;
+                Py_DECREF(res);
+                resumed = 1;
+            }
         }
-        if (kind == K_ISB && kind_of(fc, pc) != 0) { /* resume: stopped before it */
+        if (resumed) {
+            /* execute.resume ran it */
+        } else if (special && kind_of(fc, pc) != 0) { /* resume: stopped before it */
             fc->pc = pc;
             if (cset_ll(c, CS_PC, pc) < 0)
                 return NULL;

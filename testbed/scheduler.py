@@ -18,10 +18,12 @@ from unicorn import arm64_const as A
 
 from . import fastpath, trace
 from .cpu import NO_COUNT, PSTATE_I, UNTIL, Stop
+from .execute import resume
 from .findings import Event, Finding, OracleName
 from .machine import CpuState, Machine
 from .schedule import Decision, Schedule, step
 from .strategies.random_walk import RandomWalk
+from .textside import cache_op, catch_up
 
 if TYPE_CHECKING:
     from .strategies import Strategy
@@ -60,7 +62,8 @@ def _walker(m: Machine, strategy: Strategy) -> Callable[[list[Decision], int], i
     ``WFI`` in the image (``steppable`` is then the machine's list of runnable CPUs).
     It takes the decisions ``choose`` and ``apply`` would take, the same, as long as
     each is a step of a memory access, a ``DAIF`` write, a fetch no oracle has to
-    judge, or an ``ISB`` whose catch-up changes nothing
+    judge, or an ``ISB``, ``DC`` or ``IC`` not followed by a foldable operation (the
+    cache maintenance and a catch-up that changes something call ``textside``)
     (``tests/test_walker.py`` runs both on the same seeds)."""
     if not m.fastpath or type(strategy) is not RandomWalk or m.arm is not None \
             or not m.fold or m.has_fetch_liveness or m.promises or m.has_wfi \
@@ -72,7 +75,7 @@ def _walker(m: Machine, strategy: Strategy) -> Callable[[list[Decision], int], i
     if not walk:
         return None
     consts = (CpuState.RUNNABLE, Stop.VISIBLE, Stop.NONE, UNTIL, NO_COUNT,
-              A.UC_ARM64_REG_PSTATE, PSTATE_I)
+              A.UC_ARM64_REG_PSTATE, PSTATE_I, cache_op, catch_up, resume)
     return partial(walk, m, tuple(m.cpus), tuple(c.fast for c in m.cpus), strategy.rng,
                    1.0 - strategy.p_model, tuple(step(i) for i in range(m.ncpus)), consts)
 

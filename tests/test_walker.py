@@ -151,9 +151,10 @@ def test_the_walkers_cmodx_set_is_isa_is_cmodx() -> None:
 @pytest.mark.parametrize("name", ["jump_label_nosync", "brk_refcount_sync", "cmodx_violation"])
 def test_an_isb_with_nothing_to_catch_up_is_walked(
         name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The walker takes an ``ISB`` whose catch-up would change nothing (and not one
-    followed by a foldable operation): fewer catch-ups reach Python, and every CPU's
-    last context synchronization event (what the CMODX oracle judges by) is the same."""
+    """The walker takes an ``ISB`` whose catch-up would change nothing itself (and not
+    one followed by a foldable operation): fewer catch-ups reach ``textside.catch_up``
+    (from Python's step or the walker's call), and every CPU's last context
+    synchronization event (what the CMODX oracle judges by) is the same."""
     from testbed import textside
 
     def runs(walker: bool) -> tuple[list[object], int]:
@@ -166,6 +167,7 @@ def test_an_isb_with_nothing_to_catch_up_is_walked(
             original(m, c, why)
 
         monkeypatch.setattr("testbed.execute.catch_up", counted)
+        monkeypatch.setattr("testbed.scheduler.catch_up", counted)
         s = Session(load_scenario(name)(), memory="sc")
         out: list[object] = []
         for seed in SEEDS:
@@ -187,7 +189,7 @@ def test_the_walker_refuses_objects_laid_out_otherwise() -> None:
     fp = fastpath._module()
     rng = random.Random(1)
     rng.random()
-    consts = (0,) * 7
+    consts = (0,) * 10
 
     class Stopped:
         @property
@@ -231,3 +233,60 @@ def test_the_compiled_instruction_count_is_trace_instructions() -> None:
     for bad in ([(0, 1, 2)], [[(0, 1)]], [[[0, 1, 2]]], [[(0, "a", 2)]]):
         with pytest.raises(TypeError):
             count(bad)  # type: ignore[arg-type]
+
+
+def test_a_wfi_made_visible_mid_run_hands_the_walk_back(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A patch can make a WFI visible in the middle of a run (``Machine.has_wfi`` turns
+    true at the catch-up): from then on a CPU at the WFI is not steppable, so the walker,
+    which draws among every runnable CPU, must stop and leave the draws to Python.  The
+    tests' own scenario patches CPU1's NOP into WFI while CPU2 counts on: the same
+    schedules, traces and states with the walker as without, in runs where CPU1 sleeps
+    for good with CPU2 still counting."""
+    fast, walked, asleep = _own_runs(True, monkeypatch, spin=0)
+    slow, none, _ = _own_runs(False, monkeypatch, spin=0)
+    assert fast == slow
+    assert walked > 0 and none == 0 and asleep >= 3
+
+
+def test_an_isb_whose_catch_up_makes_a_spin_hint_next_resumes_in_python(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The walker performs an ``ISB`` whose catch-up changes something through
+    ``textside.catch_up``; when that catch-up shows a foldable operation right after it
+    (the tests' scenario patches the NOP after CPU1's ISB into YIELD), the run on is
+    ``execute.resume``'s, which folds it: the same as without the walker, and the path is
+    taken."""
+    from testbed import scheduler
+    resumed = [0]
+    original = scheduler.resume
+
+    def counting(m: Machine, c: Any, pc: int) -> None:
+        resumed[0] += 1
+        original(m, c, pc)
+
+    monkeypatch.setattr(scheduler, "resume", counting)
+    fast, walked, _ = _own_runs(True, monkeypatch, spin=1)
+    slow, _, _ = _own_runs(False, monkeypatch, spin=1)
+    assert fast == slow
+    assert walked > 0 and resumed[0] >= 2
+
+
+def _own_runs(walker: bool, monkeypatch: pytest.MonkeyPatch,
+              **params: int) -> tuple[list[dict[str, Any]], int, int]:
+    """8 seeds of tests/data/wfi_patch: digests, the walker's decisions, and how many
+    runs ended with a CPU asleep for good."""
+    from pathlib import Path
+
+    cls = load_scenario(str(Path(__file__).parent / "data" / "wfi_patch" / "wfi_patch.py"))
+    monkeypatch.setenv("TESTBED_WALKER", "1" if walker else "0")
+    out, walked, asleep = [], 0, 0
+    for seed in range(8):
+        scenario = cls()
+        for k, v in params.items():
+            setattr(scenario, k, v)
+        s = Session(scenario, memory="sc")  # (has_wfi stays true once a run sets it)
+        r = s.run(RandomWalk(seed))
+        out.append({"schedule": r.schedule.decisions, **corpus.run_digests(r, s.machine)})
+        walked += s.machine.walked
+        asleep += any("wait for an interrupt" in f.message for f in r.findings)
+    return out, walked, asleep
