@@ -633,7 +633,8 @@ static PyObject *S_stopped, *S_gic, *S_pending, *S_runnable, *S_exc, *S_pc, *S_s
     *S_arm_key, *S_arm_saved, *S_m_parked, *S_unpark, *S_states_changed, *S_walked,
     *S_kind_at, *S_queues, *S_irq_masked, *S_cpus, *S_invalid,
     *S_pending_words, *S_touched, *S_pou_shared, *S_pou, *S_dside, *S_icache, *S_iview,
-    *S_live, *S_view_live, *S_config, *S_dline, *S_complete_choices, *S_has_wfi, *S_isb;
+    *S_live, *S_view_live, *S_config, *S_dline, *S_complete_choices, *S_has_wfi, *S_isb,
+    *S_changed, *S_gen, *S_initial, *one;
 
 static int intern_names(void) {
     struct {
@@ -658,13 +659,15 @@ static int intern_names(void) {
         {&S_dside, "dside"}, {&S_icache, "icache"}, {&S_iview, "iview"}, {&S_live, "live"},
         {&S_view_live, "view_live"}, {&S_config, "config"}, {&S_dline, "dline"},
         {&S_complete_choices, "complete_choices"}, {&S_has_wfi, "has_wfi"}, {&S_isb, "ISB"},
+        {&S_changed, "changed"}, {&S_gen, "gen"}, {&S_initial, "initial"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         *names[i].slot = PyUnicode_InternFromString(names[i].name);
         if (*names[i].slot == NULL)
             return -1;
     }
-    return 0;
+    one = PyLong_FromLong(1);
+    return one == NULL ? -1 : 0;
 }
 
 /* obj.name as a C long long (-1 with an error set on failure) */
@@ -1663,6 +1666,121 @@ end:
     return out;
 }
 
+/* catch_up(model, cpu) -> FetchModel.catch_up(cpu), in C (rule 7): every invalid word
+ * of the CPU's I-cache filled from the PoU, then its pending I-view words copied from
+ * the I-cache; the words whose I-view value changed, in address order.  The model's
+ * generation counts one, its ``changed`` set follows, ``invalid`` and ``pending`` are
+ * emptied (tests/test_fetch_choices.py compares it with the Python rule). */
+static PyObject *fp_catch_up(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "catch_up(model, cpu)");
+        return NULL;
+    }
+    PyObject *model = args[0];
+    Py_ssize_t cpu = PyLong_AsSsize_t(args[1]);
+    if (cpu == -1 && PyErr_Occurred())
+        return NULL;
+    buf_t pou = {0}, icache = {0}, iview = {0}, init = {0};
+    PyObject *out = NULL, *mcpus = NULL, *invalid = NULL, *pending = NULL, *changed = NULL,
+             *it = NULL, *w = NULL, *gen = NULL, *next = NULL;
+    mcpus = PyObject_GetAttr(model, S_cpus);
+    if (mcpus == NULL)
+        goto end;
+    if (!PyList_Check(mcpus) || cpu < 0 || cpu >= PyList_GET_SIZE(mcpus)) {
+        PyErr_Format(PyExc_ValueError, "catch_up: no CPU%zd", cpu);
+        goto end;
+    }
+    PyObject *mc = PyList_GET_ITEM(mcpus, cpu);
+    invalid = PyObject_GetAttr(mc, S_invalid);
+    pending = invalid ? PyObject_GetAttr(mc, S_pending_words) : NULL;
+    changed = pending ? PyObject_GetAttr(mc, S_changed) : NULL;
+    if (changed == NULL)
+        goto end;
+    if (!PySet_Check(invalid) || !PySet_Check(pending) || !PySet_Check(changed)) {
+        PyErr_SetString(PyExc_TypeError, "catch_up: invalid, pending, changed are sets");
+        goto end;
+    }
+    out = PyList_New(0);
+    if (out == NULL || (PySet_GET_SIZE(invalid) == 0 && PySet_GET_SIZE(pending) == 0))
+        goto end;
+    gen = PyObject_GetAttr(model, S_gen);
+    next = gen ? PyNumber_Add(gen, one) : NULL;
+    if (next == NULL || PyObject_SetAttr(model, S_gen, next) < 0)
+        goto fail;
+    if (buf_get(model, S_pou, &pou) < 0 || buf_get(model, S_initial, &init) < 0)
+        goto fail;
+    PyObject *o = PyObject_GetAttr(mc, S_icache);
+    int r = o ? PyObject_GetBuffer(o, &icache.v, PyBUF_WRITABLE) : -1;
+    Py_XDECREF(o);
+    icache.held = r == 0;
+    o = r == 0 ? PyObject_GetAttr(mc, S_iview) : NULL;
+    r = o ? PyObject_GetBuffer(o, &iview.v, PyBUF_WRITABLE) : -1;
+    Py_XDECREF(o);
+    iview.held = r == 0;
+    if (r < 0)
+        goto fail;
+    it = PyObject_GetIter(invalid);
+    if (it == NULL)
+        goto fail;
+    while ((w = PyIter_Next(it)) != NULL) {
+        long long x = PyLong_AsLongLong(w);
+        Py_CLEAR(w);
+        if (x == -1 && PyErr_Occurred())
+            goto fail;
+        if (!fits(&pou, x, 4) || !fits(&icache, x, 4)) {
+            PyErr_SetString(PyExc_ValueError, "catch_up: an invalid word is outside the text");
+            goto fail;
+        }
+        memcpy((char *)icache.v.buf + x, at(&pou, x), 4);
+    }
+    Py_CLEAR(it);
+    if (PyErr_Occurred() || PySet_Clear(invalid) < 0)
+        goto fail;
+    it = PyObject_GetIter(pending);
+    if (it == NULL)
+        goto fail;
+    while ((w = PyIter_Next(it)) != NULL) {
+        long long x = PyLong_AsLongLong(w);
+        if (x == -1 && PyErr_Occurred())
+            goto fail;
+        if (!fits(&icache, x, 4) || !fits(&iview, x, 4) || !fits(&init, x, 4)) {
+            PyErr_SetString(PyExc_ValueError, "catch_up: a pending word is outside the text");
+            goto fail;
+        }
+        const char *now = at(&icache, x);
+        if (memcmp(at(&iview, x), now, 4)) {
+            memcpy((char *)iview.v.buf + x, now, 4);
+            if (PyList_Append(out, w) < 0)
+                goto fail;
+            if ((memcmp(now, at(&init, x), 4) ? PySet_Add(changed, w)
+                                              : PySet_Discard(changed, w)) < 0)
+                goto fail;
+        }
+        Py_CLEAR(w);
+    }
+    Py_CLEAR(it);
+    if (PyErr_Occurred() || PySet_Clear(pending) < 0 || PyList_Sort(out) < 0)
+        goto fail;
+    goto end;
+fail:
+    Py_CLEAR(out);
+end:
+    Py_XDECREF(w);
+    Py_XDECREF(it);
+    Py_XDECREF(next);
+    Py_XDECREF(gen);
+    Py_XDECREF(changed);
+    Py_XDECREF(pending);
+    Py_XDECREF(invalid);
+    Py_XDECREF(mcpus);
+    buf_release(&init);
+    buf_release(&iview);
+    buf_release(&icache);
+    buf_release(&pou);
+    return out;
+}
+
 /* instructions(logs) -> trace.instructions(logs), in C: the instructions the logged
  * blocks hold, (end - start) / 4 summed over every (step, start, end) with start >= 0
  * (tests/test_walker.py compares them). */
@@ -1795,6 +1913,8 @@ end:
 }
 
 static PyMethodDef methods[] = {
+    {"catch_up", (PyCFunction)(void (*)(void))fp_catch_up, METH_FASTCALL,
+     "catch_up(model, cpu) -> FetchModel.catch_up(cpu), in C"},
     {"instructions", fp_instructions, METH_O,
      "instructions(logs) -> trace.instructions(logs), in C"},
     {"fetch_choices", (PyCFunction)(void (*)(void))fp_fetch_choices, METH_FASTCALL,

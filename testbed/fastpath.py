@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from .cpu import Cpu
     from .machine import Machine
 
-__all__ = ["KindTable", "attach", "available", "fetch_choices_function",
+__all__ = ["KindTable", "attach", "available", "catch_up_function", "fetch_choices_function",
            "instructions_function", "set_private", "walk_function", "wanted"]
 
 _lib: Any = _ucpy.uclib
@@ -96,6 +96,15 @@ def fetch_choices_function() -> Callable[..., list[tuple[int, int, int]]]:
     assert fp is not None
     choices: Callable[..., list[tuple[int, int, int]]] = fp.fetch_choices
     return choices
+
+
+def catch_up_function() -> Callable[..., list[int]]:
+    """``_fastpath.catch_up(model, cpu)``: ``FetchModel.catch_up`` (rule 7) in C (a
+    machine with the compiled path sets it as the model's ``catch_up_c``)."""
+    fp = _module()
+    assert fp is not None
+    catch_up: Callable[..., list[int]] = fp.catch_up
+    return catch_up
 
 
 def instructions_function() -> Callable[[list[list[tuple[int, int, int]]]], int]:

@@ -46,7 +46,7 @@ from .execute import irq as _irq
 from .execute import resume as _resume
 from .execute import run_started as _run_started
 from .execute import step as _step
-from .fastpath import fetch_choices_function
+from .fastpath import catch_up_function, fetch_choices_function, instructions_function
 from .fastpath import wanted as wanted_fastpath
 from .findings import Event, EventKind, Finding, OracleName
 from .interrupts import InterruptController
@@ -173,7 +173,12 @@ class Machine:
         self.model = FetchModel(self.fetch_config, text, ncpus,
                                 dside=memoryview(self.dside_text), iviews=self.iviews)
         self.model.deferred = memory == "arm"  # rule 9: maintenance completes at a DSB
-        # Its choices (Machine.model_choices): in C with the compiled path
+        # A run's instruction count (trace.instructions), and the model's choices
+        # (Machine.model_choices): in C with the compiled path
+        self._count_instructions = (instructions_function() if self.fastpath
+                                    else trace.instructions)
+        if self.fastpath:
+            self.model.catch_up_c = catch_up_function()
         self._fetch_choices = (partial(fetch_choices_function(), self.model)
                                if self.fastpath else self.model.choices)
         if self.arm is not None:  # rule 10: a DC may clean its line as it was earlier
@@ -868,7 +873,7 @@ class Machine:
 
     def instructions(self) -> int:
         """Instructions executed so far in this run."""
-        return trace.instructions(self.logs())
+        return self._count_instructions(self.logs())
 
     def config_dict(self) -> dict[str, Any]:
         return {"ncpus": self.ncpus, "cache": self.fetch_config.cache.value,

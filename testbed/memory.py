@@ -63,7 +63,7 @@ program-order-earlier load (it is only delayed, rule 9).
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -392,6 +392,8 @@ class FetchModel:
         self._holds: tuple[Snapshot | None, int] = (None, -1)  # (snapshot, generation)
         self._key: tuple[bytes, int] = (b"", -1)  # (state key, generation)
         self.stale: set[int] = set()  # see restore()
+        # Rule 7 in C (``_fastpath.catch_up``), set by a machine with the compiled path
+        self.catch_up_c: Callable[[FetchModel, int], list[int]] | None = None
 
     # -- reset and snapshots ---------------------------------------------------------
     def reset(self) -> list[list[int]]:
@@ -822,6 +824,8 @@ class FetchModel:
 
         Returns the words whose I-view value changed, in address order.
         """
+        if self.catch_up_c is not None:
+            return self.catch_up_c(self, cpu)
         c = self.cpus[cpu]
         if not c.invalid and not c.pending:
             return []

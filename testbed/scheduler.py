@@ -124,6 +124,5 @@ def run(machine: Machine, strategy: Strategy, *, scenario: str,
                         tuple(decisions), strategy.name,
                         getattr(strategy, "seed", None), strategy.describe())
     logs = machine.logs()
-    count = fastpath.instructions_function() if machine.fastpath else trace.instructions
     return RunResult(scenario, schedule, machine.findings, machine.events, len(decisions),
-                     count(logs), finished, logs, machine.model.initial)
+                     machine.instructions(), finished, logs, machine.model.initial)

@@ -1,4 +1,5 @@
-"""``FetchModel.choices`` and its C twin against the per-rule choice methods.
+"""``FetchModel.choices`` and its C twin against the per-rule choice methods, and the
+C twin of the catch-up (rule 7) against the Python rule.
 
 ``Machine.model_choices`` asks ``FetchModel.choices`` (in C with the compiled path:
 ``_fastpath.fetch_choices``) for every fetch-model choice at once; a random walk draws
@@ -79,6 +80,21 @@ def check(m: FetchModel, cpus: list[int]) -> int:
     return n
 
 
+def check_catch_up(m: FetchModel) -> None:
+    """Each CPU's catch-up (rule 7) in C does what the Python rule does: the same words
+    changed, the same state after, one generation more; the model is left as it was."""
+    for cpu in range(m.ncpus):
+        before = m.snapshot()
+        gen = m.gen
+        want = m.catch_up(cpu)
+        after, counted = m.snapshot(), m.gen - gen
+        m.restore(before)
+        gen = m.gen
+        assert fastpath.catch_up_function()(m, cpu) == want
+        assert m.snapshot() == after and m.gen - gen == counted
+        m.restore(before)
+
+
 CONFIGS = [
     FetchConfig(CacheType.IDC0), FetchConfig(CacheType.IDC1), FetchConfig(CacheType.DIC1),
     FetchConfig(CacheType.IDC0, iline=16, dline=32),
@@ -132,6 +148,8 @@ def test_random_models(config: FetchConfig, deferred: bool) -> None:
             elif run % 3 == 2:
                 m.live[cpu] = frozenset(rng.sample(words, 3))
                 m.view_live[cpu] = frozenset(rng.sample(words, 2))
+            if fastpath.available():
+                check_catch_up(m)
             for cpus in ([0, 1, 2], [2, 0], [1], []):
                 check(m, cpus)
                 seen.update(code for code, _, _ in m.choices(cpus, False)
