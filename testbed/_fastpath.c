@@ -31,6 +31,7 @@ typedef int (*ctx_alloc_fn)(void *uc, void **context);
 typedef int (*ctx_fn)(void *uc, void *context);
 typedef int (*ctx_free_fn)(void *context);
 typedef size_t (*ctx_size_fn)(void *uc);
+typedef int (*ctl_fn)(void *uc, int control, ...);
 
 /* AArch64's coprocessor register of the binding (uc_arm64_cp_reg) */
 typedef struct {
@@ -77,6 +78,9 @@ typedef struct {
     int npriv;
     uint64_t priv_lo[MAX_PRIVATE], priv_hi[MAX_PRIVATE];
     int xreg[31];
+    /* uc_ctl and the control word of UC_CTL_TB_REMOVE_CACHE (set_ctl; remove_cache) */
+    ctl_fn ctl;
+    int remove_code;
 } fast_cpu;
 
 /* isa.plain_address: how a plain general-register load or store computes its
@@ -1666,6 +1670,53 @@ end:
     return out;
 }
 
+/* set_ctl(cpu, uc_ctl, remove_code) -> None: uc_ctl by address and the control word of
+ * a translation-cache removal (UC_CTL_IO_WRITE, two arguments, UC_CTL_TB_REMOVE_CACHE),
+ * for remove_cache(). */
+static PyObject *fp_set_ctl(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "set_ctl(cpu, uc_ctl, remove_code)");
+        return NULL;
+    }
+    fast_cpu *c = get(args[0]);
+    if (c == NULL)
+        return NULL;
+    ctl_fn ctl = (ctl_fn)PyLong_AsVoidPtr(args[1]);
+    long code = PyLong_AsLong(args[2]);
+    if (PyErr_Occurred())
+        return NULL;
+    c->ctl = ctl;
+    c->remove_code = (int)code;
+    Py_RETURN_NONE;
+}
+
+/* remove_cache(cpu, begin, end) -> None: Unicorn's ctl_remove_cache (its translations of
+ * [begin, end) dropped) in one C call; ctypes wrapped both arguments in Python objects
+ * at every call (emulator.cache_remover, which this replaces with the compiled path). */
+static PyObject *fp_remove_cache(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "remove_cache(cpu, begin, end)");
+        return NULL;
+    }
+    fast_cpu *c = get(args[0]);
+    if (c == NULL)
+        return NULL;
+    if (c->ctl == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "set_ctl() was not called");
+        return NULL;
+    }
+    uint64_t begin = PyLong_AsUnsignedLongLong(args[1]);
+    uint64_t end = PyLong_AsUnsignedLongLong(args[2]);
+    if (PyErr_Occurred())
+        return NULL;
+    int status = c->ctl(c->uc, c->remove_code, begin, end);
+    if (status != 0)
+        return uc_error(status);
+    Py_RETURN_NONE;
+}
+
 /* catch_up(model, cpu) -> FetchModel.catch_up(cpu), in C (rule 7): every invalid word
  * of the CPU's I-cache filled from the PoU, then its pending I-view words copied from
  * the I-cache; the words whose I-view value changed, in address order.  The model's
@@ -1913,6 +1964,10 @@ end:
 }
 
 static PyMethodDef methods[] = {
+    {"set_ctl", (PyCFunction)(void (*)(void))fp_set_ctl, METH_FASTCALL,
+     "set_ctl(cpu, uc_ctl, remove_code) -> None"},
+    {"remove_cache", (PyCFunction)(void (*)(void))fp_remove_cache, METH_FASTCALL,
+     "remove_cache(cpu, begin, end) -> None: ctl_remove_cache in C"},
     {"catch_up", (PyCFunction)(void (*)(void))fp_catch_up, METH_FASTCALL,
      "catch_up(model, cpu) -> FetchModel.catch_up(cpu), in C"},
     {"instructions", fp_instructions, METH_O,

@@ -22,6 +22,7 @@ import unicorn as _unicorn
 from unicorn.unicorn_py3 import unicorn as _ucpy
 
 __all__ = [
+    "REMOVE_CACHE",
     "HookFn",
     "SysHookFn",
     "add_hook",
@@ -83,11 +84,15 @@ def stopper(u: Any) -> Callable[[], int]:
     return lambda: int(lib_stop(uch))
 
 
+# uc_ctl's control word for ctl_remove_cache: a write with two arguments
+REMOVE_CACHE = (_unicorn.UC_CTL_IO_WRITE << 30) | (2 << 26) | _unicorn.UC_CTL_TB_REMOVE_CACHE
+
+
 def cache_remover(u: Any) -> Callable[[int, int], None]:
     """``remove(begin, end)``: ``ctl_remove_cache`` in one C call (the binding encodes
     the control word and wraps each argument in Python on every call)."""
     lib_ctl, uch = _lib.uc_ctl, u._uch
-    code = (_unicorn.UC_CTL_IO_WRITE << 30) | (2 << 26) | _unicorn.UC_CTL_TB_REMOVE_CACHE
+    code = REMOVE_CACHE
     u64 = ctypes.c_uint64
 
     def remove(begin: int, end: int) -> None:

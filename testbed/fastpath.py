@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import unicorn as _unicorn
 from unicorn.unicorn_py3 import unicorn as _ucpy
 
+from . import emulator
 from .isa import OpKind
 
 if TYPE_CHECKING:
@@ -192,6 +193,8 @@ def attach(m: Machine, c: Cpu, u: Any, text_base: int, ranges: list[tuple[int, i
     c.restore = partial(fp.restore, handle)
     c.regs.read = partial(fp.read, handle)
     c.regs.write = partial(fp.write, handle)
+    fp.set_ctl(handle, _address("uc_ctl"), emulator.REMOVE_CACHE)
+    c.remove_cache = partial(fp.remove_cache, handle)
 
 
 def set_private(c: Cpu, iview: bytearray, xregs: Iterable[int]) -> None:
