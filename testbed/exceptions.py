@@ -139,8 +139,8 @@ def gic_write(m: Machine, u: Any, offset: int, size: int, value: int, c: Cpu) ->
                 m.arm.send_interrupt(c.index, t)
         m.add_event(c.index, EventKind.IPI_SEND, value=access.ipi,
                     detail="to " + ",".join(f"CPU{t}" for t in access.targets))
-    elif access.kind == "off":
-        pc = u.reg_read(A.UC_ARM64_REG_PC)
+    elif access.kind == "off":  # (every CPU's last act: its register read in one C call)
+        pc = c.regs.read(A.UC_ARM64_REG_PC)
         c.flush()  # the blocks the compiled hook logged so far
         trace.cut(c.log, pc + 4)
         c.state = CpuState.OFF
@@ -148,7 +148,7 @@ def gic_write(m: Machine, u: Any, offset: int, size: int, value: int, c: Cpu) ->
         m.add_event(c.index, EventKind.HALT, pc)
         u.emu_stop()
     elif access.kind == "die":
-        pc = u.reg_read(A.UC_ARM64_REG_PC)
+        pc = c.regs.read(A.UC_ARM64_REG_PC)
         c.flush()  # the blocks the compiled hook logged so far
         trace.cut(c.log, pc + 4)
         m.add_finding(c, OracleName.KERNEL_DIE, f"CPU{c.index}: kernel died (reason "
