@@ -48,7 +48,7 @@ from .execute import run_started as _run_started
 from .execute import step as _step
 from .fastpath import catch_up_function, fetch_choices_function, instructions_function
 from .fastpath import wanted as wanted_fastpath
-from .findings import Event, EventKind, Finding, OracleName
+from .findings import Event, EventKind, Finding, OracleName, make_event
 from .interrupts import InterruptController
 from .isa import MemKind, OpKind, classify
 from .memory import FetchConfig, FetchModel, ModelError
@@ -852,7 +852,7 @@ class Machine:
 
     def add_event(self, cpu: int, kind: EventKind, addr: int = -1, value: int = -1,
                   detail: str = "") -> None:
-        self.events.append(Event(self.step_no, cpu, kind, addr, value, detail))
+        self.events.append(make_event(self.step_no, cpu, kind, addr, value, detail))
 
     # -- ground truth ---------------------------------------------------------------------
     def logs(self) -> list[list[tuple[int, int, int]]]:

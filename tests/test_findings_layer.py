@@ -138,3 +138,26 @@ def test_a_corrupt_database_entry_is_skipped_with_a_warning(tmp_path: Path) -> N
     assert len(warnings) == 2 and any("bad.json" in w for w in warnings)
     assert any("other.json" in w and "nosync_isb" in w for w in warnings)
     assert (folder / "bad.json").exists()  # left for the user to look at
+
+
+def test_make_event_makes_the_event_the_dataclass_makes() -> None:
+    """``make_event`` (Machine.add_event's cheaper constructor) gives an ``Event`` equal
+    to, hashed and shown as the one its ``__init__`` makes, as frozen, for every field;
+    and the events of a real run are Events of every field set."""
+    import dataclasses
+
+    from testbed.findings import Event, EventKind, make_event
+
+    for kind in EventKind:
+        args = (7, 1, kind, 0x1000, 0xD503201F, f"detail {kind.value}")
+        made, built = make_event(*args), Event(*args)
+        assert type(made) is Event
+        assert made == built and hash(made) == hash(built) and repr(made) == repr(built)
+        assert [getattr(made, f.name) for f in dataclasses.fields(Event)] == list(args)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            made.step = 8  # type: ignore[misc]
+    s = Session(load_scenario("jump_label_nosync")(), memory="sc")
+    r = s.run(RandomWalk(3, p_model=0.3))
+    assert r.events and all(type(e) is Event and e == Event(e.step, e.cpu, e.kind, e.addr,
+                                                            e.value, e.detail)
+                            for e in r.events)
