@@ -1717,6 +1717,99 @@ static PyObject *fp_remove_cache(PyObject *self, PyObject *const *args, Py_ssize
     Py_RETURN_NONE;
 }
 
+/* Each word of the set ``words`` (ints) copied from ``src`` into ``dst`` (writable):
+ * 0, or -1 with an error set. */
+static int copy_words(PyObject *words, buf_t *dst, const buf_t *src) {
+    PyObject *it = PyObject_GetIter(words), *w;
+    if (it == NULL)
+        return -1;
+    while ((w = PyIter_Next(it)) != NULL) {
+        long long x = PyLong_AsLongLong(w);
+        Py_DECREF(w);
+        if (x == -1 && PyErr_Occurred())
+            break;
+        if (!fits(dst, x, 4) || !fits(src, x, 4)) {
+            PyErr_SetString(PyExc_ValueError, "reset: a word is outside the text");
+            break;
+        }
+        memcpy((char *)dst->v.buf + x, at(src, x), 4);
+    }
+    Py_DECREF(it);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+static int buf_writable(PyObject *obj, PyObject *name, buf_t *b) {
+    PyObject *o = PyObject_GetAttr(obj, name);
+    int r = o ? PyObject_GetBuffer(o, &b->v, PyBUF_WRITABLE) : -1;
+    Py_XDECREF(o);
+    b->held = r == 0;
+    return r;
+}
+
+/* model_reset(model) -> FetchModel.reset's words, in C: the touched words of the D-side
+ * (and the PoU unless shared) back to the initial text, and per CPU its changed I-view
+ * words and its touched or invalid I-cache words; ``invalid``, ``pending`` and
+ * ``changed`` emptied.  Returns, per CPU, the I-view words changed, sorted; the caller
+ * does the rest (tests/test_fetch_choices.py compares it with the Python reset). */
+static PyObject *fp_model_reset(PyObject *self, PyObject *model) {
+    (void)self;
+    buf_t init = {0}, dside = {0}, pou = {0};
+    PyObject *out = NULL, *touched = NULL, *mcpus = NULL;
+    int shared = attr_true(model, S_pou_shared);
+    if (shared < 0 || buf_get(model, S_initial, &init) < 0 ||
+        buf_writable(model, S_dside, &dside) < 0 ||
+        (!shared && buf_writable(model, S_pou, &pou) < 0))
+        goto fail;
+    touched = PyObject_GetAttr(model, S_touched);
+    mcpus = touched ? PyObject_GetAttr(model, S_cpus) : NULL;
+    if (mcpus == NULL)
+        goto fail;
+    if (!PyList_Check(mcpus)) {
+        PyErr_SetString(PyExc_TypeError, "reset: the model's cpus is not a list");
+        goto fail;
+    }
+    if (copy_words(touched, &dside, &init) < 0 || (!shared && copy_words(touched, &pou, &init) < 0))
+        goto fail;
+    out = PyList_New(0);
+    if (out == NULL)
+        goto fail;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(mcpus); i++) {
+        PyObject *mc = PyList_GET_ITEM(mcpus, i);
+        buf_t icache = {0}, iview = {0};
+        PyObject *invalid = PyObject_GetAttr(mc, S_invalid);
+        PyObject *pending = invalid ? PyObject_GetAttr(mc, S_pending_words) : NULL;
+        PyObject *changed = pending ? PyObject_GetAttr(mc, S_changed) : NULL;
+        PyObject *words = changed ? PySequence_List(changed) : NULL;
+        int ok = words != NULL && PySet_Check(invalid) && PySet_Check(pending) &&
+                 PySet_Check(changed);
+        if (words != NULL && !ok)
+            PyErr_SetString(PyExc_TypeError, "reset: invalid, pending, changed are sets");
+        ok = ok && PyList_Sort(words) == 0 && buf_writable(mc, S_icache, &icache) == 0 &&
+             buf_writable(mc, S_iview, &iview) == 0 && copy_words(words, &iview, &init) == 0 &&
+             copy_words(touched, &icache, &init) == 0 && copy_words(invalid, &icache, &init) == 0 &&
+             PySet_Clear(invalid) == 0 && PySet_Clear(pending) == 0 && PySet_Clear(changed) == 0 &&
+             PyList_Append(out, words) == 0;
+        buf_release(&iview);
+        buf_release(&icache);
+        Py_XDECREF(words);
+        Py_XDECREF(changed);
+        Py_XDECREF(pending);
+        Py_XDECREF(invalid);
+        if (!ok)
+            goto fail;
+    }
+    goto end;
+fail:
+    Py_CLEAR(out);
+end:
+    Py_XDECREF(mcpus);
+    Py_XDECREF(touched);
+    buf_release(&pou);
+    buf_release(&dside);
+    buf_release(&init);
+    return out;
+}
+
 /* catch_up(model, cpu) -> FetchModel.catch_up(cpu), in C (rule 7): every invalid word
  * of the CPU's I-cache filled from the PoU, then its pending I-view words copied from
  * the I-cache; the words whose I-view value changed, in address order.  The model's
@@ -1964,6 +2057,8 @@ end:
 }
 
 static PyMethodDef methods[] = {
+    {"model_reset", fp_model_reset, METH_O,
+     "model_reset(model) -> FetchModel.reset's words, in C"},
     {"set_ctl", (PyCFunction)(void (*)(void))fp_set_ctl, METH_FASTCALL,
      "set_ctl(cpu, uc_ctl, remove_code) -> None"},
     {"remove_cache", (PyCFunction)(void (*)(void))fp_remove_cache, METH_FASTCALL,

@@ -40,7 +40,8 @@ if TYPE_CHECKING:
     from .machine import Machine
 
 __all__ = ["KindTable", "attach", "available", "catch_up_function", "fetch_choices_function",
-           "instructions_function", "set_private", "walk_function", "wanted"]
+           "instructions_function", "model_reset_function", "set_private", "walk_function",
+           "wanted"]
 
 _lib: Any = _ucpy.uclib
 _uc_hook_h: Any = getattr(_ucpy, "uc_hook_h")  # noqa: B009 (not re-exported for mypy)
@@ -106,6 +107,15 @@ def catch_up_function() -> Callable[..., list[int]]:
     assert fp is not None
     catch_up: Callable[..., list[int]] = fp.catch_up
     return catch_up
+
+
+def model_reset_function() -> Callable[..., list[list[int]]]:
+    """``_fastpath.model_reset(model)``: the words ``FetchModel.reset`` puts back, in C
+    (a machine with the compiled path sets it as the model's ``reset_c``)."""
+    fp = _module()
+    assert fp is not None
+    reset: Callable[..., list[list[int]]] = fp.model_reset
+    return reset
 
 
 def instructions_function() -> Callable[[list[list[tuple[int, int, int]]]], int]:

@@ -46,7 +46,12 @@ from .execute import irq as _irq
 from .execute import resume as _resume
 from .execute import run_started as _run_started
 from .execute import step as _step
-from .fastpath import catch_up_function, fetch_choices_function, instructions_function
+from .fastpath import (
+    catch_up_function,
+    fetch_choices_function,
+    instructions_function,
+    model_reset_function,
+)
 from .fastpath import wanted as wanted_fastpath
 from .findings import Event, EventKind, Finding, OracleName, make_event
 from .interrupts import InterruptController
@@ -179,6 +184,7 @@ class Machine:
                                     else trace.instructions)
         if self.fastpath:
             self.model.catch_up_c = catch_up_function()
+            self.model.reset_c = model_reset_function()
         self._fetch_choices = (partial(fetch_choices_function(), self.model)
                                if self.fastpath else self.model.choices)
         if self.arm is not None:  # rule 10: a DC may clean its line as it was earlier

@@ -392,29 +392,35 @@ class FetchModel:
         self._holds: tuple[Snapshot | None, int] = (None, -1)  # (snapshot, generation)
         self._key: tuple[bytes, int] = (b"", -1)  # (state key, generation)
         self.stale: set[int] = set()  # see restore()
-        # Rule 7 in C (``_fastpath.catch_up``), set by a machine with the compiled path
+        # Rule 7 and the words of the reset in C (``_fastpath.catch_up``,
+        # ``model_reset``), set by a machine with the compiled path
         self.catch_up_c: Callable[[FetchModel, int], list[int]] | None = None
+        self.reset_c: Callable[[FetchModel], list[list[int]]] | None = None
 
     # -- reset and snapshots ---------------------------------------------------------
     def reset(self) -> list[list[int]]:
         """Back to the initial text everywhere; returns, per CPU, the I-view words changed."""
         self.gen += 1
-        init = self.initial
-        for w in self.touched:
-            self.dside[w:w + 4] = init[w:w + 4]
-            if not self.pou_shared:
-                self.pou[w:w + 4] = init[w:w + 4]
-        out: list[list[int]] = []
-        for cpu in self.cpus:
-            changed = sorted(cpu.changed)
-            for w in changed:
-                cpu.iview[w:w + 4] = init[w:w + 4]
-            for w in self.touched | cpu.invalid:
-                cpu.icache[w:w + 4] = init[w:w + 4]
-            cpu.invalid.clear()
-            cpu.pending.clear()
-            cpu.changed.clear()
-            out.append(changed)
+        out: list[list[int]]
+        if self.reset_c is not None:
+            out = self.reset_c(self)
+        else:
+            init = self.initial
+            for w in self.touched:
+                self.dside[w:w + 4] = init[w:w + 4]
+                if not self.pou_shared:
+                    self.pou[w:w + 4] = init[w:w + 4]
+            out = []
+            for cpu in self.cpus:
+                changed = sorted(cpu.changed)
+                for w in changed:
+                    cpu.iview[w:w + 4] = init[w:w + 4]
+                for w in self.touched | cpu.invalid:
+                    cpu.icache[w:w + 4] = init[w:w + 4]
+                cpu.invalid.clear()
+                cpu.pending.clear()
+                cpu.changed.clear()
+                out.append(changed)
         self.touched.clear()
         self._pieces.clear()
         self._torn.clear()

@@ -1,5 +1,5 @@
-"""``FetchModel.choices`` and its C twin against the per-rule choice methods, and the
-C twin of the catch-up (rule 7) against the Python rule.
+"""``FetchModel.choices`` and its C twin against the per-rule choice methods, and the C
+twins of the catch-up (rule 7) and of the reset against the Python ones.
 
 ``Machine.model_choices`` asks ``FetchModel.choices`` (in C with the compiled path:
 ``_fastpath.fetch_choices``) for every fetch-model choice at once; a random walk draws
@@ -95,6 +95,22 @@ def check_catch_up(m: FetchModel) -> None:
         m.restore(before)
 
 
+def check_reset(m: FetchModel) -> None:
+    """The words the reset puts back, in C (``_fastpath.model_reset``), as the Python
+    reset puts them back: the same I-view words per CPU, the same state after."""
+    before = m.snapshot()
+    want = m.reset()
+    after = m.snapshot()
+    m.restore(before)
+    m.reset_c = fastpath.model_reset_function()
+    try:
+        assert m.reset() == want
+        assert m.snapshot() == after
+    finally:
+        m.reset_c = None
+    m.restore(before)
+
+
 CONFIGS = [
     FetchConfig(CacheType.IDC0), FetchConfig(CacheType.IDC1), FetchConfig(CacheType.DIC1),
     FetchConfig(CacheType.IDC0, iline=16, dline=32),
@@ -154,6 +170,8 @@ def test_random_models(config: FetchConfig, deferred: bool) -> None:
                 check(m, cpus)
                 seen.update(code for code, _, _ in m.choices(cpus, False)
                             + m.choices(cpus, True))
+        if fastpath.available():
+            check_reset(m)
     kinds = {CHOICE_CATCH_UP, CHOICE_FILL}
     if config.cache is not CacheType.DIC1 or config.cpus:  # (DIC=1: valid words are
         kinds.add(CHOICE_EVICT)  # the PoU's, so an eviction changes nothing)
