@@ -638,7 +638,7 @@ static PyObject *S_stopped, *S_gic, *S_pending, *S_runnable, *S_exc, *S_pc, *S_s
     *S_kind_at, *S_queues, *S_irq_masked, *S_cpus, *S_invalid,
     *S_pending_words, *S_touched, *S_pou_shared, *S_pou, *S_dside, *S_icache, *S_iview,
     *S_live, *S_view_live, *S_config, *S_dline, *S_complete_choices, *S_has_wfi, *S_isb,
-    *S_changed, *S_gen, *S_initial, *one;
+    *S_changed, *S_gen, *S_initial, *S_core_held, *S_core_key_pending, *one;
 
 static int intern_names(void) {
     struct {
@@ -664,6 +664,7 @@ static int intern_names(void) {
         {&S_view_live, "view_live"}, {&S_config, "config"}, {&S_dline, "dline"},
         {&S_complete_choices, "complete_choices"}, {&S_has_wfi, "has_wfi"}, {&S_isb, "ISB"},
         {&S_changed, "changed"}, {&S_gen, "gen"}, {&S_initial, "initial"},
+        {&S_core_held, "core_held"}, {&S_core_key_pending, "core_key_pending"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         *names[i].slot = PyUnicode_InternFromString(names[i].name);
@@ -788,7 +789,8 @@ static inline int cis(PyObject *c, int i, PyObject *what) {
  * sets attributes the generic way and has no descriptor of those names. */
 static PyObject **const ms_names[] = {&S_stopped, &S_runnable, &S_step_no, &S_mutations,
                                       &S_arm_key, &S_arm_saved, &S_m_parked, &S_gic,
-                                      &S_budget, &S_pure_loads, &S_fetch_points, &S_has_wfi};
+                                      &S_budget, &S_pure_loads, &S_fetch_points, &S_has_wfi,
+                                      &S_core_held, &S_core_key_pending};
 static PyTypeObject *machine_type; /* the type checked (kept for the process) */
 
 static int machine_layout(PyObject *m) {
@@ -1251,6 +1253,8 @@ static PyObject *walk_body(PyObject *const *args, Py_ssize_t nargs, walk_state *
         if (PyErr_Occurred() || mset_ll(ws->md, S_step_no, ++step_no) < 0 ||
             PyDict_SetItem(ws->md, S_arm_key, Py_None) < 0 ||
             PyDict_SetItem(ws->md, S_arm_saved, Py_None) < 0 ||
+            PyDict_SetItem(ws->md, S_core_held, Py_None) < 0 ||
+            PyDict_SetItem(ws->md, S_core_key_pending, Py_None) < 0 ||
             (mutate && mset_ll(ws->md, S_mutations, before + 1) < 0)) {
             Py_DECREF(pcobj);
             return NULL;

@@ -812,6 +812,8 @@ def _promise(m: Machine, cpu: int, loc: int, value: bytes) -> None:
     where = _region(m, loc, GRANULE)
     assert where is not None
     buf, off, _ = where
+    m.core_changed()  # (certification makes one outside any decision, and loads the
+    m.arm_key = m.arm_saved = None  # state before it back: _certified)
     arm.know(loc, bytes(buf[off:off + GRANULE]))  # before the first message of loc
     arm.promise(cpu, loc, value)
     buf[off:off + GRANULE] = value

@@ -126,6 +126,15 @@ class Machine:
         # The Arm model's key for its current state, when known (``snapshot.state_key``):
         # decisions of the fetch model alone (``ARM_FREE``) keep it, any other drops it.
         self.arm_key: bytes | None = None
+        # The saved core (``snapshot.Core``) the machine's core parts equal, if known:
+        # ``save`` shares it and ``load`` skips it; decisions of the fetch model alone
+        # keep it (``ARM_FREE``, with nothing parked and no promises), any other drops it.
+        self.core_held: snapshot.Core | None = None
+        # The core's part of the state key computed since the core last changed, before
+        # any save made a Core of it: (key_generation, digest); ``save`` gives it the Core.
+        self.core_key_pending: tuple[int, bytes] | None = None
+        self.live_for: snapshot.Core | None = None  # the core update_liveness last saw
+        self.key_generation = 0  # counts changes of what state keys digest (history)
         self._liveness: Callable[[Machine, Cpu], Liveness | None] | None = None
         # The saved Arm model state (``snapshot``) the current one equals, if known.
         self.arm_saved: object | None = None
@@ -444,6 +453,7 @@ class Machine:
     def set_keyed_history(self, keyed: bool) -> None:
         """Whether state keys digest the history too (as before it was declared): a
         search then tells apart states that differ only in what was recorded there."""
+        self.key_generation += 1  # (cores' cached key parts digested the other way)
         self._key_spans = (-1, [])
         self._history_keyed = keyed
         if self.arm is not None:  # the granules wholly inside the history
@@ -530,6 +540,7 @@ class Machine:
             raise GuestError("write the text through the model, not from the host")
         buf, off = self._buffer(addr, len(data))
         buf[off:off + len(data)] = data
+        self.core_changed()
         if buf is self.data:  # saved states must cover what set-up wrote
             self.data_extent = max(self.data_extent, -(-(off + len(data)) // 64) * 64)
 
@@ -668,6 +679,13 @@ class Machine:
                         out.append(Decision(DecisionKind.PROMISE, c.index, k))
         return out
 
+    def core_changed(self) -> None:
+        """The machine's core (``snapshot.Core``: CPUs, shared memory, the Arm model...)
+        is about to change outside ``apply`` and ``load``: it no longer equals the core
+        it held, and no key part computed for it holds."""
+        self.core_held = None
+        self.core_key_pending = None
+
     # -- performing decisions -----------------------------------------------------------
     def apply(self, d: Decision, index: int = -1) -> None:
         """Perform one decision; ``InvalidDecision`` if it is not enabled now."""
@@ -676,6 +694,10 @@ class Machine:
         kind = d.kind
         if kind not in ARM_FREE:
             self.arm_key = self.arm_saved = None
+            self.core_changed()
+        elif self._parked or (self.promises and self.promise_phase != self.anytime):
+            self.core_changed()  # (it unparks every CPU, or ends the promise phase: the
+            # promise check after it changes nothing else)
         if kind is _STEP and 0 <= d.cpu < self.ncpus:  # the common case, first
             c = self.cpus[d.cpu]
             if c.state is _RUNNABLE and not c.parked and (not self.has_wfi

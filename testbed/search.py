@@ -80,9 +80,10 @@ __all__ = ["DEFAULT_MEMORY", "MIN_MEMORY", "CheckpointError", "SearchBounds", "S
            "resident_memory", "search", "state_bytes"]
 
 CHECKPOINT_FORMAT = "cmodx-testbed/search-checkpoint"
-CHECKPOINT_VERSION = 4  # 1 was a gzip-compressed pickle (it could run code); 2 had
+CHECKPOINT_VERSION = 5  # 1 was a gzip-compressed pickle (it could run code); 2 had
 # blake2b state keys (issue 15 made them XXH3: testbed/statehash.py); 3's keys digested
-# the history (Machine.set_history) and had no folded steps
+# the history (Machine.set_history) and had no folded steps; 4's keys digested every part
+# at once (5: the core's digest, the fetch model's and the findings: snapshot.state_key)
 CACHE_STRIDE = 8  # replayed paths keep a saved state every this many decisions
 # Saved states kept for replays, at most: fewer when they do not fit under the memory
 # bound.  A state is ~80 KB with 2 CPUs and ~2.2 MB with 64 (``state_bytes``, measured:

@@ -11,7 +11,7 @@ puts back only the words the run touched instead of every CPU's whole I-cache.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import layout
@@ -25,32 +25,48 @@ from .textside import forget_view, kind_for, refresh_fetch_points
 if TYPE_CHECKING:
     from .machine import Machine
 
-__all__ = ["MachineState", "content_digest", "load", "outcome_digest", "reset", "save",
+__all__ = ["Core", "MachineState", "content_digest", "load", "outcome_digest", "reset", "save",
            "state_key"]
+
+
+@dataclass(frozen=True)
+class Core:
+    """What a saved state holds besides the fetch model and the run's history: the CPUs
+    (registers, stacks, where and how they stand), shared memory and the per-CPU areas,
+    the interrupt controller, the text's stores, the Arm model.  A decision of the fetch
+    model alone (``machine.ARM_FREE``, with no CPU parked and no promises) leaves all of
+    it as it was, so the states it leads to share their parent's ``Core``: ``save`` does
+    not copy it again, ``load`` does not put it back when the machine still holds it
+    (``Machine.core_held``), and its part of the state key is digested once."""
+
+    contexts: list[Any]
+    data: bytes
+    percpu: bytes
+    stacks: list[bytes]
+    cpus: list[tuple[CpuState, int, tuple[int, int, int] | None, bool, int]]
+    spins: list[tuple[bool, bool, tuple[object, ...] | None]]  # each Cpu's spun, parked, mark
+    gic: tuple[int, ...]
+    stopped: bool
+    text_stores: tuple[tuple[int, int, int, int, int], ...]
+    arm: tuple[object, ...] | None = None  # the Arm data-memory model's state
+    promise_phase: bool = False
+    invalid: str = ""
+    arm_key: bytes | None = None  # Machine.arm_key at the save
+    # Its part of the state key, once known: (Machine.key_generation, digest)
+    key: list[tuple[int, bytes]] = field(default_factory=list, compare=False)
 
 
 @dataclass(frozen=True)
 class MachineState:
     """A saved machine state (see Machine.save)."""
 
-    contexts: list[Any]
-    data: bytes
-    percpu: bytes
-    stacks: list[bytes]
-    cpus: list[tuple[CpuState, int, tuple[int, int, int] | None, bool, int, int]]
-    spins: list[tuple[bool, bool, tuple[object, ...] | None]]  # each Cpu's spun, parked, mark
+    core: Core
+    logs: tuple[int, ...]  # each CPU's log length
     model: Snapshot
-    gic: tuple[int, ...]
     step_no: int
     events: int
     findings: tuple[Finding, ...]
-    stopped: bool
-    text_stores: tuple[tuple[int, int, int, int, int], ...]
-    arm: tuple[object, ...] | None = None  # the Arm data-memory model's state
-    promise_phase: bool = False
-    invalid: str = ""
     mutations: int = 0
-    arm_key: bytes | None = None  # Machine.arm_key at the save
 
 
 def save(m: Machine) -> MachineState:
@@ -59,16 +75,22 @@ def save(m: Machine) -> MachineState:
     Shared memory is saved up to the end of the image's data: nothing in the project
     uses the free shared memory beyond it.
     """
-    st = MachineState(
-        [c.save_context() for c in m.cpus], bytes(m.data[:m.data_extent]),
-        bytes(m.percpu), [bytes(c.stack) for c in m.cpus],
-        [(c.state, c.pc, c.exc, c.irq_masked, len(c.log), c.last_cse) for c in m.cpus],
-        [(c.spun, c.parked, c.mark) for c in m.cpus],
-        m.model.snapshot(), m.gic.state(), m.step_no, len(m.events),
-        tuple(m.findings), m.stopped, tuple(m.text_stores),
-        None if m.arm is None else m.arm.save(), m.promise_phase, m.invalid, m.mutations,
-        m.arm_key)
-    m.arm_saved = st.arm  # the Arm model is as saved there (until a decision changes it)
+    core = m.core_held
+    if core is None:
+        pending = m.core_key_pending
+        core = m.core_held = Core(
+            [c.save_context() for c in m.cpus], bytes(m.data[:m.data_extent]),
+            bytes(m.percpu), [bytes(c.stack) for c in m.cpus],
+            [(c.state, c.pc, c.exc, c.irq_masked, c.last_cse) for c in m.cpus],
+            [(c.spun, c.parked, c.mark) for c in m.cpus],
+            m.gic.state(), m.stopped, tuple(m.text_stores),
+            None if m.arm is None else m.arm.save(), m.promise_phase, m.invalid, m.arm_key)
+        if pending is not None:  # state_key digested this core already
+            core.key.append(pending)
+            m.live_for = core
+    st = MachineState(core, tuple(len(c.log) for c in m.cpus), m.model.snapshot(), m.step_no,
+                      len(m.events), tuple(m.findings), m.mutations)
+    m.arm_saved = core.arm  # the Arm model is as saved there (until a decision changes it)
     return st
 
 
@@ -81,33 +103,36 @@ def load(m: Machine, st: MachineState, *, model: bool = True) -> None:
         for c, words in zip(m.cpus, m.model.restore(st.model), strict=True):
             forget_view(m, c, words)  # their kinds follow the I-view
         refresh_fetch_points(m, m.model.stale)  # and the words whose status changed
-    m.data[:m.data_extent] = st.data
-    m.percpu[:] = st.percpu
-    for c, ctx, stack, (state, pc, exc, masked, loglen, cse), (spun, parked, mark) in zip(
-            m.cpus, st.contexts, st.stacks, st.cpus, st.spins, strict=True):
-        c.restore(ctx)
-        c.stack[:] = stack
-        c.state, c.pc, c.exc, c.irq_masked, c.last_cse = state, pc, exc, masked, cse
-        c.spun, c.parked, c.mark = spun, parked, mark
+    core = st.core
+    if m.core_held is not core:  # (not when only the fetch model changed since)
+        m.data[:m.data_extent] = core.data
+        m.percpu[:] = core.percpu
+        for c, ctx, stack, (state, pc, exc, masked, cse), (spun, parked, mark) in zip(
+                m.cpus, core.contexts, core.stacks, core.cpus, core.spins, strict=True):
+            c.restore(ctx)
+            c.stack[:] = stack
+            c.state, c.pc, c.exc, c.irq_masked, c.last_cse = state, pc, exc, masked, cse
+            c.spun, c.parked, c.mark = spun, parked, mark
+        # State, not history: a depth-first search loads states of other branches, so a
+        # truncation would keep another branch's entries.
+        m.text_stores[:] = core.text_stores
+        m.gic.set_state(core.gic)
+        m.stopped = core.stopped
+        if m.arm is not None and core.arm is not None and m.arm_saved is not core.arm:
+            m.arm.load(core.arm)  # (not when only the fetch model changed since st was loaded)
+            m.arm_saved = core.arm
+        m.arm_key = core.arm_key
+        m.promise_phase = core.promise_phase
+        m.invalid = core.invalid
+        m.core_held = core
+        m.states_changed()
+    for c, loglen in zip(m.cpus, st.logs, strict=True):
         del c.log[loglen:]
-    # State, not history: a depth-first search loads states of other branches, so a
-    # truncation would keep another branch's entries.
-    m.text_stores[:] = st.text_stores
-    m.gic.set_state(st.gic)
-    m.step_no = st.step_no
-    for c in m.cpus:
         c.read_fix = []
+    m.step_no = st.step_no
     del m.events[st.events:]
     m.findings[:] = st.findings
-    m.stopped = st.stopped
-    if m.arm is not None and st.arm is not None and m.arm_saved is not st.arm:
-        m.arm.load(st.arm)  # (not when only the fetch model changed since st was loaded)
-        m.arm_saved = st.arm
-    m.arm_key = st.arm_key
-    m.promise_phase = st.promise_phase
-    m.invalid = st.invalid
     m.mutations = st.mutations
-    m.states_changed()
 
 
 def reset(m: Machine, baseline: MachineState, model_initial: bool,
@@ -160,17 +185,50 @@ def state_key(m: Machine) -> bytes:
     (``layout.GIC_CLOCK``) reads the step counter, so a scenario that records it (perf
     records) continues with other timestamps.  The search merges such states; final
     states that differ only in recorded timestamps may not all be reached.
+
+    The key is the digest of three parts: the ``Core``'s (digested once per ``Core``:
+    the states a decision of the fetch model alone leads to share it), the fetch model's
+    (``FetchModel.state_key``, which depends on the CPUs' fetch liveness, a function of
+    the core) and the findings.
     """
+    core, generation = m.core_held, m.key_generation
+    cached = core.key if core is not None else None
+    if cached and cached[0][0] == generation:
+        core_key = cached[0][1]
+        if m.live_for is not core:
+            m.update_liveness()
+            m.live_for = core
+    else:
+        pending = m.core_key_pending if core is None else None
+        if pending is not None and pending[0] == generation:
+            core_key = pending[1]  # (the liveness is this core's: set when it was made)
+        else:
+            core_key = _core_key(m)
+            m.live_for = core
+            if cached is not None:
+                cached[:] = [(generation, core_key)]
+            else:
+                m.core_key_pending = (generation, core_key)
+    parts = [core_key, m.model.state_key()]
+    if m.findings:
+        parts.append(repr([f.signature() for f in m.findings]).encode())
+    return digest(b"".join(parts))
+
+
+def _core_key(m: Machine) -> bytes:
+    """The digest of the machine's core (``Core``: what ``state_key`` digests but the
+    fetch model and the findings); updates the fetch model's liveness on the way."""
     parts: list[Bytes] = []
     add = parts.append
     base = m.baseline
     small: list[object] = []  # what is not bytes, in one repr at the end
+    base_stacks = base.core.stacks if base is not None else None
     for i, c in enumerate(m.cpus):
         small.append((c.state.value, c.pc, c.exc, c.irq_masked, c.read_spsr(), c.spun))
         add(c.read_regs())
         # Stacks and per-CPU areas rarely change: compare (memcmp) before hashing.
         # (Each part of varying presence or length is tagged: the parts are joined.)
-        if base is None or c.stack != base.stacks[i]:
+        if base_stacks is None or c.stack != base_stacks[i]:
             add(b"S")
             add(c.stack)
         else:
@@ -178,11 +236,10 @@ def state_key(m: Machine) -> bytes:
     data = memoryview(m.data)
     for lo, hi in m.key_spans():  # shared data but its history (Machine.set_history)
         add(data[lo:hi])
-    if base is None or m.percpu != base.percpu:
+    if base is None or m.percpu != base.core.percpu:
         add(b"C")
         add(m.percpu)
     m.update_liveness()
-    add(m.model.state_key())
     if m.arm is not None:
         arm_key = m.arm_key
         if arm_key is None:  # (kept across decisions that leave the Arm model alone)
@@ -191,7 +248,7 @@ def state_key(m: Machine) -> bytes:
         add(b"P" if m.promise_phase else b"-")
     if m.cmodx_oracle and m.text_stores:  # what the CMODX oracle will judge at each
         small.append(_cmodx_pending(m))  # CPU's next fetches
-    small.append((m.gic.state(), m.stopped, [f.signature() for f in m.findings]))
+    small.append((m.gic.state(), m.stopped))
     add(repr(small).encode())
     return digest(b"".join(parts))
 

@@ -114,7 +114,7 @@ def test_the_compiled_state_calls_read_and_restore_what_the_binding_does() -> No
         assert c.read_regs() == emulator.register_reader(c.uc, KEY_REGS)()
         assert c.read_spsr() == emulator.cp_reader(c.uc, 3, 0, 4, 0, 0)()
     saved = m.save()
-    assert all(isinstance(ctx, bytes) for ctx in saved.contexts)
+    assert all(isinstance(ctx, bytes) for ctx in saved.core.contexts)
     before = [(c.read_regs(), c.read_spsr(), c.uc.reg_read(A.UC_ARM64_REG_PC)) for c in m.cpus]
     for d in decisions[len(decisions) // 2:]:
         m.apply(d)

@@ -63,7 +63,7 @@ def test_a_checkpoint_is_versioned_gzip_json_with_every_part_of_the_search(
     part = search(s, SearchBounds(2, 1, max_states=1500), checkpoint=ckpt)
     assert not part.covered and part.findings  # stopped midway, with findings
     doc = read_doc(ckpt)
-    assert doc["format"] == CHECKPOINT_FORMAT and doc["version"] == CHECKPOINT_VERSION == 4
+    assert doc["format"] == CHECKPOINT_FORMAT and doc["version"] == CHECKPOINT_VERSION == 5
     assert doc["scenario"] == "nosync_stale" and doc["image"] == s.image.digest
     assert doc["space"] == {"preemptions": 2, "model_events": 1}
     assert doc["config"] == json.loads(json.dumps(s.config()))
@@ -333,11 +333,13 @@ MALFORMED: list[tuple[str, Callable[[Doc], None], str]] = [
      r"not a search checkpoint \(field 'format'"),
     ("format missing", _drop("format"), r"not a search checkpoint \(field 'format'"),
     ("version 1", _set("version", 1), "checkpoint format version 1; this testbed reads "
-                                      "version 4"),
+                                      "version 5"),
     ("version 2 (blake2b keys)", _set("version", 2), "checkpoint format version 2; this "
-                                                     "testbed reads version 4"),
+                                                     "testbed reads version 5"),
     ("version 3 (history in keys)", _set("version", 3), "checkpoint format version 3; this "
-                                                        "testbed reads version 4"),
+                                                        "testbed reads version 5"),
+    ("version 4 (keys of one digest)", _set("version", 4), "checkpoint format version 4; "
+                                                           "this testbed reads version 5"),
     ("keyed_history not a boolean", _set("keyed_history", 1), "field 'keyed_history'"),
     ("keyed_history for another search", _set("keyed_history", True),
      "kept the history in its state keys, this one does not"),
