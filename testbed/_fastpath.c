@@ -1814,6 +1814,127 @@ end:
     return out;
 }
 
+/* key_words(model) -> bytes: the per-word part of FetchModel._digest, in C: for each
+ * touched word in order, the word (4 bytes, little-endian), its D-side and PoU bytes,
+ * then for each CPU that may still fetch it its I-cache word ("i" if invalid) and its
+ * I-view word ("----" if it will not fetch it from there).  tests/test_fetch_choices.py
+ * compares it with the Python digest's parts. */
+static PyObject *fp_key_words(PyObject *self, PyObject *model) {
+    (void)self;
+    buf_t pou = {0}, dside = {0};
+    buf_t *icache = NULL, *iview = NULL;
+    PyObject **invalid = NULL;
+    char *out = NULL;
+    PyObject *res = NULL, *touched = NULL, *words = NULL, *mcpus = NULL, *scopes = NULL,
+             *lives = NULL, *vlives = NULL;
+    Py_ssize_t ncpus = 0;
+    if (buf_get(model, S_pou, &pou) < 0 || buf_get(model, S_dside, &dside) < 0)
+        goto end;
+    touched = PyObject_GetAttr(model, S_touched);
+    words = touched ? PySequence_List(touched) : NULL;
+    if (words == NULL || PyList_Sort(words) < 0)
+        goto end;
+    mcpus = PyObject_GetAttr(model, S_cpus);
+    scopes = mcpus ? PyObject_GetAttr(model, S_scopes) : NULL;
+    lives = scopes ? PyObject_GetAttr(model, S_live) : NULL;
+    vlives = lives ? PyObject_GetAttr(model, S_view_live) : NULL;
+    if (vlives == NULL)
+        goto end;
+    ncpus = PyList_Check(mcpus) ? PyList_GET_SIZE(mcpus) : -1;
+    if (ncpus < 0 || !PyList_Check(scopes) || !PyList_Check(lives) || !PyList_Check(vlives) ||
+        PyList_GET_SIZE(scopes) != ncpus || PyList_GET_SIZE(lives) != ncpus ||
+        PyList_GET_SIZE(vlives) != ncpus) {
+        PyErr_SetString(PyExc_TypeError, "key_words: the model's per-CPU lists");
+        ncpus = 0;
+        goto end;
+    }
+    icache = PyMem_New(buf_t, ncpus ? ncpus : 1);
+    iview = PyMem_New(buf_t, ncpus ? ncpus : 1);
+    invalid = PyMem_New(PyObject *, ncpus ? ncpus : 1);
+    if (icache == NULL || iview == NULL || invalid == NULL) {
+        PyErr_NoMemory();
+        ncpus = 0;
+        goto end;
+    }
+    for (Py_ssize_t i = 0; i < ncpus; i++) {
+        icache[i].held = iview[i].held = 0;
+        invalid[i] = NULL;
+    }
+    for (Py_ssize_t i = 0; i < ncpus; i++) {
+        PyObject *mc = PyList_GET_ITEM(mcpus, i);
+        invalid[i] = PyObject_GetAttr(mc, S_invalid);
+        if (invalid[i] == NULL || buf_get(mc, S_icache, &icache[i]) < 0 ||
+            buf_get(mc, S_iview, &iview[i]) < 0)
+            goto end;
+    }
+    Py_ssize_t nw = PyList_GET_SIZE(words), len = 0;
+    out = PyMem_Malloc((size_t)(nw * (12 + 8 * ncpus)) + 1);
+    if (out == NULL) {
+        PyErr_NoMemory();
+        goto end;
+    }
+    for (Py_ssize_t k = 0; k < nw; k++) {
+        PyObject *wo = PyList_GET_ITEM(words, k);
+        long long w = PyLong_AsLongLong(wo);
+        if (w == -1 && PyErr_Occurred())
+            goto end;
+        if (w < 0 || w > 0xFFFFFFFFLL || !fits(&pou, w, 4) || !fits(&dside, w, 4)) {
+            PyErr_SetString(PyExc_ValueError, "key_words: a touched word is outside the text");
+            goto end;
+        }
+        for (int b = 0; b < 4; b++)
+            out[len++] = (char)((w >> (8 * b)) & 0xFF);
+        memcpy(out + len, at(&dside, w), 4);
+        memcpy(out + len + 4, at(&pou, w), 4);
+        len += 8;
+        for (Py_ssize_t i = 0; i < ncpus; i++) {
+            int in = within(PyList_GET_ITEM(scopes, i), wo);
+            if (in > 0)
+                in = within(PyList_GET_ITEM(lives, i), wo);
+            if (in < 0)
+                goto end;
+            if (!in)
+                continue;
+            int gone = PySequence_Contains(invalid[i], wo);
+            int seen = gone >= 0 ? within(PyList_GET_ITEM(vlives, i), wo) : 0;
+            if (gone < 0 || seen < 0)
+                goto end;
+            if (!fits(&icache[i], w, 4) || !fits(&iview[i], w, 4)) {
+                PyErr_SetString(PyExc_ValueError, "key_words: a word is outside a CPU's view");
+                goto end;
+            }
+            if (gone) {
+                out[len++] = 'i';
+            } else {
+                memcpy(out + len, at(&icache[i], w), 4);
+                len += 4;
+            }
+            memcpy(out + len, seen ? at(&iview[i], w) : "----", 4);
+            len += 4;
+        }
+    }
+    res = PyBytes_FromStringAndSize(out, len);
+end:
+    PyMem_Free(out);
+    for (Py_ssize_t i = 0; i < ncpus; i++) {
+        Py_XDECREF(invalid[i]);
+        buf_release(&iview[i]);
+        buf_release(&icache[i]);
+    }
+    PyMem_Free(invalid);
+    PyMem_Free(iview);
+    PyMem_Free(icache);
+    Py_XDECREF(vlives);
+    Py_XDECREF(lives);
+    Py_XDECREF(scopes);
+    Py_XDECREF(mcpus);
+    Py_XDECREF(words);
+    Py_XDECREF(touched);
+    buf_release(&dside);
+    buf_release(&pou);
+    return res;
+}
+
 /* catch_up(model, cpu) -> FetchModel.catch_up(cpu), in C (rule 7): every invalid word
  * of the CPU's I-cache filled from the PoU, then its pending I-view words copied from
  * the I-cache; the words whose I-view value changed, in address order.  The model's
@@ -2061,6 +2182,8 @@ end:
 }
 
 static PyMethodDef methods[] = {
+    {"key_words", fp_key_words, METH_O,
+     "key_words(model) -> the per-word part of FetchModel._digest, in C"},
     {"model_reset", fp_model_reset, METH_O,
      "model_reset(model) -> FetchModel.reset's words, in C"},
     {"set_ctl", (PyCFunction)(void (*)(void))fp_set_ctl, METH_FASTCALL,

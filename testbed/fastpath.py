@@ -40,8 +40,8 @@ if TYPE_CHECKING:
     from .machine import Machine
 
 __all__ = ["KindTable", "attach", "available", "catch_up_function", "fetch_choices_function",
-           "instructions_function", "model_reset_function", "set_private", "walk_function",
-           "wanted"]
+           "instructions_function", "key_words_function", "model_reset_function",
+           "set_private", "walk_function", "wanted"]
 
 _lib: Any = _ucpy.uclib
 _uc_hook_h: Any = getattr(_ucpy, "uc_hook_h")  # noqa: B009 (not re-exported for mypy)
@@ -116,6 +116,15 @@ def model_reset_function() -> Callable[..., list[list[int]]]:
     assert fp is not None
     reset: Callable[..., list[list[int]]] = fp.model_reset
     return reset
+
+
+def key_words_function() -> Callable[..., bytes]:
+    """``_fastpath.key_words(model)``: the per-word part of ``FetchModel``'s state key
+    in C (a machine with the compiled path sets it as the model's ``key_words_c``)."""
+    fp = _module()
+    assert fp is not None
+    words: Callable[..., bytes] = fp.key_words
+    return words
 
 
 def instructions_function() -> Callable[[list[list[tuple[int, int, int]]]], int]:

@@ -50,6 +50,7 @@ from .fastpath import (
     catch_up_function,
     fetch_choices_function,
     instructions_function,
+    key_words_function,
     model_reset_function,
 )
 from .fastpath import wanted as wanted_fastpath
@@ -194,6 +195,7 @@ class Machine:
         if self.fastpath:
             self.model.catch_up_c = catch_up_function()
             self.model.reset_c = model_reset_function()
+            self.model.key_words_c = key_words_function()
         self._fetch_choices = (partial(fetch_choices_function(), self.model)
                                if self.fastpath else self.model.choices)
         if self.arm is not None:  # rule 10: a DC may clean its line as it was earlier

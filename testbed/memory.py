@@ -315,6 +315,11 @@ class Snapshot:
     key: list[bytes] = field(default_factory=list, compare=False)  # its state key, once known
 
 
+# FetchModel._digest's last part when there are no torn words, no queued maintenance and
+# no cleans with a time (the repr of what it digests then)
+_EMPTY_TAIL = repr(([], [], None, [])).encode()
+
+
 def _word(buf: _Buffer | bytes, off: int) -> int:
     return int.from_bytes(buf[off:off + 4], "little")
 
@@ -396,6 +401,8 @@ class FetchModel:
         # ``model_reset``), set by a machine with the compiled path
         self.catch_up_c: Callable[[FetchModel, int], list[int]] | None = None
         self.reset_c: Callable[[FetchModel], list[list[int]]] | None = None
+        # and the words' part of the state key (``_fastpath.key_words``)
+        self.key_words_c: Callable[[FetchModel], bytes] | None = None
 
     # -- reset and snapshots ---------------------------------------------------------
     def reset(self) -> list[list[int]]:
@@ -535,6 +542,10 @@ class FetchModel:
         return key
 
     def _digest(self) -> bytes:
+        tail = _EMPTY_TAIL if not (self._pieces or self._torn or any(self.queues)
+                                   or self.pou_time) else None
+        if self.key_words_c is not None and tail is not None:
+            return digest(self.key_words_c(self) + tail)
         parts: list[Bytes] = []
         add = parts.append
         dside, pou = self.dside, self.pou

@@ -1,5 +1,6 @@
 """``FetchModel.choices`` and its C twin against the per-rule choice methods, and the C
-twins of the catch-up (rule 7) and of the reset against the Python ones.
+twins of the catch-up (rule 7), of the reset and of the state key's per-word part
+against the Python ones.
 
 ``Machine.model_choices`` asks ``FetchModel.choices`` (in C with the compiled path:
 ``_fastpath.fetch_choices``) for every fetch-model choice at once; a random walk draws
@@ -95,6 +96,18 @@ def check_catch_up(m: FetchModel) -> None:
         m.restore(before)
 
 
+def check_key(m: FetchModel) -> None:
+    """The model's state key with its per-word part built in C (``_fastpath.key_words``)
+    is the one built in Python."""
+    c_words, m.key_words_c = m.key_words_c, None
+    try:
+        want = m._digest()
+        m.key_words_c = fastpath.key_words_function()
+        assert m._digest() == want
+    finally:
+        m.key_words_c = c_words
+
+
 def check_reset(m: FetchModel) -> None:
     """The words the reset puts back, in C (``_fastpath.model_reset``), as the Python
     reset puts them back: the same I-view words per CPU, the same state after."""
@@ -166,6 +179,7 @@ def test_random_models(config: FetchConfig, deferred: bool) -> None:
                 m.view_live[cpu] = frozenset(rng.sample(words, 2))
             if fastpath.available():
                 check_catch_up(m)
+                check_key(m)
             for cpus in ([0, 1, 2], [2, 0], [1], []):
                 check(m, cpus)
                 seen.update(code for code, _, _ in m.choices(cpus, False)
@@ -196,6 +210,8 @@ class Recorder:
             cpus = [c.index for c in m.cpus if c.state.value == "runnable"]
             self.calls += 1
             self.choices += check(m.model, cpus)
+            if fastpath.available():
+                check_key(m.model)
             return got  # type: ignore[return-value]
 
         monkeypatch.setattr(Machine, "model_choices", model_choices)
