@@ -1935,6 +1935,580 @@ end:
     return res;
 }
 
+/* -- the Arm model's state key (ArmMemory.key) ----------------------------------------- */
+
+/* a growable array of int64 (the key's numbers) */
+typedef struct {
+    int64_t *v;
+    Py_ssize_t n, cap;
+} nums_t;
+
+static int push(nums_t *a, int64_t x) {
+    if (a->n == a->cap) {
+        Py_ssize_t cap = a->cap ? 2 * a->cap : 256;
+        int64_t *v = PyMem_Realloc(a->v, (size_t)cap * sizeof(int64_t));
+        if (v == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        a->v = v;
+        a->cap = cap;
+    }
+    a->v[a->n++] = x;
+    return 0;
+}
+
+/* bisect.bisect_right / bisect_left of x in the sorted a[0..n) */
+static Py_ssize_t bisect_r(const int64_t *a, Py_ssize_t n, int64_t x) {
+    Py_ssize_t lo = 0, hi = n;
+    while (lo < hi) {
+        Py_ssize_t mid = (lo + hi) / 2;
+        if (x < a[mid])
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return lo;
+}
+
+static Py_ssize_t bisect_l(const int64_t *a, Py_ssize_t n, int64_t x) {
+    Py_ssize_t lo = 0, hi = n;
+    while (lo < hi) {
+        Py_ssize_t mid = (lo + hi) / 2;
+        if (a[mid] < x)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static int64_t attr_i64(PyObject *o, PyObject *name) {
+    return (int64_t)attr_ll(o, name);
+}
+
+/* a location's messages: its timestamps and the floor the key counts from */
+typedef struct {
+    int64_t loc;
+    int64_t *stamps;
+    Py_ssize_t n, low;
+} aloc_t;
+
+typedef struct {
+    int64_t ts;
+    Py_ssize_t j;
+} merged_t;
+
+static int cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int cmp_merged(const void *a, const void *b) {
+    const merged_t *x = a, *y = b;
+    if (x->ts != y->ts)
+        return x->ts < y->ts ? -1 : 1;
+    return x->j < y->j ? -1 : x->j > y->j;
+}
+
+static int cmp_row4(const void *a, const void *b) {
+    const int64_t *x = a, *y = b;
+    for (int i = 0; i < 4; i++)
+        if (x[i] != y[i])
+            return x[i] < y[i] ? -1 : 1;
+    return 0;
+}
+
+static int cmp_row3(const void *a, const void *b) {
+    const int64_t *x = a, *y = b;
+    for (int i = 0; i < 3; i++)
+        if (x[i] != y[i])
+            return x[i] < y[i] ? -1 : 1;
+    return 0;
+}
+
+/* the location's entry in the sorted locs[0..n), or NULL */
+static aloc_t *find_loc(aloc_t *locs, Py_ssize_t n, int64_t loc) {
+    Py_ssize_t lo = 0, hi = n;
+    while (lo < hi) {
+        Py_ssize_t mid = (lo + hi) / 2;
+        if (locs[mid].loc < loc)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < n && locs[lo].loc == loc ? &locs[lo] : NULL;
+}
+
+/* the rank of view v among the state's sorted distinct views (it is one of them) */
+static int64_t rank_of(const int64_t *views, const int64_t *ranks, Py_ssize_t n, int64_t v) {
+    Py_ssize_t i = bisect_l(views, n, v);
+    return i < n && views[i] == v ? ranks[i] : 0;
+}
+
+/* ArmMemory.key's at(loc, ts): a message's position from its location's floor, -1 if
+ * below it, 0 for a location the key leaves out */
+static int64_t at_of(aloc_t *locs, Py_ssize_t nlocs, int64_t loc, int64_t ts) {
+    aloc_t *a = find_loc(locs, nlocs, loc);
+    if (a == NULL)
+        return 0;
+    Py_ssize_t p = bisect_r(a->stamps, a->n, ts) - a->low;
+    return p >= 0 ? p : -1;
+}
+
+/* per thread, what the key reads (ArmMemory.key) */
+typedef struct {
+    PyObject *coh, *fwd, *regs; /* borrowed from the thread (held by it) */
+    PyObject *t;                /* the ThreadState (a new reference) */
+    int64_t scal[9];            /* vrp, vwp, vrm, vwm, vcap, vrel, spill, signal, vctrl */
+    int has_ex;
+    int64_t ex[3];              /* exbank: (loc, ts, view) */
+} th_t;
+
+/* coh.get(loc) as int64: 1 and *out if present, 0 if absent, -1 on error */
+static int coh_get(PyObject *coh, PyObject *loc, int64_t *out) {
+    PyObject *v = PyDict_GetItemWithError(coh, loc);
+    if (v == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    *out = PyLong_AsLongLong(v);
+    return *out == -1 && PyErr_Occurred() ? -1 : 1;
+}
+
+/* arm_key(arm) -> bytes: what ArmMemory.key digests without promises (the values, then
+ * the numbers as native int64), in C; tests/test_armmem.py compares it with Python. */
+static PyObject *fp_arm_key(PyObject *self, PyObject *arm) {
+    (void)self;
+    static PyObject *names[24];
+    static const char *const spelled[24] = {
+        "threads", "msgs", "by_loc", "wviews", "history", "coh", "vrp", "vwp", "vrm", "vwm",
+        "vcap", "vrel", "spill", "signal", "vctrl", "fwd", "exbank", "regs", "ts", "view",
+        "ex", "initial", NULL, NULL};
+    if (names[0] == NULL)
+        for (int i = 0; spelled[i] != NULL; i++)
+            if ((names[i] = PyUnicode_InternFromString(spelled[i])) == NULL)
+                return NULL;
+    enum { N_THREADS, N_MSGS, N_BY_LOC, N_WVIEWS, N_HISTORY, N_COH, N_VRP, N_FWD = 15,
+           N_EXBANK, N_REGS, N_TS, N_VIEW, N_EX, N_INITIAL };
+    PyObject *threads = NULL, *msgs = NULL, *by_loc = NULL, *wviews = NULL, *hist = NULL,
+             *initial = NULL, *keys = NULL, *res = NULL, *values = NULL;
+    th_t *th = NULL;
+    aloc_t *locs = NULL;
+    PyObject **locobj = NULL;
+    int64_t *views = NULL, *ranks = NULL, *counts = NULL, *rows = NULL;
+    merged_t *merged = NULL;
+    nums_t nums = {NULL, 0, 0};
+    Py_ssize_t nth = 0, nlocs = 0, nviews = 0, nactive = 0;
+
+    threads = PyObject_GetAttr(arm, names[N_THREADS]);
+    msgs = threads ? PyObject_GetAttr(arm, names[N_MSGS]) : NULL;
+    by_loc = msgs ? PyObject_GetAttr(arm, names[N_BY_LOC]) : NULL;
+    wviews = by_loc ? PyObject_GetAttr(arm, names[N_WVIEWS]) : NULL;
+    hist = wviews ? PyObject_GetAttr(arm, names[N_HISTORY]) : NULL;
+    initial = hist ? PyObject_GetAttr(arm, names[N_INITIAL]) : NULL;
+    if (initial == NULL)
+        goto end;
+    if (!PyList_Check(threads) || !PyList_Check(msgs) || !PyDict_Check(by_loc) ||
+        !PyDict_Check(wviews) || !PyDict_Check(initial)) {
+        PyErr_SetString(PyExc_TypeError, "arm_key: the model's parts");
+        goto end;
+    }
+    values = PyList_New(0);
+    if (values == NULL)
+        goto end;
+    nth = PyList_GET_SIZE(threads);
+    th = PyMem_New(th_t, nth ? nth : 1);
+    if (th == NULL) {
+        PyErr_NoMemory();
+        nth = 0;
+        goto end;
+    }
+    for (Py_ssize_t i = 0; i < nth; i++)
+        th[i].t = NULL;
+    for (Py_ssize_t i = 0; i < nth; i++) {
+        PyObject *t = PyList_GET_ITEM(threads, i);
+        Py_INCREF(t);
+        th[i].t = t;
+        PyObject *coh = PyObject_GetAttr(t, names[N_COH]);
+        PyObject *fwd = coh ? PyObject_GetAttr(t, names[N_FWD]) : NULL;
+        PyObject *regs = fwd ? PyObject_GetAttr(t, names[N_REGS]) : NULL;
+        PyObject *ex = regs ? PyObject_GetAttr(t, names[N_EXBANK]) : NULL;
+        /* (the thread holds them: borrowed from here on) */
+        Py_XDECREF(coh);
+        Py_XDECREF(fwd);
+        Py_XDECREF(regs);
+        if (ex == NULL)
+            goto end;
+        th[i].coh = coh;
+        th[i].fwd = fwd;
+        th[i].regs = regs;
+        th[i].has_ex = ex != Py_None;
+        if (th[i].has_ex) {
+            if (!PyTuple_Check(ex) || PyTuple_GET_SIZE(ex) != 3) {
+                Py_DECREF(ex);
+                PyErr_SetString(PyExc_TypeError, "arm_key: an exclusive bank");
+                goto end;
+            }
+            for (int k = 0; k < 3; k++)
+                th[i].ex[k] = PyLong_AsLongLong(PyTuple_GET_ITEM(ex, k));
+        }
+        Py_DECREF(ex);
+        for (int k = 0; k < 9; k++)
+            th[i].scal[k] = attr_i64(t, names[N_VRP + k]);
+        if (PyErr_Occurred())
+            goto end;
+        if (!PyDict_Check(coh) || !PyDict_Check(fwd) || !PyList_Check(regs)) {
+            PyErr_SetString(PyExc_TypeError, "arm_key: a thread's parts");
+            goto end;
+        }
+    }
+    /* the locations in order, but the history */
+    keys = PyDict_Keys(by_loc);
+    if (keys == NULL || PyList_Sort(keys) < 0)
+        goto end;
+    Py_ssize_t nkeys = PyList_GET_SIZE(keys);
+    locs = PyMem_New(aloc_t, nkeys ? nkeys : 1);
+    locobj = PyMem_New(PyObject *, nkeys ? nkeys : 1);
+    if (locs == NULL || locobj == NULL) {
+        PyErr_NoMemory();
+        goto end;
+    }
+    for (Py_ssize_t k = 0; k < nkeys; k++) {
+        PyObject *lo = PyList_GET_ITEM(keys, k);
+        int in = PySequence_Contains(hist, lo);
+        if (in < 0)
+            goto end;
+        if (in)
+            continue;
+        PyObject *st = PyDict_GetItemWithError(by_loc, lo);
+        if (st == NULL || !PyList_Check(st) || PyList_GET_SIZE(st) == 0) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "arm_key: a location's timestamps");
+            goto end;
+        }
+        aloc_t *a = &locs[nlocs];
+        a->loc = PyLong_AsLongLong(lo);
+        a->n = PyList_GET_SIZE(st);
+        a->stamps = PyMem_New(int64_t, a->n);
+        if (a->stamps == NULL) {
+            PyErr_NoMemory();
+            goto end;
+        }
+        locobj[nlocs] = lo;
+        nlocs++;
+        for (Py_ssize_t i = 0; i < a->n; i++)
+            a->stamps[i] = PyLong_AsLongLong(PyList_GET_ITEM(st, i));
+        if (PyErr_Occurred())
+            goto end;
+        int64_t latest = a->stamps[a->n - 1];
+        Py_ssize_t low = a->n;
+        for (Py_ssize_t i = 0; i < nth; i++) {
+            int64_t bound = 0, got;
+            int r = coh_get(th[i].coh, lo, &got);
+            if (r < 0)
+                goto end;
+            if (r)
+                bound = got;
+            int64_t vrp = th[i].scal[0];
+            if (bound != latest && vrp > bound) { /* R2 */
+                Py_ssize_t j = bisect_r(a->stamps, a->n, vrp);
+                if (j && a->stamps[j - 1] > bound)
+                    bound = a->stamps[j - 1];
+            }
+            if (th[i].has_ex && th[i].ex[0] == a->loc && th[i].ex[1] < bound)
+                bound = th[i].ex[1];
+            if (bound != latest) {
+                Py_ssize_t j = bisect_r(a->stamps, a->n, bound);
+                if (j < low)
+                    low = j;
+            }
+        }
+        a->low = low;
+        Py_ssize_t first = low ? low - 1 : 0;
+        if (push(&nums, a->loc) < 0 || push(&nums, low) < 0 || push(&nums, a->n - first) < 0)
+            goto end;
+        if (low == 0) {
+            PyObject *init = PyDict_GetItemWithError(initial, lo);
+            if (init == NULL || !PyBytes_Check(init)) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_TypeError, "arm_key: a location's initial value");
+                goto end;
+            }
+            if (PyList_Append(values, init) < 0 || push(&nums, PyBytes_GET_SIZE(init)) < 0)
+                goto end;
+        }
+        for (Py_ssize_t i = first; i < a->n; i++) {
+            int64_t ts = a->stamps[i];
+            if (ts < 1 || ts > PyList_GET_SIZE(msgs)) {
+                PyErr_SetString(PyExc_ValueError, "arm_key: a timestamp without a message");
+                goto end;
+            }
+            PyObject *m = PyList_GET_ITEM(msgs, ts - 1);
+            if (!PyTuple_Check(m) || PyTuple_GET_SIZE(m) != 3 ||
+                !PyBytes_Check(PyTuple_GET_ITEM(m, 1))) {
+                PyErr_SetString(PyExc_TypeError, "arm_key: a message");
+                goto end;
+            }
+            PyObject *value = PyTuple_GET_ITEM(m, 1);
+            int64_t tid = PyLong_AsLongLong(PyTuple_GET_ITEM(m, 2));
+            if ((tid == -1 && PyErr_Occurred()) || PyList_Append(values, value) < 0 ||
+                push(&nums, tid) < 0 || push(&nums, PyBytes_GET_SIZE(value)) < 0)
+                goto end;
+        }
+        if (low < a->n)
+            nactive++;
+    }
+    /* the distinct views of the state, in order */
+    {
+        nums_t vs = {NULL, 0, 0};
+        PyObject *k, *v;
+        Py_ssize_t pos = 0;
+        int bad = 0;
+        while (!bad && PyDict_Next(wviews, &pos, &k, &v)) {
+            int64_t x = PyLong_AsLongLong(v);
+            bad = (x == -1 && PyErr_Occurred()) || push(&vs, x) < 0;
+        }
+        for (Py_ssize_t i = 0; !bad && i < nth; i++) {
+            for (int s = 0; !bad && s < 9; s++)
+                bad = push(&vs, th[i].scal[s]) < 0;
+            for (Py_ssize_t r = 0; !bad && r < PyList_GET_SIZE(th[i].regs); r++) {
+                int64_t x = PyLong_AsLongLong(PyList_GET_ITEM(th[i].regs, r));
+                bad = (x == -1 && PyErr_Occurred()) || push(&vs, x) < 0;
+            }
+            pos = 0;
+            while (!bad && PyDict_Next(th[i].fwd, &pos, &k, &v)) {
+                int64_t x = attr_i64(v, names[N_VIEW]);
+                bad = (x == -1 && PyErr_Occurred()) || push(&vs, x) < 0;
+            }
+            if (!bad && th[i].has_ex)
+                bad = push(&vs, th[i].ex[2]) < 0;
+        }
+        if (bad) {
+            PyMem_Free(vs.v);
+            goto end;
+        }
+        if (vs.n)
+            qsort(vs.v, (size_t)vs.n, sizeof(int64_t), cmp_i64);
+        for (Py_ssize_t i = 0; i < vs.n; i++)
+            if (nviews == 0 || vs.v[i] != vs.v[nviews - 1])
+                vs.v[nviews++] = vs.v[i];
+        views = vs.v;
+    }
+    ranks = PyMem_New(int64_t, nviews ? nviews : 1);
+    if (ranks == NULL || push(&nums, nactive) < 0) {
+        if (ranks == NULL)
+            PyErr_NoMemory();
+        goto end;
+    }
+    if (nactive) {
+        Py_ssize_t nmerged = 0, j = 0;
+        for (Py_ssize_t i = 0; i < nlocs; i++)
+            if (locs[i].low < locs[i].n)
+                nmerged += locs[i].n - locs[i].low;
+        merged = PyMem_New(merged_t, nmerged);
+        counts = PyMem_New(int64_t, nactive);
+        if (merged == NULL || counts == NULL) {
+            PyErr_NoMemory();
+            goto end;
+        }
+        Py_ssize_t m = 0;
+        for (Py_ssize_t i = 0; i < nlocs; i++) {
+            if (locs[i].low >= locs[i].n)
+                continue;
+            for (Py_ssize_t s = locs[i].low; s < locs[i].n; s++)
+                merged[m++] = (merged_t){locs[i].stamps[s], j};
+            j++;
+        }
+        qsort(merged, (size_t)nmerged, sizeof(merged_t), cmp_merged);
+        memset(counts, 0, (size_t)nactive * sizeof(int64_t));
+        Py_ssize_t i = 0;
+        int64_t distinct = -1;
+        for (Py_ssize_t k = 0; k < nviews; k++) {
+            int moved = distinct < 0;
+            while (i < nmerged && merged[i].ts <= views[k]) {
+                counts[merged[i].j]++;
+                i++;
+                moved = 1;
+            }
+            if (moved) {
+                distinct++;
+                for (Py_ssize_t c = 0; c < nactive; c++)
+                    if (push(&nums, counts[c]) < 0)
+                        goto end;
+            }
+            ranks[k] = distinct;
+        }
+        if (push(&nums, distinct + 1) < 0)
+            goto end;
+    } else {
+        for (Py_ssize_t k = 0; k < nviews; k++)
+            ranks[k] = 0;
+    }
+    /* per thread: coherence at the active locations, the views' ranks, forwarding, the
+     * exclusive bank */
+    for (Py_ssize_t i = 0; i < nth; i++) {
+        for (Py_ssize_t l = 0; l < nlocs; l++) {
+            aloc_t *a = &locs[l];
+            if (a->low >= a->n)
+                continue;
+            int64_t seen;
+            int r = coh_get(th[i].coh, locobj[l], &seen);
+            if (r < 0)
+                goto end;
+            int64_t place = -2;
+            if (r) {
+                Py_ssize_t p = bisect_r(a->stamps, a->n, seen) - a->low;
+                place = p >= 0 ? p : -1;
+            }
+            if (push(&nums, place) < 0)
+                goto end;
+        }
+        for (int s = 0; s < 9; s++)
+            if (push(&nums, rank_of(views, ranks, nviews, th[i].scal[s])) < 0)
+                goto end;
+        Py_ssize_t nregs = PyList_GET_SIZE(th[i].regs);
+        if (push(&nums, nregs) < 0)
+            goto end;
+        for (Py_ssize_t r = 0; r < nregs; r++) {
+            int64_t x = PyLong_AsLongLong(PyList_GET_ITEM(th[i].regs, r));
+            if ((x == -1 && PyErr_Occurred()) || push(&nums, rank_of(views, ranks, nviews, x)) < 0)
+                goto end;
+        }
+        Py_ssize_t nf = PyDict_GET_SIZE(th[i].fwd), kept = 0;
+        PyMem_Free(rows);
+        rows = PyMem_New(int64_t, 4 * (nf ? nf : 1));
+        if (rows == NULL) {
+            PyErr_NoMemory();
+            goto end;
+        }
+        PyObject *k, *v;
+        Py_ssize_t pos = 0;
+        while (PyDict_Next(th[i].fwd, &pos, &k, &v)) {
+            int in = PySequence_Contains(hist, k);
+            if (in < 0)
+                goto end;
+            if (in)
+                continue;
+            int64_t loc = PyLong_AsLongLong(k);
+            int64_t ts = attr_i64(v, names[N_TS]);
+            int64_t view = attr_i64(v, names[N_VIEW]);
+            int exclusive = attr_true(v, names[N_EX]);
+            if (PyErr_Occurred() || exclusive < 0)
+                goto end;
+            int64_t a = at_of(locs, nlocs, loc, ts);
+            if (a < 0)
+                continue;
+            int64_t *row = &rows[4 * kept++];
+            row[0] = loc;
+            row[1] = a;
+            row[2] = rank_of(views, ranks, nviews, view);
+            row[3] = exclusive;
+        }
+        if (kept)
+            qsort(rows, (size_t)kept, 4 * sizeof(int64_t), cmp_row4);
+        if (push(&nums, kept) < 0)
+            goto end;
+        for (Py_ssize_t r = 0; r < 4 * kept; r++)
+            if (push(&nums, rows[r]) < 0)
+                goto end;
+        if (!th[i].has_ex) {
+            if (push(&nums, -1) < 0)
+                goto end;
+        } else if (push(&nums, 1) < 0 || push(&nums, th[i].ex[0]) < 0 ||
+                   push(&nums, at_of(locs, nlocs, th[i].ex[0], th[i].ex[1])) < 0 ||
+                   push(&nums, rank_of(views, ranks, nviews, th[i].ex[2])) < 0) {
+            goto end;
+        }
+    }
+    /* F1: every text store's W2 view, by its place among its location's messages */
+    {
+        Py_ssize_t nt = PyDict_GET_SIZE(wviews), kept = 0;
+        PyMem_Free(rows);
+        rows = PyMem_New(int64_t, 3 * (nt ? nt : 1));
+        if (rows == NULL) {
+            PyErr_NoMemory();
+            goto end;
+        }
+        PyObject *k, *v;
+        Py_ssize_t pos = 0;
+        while (PyDict_Next(wviews, &pos, &k, &v)) {
+            int64_t ts = PyLong_AsLongLong(k), view = PyLong_AsLongLong(v);
+            if (PyErr_Occurred())
+                goto end;
+            if (ts < 1 || ts > PyList_GET_SIZE(msgs)) {
+                PyErr_SetString(PyExc_ValueError, "arm_key: a text store without a message");
+                goto end;
+            }
+            PyObject *m = PyList_GET_ITEM(msgs, ts - 1);
+            PyObject *lo = PyTuple_Check(m) ? PyTuple_GET_ITEM(m, 0) : NULL;
+            PyObject *st = lo ? PyDict_GetItemWithError(by_loc, lo) : NULL;
+            if (st == NULL || !PyList_Check(st)) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_TypeError, "arm_key: a text store's location");
+                goto end;
+            }
+            Py_ssize_t lo_i = 0, hi = PyList_GET_SIZE(st); /* bisect_left in the list */
+            while (lo_i < hi) {
+                Py_ssize_t mid = (lo_i + hi) / 2;
+                int64_t x = PyLong_AsLongLong(PyList_GET_ITEM(st, mid));
+                if (x < ts)
+                    lo_i = mid + 1;
+                else
+                    hi = mid;
+            }
+            int64_t *row = &rows[3 * kept++];
+            row[0] = PyLong_AsLongLong(lo);
+            row[1] = lo_i;
+            row[2] = rank_of(views, ranks, nviews, view);
+            if (PyErr_Occurred())
+                goto end;
+        }
+        if (kept)
+            qsort(rows, (size_t)kept, 3 * sizeof(int64_t), cmp_row3);
+        if (push(&nums, kept) < 0)
+            goto end;
+        for (Py_ssize_t r = 0; r < 3 * kept; r++)
+            if (push(&nums, rows[r]) < 0)
+                goto end;
+    }
+    {
+        PyObject *tail = PyBytes_FromStringAndSize((const char *)nums.v,
+                                                   (Py_ssize_t)(nums.n * sizeof(int64_t)));
+        if (tail == NULL || PyList_Append(values, tail) < 0) {
+            Py_XDECREF(tail);
+            goto end;
+        }
+        Py_DECREF(tail);
+        PyObject *empty = PyBytes_FromStringAndSize(NULL, 0);
+        if (empty != NULL) {
+            res = PyObject_CallMethod(empty, "join", "O", values);
+            Py_DECREF(empty);
+        }
+    }
+end:
+    PyMem_Free(nums.v);
+    PyMem_Free(rows);
+    PyMem_Free(counts);
+    PyMem_Free(merged);
+    PyMem_Free(ranks);
+    PyMem_Free(views);
+    for (Py_ssize_t l = 0; l < nlocs; l++)
+        PyMem_Free(locs[l].stamps);
+    PyMem_Free(locs);
+    PyMem_Free(locobj);
+    for (Py_ssize_t i = 0; i < nth; i++)
+        Py_XDECREF(th[i].t);
+    PyMem_Free(th);
+    Py_XDECREF(keys);
+    Py_XDECREF(values);
+    Py_XDECREF(initial);
+    Py_XDECREF(hist);
+    Py_XDECREF(wviews);
+    Py_XDECREF(by_loc);
+    Py_XDECREF(msgs);
+    Py_XDECREF(threads);
+    return res;
+}
+
 /* catch_up(model, cpu) -> FetchModel.catch_up(cpu), in C (rule 7): every invalid word
  * of the CPU's I-cache filled from the PoU, then its pending I-view words copied from
  * the I-cache; the words whose I-view value changed, in address order.  The model's
@@ -2182,6 +2756,8 @@ end:
 }
 
 static PyMethodDef methods[] = {
+    {"arm_key", fp_arm_key, METH_O,
+     "arm_key(arm) -> what ArmMemory.key digests without promises, in C"},
     {"key_words", fp_key_words, METH_O,
      "key_words(model) -> the per-word part of FetchModel._digest, in C"},
     {"model_reset", fp_model_reset, METH_O,

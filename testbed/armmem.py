@@ -167,6 +167,7 @@ from __future__ import annotations
 import array
 import bisect
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .statehash import digest
@@ -262,6 +263,9 @@ class ArmMemory:
         self.wviews: dict[int, int] = {}  # F1: a text message's timestamp -> its W2 view
         # Granules no thread ever reads (Machine.set_history): left out of ``key``
         self.history: frozenset[int] = frozenset()
+        # What ``key`` digests, built in C (``_fastpath.arm_key``), set by a machine with
+        # the compiled path
+        self.key_bytes_c: Callable[[ArmMemory], bytes] | None = None
 
     # -- memory ------------------------------------------------------------------------
     def value(self, loc: int, ts: int) -> bytes:
@@ -560,6 +564,8 @@ class ArmMemory:
         are left out (no thread reads them: what they hold decides nothing)."""
         if any(t.promises for t in self.threads):
             return self._history_key()
+        if self.key_bytes_c is not None:
+            return digest(self.key_bytes_c(self))
         threads = self.threads
         by_loc, msgs = self.by_loc, self.msgs
         bisect_right = bisect.bisect_right

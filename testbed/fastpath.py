@@ -39,9 +39,9 @@ if TYPE_CHECKING:
     from .cpu import Cpu
     from .machine import Machine
 
-__all__ = ["KindTable", "attach", "available", "catch_up_function", "fetch_choices_function",
-           "instructions_function", "key_words_function", "model_reset_function",
-           "set_private", "walk_function", "wanted"]
+__all__ = ["KindTable", "arm_key_function", "attach", "available", "catch_up_function",
+           "fetch_choices_function", "instructions_function", "key_words_function",
+           "model_reset_function", "set_private", "walk_function", "wanted"]
 
 _lib: Any = _ucpy.uclib
 _uc_hook_h: Any = getattr(_ucpy, "uc_hook_h")  # noqa: B009 (not re-exported for mypy)
@@ -125,6 +125,15 @@ def key_words_function() -> Callable[..., bytes]:
     assert fp is not None
     words: Callable[..., bytes] = fp.key_words
     return words
+
+
+def arm_key_function() -> Callable[..., bytes]:
+    """``_fastpath.arm_key(arm)``: what ``ArmMemory.key`` digests without promises, in C
+    (a machine with the compiled path sets it as the Arm model's ``key_bytes_c``)."""
+    fp = _module()
+    assert fp is not None
+    key: Callable[..., bytes] = fp.arm_key
+    return key
 
 
 def instructions_function() -> Callable[[list[list[tuple[int, int, int]]]], int]:

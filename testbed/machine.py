@@ -47,6 +47,7 @@ from .execute import resume as _resume
 from .execute import run_started as _run_started
 from .execute import step as _step
 from .fastpath import (
+    arm_key_function,
     catch_up_function,
     fetch_choices_function,
     instructions_function,
@@ -196,6 +197,8 @@ class Machine:
             self.model.catch_up_c = catch_up_function()
             self.model.reset_c = model_reset_function()
             self.model.key_words_c = key_words_function()
+            if self.arm is not None:
+                self.arm.key_bytes_c = arm_key_function()
         self._fetch_choices = (partial(fetch_choices_function(), self.model)
                                if self.fastpath else self.model.choices)
         if self.arm is not None:  # rule 10: a DC may clean its line as it was earlier
@@ -514,9 +517,14 @@ class Machine:
         return self._liveness is not None
 
     def update_liveness(self) -> None:
-        """The fetch model's ``live`` for the current state (set_fetch_liveness)."""
+        """The fetch model's ``live`` for the current state (set_fetch_liveness): a
+        function of the core, so not computed again for the core it was computed for."""
         live = self._liveness
         if live is not None:
+            core = self.core_held
+            if core is not None and self.live_for is core:
+                return
+            self.live_for = core
             both = [live(self, c) for c in self.cpus]
             self.model.live[:] = [None if b is None else b[0] for b in both]
             self.model.view_live[:] = [None if b is None else b[1] for b in both]

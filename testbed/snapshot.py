@@ -195,16 +195,13 @@ def state_key(m: Machine) -> bytes:
     cached = core.key if core is not None else None
     if cached and cached[0][0] == generation:
         core_key = cached[0][1]
-        if m.live_for is not core:
-            m.update_liveness()
-            m.live_for = core
+        m.update_liveness()  # (nothing to do if it was computed for this core)
     else:
         pending = m.core_key_pending if core is None else None
         if pending is not None and pending[0] == generation:
             core_key = pending[1]  # (the liveness is this core's: set when it was made)
         else:
             core_key = _core_key(m)
-            m.live_for = core
             if cached is not None:
                 cached[:] = [(generation, core_key)]
             else:

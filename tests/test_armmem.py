@@ -470,3 +470,56 @@ def test_litmus_shapes_against_herd(name: str, prog: Prog, want: dict[str, int])
         assert not got, f"{name}: the model shows an outcome herd7 forbids"
     else:
         assert got, f"{name}: herd7 allows it, the model misses it"
+
+
+def test_the_compiled_key_is_the_python_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_fastpath.arm_key`` builds what ``ArmMemory.key`` digests without promises: the
+    same key as the Python code at every state of litmus explorations (exclusives,
+    forwarding, barriers, several locations) and of scenario searches (text stores'
+    write views, history locations, interrupts)."""
+    from testbed import fastpath
+    from testbed.exploration import Bounds, explore
+    from testbed.litmus import parse_file
+    from testbed.litmus_run import build
+    from testbed.scenario import Session, load_scenario
+    from testbed.search import SearchBounds, search
+
+    if not fastpath.available():
+        pytest.skip("the compiled fast path was not built")
+    compiled = fastpath.arm_key_function()
+    seen: dict[str, int] = {"keys": 0, "fwd": 0, "ex": 0, "texts": 0, "history": 0}
+    original = ArmMemory.key
+
+    def checked(arm: ArmMemory) -> bytes:
+        got = original(arm)
+        if any(t.promises for t in arm.threads):
+            return got
+        c, arm.key_bytes_c = arm.key_bytes_c, None
+        try:
+            assert original(arm) == got
+        finally:
+            arm.key_bytes_c = c
+        assert compiled(arm) == compiled(arm)  # (no state of its own)
+        seen["keys"] += 1
+        seen["fwd"] += any(t.fwd for t in arm.threads)
+        seen["ex"] += any(t.exbank is not None for t in arm.threads)
+        seen["texts"] += bool(arm.wviews)
+        seen["history"] += bool(arm.history & set(arm.by_loc))
+        return got
+
+    monkeypatch.setattr(ArmMemory, "key", checked)
+    data = Path(__file__).resolve().parents[2] / "shared" / "litmus" / "aarch64-data"
+    files = sorted((data / "catalogue").glob("*.litmus"))[::6]
+    files += sorted((data / "generated").glob("*.litmus"))[::60]
+    files += [f for f in sorted((data / "generated").glob("*.litmus"))
+              if "LDXR" in f.read_text().upper()][:4]  # exclusives: the exclusive bank
+    for f in files:
+        prog = build(parse_file(f), None)
+        assert prog.machine.arm is not None and prog.machine.arm.key_bytes_c is not None
+        explore(prog.machine, prog.observe, Bounds(max_states=300))
+    for name in ("jump_label_nosync", "text_poke_pre_post", "brk_refcount_sync"):
+        cls = load_scenario(name)
+        search(Session(cls(), memory="arm", params=dict(cls.search_scope)),
+               SearchBounds(1, 1, max_states=300), keyed_history=False)
+    assert seen["keys"] > 2000
+    assert min(seen.values()) > 0, seen
