@@ -315,8 +315,8 @@ class Snapshot:
     key: list[bytes] = field(default_factory=list, compare=False)  # its state key, once known
 
 
-# FetchModel._digest's last part when there are no torn words, no queued maintenance and
-# no cleans with a time (the repr of what it digests then)
+# FetchModel._key_tail when there are no torn words, no queued maintenance and no cleans
+# with a time (the repr of what it digests then)
 _EMPTY_TAIL = repr(([], [], None, [])).encode()
 
 
@@ -542,10 +542,8 @@ class FetchModel:
         return key
 
     def _digest(self) -> bytes:
-        tail = _EMPTY_TAIL if not (self._pieces or self._torn or any(self.queues)
-                                   or self.pou_time) else None
-        if self.key_words_c is not None and tail is not None:
-            return digest(self.key_words_c(self) + tail)
+        if self.key_words_c is not None:
+            return digest(self.key_words_c(self) + self._key_tail())
         parts: list[Bytes] = []
         add = parts.append
         dside, pou = self.dside, self.pou
@@ -562,11 +560,18 @@ class FetchModel:
                 # (before a catch-up, which refills the I-view from the I-cache)
                 add(cpu.iview[w:w + 4] if view_live is None or w in view_live else b"----")
         # Invalid untouched words refill to the initial text, so they cannot matter.
-        add(repr((sorted(self._pieces.items()),
-                  sorted((w, sorted(s)) for w, s in self._torn.items()),
-                  self.queues if any(self.queues) else None,
-                  sorted(self.pou_time.items()))).encode())
+        add(self._key_tail())
         return digest(b"".join(parts))
+
+    def _key_tail(self) -> bytes:
+        """The state key's part after the words: torn words, queued maintenance and the
+        times of the PoU's lines."""
+        if not (self._pieces or self._torn or self.pou_time or any(self.queues)):
+            return _EMPTY_TAIL
+        return repr((sorted(self._pieces.items()),
+                     sorted((w, sorted(s)) for w, s in self._torn.items()),
+                     self.queues if any(self.queues) else None,
+                     sorted(self.pou_time.items()))).encode()
 
     # -- rule 1: stores -----------------------------------------------------------
     def store(self, off: int, data: bytes, cpu: int | None = None) -> None:
