@@ -2509,6 +2509,136 @@ end:
     return res;
 }
 
+/* restore_cpus(model, cpus) -> FetchModel.restore's per-CPU part, in C: each CPU of the
+ * model takes its (icache, invalid, pending, iview, changed) of the snapshot's ``cpus``,
+ * copying or rebuilding only what differs; returns, per CPU, the I-view words whose
+ * bytes changed, sorted (tests/test_fetch_choices.py compares it with Python). */
+static PyObject *fp_restore_cpus(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 2 || !PyTuple_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "restore_cpus(model, cpus: tuple)");
+        return NULL;
+    }
+    PyObject *model = args[0], *snaps = args[1];
+    PyObject *mcpus = PyObject_GetAttr(model, S_cpus), *out = NULL;
+    if (mcpus == NULL)
+        return NULL;
+    if (!PyList_Check(mcpus) || PyList_GET_SIZE(mcpus) != PyTuple_GET_SIZE(snaps)) {
+        PyErr_SetString(PyExc_ValueError, "restore_cpus: one state per CPU");
+        goto fail;
+    }
+    out = PyList_New(0);
+    if (out == NULL)
+        goto fail;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(mcpus); i++) {
+        PyObject *mc = PyList_GET_ITEM(mcpus, i), *st = PyTuple_GET_ITEM(snaps, i);
+        if (!PyTuple_Check(st) || PyTuple_GET_SIZE(st) != 5) {
+            PyErr_SetString(PyExc_TypeError, "restore_cpus: a CPU's state is a 5-tuple");
+            goto fail;
+        }
+        PyObject *icache_s = PyTuple_GET_ITEM(st, 0), *iview_s = PyTuple_GET_ITEM(st, 3);
+        PyObject *names3[3] = {S_invalid, S_pending_words, S_changed};
+        PyObject *sets_s[3] = {PyTuple_GET_ITEM(st, 1), PyTuple_GET_ITEM(st, 2),
+                               PyTuple_GET_ITEM(st, 4)};
+        if (!PyBytes_Check(icache_s) || !PyBytes_Check(iview_s)) {
+            PyErr_SetString(PyExc_TypeError, "restore_cpus: I-cache and I-view are bytes");
+            goto fail;
+        }
+        buf_t icache = {0}, iview = {0};
+        if (buf_writable(mc, S_icache, &icache) < 0)
+            goto fail;
+        if (icache.v.len != PyBytes_GET_SIZE(icache_s)) {
+            buf_release(&icache);
+            PyErr_SetString(PyExc_ValueError, "restore_cpus: an I-cache of another size");
+            goto fail;
+        }
+        if (memcmp(icache.v.buf, PyBytes_AS_STRING(icache_s), (size_t)icache.v.len))
+            memcpy(icache.v.buf, PyBytes_AS_STRING(icache_s), (size_t)icache.v.len);
+        buf_release(&icache);
+        /* invalid, pending: a new set where they differ; changed: after the diff */
+        PyObject *now_changed = PyObject_GetAttr(mc, S_changed);
+        if (now_changed == NULL)
+            goto fail;
+        for (int k = 0; k < 2; k++) {
+            PyObject *now = PyObject_GetAttr(mc, names3[k]);
+            int same = now ? PyObject_RichCompareBool(now, sets_s[k], Py_EQ) : -1;
+            Py_XDECREF(now);
+            PyObject *fresh = same == 0 ? PySet_New(sets_s[k]) : NULL;
+            if (same < 0 || (same == 0 && (fresh == NULL ||
+                                           PyObject_SetAttr(mc, names3[k], fresh) < 0))) {
+                Py_XDECREF(fresh);
+                Py_DECREF(now_changed);
+                goto fail;
+            }
+            Py_XDECREF(fresh);
+        }
+        Py_ssize_t n_now = PyObject_Length(now_changed), n_snap = PyObject_Length(sets_s[2]);
+        if (n_now < 0 || n_snap < 0) {
+            Py_DECREF(now_changed);
+            goto fail;
+        }
+        PyObject *diff = PyList_New(0);
+        if (diff == NULL || PyList_Append(out, diff) < 0) {
+            Py_XDECREF(diff);
+            Py_DECREF(now_changed);
+            goto fail;
+        }
+        Py_DECREF(diff); /* (held by out) */
+        if (n_now == 0 && n_snap == 0) {
+            Py_DECREF(now_changed);
+            continue;
+        }
+        if (buf_writable(mc, S_iview, &iview) < 0) {
+            Py_DECREF(now_changed);
+            goto fail;
+        }
+        const char *want = PyBytes_AS_STRING(iview_s);
+        Py_ssize_t size = PyBytes_GET_SIZE(iview_s);
+        int bad = iview.v.len != size;
+        PyObject *both = bad ? NULL : PyNumber_Or(now_changed, sets_s[2]);
+        PyObject *it = both ? PyObject_GetIter(both) : NULL, *w;
+        bad = bad || it == NULL;
+        while (!bad && (w = PyIter_Next(it)) != NULL) {
+            long long x = PyLong_AsLongLong(w);
+            if ((x == -1 && PyErr_Occurred()) || x < 0 || x + 4 > size) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_ValueError, "restore_cpus: a word outside the text");
+                bad = 1;
+            } else if (memcmp((char *)iview.v.buf + x, want + x, 4)) {
+                memcpy((char *)iview.v.buf + x, want + x, 4);
+                bad = PyList_Append(diff, w) < 0;
+            }
+            Py_DECREF(w);
+        }
+        if (!bad && PyErr_Occurred())
+            bad = 1;
+        Py_XDECREF(it);
+        Py_XDECREF(both);
+        buf_release(&iview);
+        if (!bad) {
+            int same = PyObject_RichCompareBool(now_changed, sets_s[2], Py_EQ);
+            PyObject *fresh = same == 0 ? PySet_New(sets_s[2]) : NULL;
+            bad = same < 0 || (same == 0 && (fresh == NULL ||
+                                             PyObject_SetAttr(mc, S_changed, fresh) < 0));
+            Py_XDECREF(fresh);
+        }
+        Py_DECREF(now_changed);
+        if (bad) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "restore_cpus: an I-view of another size");
+            goto fail;
+        }
+        if (PyList_Sort(diff) < 0)
+            goto fail;
+    }
+    Py_DECREF(mcpus);
+    return out;
+fail:
+    Py_XDECREF(out);
+    Py_DECREF(mcpus);
+    return NULL;
+}
+
 /* catch_up(model, cpu) -> FetchModel.catch_up(cpu), in C (rule 7): every invalid word
  * of the CPU's I-cache filled from the PoU, then its pending I-view words copied from
  * the I-cache; the words whose I-view value changed, in address order.  The model's
@@ -2756,6 +2886,8 @@ end:
 }
 
 static PyMethodDef methods[] = {
+    {"restore_cpus", (PyCFunction)(void (*)(void))fp_restore_cpus, METH_FASTCALL,
+     "restore_cpus(model, cpus) -> FetchModel.restore's per-CPU part, in C"},
     {"arm_key", fp_arm_key, METH_O,
      "arm_key(arm) -> what ArmMemory.key digests without promises, in C"},
     {"key_words", fp_key_words, METH_O,

@@ -41,7 +41,8 @@ if TYPE_CHECKING:
 
 __all__ = ["KindTable", "arm_key_function", "attach", "available", "catch_up_function",
            "fetch_choices_function", "instructions_function", "key_words_function",
-           "model_reset_function", "set_private", "walk_function", "wanted"]
+           "model_reset_function", "restore_cpus_function", "set_private", "walk_function",
+           "wanted"]
 
 _lib: Any = _ucpy.uclib
 _uc_hook_h: Any = getattr(_ucpy, "uc_hook_h")  # noqa: B009 (not re-exported for mypy)
@@ -134,6 +135,15 @@ def arm_key_function() -> Callable[..., bytes]:
     assert fp is not None
     key: Callable[..., bytes] = fp.arm_key
     return key
+
+
+def restore_cpus_function() -> Callable[..., list[list[int]]]:
+    """``_fastpath.restore_cpus(model, cpus)``: ``FetchModel.restore``'s per-CPU part in
+    C (a machine with the compiled path sets it as the model's ``restore_c``)."""
+    fp = _module()
+    assert fp is not None
+    restore: Callable[..., list[list[int]]] = fp.restore_cpus
+    return restore
 
 
 def instructions_function() -> Callable[[list[list[tuple[int, int, int]]]], int]:

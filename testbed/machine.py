@@ -53,6 +53,7 @@ from .fastpath import (
     instructions_function,
     key_words_function,
     model_reset_function,
+    restore_cpus_function,
 )
 from .fastpath import wanted as wanted_fastpath
 from .findings import Event, EventKind, Finding, OracleName, make_event
@@ -197,6 +198,7 @@ class Machine:
             self.model.catch_up_c = catch_up_function()
             self.model.reset_c = model_reset_function()
             self.model.key_words_c = key_words_function()
+            self.model.restore_c = restore_cpus_function()
             if self.arm is not None:
                 self.arm.key_bytes_c = arm_key_function()
         self._fetch_choices = (partial(fetch_choices_function(), self.model)

@@ -401,8 +401,10 @@ class FetchModel:
         # ``model_reset``), set by a machine with the compiled path
         self.catch_up_c: Callable[[FetchModel, int], list[int]] | None = None
         self.reset_c: Callable[[FetchModel], list[list[int]]] | None = None
-        # and the words' part of the state key (``_fastpath.key_words``)
+        # the words' part of the state key (``_fastpath.key_words``), and the CPUs' part
+        # of a restore (``_fastpath.restore_cpus``)
         self.key_words_c: Callable[[FetchModel], bytes] | None = None
+        self.restore_c: Callable[[FetchModel, tuple[object, ...]], list[list[int]]] | None = None
 
     # -- reset and snapshots ---------------------------------------------------------
     def reset(self) -> list[list[int]]:
@@ -484,11 +486,29 @@ class FetchModel:
         self.dside[0:self.size] = snap.dside
         if not self.pou_shared:
             self.pou[0:self.size] = snap.pou
+        out = (self._restore_cpus(snap) if self.restore_c is None
+               else self.restore_c(self, snap.cpus))
+        if self.stale or self.touched != snap.touched:
+            self.touched = set(snap.touched)
+        self._pieces = {w: (v, m) for w, v, m in snap.pieces}
+        self._torn = {w: set(s) for w, s in snap.torn}
+        self._whole = {w: set(s) for w, s in snap.whole}
+        self.queues = ([list(q) for q in snap.queues] if snap.queues
+                       else [[] for _ in range(self.ncpus)])
+        self.pou_time = dict(snap.pou_time)
+        self._holds = (snap, self.gen)
+        if snap.key:
+            self._key = (snap.key[0], self.gen)
+        return out
+
+    def _restore_cpus(self, snap: Snapshot) -> list[list[int]]:
+        """``restore``'s per-CPU part: each CPU takes its part of ``snap``; per CPU, the
+        I-view words whose bytes changed.  (A search often comes back to a state where
+        most CPUs' parts are as they were: compared in C, and only what differs is
+        copied.)"""
         out: list[list[int]] = []
-        for cpu, state in zip(self.cpus, snap.cpus, strict=True):
-            icache, invalid, pending, iview, changed = state
-            # (A search often comes back to a state where most CPUs' parts are as
-            # they were: compared in C, and only what differs is copied.)
+        for cpu, (icache, invalid, pending, iview, changed) in zip(self.cpus, snap.cpus,
+                                                                   strict=True):
             if cpu.icache != icache:
                 cpu.icache[:] = icache
             if cpu.invalid != invalid:
@@ -504,17 +524,6 @@ class FetchModel:
             if cpu.changed != changed:
                 cpu.changed = set(changed)
             out.append(sorted(diff))
-        if self.stale or self.touched != snap.touched:
-            self.touched = set(snap.touched)
-        self._pieces = {w: (v, m) for w, v, m in snap.pieces}
-        self._torn = {w: set(s) for w, s in snap.torn}
-        self._whole = {w: set(s) for w, s in snap.whole}
-        self.queues = ([list(q) for q in snap.queues] if snap.queues
-                       else [[] for _ in range(self.ncpus)])
-        self.pou_time = dict(snap.pou_time)
-        self._holds = (snap, self.gen)
-        if snap.key:
-            self._key = (snap.key[0], self.gen)
         return out
 
     def state_key(self) -> bytes:

@@ -1,6 +1,6 @@
 """``FetchModel.choices`` and its C twin against the per-rule choice methods, and the C
-twins of the catch-up (rule 7), of the reset and of the state key's per-word part
-against the Python ones.
+twins of the catch-up (rule 7), of the reset, of a restore's per-CPU part and of the
+state key's per-word part against the Python ones.
 
 ``Machine.model_choices`` asks ``FetchModel.choices`` (in C with the compiled path:
 ``_fastpath.fetch_choices``) for every fetch-model choice at once; a random walk draws
@@ -36,6 +36,7 @@ from testbed.memory import (
     FetchConfig,
     FetchModel,
     ModelError,
+    Snapshot,
 )
 from testbed.scenario import Session, load_scenario
 from testbed.strategies import RandomWalk
@@ -108,6 +109,23 @@ def check_key(m: FetchModel) -> None:
         m.key_words_c = c_words
 
 
+def check_restore(m: FetchModel, to: Snapshot) -> None:
+    """A restore to ``to`` from the model's state with its per-CPU part in C
+    (``_fastpath.restore_cpus``) as in Python: the same I-view words changed, the same
+    state after; the model is left as it was."""
+    here = m.snapshot()
+    want = m.restore(to)
+    after = m.snapshot()
+    m.restore(here)
+    m.restore_c = fastpath.restore_cpus_function()
+    try:
+        assert m.restore(to) == want
+        assert m.snapshot() == after
+    finally:
+        m.restore_c = None
+    m.restore(here)
+
+
 def check_reset(m: FetchModel) -> None:
     """The words the reset puts back, in C (``_fastpath.model_reset``), as the Python
     reset puts them back: the same I-view words per CPU, the same state after."""
@@ -144,6 +162,7 @@ def test_random_models(config: FetchConfig, deferred: bool) -> None:
     for run in range(12):
         m = FetchModel(config, NOP.to_bytes(4, "little") * nwords, 3)
         m.deferred = deferred
+        earlier = m.snapshot()  # a state to restore (to) from each later one
         words = [4 * rng.randrange(nwords) for _ in range(6)]  # a few words, often shared
         for _ in range(60):
             op = rng.randrange(9)
@@ -180,6 +199,9 @@ def test_random_models(config: FetchConfig, deferred: bool) -> None:
             if fastpath.available():
                 check_catch_up(m)
                 check_key(m)
+                check_restore(m, earlier)
+            if rng.random() < 0.2:
+                earlier = m.snapshot()
             for cpus in ([0, 1, 2], [2, 0], [1], []):
                 check(m, cpus)
                 seen.update(code for code, _, _ in m.choices(cpus, False)
