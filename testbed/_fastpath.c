@@ -2180,14 +2180,15 @@ static PyObject *fp_arm_key(PyObject *self, PyObject *arm) {
         if (in)
             continue;
         PyObject *st = PyDict_GetItemWithError(by_loc, lo);
-        if (st == NULL || !PyList_Check(st) || PyList_GET_SIZE(st) == 0) {
+        if (st == NULL || !(PyList_Check(st) || PyTuple_Check(st)) ||
+            PySequence_Fast_GET_SIZE(st) == 0) {
             if (!PyErr_Occurred())
                 PyErr_SetString(PyExc_TypeError, "arm_key: a location's timestamps");
             goto end;
         }
         aloc_t *a = &locs[nlocs];
         a->loc = PyLong_AsLongLong(lo);
-        a->n = PyList_GET_SIZE(st);
+        a->n = PySequence_Fast_GET_SIZE(st);
         a->stamps = PyMem_New(int64_t, a->n);
         if (a->stamps == NULL) {
             PyErr_NoMemory();
@@ -2196,7 +2197,7 @@ static PyObject *fp_arm_key(PyObject *self, PyObject *arm) {
         locobj[nlocs] = lo;
         nlocs++;
         for (Py_ssize_t i = 0; i < a->n; i++)
-            a->stamps[i] = PyLong_AsLongLong(PyList_GET_ITEM(st, i));
+            a->stamps[i] = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(st, i));
         if (PyErr_Occurred())
             goto end;
         int64_t latest = a->stamps[a->n - 1];
@@ -2441,15 +2442,15 @@ static PyObject *fp_arm_key(PyObject *self, PyObject *arm) {
             PyObject *m = PyList_GET_ITEM(msgs, ts - 1);
             PyObject *lo = PyTuple_Check(m) ? PyTuple_GET_ITEM(m, 0) : NULL;
             PyObject *st = lo ? PyDict_GetItemWithError(by_loc, lo) : NULL;
-            if (st == NULL || !PyList_Check(st)) {
+            if (st == NULL || !(PyList_Check(st) || PyTuple_Check(st))) {
                 if (!PyErr_Occurred())
                     PyErr_SetString(PyExc_TypeError, "arm_key: a text store's location");
                 goto end;
             }
-            Py_ssize_t lo_i = 0, hi = PyList_GET_SIZE(st); /* bisect_left in the list */
+            Py_ssize_t lo_i = 0, hi = PySequence_Fast_GET_SIZE(st); /* bisect_left */
             while (lo_i < hi) {
                 Py_ssize_t mid = (lo_i + hi) / 2;
-                int64_t x = PyLong_AsLongLong(PyList_GET_ITEM(st, mid));
+                int64_t x = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(st, mid));
                 if (x < ts)
                     lo_i = mid + 1;
                 else

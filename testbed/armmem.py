@@ -258,7 +258,8 @@ class ArmMemory:
     def __init__(self, nthreads: int) -> None:
         self.threads = [ThreadState() for _ in range(nthreads)]
         self.msgs: list[tuple[int, bytes, int]] = []  # (loc, value, tid); ts = index + 1
-        self.by_loc: dict[int, list[int]] = {}  # loc -> timestamps of its messages
+        # loc -> timestamps of its messages (tuples: saves and loads copy the dict only)
+        self.by_loc: dict[int, tuple[int, ...]] = {}
         self.initial: dict[int, bytes] = {}  # loc -> its value at timestamp 0
         self.wviews: dict[int, int] = {}  # F1: a text message's timestamp -> its W2 view
         # Granules no thread ever reads (Machine.set_history): left out of ``key``
@@ -301,7 +302,7 @@ class ArmMemory:
         th = self.threads[tid]
         low = max(th.coh.get(loc, 0),  # R1
                   self._last_at_or_below(loc, self._pre(th, vaddr, ord)))  # R2
-        stamps = self.by_loc.get(loc, [])
+        stamps = self.by_loc.get(loc, ())
         out = [0] if low == 0 else []
         out += stamps[bisect.bisect_left(stamps, max(low, 1)):]
         return out
@@ -340,7 +341,7 @@ class ArmMemory:
             return False
         if eb[0] != loc:
             return True  # Promising.v: the condition only binds the same location
-        return all(self.msgs[t - 1][2] == tid for t in self.by_loc.get(loc, [])
+        return all(self.msgs[t - 1][2] == tid for t in self.by_loc.get(loc, ())
                    if eb[1] < t < ts)
 
     def _append(self, loc: int, value: bytes, tid: int) -> int:
@@ -348,7 +349,7 @@ class ArmMemory:
             raise ValueError(f"{loc:#x}: its initial value is not known (call know first)")
         self.msgs.append((loc, bytes(value), tid))
         ts = len(self.msgs)
-        self.by_loc.setdefault(loc, []).append(ts)
+        self.by_loc[loc] = (*self.by_loc.get(loc, ()), ts)
         return ts
 
     def promise(self, tid: int, loc: int, value: bytes) -> int:
@@ -504,17 +505,16 @@ class ArmMemory:
     # -- snapshots ---------------------------------------------------------------------
     def save(self) -> tuple[object, ...]:
         return (tuple(self.msgs), [t.copy() for t in self.threads], dict(self.initial),
-                dict(self.wviews), tuple((loc, tuple(stamps))
-                                         for loc, stamps in self.by_loc.items()))
+                dict(self.wviews), dict(self.by_loc))
 
     def load(self, state: tuple[object, ...]) -> None:
         """Back to a saved state (any: an ancestor of this one or not)."""
         msgs, threads, initial, wviews, by_loc = state
         assert isinstance(msgs, tuple) and isinstance(threads, list) \
             and isinstance(initial, dict) and isinstance(wviews, dict) \
-            and isinstance(by_loc, tuple)
+            and isinstance(by_loc, dict)
         self.msgs = list(msgs)
-        self.by_loc = {loc: list(stamps) for loc, stamps in by_loc}
+        self.by_loc = dict(by_loc)
         self.threads = [t.copy() for t in threads]
         self.initial = dict(initial)
         self.wviews = dict(wviews)
@@ -572,7 +572,7 @@ class ArmMemory:
         nums: list[int] = []  # per location: loc, floor, messages digested; per message:
         values: list[bytes] = []  # its writer and length; and the values, in order
         floor_of: dict[int, int] = {}  # location -> position of its oldest readable message
-        active: list[tuple[int, list[int], int]] = []  # (loc, stamps, floor), loc order
+        active: list[tuple[int, tuple[int, ...], int]] = []  # (loc, stamps, floor), loc order
         bounds = [(t.coh, t.vrp, t.exbank) for t in threads]
         hist = self.history
         for loc in sorted(by_loc):
