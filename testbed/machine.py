@@ -139,7 +139,7 @@ class Machine:
         self.live_for: snapshot.Core | None = None  # the core update_liveness last saw
         self.key_generation = 0  # counts changes of what state keys digest (history)
         self._liveness: Callable[[Machine, Cpu], Liveness | None] | None = None
-        self._within_live: set[tuple[frozenset[int], frozenset[int]]] = set()
+        self._within_live: dict[tuple[int, int], tuple[frozenset[int], frozenset[int]]] = {}
         # The saved Arm model state (``snapshot``) the current one equals, if known.
         self.arm_saved: object | None = None
         self.solo_stores: list[tuple[int, int, bytes]] | None = None  # a solo run's stores
@@ -538,13 +538,17 @@ class Machine:
         assert self._liveness is not None
         after = self._liveness(self, c)
         if after is not None:
-            pair = (after[0], before[0])  # (pairs found within before: a frozenset
-            if pair in self._within_live:  # caches its hash, and the liveness of a
-                return  # litmus test memoises its sets, so a lookup compares no elements)
+            # Pairs of sets found within one another, by identity: a litmus test's
+            # liveness memoises its sets, and equal sets of different positions would
+            # be compared element by element (the values hold the sets, so that their
+            # ids are not reused while they are keys).
+            pair = (id(after[0]), id(before[0]))
+            if pair in self._within_live:
+                return
             if after[0] <= before[0]:
                 if len(self._within_live) >= 1 << 16:
                     self._within_live.clear()
-                self._within_live.add(pair)
+                self._within_live[pair] = (after[0], before[0])
                 return
         self.add_finding(c, OracleName.FETCH_SCOPE, f"CPU{c.index} went on at "
                          f"{self.image.symbolize(c.pc)}, which the declared fetch "
