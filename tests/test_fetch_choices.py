@@ -116,7 +116,9 @@ def check_restore(m: FetchModel, to: Snapshot) -> None:
     here = m.snapshot()
     want = m.restore(to)
     after = m.snapshot()
-    m.restore(here)
+    assert after == to  # (a restore copies only the words stores touched: the rest
+    m.restore(here)  # holds the initial text everywhere, here and there)
+    assert m.snapshot() == here
     m.restore_c = fastpath.restore_cpus_function()
     try:
         assert m.restore(to) == want
