@@ -640,6 +640,14 @@ static PyObject *S_stopped, *S_gic, *S_pending, *S_runnable, *S_exc, *S_pc, *S_s
     *S_live, *S_view_live, *S_config, *S_dline, *S_complete_choices, *S_has_wfi, *S_isb,
     *S_changed, *S_gen, *S_initial, *S_core_held, *S_core_key_pending, *one;
 
+/* The Arm model's and its threads' attributes the Arm key reads (fp_arm_key) */
+enum { N_THREADS, N_MSGS, N_BY_LOC, N_WVIEWS, N_HISTORY, N_COH, N_VRP, /* and 8 more views */
+       N_FWD = N_VRP + 9, N_EXBANK, N_REGS, N_TS, N_VIEW, N_EX, N_ARM };
+static const char *const arm_spelled[N_ARM] = {
+    "threads", "msgs", "by_loc", "wviews", "history", "coh", "vrp", "vwp", "vrm", "vwm",
+    "vcap", "vrel", "spill", "signal", "vctrl", "fwd", "exbank", "regs", "ts", "view", "ex"};
+static PyObject *arm_names[N_ARM];
+
 static int intern_names(void) {
     struct {
         PyObject **slot;
@@ -671,6 +679,9 @@ static int intern_names(void) {
         if (*names[i].slot == NULL)
             return -1;
     }
+    for (int i = 0; i < N_ARM; i++)
+        if ((arm_names[i] = PyUnicode_InternFromString(arm_spelled[i])) == NULL)
+            return -1;
     one = PyLong_FromLong(1);
     return one == NULL ? -1 : 0;
 }
@@ -1395,14 +1406,21 @@ typedef struct {
     int held;
 } buf_t;
 
-static int buf_get(PyObject *obj, PyObject *name, buf_t *b) {
+/* obj.name's buffer with ``flags`` (PyBUF_SIMPLE, or PyBUF_WRITABLE to write it) */
+static int buf_flags(PyObject *obj, PyObject *name, buf_t *b, int flags) {
     PyObject *o = PyObject_GetAttr(obj, name);
-    if (o == NULL)
-        return -1;
-    int r = PyObject_GetBuffer(o, &b->v, PyBUF_SIMPLE);
-    Py_DECREF(o);
+    int r = o ? PyObject_GetBuffer(o, &b->v, flags) : -1;
+    Py_XDECREF(o);
     b->held = r == 0;
     return r;
+}
+
+static int buf_get(PyObject *obj, PyObject *name, buf_t *b) {
+    return buf_flags(obj, name, b, PyBUF_SIMPLE);
+}
+
+static int buf_writable(PyObject *obj, PyObject *name, buf_t *b) {
+    return buf_flags(obj, name, b, PyBUF_WRITABLE);
 }
 
 static void buf_release(buf_t *b) {
@@ -1435,7 +1453,53 @@ static int add_choice(PyObject *out, long code, long cpu, long long where) {
     return r;
 }
 
-/* memory.CHOICE_* (tests/test_memory.py checks them against memory.py) */
+/* What the fetch model's passes over its touched words read: the PoU's and the D-side's
+ * bytes, the touched words in order, and the per-CPU lists (cpus, scopes, live,
+ * view_live), checked to be lists of one item per CPU. */
+typedef struct {
+    buf_t pou, dside;
+    PyObject *touched, *words, *mcpus, *scopes, *lives, *vlives;
+    Py_ssize_t ncpus;
+} mview_t;
+
+static void mview_release(mview_t *v) {
+    Py_XDECREF(v->vlives);
+    Py_XDECREF(v->lives);
+    Py_XDECREF(v->scopes);
+    Py_XDECREF(v->mcpus);
+    Py_XDECREF(v->words);
+    Py_XDECREF(v->touched);
+    buf_release(&v->dside);
+    buf_release(&v->pou);
+}
+
+/* Fill ``v`` (zeroed by the caller, released by it whatever this returns): 0, or -1
+ * with an error set naming ``who``. */
+static int mview_get(PyObject *model, mview_t *v, const char *who) {
+    if (buf_get(model, S_pou, &v->pou) < 0 || buf_get(model, S_dside, &v->dside) < 0)
+        return -1;
+    v->touched = PyObject_GetAttr(model, S_touched);
+    v->words = v->touched ? PySequence_List(v->touched) : NULL;
+    if (v->words == NULL || PyList_Sort(v->words) < 0)
+        return -1;
+    v->mcpus = PyObject_GetAttr(model, S_cpus);
+    v->scopes = v->mcpus ? PyObject_GetAttr(model, S_scopes) : NULL;
+    v->lives = v->scopes ? PyObject_GetAttr(model, S_live) : NULL;
+    v->vlives = v->lives ? PyObject_GetAttr(model, S_view_live) : NULL;
+    if (v->vlives == NULL)
+        return -1;
+    Py_ssize_t n = PyList_Check(v->mcpus) ? PyList_GET_SIZE(v->mcpus) : -1;
+    if (n < 0 || !PyList_Check(v->scopes) || !PyList_Check(v->lives) ||
+        !PyList_Check(v->vlives) || PyList_GET_SIZE(v->scopes) != n ||
+        PyList_GET_SIZE(v->lives) != n || PyList_GET_SIZE(v->vlives) != n) {
+        PyErr_Format(PyExc_TypeError, "%s: the model's per-CPU lists", who);
+        return -1;
+    }
+    v->ncpus = n;
+    return 0;
+}
+
+/* memory.CHOICE_* (tests/test_fetch_choices.py checks the codes through the lists) */
 enum { CH_CATCH_UP, CH_FILL, CH_FILL_DSIDE, CH_EVICT, CH_COMPLETE, CH_WRITE_BACK };
 
 /* The choices of one CPU (FetchModel.choices' loop body): 0, or -1 with an error set. */
@@ -1560,8 +1624,8 @@ end:
 }
 
 /* fetch_choices(model, cpus, compact) -> FetchModel.choices(cpus, compact), in C: the
- * same (code, cpu, where) tuples in the same order (tests/test_memory.py compares them
- * on the states of runs and explorations). */
+ * same (code, cpu, where) tuples in the same order (tests/test_fetch_choices.py compares
+ * them on the states of runs and explorations). */
 static PyObject *fp_fetch_choices(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
     if (nargs != 3 || !PyList_Check(args[1])) {
@@ -1572,33 +1636,21 @@ static PyObject *fp_fetch_choices(PyObject *self, PyObject *const *args, Py_ssiz
     int compact = PyObject_IsTrue(args[2]);
     if (compact < 0)
         return NULL;
-    buf_t pou = {0}, dside = {0};
+    mview_t v = {0};
     long long *wv = NULL;
-    PyObject *out = NULL, *touched = NULL, *words = NULL, *mcpus = NULL, *scopes = NULL,
-             *lives = NULL, *vlives = NULL, *queues = NULL, *config = NULL;
+    PyObject *out = NULL, *queues = NULL, *config = NULL;
     int shared = attr_true(model, S_pou_shared);
-    if (shared < 0 || buf_get(model, S_pou, &pou) < 0 || buf_get(model, S_dside, &dside) < 0)
+    if (shared < 0 || mview_get(model, &v, "fetch_choices") < 0)
         goto fail;
-    touched = PyObject_GetAttr(model, S_touched);
-    words = touched ? PySequence_List(touched) : NULL;
-    if (words == NULL || PyList_Sort(words) < 0)
-        goto fail;
-    mcpus = PyObject_GetAttr(model, S_cpus);
-    scopes = mcpus ? PyObject_GetAttr(model, S_scopes) : NULL;
-    lives = scopes ? PyObject_GetAttr(model, S_live) : NULL;
-    vlives = lives ? PyObject_GetAttr(model, S_view_live) : NULL;
-    queues = vlives ? PyObject_GetAttr(model, S_queues) : NULL;
+    queues = PyObject_GetAttr(model, S_queues);
     if (queues == NULL)
         goto fail;
-    Py_ssize_t ncpus = PyList_Check(mcpus) ? PyList_GET_SIZE(mcpus) : -1;
-    if (ncpus < 0 || !PyList_Check(scopes) || !PyList_Check(lives) || !PyList_Check(vlives) ||
-        !PyList_Check(queues) || PyList_GET_SIZE(scopes) != ncpus ||
-        PyList_GET_SIZE(lives) != ncpus || PyList_GET_SIZE(vlives) != ncpus ||
-        PyList_GET_SIZE(queues) != ncpus) {
+    Py_ssize_t ncpus = v.ncpus;
+    if (!PyList_Check(queues) || PyList_GET_SIZE(queues) != ncpus) {
         PyErr_SetString(PyExc_TypeError, "fetch_choices: the model's per-CPU lists");
         goto fail;
     }
-    Py_ssize_t nw = PyList_GET_SIZE(words);
+    Py_ssize_t nw = PyList_GET_SIZE(v.words);
     if (nw) {
         wv = PyMem_New(long long, nw);
         if (wv == NULL) {
@@ -1607,10 +1659,10 @@ static PyObject *fp_fetch_choices(PyObject *self, PyObject *const *args, Py_ssiz
         }
     }
     for (Py_ssize_t k = 0; k < nw; k++) {
-        wv[k] = PyLong_AsLongLong(PyList_GET_ITEM(words, k));
+        wv[k] = PyLong_AsLongLong(PyList_GET_ITEM(v.words, k));
         if (wv[k] == -1 && PyErr_Occurred())
             goto fail;
-        if (!fits(&pou, wv[k], 4) || !fits(&dside, wv[k], 4)) {
+        if (!fits(&v.pou, wv[k], 4) || !fits(&v.dside, wv[k], 4)) {
             PyErr_SetString(PyExc_ValueError, "fetch_choices: a touched word is outside the text");
             goto fail;
         }
@@ -1627,10 +1679,10 @@ static PyObject *fp_fetch_choices(PyObject *self, PyObject *const *args, Py_ssiz
             PyErr_Format(PyExc_ValueError, "fetch_choices: no CPU%ld", i);
             goto fail;
         }
-        if (cpu_choices(out, model, i, PyList_GET_ITEM(mcpus, i), PyList_GET_ITEM(scopes, i),
-                        PyList_GET_ITEM(lives, i), PyList_GET_ITEM(vlives, i),
-                        PyList_GET_ITEM(queues, i), words, wv, &pou, &dside, shared,
-                        compact) < 0)
+        if (cpu_choices(out, model, i, PyList_GET_ITEM(v.mcpus, i),
+                        PyList_GET_ITEM(v.scopes, i), PyList_GET_ITEM(v.lives, i),
+                        PyList_GET_ITEM(v.vlives, i), PyList_GET_ITEM(queues, i), v.words, wv,
+                        &v.pou, &v.dside, shared, compact) < 0)
             goto fail;
     }
     if (nrun && !shared && nw) { /* write_back_choices */
@@ -1647,11 +1699,11 @@ static PyObject *fp_fetch_choices(PyObject *self, PyObject *const *args, Py_ssiz
             if (ln == last)
                 continue;
             last = ln;
-            if (!fits(&pou, ln, dline) || !fits(&dside, ln, dline)) {
+            if (!fits(&v.pou, ln, dline) || !fits(&v.dside, ln, dline)) {
                 PyErr_SetString(PyExc_ValueError, "fetch_choices: a line is outside the text");
                 goto fail;
             }
-            if (memcmp(at(&pou, ln), at(&dside, ln), (size_t)dline) &&
+            if (memcmp(at(&v.pou, ln), at(&v.dside, ln), (size_t)dline) &&
                 add_choice(out, CH_WRITE_BACK, -1, ln) < 0)
                 goto fail;
         }
@@ -1663,14 +1715,7 @@ end:
     PyMem_Free(wv);
     Py_XDECREF(config);
     Py_XDECREF(queues);
-    Py_XDECREF(vlives);
-    Py_XDECREF(lives);
-    Py_XDECREF(scopes);
-    Py_XDECREF(mcpus);
-    Py_XDECREF(words);
-    Py_XDECREF(touched);
-    buf_release(&dside);
-    buf_release(&pou);
+    mview_release(&v);
     return out;
 }
 
@@ -1740,14 +1785,6 @@ static int copy_words(PyObject *words, buf_t *dst, const buf_t *src) {
     }
     Py_DECREF(it);
     return PyErr_Occurred() ? -1 : 0;
-}
-
-static int buf_writable(PyObject *obj, PyObject *name, buf_t *b) {
-    PyObject *o = PyObject_GetAttr(obj, name);
-    int r = o ? PyObject_GetBuffer(o, &b->v, PyBUF_WRITABLE) : -1;
-    Py_XDECREF(o);
-    b->held = r == 0;
-    return r;
 }
 
 /* model_reset(model) -> FetchModel.reset's words, in C: the touched words of the D-side
@@ -1821,33 +1858,15 @@ end:
  * compares it with the Python digest's parts. */
 static PyObject *fp_key_words(PyObject *self, PyObject *model) {
     (void)self;
-    buf_t pou = {0}, dside = {0};
+    mview_t v = {0};
     buf_t *icache = NULL, *iview = NULL;
     PyObject **invalid = NULL;
     char *out = NULL;
-    PyObject *res = NULL, *touched = NULL, *words = NULL, *mcpus = NULL, *scopes = NULL,
-             *lives = NULL, *vlives = NULL;
+    PyObject *res = NULL;
     Py_ssize_t ncpus = 0;
-    if (buf_get(model, S_pou, &pou) < 0 || buf_get(model, S_dside, &dside) < 0)
+    if (mview_get(model, &v, "key_words") < 0)
         goto end;
-    touched = PyObject_GetAttr(model, S_touched);
-    words = touched ? PySequence_List(touched) : NULL;
-    if (words == NULL || PyList_Sort(words) < 0)
-        goto end;
-    mcpus = PyObject_GetAttr(model, S_cpus);
-    scopes = mcpus ? PyObject_GetAttr(model, S_scopes) : NULL;
-    lives = scopes ? PyObject_GetAttr(model, S_live) : NULL;
-    vlives = lives ? PyObject_GetAttr(model, S_view_live) : NULL;
-    if (vlives == NULL)
-        goto end;
-    ncpus = PyList_Check(mcpus) ? PyList_GET_SIZE(mcpus) : -1;
-    if (ncpus < 0 || !PyList_Check(scopes) || !PyList_Check(lives) || !PyList_Check(vlives) ||
-        PyList_GET_SIZE(scopes) != ncpus || PyList_GET_SIZE(lives) != ncpus ||
-        PyList_GET_SIZE(vlives) != ncpus) {
-        PyErr_SetString(PyExc_TypeError, "key_words: the model's per-CPU lists");
-        ncpus = 0;
-        goto end;
-    }
+    ncpus = v.ncpus;
     icache = PyMem_New(buf_t, ncpus ? ncpus : 1);
     iview = PyMem_New(buf_t, ncpus ? ncpus : 1);
     invalid = PyMem_New(PyObject *, ncpus ? ncpus : 1);
@@ -1861,42 +1880,42 @@ static PyObject *fp_key_words(PyObject *self, PyObject *model) {
         invalid[i] = NULL;
     }
     for (Py_ssize_t i = 0; i < ncpus; i++) {
-        PyObject *mc = PyList_GET_ITEM(mcpus, i);
+        PyObject *mc = PyList_GET_ITEM(v.mcpus, i);
         invalid[i] = PyObject_GetAttr(mc, S_invalid);
         if (invalid[i] == NULL || buf_get(mc, S_icache, &icache[i]) < 0 ||
             buf_get(mc, S_iview, &iview[i]) < 0)
             goto end;
     }
-    Py_ssize_t nw = PyList_GET_SIZE(words), len = 0;
+    Py_ssize_t nw = PyList_GET_SIZE(v.words), len = 0;
     out = PyMem_Malloc((size_t)(nw * (12 + 8 * ncpus)) + 1);
     if (out == NULL) {
         PyErr_NoMemory();
         goto end;
     }
     for (Py_ssize_t k = 0; k < nw; k++) {
-        PyObject *wo = PyList_GET_ITEM(words, k);
+        PyObject *wo = PyList_GET_ITEM(v.words, k);
         long long w = PyLong_AsLongLong(wo);
         if (w == -1 && PyErr_Occurred())
             goto end;
-        if (w < 0 || w > 0xFFFFFFFFLL || !fits(&pou, w, 4) || !fits(&dside, w, 4)) {
+        if (w < 0 || w > 0xFFFFFFFFLL || !fits(&v.pou, w, 4) || !fits(&v.dside, w, 4)) {
             PyErr_SetString(PyExc_ValueError, "key_words: a touched word is outside the text");
             goto end;
         }
         for (int b = 0; b < 4; b++)
             out[len++] = (char)((w >> (8 * b)) & 0xFF);
-        memcpy(out + len, at(&dside, w), 4);
-        memcpy(out + len + 4, at(&pou, w), 4);
+        memcpy(out + len, at(&v.dside, w), 4);
+        memcpy(out + len + 4, at(&v.pou, w), 4);
         len += 8;
         for (Py_ssize_t i = 0; i < ncpus; i++) {
-            int in = within(PyList_GET_ITEM(scopes, i), wo);
+            int in = within(PyList_GET_ITEM(v.scopes, i), wo);
             if (in > 0)
-                in = within(PyList_GET_ITEM(lives, i), wo);
+                in = within(PyList_GET_ITEM(v.lives, i), wo);
             if (in < 0)
                 goto end;
             if (!in)
                 continue;
             int gone = PySequence_Contains(invalid[i], wo);
-            int seen = gone >= 0 ? within(PyList_GET_ITEM(vlives, i), wo) : 0;
+            int seen = gone >= 0 ? within(PyList_GET_ITEM(v.vlives, i), wo) : 0;
             if (gone < 0 || seen < 0)
                 goto end;
             if (!fits(&icache[i], w, 4) || !fits(&iview[i], w, 4)) {
@@ -1924,14 +1943,7 @@ end:
     PyMem_Free(invalid);
     PyMem_Free(iview);
     PyMem_Free(icache);
-    Py_XDECREF(vlives);
-    Py_XDECREF(lives);
-    Py_XDECREF(scopes);
-    Py_XDECREF(mcpus);
-    Py_XDECREF(words);
-    Py_XDECREF(touched);
-    buf_release(&dside);
-    buf_release(&pou);
+    mview_release(&v);
     return res;
 }
 
@@ -2078,17 +2090,6 @@ static int coh_get(PyObject *coh, PyObject *loc, int64_t *out) {
  * the numbers as native int64), in C; tests/test_armmem.py compares it with Python. */
 static PyObject *fp_arm_key(PyObject *self, PyObject *arm) {
     (void)self;
-    static PyObject *names[24];
-    static const char *const spelled[24] = {
-        "threads", "msgs", "by_loc", "wviews", "history", "coh", "vrp", "vwp", "vrm", "vwm",
-        "vcap", "vrel", "spill", "signal", "vctrl", "fwd", "exbank", "regs", "ts", "view",
-        "ex", "initial", NULL, NULL};
-    if (names[0] == NULL)
-        for (int i = 0; spelled[i] != NULL; i++)
-            if ((names[i] = PyUnicode_InternFromString(spelled[i])) == NULL)
-                return NULL;
-    enum { N_THREADS, N_MSGS, N_BY_LOC, N_WVIEWS, N_HISTORY, N_COH, N_VRP, N_FWD = 15,
-           N_EXBANK, N_REGS, N_TS, N_VIEW, N_EX, N_INITIAL };
     PyObject *threads = NULL, *msgs = NULL, *by_loc = NULL, *wviews = NULL, *hist = NULL,
              *initial = NULL, *keys = NULL, *res = NULL, *values = NULL;
     th_t *th = NULL;
@@ -2099,12 +2100,12 @@ static PyObject *fp_arm_key(PyObject *self, PyObject *arm) {
     nums_t nums = {NULL, 0, 0};
     Py_ssize_t nth = 0, nlocs = 0, nviews = 0, nactive = 0;
 
-    threads = PyObject_GetAttr(arm, names[N_THREADS]);
-    msgs = threads ? PyObject_GetAttr(arm, names[N_MSGS]) : NULL;
-    by_loc = msgs ? PyObject_GetAttr(arm, names[N_BY_LOC]) : NULL;
-    wviews = by_loc ? PyObject_GetAttr(arm, names[N_WVIEWS]) : NULL;
-    hist = wviews ? PyObject_GetAttr(arm, names[N_HISTORY]) : NULL;
-    initial = hist ? PyObject_GetAttr(arm, names[N_INITIAL]) : NULL;
+    threads = PyObject_GetAttr(arm, arm_names[N_THREADS]);
+    msgs = threads ? PyObject_GetAttr(arm, arm_names[N_MSGS]) : NULL;
+    by_loc = msgs ? PyObject_GetAttr(arm, arm_names[N_BY_LOC]) : NULL;
+    wviews = by_loc ? PyObject_GetAttr(arm, arm_names[N_WVIEWS]) : NULL;
+    hist = wviews ? PyObject_GetAttr(arm, arm_names[N_HISTORY]) : NULL;
+    initial = hist ? PyObject_GetAttr(arm, S_initial) : NULL;
     if (initial == NULL)
         goto end;
     if (!PyList_Check(threads) || !PyList_Check(msgs) || !PyDict_Check(by_loc) ||
@@ -2128,10 +2129,10 @@ static PyObject *fp_arm_key(PyObject *self, PyObject *arm) {
         PyObject *t = PyList_GET_ITEM(threads, i);
         Py_INCREF(t);
         th[i].t = t;
-        PyObject *coh = PyObject_GetAttr(t, names[N_COH]);
-        PyObject *fwd = coh ? PyObject_GetAttr(t, names[N_FWD]) : NULL;
-        PyObject *regs = fwd ? PyObject_GetAttr(t, names[N_REGS]) : NULL;
-        PyObject *ex = regs ? PyObject_GetAttr(t, names[N_EXBANK]) : NULL;
+        PyObject *coh = PyObject_GetAttr(t, arm_names[N_COH]);
+        PyObject *fwd = coh ? PyObject_GetAttr(t, arm_names[N_FWD]) : NULL;
+        PyObject *regs = fwd ? PyObject_GetAttr(t, arm_names[N_REGS]) : NULL;
+        PyObject *ex = regs ? PyObject_GetAttr(t, arm_names[N_EXBANK]) : NULL;
         /* (the thread holds them: borrowed from here on) */
         Py_XDECREF(coh);
         Py_XDECREF(fwd);
@@ -2153,7 +2154,7 @@ static PyObject *fp_arm_key(PyObject *self, PyObject *arm) {
         }
         Py_DECREF(ex);
         for (int k = 0; k < 9; k++)
-            th[i].scal[k] = attr_i64(t, names[N_VRP + k]);
+            th[i].scal[k] = attr_i64(t, arm_names[N_VRP + k]);
         if (PyErr_Occurred())
             goto end;
         if (!PyDict_Check(coh) || !PyDict_Check(fwd) || !PyList_Check(regs)) {
@@ -2277,7 +2278,7 @@ static PyObject *fp_arm_key(PyObject *self, PyObject *arm) {
             }
             pos = 0;
             while (!bad && PyDict_Next(th[i].fwd, &pos, &k, &v)) {
-                int64_t x = attr_i64(v, names[N_VIEW]);
+                int64_t x = attr_i64(v, arm_names[N_VIEW]);
                 bad = (x == -1 && PyErr_Occurred()) || push(&vs, x) < 0;
             }
             if (!bad && th[i].has_ex)
@@ -2390,9 +2391,9 @@ static PyObject *fp_arm_key(PyObject *self, PyObject *arm) {
             if (in)
                 continue;
             int64_t loc = PyLong_AsLongLong(k);
-            int64_t ts = attr_i64(v, names[N_TS]);
-            int64_t view = attr_i64(v, names[N_VIEW]);
-            int exclusive = attr_true(v, names[N_EX]);
+            int64_t ts = attr_i64(v, arm_names[N_TS]);
+            int64_t view = attr_i64(v, arm_names[N_VIEW]);
+            int exclusive = attr_true(v, arm_names[N_EX]);
             if (PyErr_Occurred() || exclusive < 0)
                 goto end;
             int64_t a = at_of(locs, nlocs, loc, ts);
@@ -2684,15 +2685,7 @@ static PyObject *fp_catch_up(PyObject *self, PyObject *const *args, Py_ssize_t n
         goto fail;
     if (buf_get(model, S_pou, &pou) < 0 || buf_get(model, S_initial, &init) < 0)
         goto fail;
-    PyObject *o = PyObject_GetAttr(mc, S_icache);
-    int r = o ? PyObject_GetBuffer(o, &icache.v, PyBUF_WRITABLE) : -1;
-    Py_XDECREF(o);
-    icache.held = r == 0;
-    o = r == 0 ? PyObject_GetAttr(mc, S_iview) : NULL;
-    r = o ? PyObject_GetBuffer(o, &iview.v, PyBUF_WRITABLE) : -1;
-    Py_XDECREF(o);
-    iview.held = r == 0;
-    if (r < 0)
+    if (buf_writable(mc, S_icache, &icache) < 0 || buf_writable(mc, S_iview, &iview) < 0)
         goto fail;
     it = PyObject_GetIter(invalid);
     if (it == NULL)
