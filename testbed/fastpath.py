@@ -39,9 +39,7 @@ if TYPE_CHECKING:
     from .cpu import Cpu
     from .machine import Machine
 
-__all__ = ["KindTable", "arm_key_function", "attach", "available", "catch_up_function",
-           "fetch_choices_function", "instructions_function", "key_words_function",
-           "model_reset_function", "restore_cpus_function", "set_private", "walk_function",
+__all__ = ["KindTable", "attach", "available", "function", "set_private", "walk_function",
            "wanted"]
 
 _lib: Any = _ucpy.uclib
@@ -92,67 +90,17 @@ def walk_function() -> Callable[..., int] | None:
     return walk
 
 
-def fetch_choices_function() -> Callable[..., list[tuple[int, int, int]]]:
-    """``_fastpath.fetch_choices(model, cpus, compact)``: ``FetchModel.choices`` in C
-    (``Machine.model_choices`` uses it with the compiled path)."""
+def function(name: str) -> Callable[..., Any]:
+    """``_fastpath.NAME``, a C twin of a Python function with the same results (each is
+    described in ``_fastpath.c`` and compared with its twin by a test): ``fetch_choices``
+    (``FetchModel.choices``), ``catch_up``, ``model_reset``, ``restore_cpus`` and
+    ``key_words`` (parts of ``FetchModel``'s rule 7, reset, restore and key),
+    ``arm_key`` (``ArmMemory.key``), ``instructions`` (``trace.instructions``).  Only
+    with the compiled path built (``available``)."""
     fp = _module()
     assert fp is not None
-    choices: Callable[..., list[tuple[int, int, int]]] = fp.fetch_choices
-    return choices
-
-
-def catch_up_function() -> Callable[..., list[int]]:
-    """``_fastpath.catch_up(model, cpu)``: ``FetchModel.catch_up`` (rule 7) in C (a
-    machine with the compiled path sets it as the model's ``catch_up_c``)."""
-    fp = _module()
-    assert fp is not None
-    catch_up: Callable[..., list[int]] = fp.catch_up
-    return catch_up
-
-
-def model_reset_function() -> Callable[..., list[list[int]]]:
-    """``_fastpath.model_reset(model)``: the words ``FetchModel.reset`` puts back, in C
-    (a machine with the compiled path sets it as the model's ``reset_c``)."""
-    fp = _module()
-    assert fp is not None
-    reset: Callable[..., list[list[int]]] = fp.model_reset
-    return reset
-
-
-def key_words_function() -> Callable[..., bytes]:
-    """``_fastpath.key_words(model)``: the per-word part of ``FetchModel``'s state key
-    in C (a machine with the compiled path sets it as the model's ``key_words_c``)."""
-    fp = _module()
-    assert fp is not None
-    words: Callable[..., bytes] = fp.key_words
-    return words
-
-
-def arm_key_function() -> Callable[..., bytes]:
-    """``_fastpath.arm_key(arm)``: what ``ArmMemory.key`` digests without promises, in C
-    (a machine with the compiled path sets it as the Arm model's ``key_bytes_c``)."""
-    fp = _module()
-    assert fp is not None
-    key: Callable[..., bytes] = fp.arm_key
-    return key
-
-
-def restore_cpus_function() -> Callable[..., list[list[int]]]:
-    """``_fastpath.restore_cpus(model, cpus)``: ``FetchModel.restore``'s per-CPU part in
-    C (a machine with the compiled path sets it as the model's ``restore_c``)."""
-    fp = _module()
-    assert fp is not None
-    restore: Callable[..., list[list[int]]] = fp.restore_cpus
-    return restore
-
-
-def instructions_function() -> Callable[[list[list[tuple[int, int, int]]]], int]:
-    """``_fastpath.instructions(logs)``: ``trace.instructions`` in C (``scheduler.run``
-    counts a run's instructions with it on the compiled path)."""
-    fp = _module()
-    assert fp is not None
-    count: Callable[[list[list[tuple[int, int, int]]]], int] = fp.instructions
-    return count
+    found: Callable[..., Any] = getattr(fp, name)
+    return found
 
 
 class KindTable(dict[int, OpKind]):

@@ -46,15 +46,7 @@ from .execute import irq as _irq
 from .execute import resume as _resume
 from .execute import run_started as _run_started
 from .execute import step as _step
-from .fastpath import (
-    arm_key_function,
-    catch_up_function,
-    fetch_choices_function,
-    instructions_function,
-    key_words_function,
-    model_reset_function,
-    restore_cpus_function,
-)
+from .fastpath import function as compiled_function
 from .fastpath import wanted as wanted_fastpath
 from .findings import Event, EventKind, Finding, OracleName, make_event
 from .interrupts import InterruptController
@@ -193,16 +185,16 @@ class Machine:
         self.model.deferred = memory == "arm"  # rule 9: maintenance completes at a DSB
         # A run's instruction count (trace.instructions), and the model's choices
         # (Machine.model_choices): in C with the compiled path
-        self._count_instructions = (instructions_function() if self.fastpath
+        self._count_instructions = (compiled_function("instructions") if self.fastpath
                                     else trace.instructions)
         if self.fastpath:
-            self.model.catch_up_c = catch_up_function()
-            self.model.reset_c = model_reset_function()
-            self.model.key_words_c = key_words_function()
-            self.model.restore_c = restore_cpus_function()
+            self.model.catch_up_c = compiled_function("catch_up")
+            self.model.reset_c = compiled_function("model_reset")
+            self.model.key_words_c = compiled_function("key_words")
+            self.model.restore_c = compiled_function("restore_cpus")
             if self.arm is not None:
-                self.arm.key_bytes_c = arm_key_function()
-        self._fetch_choices = (partial(fetch_choices_function(), self.model)
+                self.arm.key_bytes_c = compiled_function("arm_key")
+        self._fetch_choices = (partial(compiled_function("fetch_choices"), self.model)
                                if self.fastpath else self.model.choices)
         if self.arm is not None:  # rule 10: a DC may clean its line as it was earlier
             self.model.history = dataside.TextHistory(self.arm, self.model.initial)

@@ -824,20 +824,10 @@ class FetchModel:
         self.fill(cpu, word, from_dside)
 
     def refill_choices(self, cpu: int) -> list[tuple[int, bool]]:
-        """Refills that change the I-cache word (its value, or its being invalid)."""
-        c = self.cpus[cpu]
-        out: list[tuple[int, bool]] = []
-        for w in sorted(self._in_scope(cpu, self.touched)):
-            invalid = w in c.invalid
-            cached = c.icache[w:w + 4]
-            pou = self.pou[w:w + 4]
-            if invalid or cached != pou:
-                out.append((w, False))
-            if not self.pou_shared:
-                dside = self.dside[w:w + 4]
-                if dside != pou and (invalid or cached != dside):
-                    out.append((w, True))
-        return out
+        """Refills that change the I-cache word (its value, or its being invalid):
+        ``(word, from_dside)``, as ``choices`` offers them when compact."""
+        return [(w, code == CHOICE_FILL_DSIDE) for code, _, w in self.choices([cpu], True)
+                if code in (CHOICE_FILL, CHOICE_FILL_DSIDE)]
 
     def evict(self, cpu: int, word: int) -> None:
         """A valid I-cache word becomes invalid."""
@@ -881,16 +871,8 @@ class FetchModel:
         return changed
 
     def catch_up_would_change(self, cpu: int) -> bool:
-        """Whether a catch-up of ``cpu`` now would change its I-view."""
-        c = self.cpus[cpu]
-        scope, live = self.scopes[cpu], self.view_live[cpu]
-        for w in c.pending:
-            if (scope is not None and w not in scope) or (live is not None and w not in live):
-                continue
-            src = self.pou if w in c.invalid else c.icache
-            if src[w:w + 4] != c.iview[w:w + 4]:
-                return True
-        return False
+        """Whether a catch-up of ``cpu`` now would change its I-view (``choices``)."""
+        return any(code == CHOICE_CATCH_UP for code, _, _ in self.choices([cpu], False))
 
     # -- rule 8: fetch ----------------------------------------------------------------
     def fetch(self, cpu: int, off: int) -> int:
@@ -913,10 +895,10 @@ class FetchModel:
         ``cpus`` (those that can still run), as ``(CHOICE_*, cpu, word or line or
         index)``: per CPU in order its catch-up, fills (``compact``: refills) and
         evictions (none when ``compact``), completions; then the write-backs, if
-        ``cpus`` is not empty.  The same choices, in the same order, as the per-rule
-        methods below give (``tests/test_memory.py`` compares them): one pass over the
-        touched words with the bytes of each read once, since a random walk asks at
-        every model draw."""
+        ``cpus`` is not empty.  One pass over the touched words with the bytes of each
+        read once, since a random walk asks at every model draw; the per-rule methods
+        below are views of it, and ``tests/test_fetch_choices.py`` checks it against a
+        reference written rule by rule."""
         out: list[tuple[int, int, int]] = []
         touched = self.touched
         shared = self.pou_shared
@@ -969,28 +951,19 @@ class FetchModel:
         return out
 
     def fill_choices(self, cpu: int) -> list[tuple[int, bool]]:
-        """Fills that can change an outcome: ``(word, from_dside)``.
+        """Fills that can change an outcome: ``(word, from_dside)``, as ``choices``
+        offers them.
 
         Only touched words can hold anything but the initial text, and a fill of an
         untouched word gives what the next catch-up would give anyway.
         """
-        c = self.cpus[cpu]
-        out: list[tuple[int, bool]] = []
-        for w in sorted(self._in_scope(cpu, self.touched & c.invalid)):
-            out.append((w, False))
-            if not self.pou_shared and self.dside[w:w + 4] != self.pou[w:w + 4]:
-                out.append((w, True))
-        return out
+        return [(w, code == CHOICE_FILL_DSIDE) for code, _, w in self.choices([cpu], False)
+                if code in (CHOICE_FILL, CHOICE_FILL_DSIDE)]
 
     def evict_choices(self, cpu: int) -> list[int]:
-        """Valid words whose refill could give another value than the one cached."""
-        c = self.cpus[cpu]
-        out = []
-        for w in sorted(self._in_scope(cpu, self.touched - c.invalid)):
-            cached = c.icache[w:w + 4]
-            if cached != self.pou[w:w + 4] or cached != self.dside[w:w + 4]:
-                out.append(w)
-        return out
+        """Valid words whose refill could give another value than the one cached, as
+        ``choices`` offers their evictions."""
+        return [w for code, _, w in self.choices([cpu], False) if code == CHOICE_EVICT]
 
     def write_back_choices(self) -> list[int]:
         """D-cache lines whose PoU copy differs from the D-side (IDC=0 only)."""
@@ -999,12 +972,6 @@ class FetchModel:
         lines = sorted({w & self._dmask for w in self.touched})
         return [ln for ln in lines
                 if self.pou[ln:ln + self.config.dline] != self.dside[ln:ln + self.config.dline]]
-
-    def _in_scope(self, cpu: int, words: set[int]) -> set[int]:
-        scope, live = self.scopes[cpu], self.live[cpu]
-        if scope is not None:
-            words = words & scope
-        return words if live is None else words & live
 
     def _check(self, off: int) -> None:
         if not 0 <= off < self.size:

@@ -486,7 +486,7 @@ def test_the_compiled_key_is_the_python_key(monkeypatch: pytest.MonkeyPatch) -> 
 
     if not fastpath.available():
         pytest.skip("the compiled fast path was not built")
-    compiled = fastpath.arm_key_function()
+    compiled = fastpath.function("arm_key")
     seen: dict[str, int] = {"keys": 0, "fwd": 0, "ex": 0, "texts": 0, "history": 0}
     original = ArmMemory.key
 

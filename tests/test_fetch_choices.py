@@ -1,12 +1,12 @@
-"""``FetchModel.choices`` and its C twin against the per-rule choice methods, and the C
+"""``FetchModel.choices`` and its C twin against a reference written rule by rule, and the C
 twins of the catch-up (rule 7), of the reset, of a restore's per-CPU part and of the
 state key's per-word part against the Python ones.
 
 ``Machine.model_choices`` asks ``FetchModel.choices`` (in C with the compiled path:
 ``_fastpath.fetch_choices``) for every fetch-model choice at once; a random walk draws
 one of them by its position, so a schedule replays only if the list is the same, in the
-same order, as the per-rule methods give: per CPU its catch-up, fills (refills when
-compact) and evictions, completions; then the write-backs.  Both are checked here
+same order, as the rules give it: per CPU its catch-up, fills (refills when compact)
+and evictions, completions; then the write-backs.  Both are checked here
 against that reference on random models (every cache configuration, scopes, liveness,
 deferred maintenance) and on the states real runs and explorations ask at.
 """
@@ -47,19 +47,80 @@ NOP = 0xD503201F
 
 
 def reference(m: FetchModel, cpus: list[int], compact: bool) -> Choices:
-    """The choices as the per-rule methods give them (Machine.model_choices before
-    ``FetchModel.choices``)."""
+    """The choices written rule by rule, as the model's per-rule methods computed them
+    before ``FetchModel.choices`` (which they are now views of)."""
     out: Choices = []
     for i in cpus:
-        if m.catch_up_would_change(i):
+        if _catch_up_would_change(m, i):
             out.append((CHOICE_CATCH_UP, i, -1))
-        fills = m.refill_choices(i) if compact else m.fill_choices(i)
+        fills = _refill_choices(m, i) if compact else _fill_choices(m, i)
         out += [(CHOICE_FILL_DSIDE if dside else CHOICE_FILL, i, w) for w, dside in fills]
         if not compact:
-            out += [(CHOICE_EVICT, i, w) for w in m.evict_choices(i)]
-        out += [(CHOICE_COMPLETE, i, k) for k in m.complete_choices(i)]
-    if cpus:
-        out += [(CHOICE_WRITE_BACK, -1, ln) for ln in m.write_back_choices()]
+            out += [(CHOICE_EVICT, i, w) for w in _evict_choices(m, i)]
+        seen: set[tuple[int, int]] = set()  # rule 9: one completion per distinct operation
+        for k, item in enumerate(m.queues[i]):
+            if item not in seen:
+                seen.add(item)
+                out.append((CHOICE_COMPLETE, i, k))
+    if cpus and not m.pou_shared:  # rule 6: lines whose PoU copy differs from the D-side
+        line = m.config.dline
+        out += [(CHOICE_WRITE_BACK, -1, ln) for ln in sorted({w & ~(line - 1) for w in m.touched})
+                if m.pou[ln:ln + line] != m.dside[ln:ln + line]]
+    return out
+
+
+def _in_scope(m: FetchModel, cpu: int, words: set[int]) -> set[int]:
+    scope, live = m.scopes[cpu], m.live[cpu]
+    if scope is not None:
+        words = words & scope
+    return words if live is None else words & live
+
+
+def _catch_up_would_change(m: FetchModel, cpu: int) -> bool:  # rule 7
+    c = m.cpus[cpu]
+    scope, live = m.scopes[cpu], m.view_live[cpu]
+    for w in c.pending:
+        if (scope is not None and w not in scope) or (live is not None and w not in live):
+            continue
+        src = m.pou if w in c.invalid else c.icache
+        if src[w:w + 4] != c.iview[w:w + 4]:
+            return True
+    return False
+
+
+def _fill_choices(m: FetchModel, cpu: int) -> list[tuple[int, bool]]:  # rule 4
+    c = m.cpus[cpu]
+    out: list[tuple[int, bool]] = []
+    for w in sorted(_in_scope(m, cpu, m.touched & c.invalid)):
+        out.append((w, False))
+        if not m.pou_shared and m.dside[w:w + 4] != m.pou[w:w + 4]:
+            out.append((w, True))
+    return out
+
+
+def _refill_choices(m: FetchModel, cpu: int) -> list[tuple[int, bool]]:  # rules 5 then 4
+    c = m.cpus[cpu]
+    out: list[tuple[int, bool]] = []
+    for w in sorted(_in_scope(m, cpu, m.touched)):
+        invalid = w in c.invalid
+        cached = c.icache[w:w + 4]
+        pou = m.pou[w:w + 4]
+        if invalid or cached != pou:
+            out.append((w, False))
+        if not m.pou_shared:
+            dside = m.dside[w:w + 4]
+            if dside != pou and (invalid or cached != dside):
+                out.append((w, True))
+    return out
+
+
+def _evict_choices(m: FetchModel, cpu: int) -> list[int]:  # rule 5
+    c = m.cpus[cpu]
+    out = []
+    for w in sorted(_in_scope(m, cpu, m.touched - c.invalid)):
+        cached = c.icache[w:w + 4]
+        if cached != m.pou[w:w + 4] or cached != m.dside[w:w + 4]:
+            out.append(w)
     return out
 
 
@@ -67,7 +128,7 @@ def twins() -> list[Callable[[FetchModel, list[int], bool], Choices]]:
     out: list[Callable[[FetchModel, list[int], bool], Choices]] = [
         lambda m, cpus, compact: m.choices(cpus, compact)]
     if fastpath.available():
-        out.append(fastpath.fetch_choices_function())
+        out.append(fastpath.function("fetch_choices"))
     return out
 
 
@@ -92,7 +153,7 @@ def check_catch_up(m: FetchModel) -> None:
         after, counted = m.snapshot(), m.gen - gen
         m.restore(before)
         gen = m.gen
-        assert fastpath.catch_up_function()(m, cpu) == want
+        assert fastpath.function("catch_up")(m, cpu) == want
         assert m.snapshot() == after and m.gen - gen == counted
         m.restore(before)
 
@@ -103,7 +164,7 @@ def check_key(m: FetchModel) -> None:
     c_words, m.key_words_c = m.key_words_c, None
     try:
         want = m._digest()
-        m.key_words_c = fastpath.key_words_function()
+        m.key_words_c = fastpath.function("key_words")
         assert m._digest() == want
     finally:
         m.key_words_c = c_words
@@ -119,7 +180,7 @@ def check_restore(m: FetchModel, to: Snapshot) -> None:
     assert after == to  # (a restore copies only the words stores touched: the rest
     m.restore(here)  # holds the initial text everywhere, here and there)
     assert m.snapshot() == here
-    m.restore_c = fastpath.restore_cpus_function()
+    m.restore_c = fastpath.function("restore_cpus")
     try:
         assert m.restore(to) == want
         assert m.snapshot() == after
@@ -135,7 +196,7 @@ def check_reset(m: FetchModel) -> None:
     want = m.reset()
     after = m.snapshot()
     m.restore(before)
-    m.reset_c = fastpath.model_reset_function()
+    m.reset_c = fastpath.function("model_reset")
     try:
         assert m.reset() == want
         assert m.snapshot() == after
@@ -271,7 +332,7 @@ def test_machines_use_the_c_twin_with_the_compiled_path(
         pytest.skip("the compiled fast path was not built")
     s = Session(load_scenario("jump_label_nosync")())
     assert s.machine.fastpath
-    assert s.machine._fetch_choices.func is fastpath.fetch_choices_function()  # type: ignore[union-attr]
+    assert s.machine._fetch_choices.func is fastpath.function("fetch_choices")  # type: ignore[union-attr]
     monkeypatch.setenv("TESTBED_FASTPATH", "0")
     pure = Session(load_scenario("jump_label_nosync")())
     assert pure.machine._fetch_choices == pure.machine.model.choices

@@ -216,7 +216,7 @@ def test_the_compiled_instruction_count_is_trace_instructions() -> None:
     words, not catch-up entries (``(step, ~word, value)``), on real runs' logs and on
     made-up ones; a log that is not one is a TypeError, never a wrong count."""
     from testbed import trace
-    count = fastpath.instructions_function()
+    count = fastpath.function("instructions")
     made = [[(0, 0x1000, 0x1010), (1, ~0x40, 0xD503201F), (2, 0x2000, 0x2004)], [],
             [(5, 0x3000, 0x3000), (6, ~0, 7), (7, 0x10, 0x40)]]
     assert count(made) == trace.instructions(made) == 4 + 1 + 0 + 12
