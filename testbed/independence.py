@@ -54,6 +54,30 @@ checks, as a successor and as a sibling: what a decision does is decided by what
 reads, so a sleeping one would do the same again).  Folded steps (``Machine.fold``) park
 spinning CPUs on a global count of mutations, which makes steppability depend on every
 decision: a machine that folds gets no reduction.
+
+A thread's end
+--------------
+A CPU whose step brought it to its thread's end (``OpKind.HALT``, where a litmus thread
+ends) has one thing left to do, the step that switches it off; ``explore`` takes that
+step at once, as part of the decision that led there (``at_end``).  The halt is a
+persistent set of one decision (Godefroid, chapter 4): it reads and writes nothing that
+another decision reads or writes, stays enabled whatever else happens, and cannot
+enable or disable another CPU's decisions while a CPU that can step remains.  Every
+path from that state that does not take it at once takes it later, and reaches a final
+state that the path taking it first reaches too, but for what that path does in between
+that needs the ending CPU itself: its own fills and catch-ups (it never fetches again),
+and, once every other CPU has stopped, the write-backs and completions of maintenance
+that only a CPU able to step keeps enabled.  Those change the fetch model's state
+alone: the PoU and the I-caches and I-views of CPUs that fetch nothing more, never a
+register, memory or a finding.  So every final state is still reached up to the fetch
+model's state: the same observations and findings, and sometimes fewer final states
+(``tests/test_independence.py`` compares the final states' registers and memory with
+and without it).  The conditions, each about the ending CPU alone (so that the same
+decision is taken at once in whichever order it comes): no exception pending, IRQs
+masked (none can be taken at the end), no promise held (under the Arm model, one left
+unfulfilled invalidates the run in either order), the end's word never stored to, and a
+machine without WFI (whose waits make steppability depend on every CPU) outside the
+promise phase.
 """
 
 from __future__ import annotations
@@ -70,8 +94,8 @@ from .schedule import Decision, DecisionKind
 if TYPE_CHECKING:
     from .machine import Machine
 
-__all__ = ["CLOCK", "TEXT", "Footprint", "footprint", "independent", "kept", "observed",
-           "reducible"]
+__all__ = ["CLOCK", "TEXT", "Footprint", "at_end", "footprint", "independent", "kept",
+           "observed", "reducible"]
 
 TEXT = -1  # the resource of the D-side text and the point of unification
 CLOCK = -2  # the Arm model's order of messages (every store appends one)
@@ -146,6 +170,23 @@ def independent(a: Footprint | None, b: Footprint | None) -> bool:
     if writes_a and (not writes_a.isdisjoint(reads_b) or not writes_a.isdisjoint(writes_b)):
         return False
     return not writes_b or writes_b.isdisjoint(reads_a)
+
+
+def at_end(m: Machine, d: Decision) -> Decision | None:
+    """The step that switches ``d``'s CPU off, if ``d`` (just performed) brought it to
+    its thread's end and that step may be taken at once (module docstring)."""
+    cpu = d.cpu
+    if d.kind is not DecisionKind.STEP or m.stopped or m.has_wfi or m.promise_phase \
+            or not 0 <= cpu < m.ncpus:
+        return None
+    c = m.cpus[cpu]
+    if c.state is not CpuState.RUNNABLE or c.exc is not None or not c.irq_masked \
+            or c.kind_at.get(c.pc) is not OpKind.HALT \
+            or c.pc - layout.TEXT_BASE in m.model.touched:
+        return None
+    if m.arm is not None and m.arm.threads[cpu].promises:
+        return None
+    return d
 
 
 def _step(m: Machine, cpu: int) -> Footprint | None:

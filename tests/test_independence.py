@@ -13,14 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from testbed import independence
+from testbed import independence, snapshot
 from testbed.cpu import CpuState
 from testbed.exploration import Bounds, enabled, explore
 from testbed.independence import footprint, independent, kept, observed, reducible
+from testbed.isa import OpKind
 from testbed.litmus import parse_file
 from testbed.litmus_run import LitmusProgram, build, run_test
 from testbed.machine import Machine
-from testbed.schedule import step
+from testbed.schedule import Decision, step
 
 LITMUS = Path(__file__).resolve().parents[2] / "shared" / "litmus"
 pytestmark = pytest.mark.skipif(not LITMUS.is_dir(), reason="needs ../shared/litmus")
@@ -155,8 +156,9 @@ def test_a_wrong_independence_relation_loses_states(monkeypatch: pytest.MonkeyPa
 ])
 def test_fetch_liveness_keeps_every_outcome_in_fewer_states(name: str, ratio: int) -> None:
     test = parse_file(LITMUS / name)
-    without = run_test(test, liveness=False, bounds=Bounds(max_states=10**6, max_seconds=600))
-    with_ = run_test(test, bounds=Bounds(max_states=10**6, max_seconds=600))
+    bounds = Bounds(max_states=10**6, max_seconds=600, end_at_once=False)  # (liveness alone)
+    without = run_test(test, liveness=False, bounds=bounds)
+    with_ = run_test(test, bounds=bounds)
     assert without.complete and with_.complete
     assert set(with_.finals) == set(without.finals)
     assert with_.ok == without.ok
@@ -204,7 +206,80 @@ def test_the_cached_arm_key_is_the_fresh_one(monkeypatch: pytest.MonkeyPatch) ->
 
     monkeypatch.setattr(Machine, "state_key", state_key)
     for name in ["esop2020/MP.RF+dc+ctrl-isb.litmus", "aarch64-data/catalogue/2+2W.litmus",
-                 "herd-ifetch/DIC0-IDC0/MP.RF+cachesync+ctrlisb.litmus"]:
+                 "herd-ifetch/DIC0-IDC0/MP.RF+cachesync+ctrlisb.litmus",
+                 "esop2020/MP.RF+[dc]-ic+ctrl-isb.litmus"]:
         prog = _program(name)
-        explore(prog.machine, prog.observe, Bounds(max_states=5000))
+        explore(prog.machine, prog.observe, Bounds(max_states=5000, end_at_once=False))
     assert len(checked) > 1000
+
+
+# -- a thread's end, taken at once (independence.at_end) -------------------------------------
+def _finals_with_cores(prog: LitmusProgram, end_at_once: bool) -> tuple[set[object],
+                                                                         set[object], int]:
+    """Each final state's observation with the digest of its core (registers, memory, the
+    Arm model: all but the fetch model), the findings, and the states explored."""
+    e = explore(prog.machine, lambda m: (prog.observe(m), snapshot._core_key(m)),
+                Bounds(max_states=10**6, max_seconds=600, end_at_once=end_at_once))
+    assert e.complete
+    return set(e.finals), set(e.findings), e.states
+
+
+# Each of these has final states that differ only in the fetch model's state (the PoU,
+# the I-cache of a CPU that fetches nothing more), which ending at once does not reach.
+ENDS = [*SMALL, "herd-ifetch/DIC1-IDC1/DIC1.coFF.litmus",
+        "herd-ifetch/DIC1-IDC1/DIC1.WRC-inst.litmus", "herd-ifetch/DIC0-IDC0/coFW-1.litmus",
+        "aarch64-data/catalogue/LB+dmb.sy+data-amo.swp.litmus"]
+
+
+@pytest.mark.parametrize("memory", ["arm", "sc"])
+@pytest.mark.parametrize("name", ENDS)
+def test_ending_at_once_reaches_every_final_state_but_the_fetch_models(name: str,
+                                                                        memory: str) -> None:
+    full = _finals_with_cores(_program(name, memory), end_at_once=False)
+    reduced = _finals_with_cores(_program(name, memory), end_at_once=True)
+    assert reduced[0] == full[0]
+    assert reduced[1] == full[1]
+    assert reduced[2] < full[2]
+
+
+def test_a_thread_end_is_taken_with_the_step_that_reaches_it() -> None:
+    prog = _program("esop2020/CoRF+ctrl-isb.litmus")
+    m = prog.machine
+    m.reset()
+    ended = 0
+    while not m.done:
+        d = next(d for d in enabled(m) if d.kind.value == "step")
+        m.apply(d)
+        end = independence.at_end(m, d)
+        c = m.cpus[d.cpu]
+        at_halt = c.state is CpuState.RUNNABLE and c.kind_at.get(c.pc) == OpKind.HALT
+        assert (end is not None) == at_halt
+        if end is not None:
+            m.apply(end)
+            assert c.state is CpuState.OFF
+            ended += 1
+    assert ended == m.ncpus
+    # and the witnesses explore() gives replay to their observations, ends included
+    e = explore(m, prog.observe, Bounds(max_states=10**6))
+    for obs, path in e.witnesses.items():
+        m.reset()
+        for d in path:
+            m.apply(d)
+        assert m.done and prog.observe(m) == obs
+
+
+def test_ending_more_than_the_end_at_once_loses_final_states(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The control for the test above: taking a CPU's next step with the one before it
+    # (a pair made atomic, not an end) is caught by the same comparison.
+    name = "esop2020/ISA2.F+dmb+cachesync+ctrl-isb.litmus"
+    full = _finals_with_cores(_program(name), end_at_once=False)
+
+    def wrong(m: Machine, d: Decision) -> Decision | None:
+        c = m.cpus[d.cpu] if 0 <= d.cpu < m.ncpus else None
+        return d if (d.kind.value == "step" and c is not None and not m.stopped
+                     and d.cpu in m.steppable()) else None
+
+    monkeypatch.setattr("testbed.exploration.at_end", wrong)
+    reduced = _finals_with_cores(_program(name), end_at_once=True)
+    assert reduced[0] != full[0]
