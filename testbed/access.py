@@ -22,7 +22,7 @@ from capstone import CS_ARCH_ARM64, CS_MODE_ARM, Cs
 from capstone import arm64 as cs64
 
 __all__ = ["MASK64", "REG_BYTES", "AccessKind", "Plan", "decode_access",
-           "effective_address", "extend", "rmw", "sext", "slot"]
+           "effective_address", "extend", "registers_written", "rmw", "sext", "slot"]
 
 
 class AccessKind(enum.Enum):
@@ -110,6 +110,20 @@ def decode_access(word: int) -> Plan | None:
     atomic the probe models)."""
     for insn in _CS.disasm(word.to_bytes(4, "little"), 0, 1):
         return plan_of(insn)
+    return None
+
+
+@lru_cache(maxsize=4096)
+def registers_written(word: int) -> frozenset[str] | None:
+    """The general registers an instruction word writes, by their X names (``x30`` for
+    the link register), or ``None`` if capstone cannot decode it."""
+    for insn in _CS.disasm(word.to_bytes(4, "little"), 0, 1):
+        out = set()
+        for r in insn.regs_access()[1]:
+            found = slot(insn.reg_name(r))
+            if found is not None and found[0] >= 0:
+                out.add(f"x{found[0]}")
+        return frozenset(out)
     return None
 
 

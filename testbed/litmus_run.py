@@ -31,10 +31,12 @@ from typing import Any, TextIO
 from unicorn import arm64_const as A
 
 from . import layout
+from .access import decode_access, registers_written, slot
 from .asm import AsmError, Image, Source, link
 from .cpu import Cpu, CpuState
 from .exploration import Bounds, Exploration, explore
 from .findings import Finding
+from .isa import MemKind, OpKind, classify
 from .litmus import (
     Atom,
     AtomKind,
@@ -95,6 +97,9 @@ class LitmusProgram:
     cache: CacheType
     observed: tuple[Atom, ...]  # the atoms whose values make up a final state
     _instr_cache: dict[str, int] = field(default_factory=dict)
+    # The text addresses where a store of the test may put an instruction
+    # (``_store_targets``); ``None``: every label.
+    patchable: frozenset[int] | None = None
 
     def label(self, thread: int, name: str) -> int:
         return self.image.addr(_label(thread, name))
@@ -280,6 +285,7 @@ def build(test: LitmusTest, cache: CacheType | None = None, *,
         if loc.value is not None and loc.value.kind is ValueKind.INSTR:
             m.write(prog.location(loc.name), prog.resolve(loc.value).to_bytes(8, "little"))
     code_values = _code_values(prog)
+    prog.patchable = _store_targets(prog, code_values)
     for i in range(ncpus):
         m.start(i, f"P{i}__start")
         m.set_register(i, "vbar_el1", image.addr(f"P{i}__vectors"))
@@ -304,6 +310,62 @@ def _code_values(prog: LitmusProgram) -> set[int]:
     return {prog.resolve(v) for v in values if v is not None and v.kind is ValueKind.LABEL}
 
 
+def _store_targets(prog: LitmusProgram, indirect: set[int]) -> frozenset[int] | None:
+    """The text words a store of the test may write, or ``None``: any label.
+
+    Each store, exclusive or atomic a thread may execute (its code as ``_walk`` finds it
+    with every label patchable) must name its address by a base register the test
+    initialises and no instruction of the thread writes, plus an immediate; and no
+    instruction the test may store can itself be a store.  Otherwise every label may be
+    patched (``_walk``'s rule before).  A store to a word outside the targets found is a
+    "fetch-scope" finding (``_Liveness``)."""
+    test, image = prog.test, prog.image
+    text, base = image.text, layout.TEXT_BASE
+    for v in [r.value for r in test.regs] + [loc.value for loc in test.locs]:
+        if v is not None and v.kind is ValueKind.INSTR and _writes_memory(prog.resolve(v)):
+            return None
+    init: dict[tuple[int, str], int] = {}
+    for r in test.regs:
+        reg = slot(r.reg.lower())
+        if r.value is not None and reg is not None and reg[0] >= 0:
+            init[r.thread, f"x{reg[0]}"] = prog.resolve(r.value)
+    targets: set[int] = set()
+    for i in range(len(test.threads)):
+        code = [a for a in _walk(prog, i, [image.addr(f"P{i}__start")], indirect)
+                if base <= a <= base + len(text) - 4]
+        words = [int.from_bytes(text[a - base:a - base + 4], "little") for a in code]
+        written: set[str] = set()
+        for w in words:
+            written |= registers_written(w) or frozenset()
+        for w in words:
+            if not _writes_memory(w):
+                continue
+            plan = decode_access(w)
+            if plan is None or plan.index:
+                return None
+            reg = slot(plan.base)
+            name = f"x{reg[0]}" if reg is not None and reg[0] >= 0 else ""
+            if name in written or (i, name) not in init:
+                return None
+            addr = init[i, name] + plan.disp
+            for start in (base, layout.TEXT_ALIAS):
+                off = addr - start
+                if 0 <= off < len(text):  # (a pair stores two registers)
+                    end = off + plan.size * max(1, len(plan.sources))
+                    targets.update(base + w for w in range(off & ~3, end, 4))
+    return frozenset(targets)
+
+
+def _writes_memory(word: int) -> bool:
+    """Whether an instruction word may write memory (a store, exclusive or atomic, or a
+    memory operation ``isa`` cannot describe)."""
+    info = classify(word)
+    if info.kind is not OpKind.MEMORY:
+        return False
+    op = info.mem
+    return op is None or op.kind is not MemKind.LOAD or op.exclusive
+
+
 def _reachable(prog: LitmusProgram, thread: int, indirect: set[int]) -> set[int]:
     """The text addresses thread ``thread`` can fetch: a walk of its control flow.
 
@@ -325,7 +387,9 @@ def _walk(prog: LitmusProgram, thread: int, starts: list[int],
     text, base = image.text, layout.TEXT_BASE
     exit_addr = image.addr(f"P{thread}__exit")
     labels = [a for (t, _), a in prog.labels.items() if t == thread]
-    patchable = set(prog.labels.values())  # where a test can store an instruction
+    labels_all = set(prog.labels.values())
+    patchable = labels_all if prog.patchable is None else prog.patchable  # (where a
+    # store may put an instruction)
     work = list(starts)
     if thread in prog.test.handlers:
         work += [image.addr(f"P{thread}F__start"), *labels]
@@ -352,7 +416,7 @@ def _walk(prog: LitmusProgram, thread: int, starts: list[int],
                 to_isb and w & 0xFFFFF0FF == 0xD50330DF):  # ISB
             nxt = []
         if a in patchable:  # whatever is patched in may fall through or branch to a label
-            nxt += [a + 4, *patchable]
+            nxt += [a + 4, *labels_all]
         work += nxt
     return frozenset(seen)
 
@@ -364,16 +428,26 @@ class _Liveness:
     is switched off.  Memoised per (thread, pc, X30).  The machine checks every step
     against the first: a step to a place the walk from before did not reach is a
     "fetch-scope" finding (the walk was wrong, and states it merged may have
-    differed).  A pending exception entry is a context synchronization event itself."""
+    differed).  A pending exception entry is a context synchronization event itself.
+
+    The walks follow what a patched word may do only where a store may put one
+    (``_store_targets``), and a step runs code it does not check on the way: so once a
+    store has touched a word outside the targets found, nothing is declared (``None``),
+    which the machine reports at that step as a "fetch-scope" finding.  (With no targets
+    found, every label is patchable and a store elsewhere goes unchecked, as before.)"""
 
     def __init__(self, prog: LitmusProgram, indirect: set[int]) -> None:
         self.prog = prog
         self.indirect = indirect
         self.memo: dict[tuple[int, int, int, bool], Liveness] = {}
+        self.patchable = None if prog.patchable is None else frozenset(
+            a - layout.TEXT_BASE for a in prog.patchable)
 
     def __call__(self, m: Machine, c: Cpu) -> Liveness | None:
         if c.state is not CpuState.RUNNABLE:
             return _NOTHING
+        if self.patchable is not None and not m.model.touched <= self.patchable:
+            return None
         pc, x30, entry = c.pc, c.regs.read(_X30), c.exc is not None
         key = (c.index, pc, x30, entry)
         got = self.memo.get(key)

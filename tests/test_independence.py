@@ -1,10 +1,13 @@
 """Exhaustive exploration's reductions: sleep sets (``testbed/independence.py``), a
-thread's fetch liveness (``litmus_run._Liveness``) and the cached Arm-model key.
+thread's fetch liveness (``litmus_run._Liveness``) and the words a test may patch it
+rests on (``litmus_run._store_targets``), a thread's end taken at once
+(``independence.at_end``) and the cached Arm-model key.
 
 Each is checked against the machine itself: the pairs the relation calls independent
 are run in both orders on states of real litmus tests; explorations with and without a
-reduction reach the same states (sleep sets) or the same outcomes (liveness); and a
-deliberately wrong relation or declaration is caught by the same checks."""
+reduction reach the same states (sleep sets), the same outcomes (liveness) or the same
+final registers, memory and Arm-model state (ends, patch targets); and a deliberately
+wrong relation, declaration or reduction is caught by the same checks."""
 
 from __future__ import annotations
 
@@ -283,3 +286,60 @@ def test_ending_more_than_the_end_at_once_loses_final_states(
     monkeypatch.setattr("testbed.exploration.at_end", wrong)
     reduced = _finals_with_cores(_program(name), end_at_once=True)
     assert reduced[0] != full[0]
+
+
+# -- where a test may patch code (litmus_run._store_targets) ---------------------------------
+def test_the_words_a_test_stores_to_are_found_exactly() -> None:
+    prog = _program("esop2020/FOW.litmus")
+    assert prog.patchable == {prog.label(0, "g")}
+    # A base register the thread writes (an address dependency): every label, as before.
+    assert _program("esop2020/SM+RW+RW.litmus").patchable is None
+    # Data stores only: no text word.
+    assert _program("aarch64-data/catalogue/2+2W.litmus").patchable == frozenset()
+
+
+@pytest.mark.parametrize("name", [
+    "esop2020/MP.RF+[dc]-ic+ctrl-isb.litmus",
+    "esop2020/ISA2.F+dmb+cachesync+ctrl-isb.litmus",
+    "esop2020/CoFF.branches.litmus",
+    "esop2020/W+F+branches.litmus",
+    "herd-ifetch/DIC0-IDC0/SM.B+isb.litmus",
+    "herd-ifetch/DIC1-IDC1/DIC1.WRC-inst.litmus",
+])
+def test_store_targets_keep_every_final_state(name: str,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    precise = _program(name)
+    assert precise.patchable is not None
+    exact = _finals_with_cores(precise, end_at_once=True)
+    monkeypatch.setattr("testbed.litmus_run._store_targets", lambda prog, indirect: None)
+    every = _finals_with_cores(_program(name), end_at_once=True)
+    assert exact[:2] == every[:2]
+    assert not exact[1]  # no fetch-scope finding: the walks held at every step
+    assert exact[2] <= every[2]
+
+
+def test_a_store_target_left_out_is_a_finding(monkeypatch: pytest.MonkeyPatch) -> None:
+    # FOW patches g with branches to l1 and l2.  A walk that does not know g is patched
+    # goes only to l0, and the step from g runs l2 or l1 unchecked to the thread's end;
+    # so once g is stored to, the liveness declares nothing, which the machine reports.
+    monkeypatch.setattr("testbed.litmus_run._store_targets",
+                        lambda prog, indirect: frozenset())
+    prog = _program("esop2020/FOW.litmus")
+    m = prog.machine
+    m.reset()
+    assert m._liveness is not None and m._liveness(m, m.cpus[1]) is not None
+    m.apply(step(0))  # STR W0, [X2]: g
+    assert m.model.touched and m._liveness(m, m.cpus[1]) is None
+    assert [f.oracle for f in m.findings] == ["fetch-scope"]
+    e = explore(m, prog.observe, Bounds(max_states=10**6, max_seconds=600))
+    assert {f.oracle for f in e.findings.values()} == {"fetch-scope"}
+
+
+def test_registers_written() -> None:
+    from testbed.access import registers_written
+    assert registers_written(0xB9400080) == {"x0"}  # LDR W0, [X4]
+    assert registers_written(0xF8408C80) == {"x0", "x4"}  # LDR X0, [X4, #8]!
+    assert registers_written(0xB8404480) == {"x0", "x4"}  # LDR W0, [X4], #4
+    assert registers_written(0xD63F00A0) == {"x30"}  # BLR X5
+    assert registers_written(0xB9000040) == frozenset()  # STR W0, [X2]
+    assert registers_written(0xA9400880) == {"x0", "x2"}  # LDP X0, X2, [X4]
