@@ -9,6 +9,11 @@ controller), so a state reached along several paths is expanded once and cycles 
 loops) terminate.  A state where no CPU can run is final and its observation is
 recorded.
 
+Two reductions (``independence``): sleep sets prune transitions between states that
+commuting decisions reach anyway (the same states), and a CPU that reaches its thread's
+end stops at once, with the step that took it there (fewer states; every final state is
+still reached but for the fetch model's state, which no observation reads).
+
 Bounds are explicit and reported honestly: ``complete`` is true only if the whole
 reachable graph was expanded; otherwise ``reason`` says which bound stopped it.
 """
