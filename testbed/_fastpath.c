@@ -2352,16 +2352,11 @@ static PyObject *fp_arm_key(PyObject *self, PyObject *arm) {
             aloc_t *a = &locs[l];
             if (a->low >= a->n)
                 continue;
-            int64_t seen;
-            int r = coh_get(th[i].coh, locobj[l], &seen);
-            if (r < 0)
+            int64_t seen = 0; /* (no entry: nothing read, as 0: R1, P3) */
+            if (coh_get(th[i].coh, locobj[l], &seen) < 0)
                 goto end;
-            int64_t place = -2;
-            if (r) {
-                Py_ssize_t p = bisect_r(a->stamps, a->n, seen) - a->low;
-                place = p >= 0 ? p : -1;
-            }
-            if (push(&nums, place) < 0)
+            Py_ssize_t p = bisect_r(a->stamps, a->n, seen) - a->low;
+            if (push(&nums, p >= 0 ? p : -1) < 0)
                 goto end;
         }
         for (int s = 0; s < 9; s++)
@@ -2471,6 +2466,29 @@ static PyObject *fp_arm_key(PyObject *self, PyObject *arm) {
         for (Py_ssize_t r = 0; r < 3 * kept; r++)
             if (push(&nums, rows[r]) < 0)
                 goto end;
+    }
+    /* the order of the digested messages across locations, each by its location's
+     * place among the digested ones (ArmMemory.key says why) */
+    {
+        Py_ssize_t ntot = 0, m = 0;
+        for (Py_ssize_t i = 0; i < nlocs; i++)
+            ntot += locs[i].n - (locs[i].low ? locs[i].low - 1 : 0);
+        merged_t *order = PyMem_New(merged_t, ntot ? ntot : 1);
+        if (order == NULL) {
+            PyErr_NoMemory();
+            goto end;
+        }
+        for (Py_ssize_t i = 0; i < nlocs; i++)
+            for (Py_ssize_t s = locs[i].low ? locs[i].low - 1 : 0; s < locs[i].n; s++)
+                order[m++] = (merged_t){locs[i].stamps[s], i};
+        if (m)
+            qsort(order, (size_t)m, sizeof(merged_t), cmp_merged);
+        int bad = push(&nums, m) < 0;
+        for (Py_ssize_t i = 0; !bad && i < m; i++)
+            bad = push(&nums, order[i].j) < 0;
+        PyMem_Free(order);
+        if (bad)
+            goto end;
     }
     {
         PyObject *tail = PyBytes_FromStringAndSize((const char *)nums.v,

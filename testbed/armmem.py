@@ -551,14 +551,18 @@ class ArmMemory:
     def key(self) -> bytes:
         """A digest of everything that decides what can happen next.
 
-        Without promises the digest is canonical: two states whose messages differ only
-        in how writes to *different* locations interleave, or in messages no thread can
-        read any more, get the same key.  What a view decides is, per location, which
+        Without promises the digest is canonical: two states that differ only in
+        messages no thread can read any more, or in the timestamps themselves (not
+        their order), get the same key.  What a view decides is, per location, which
         message is the last at or below it (R2's bound; every later use is a join or
         that comparison, and new messages come after every view), so each view is
         digested as those positions, counted from the oldest message some thread can
         still read (or holds in its exclusive bank); each location's messages from
-        there on are digested with their values and writers (W4 needs the writers).
+        there on are digested with their values and writers (W4 needs the writers),
+        and so is their order across locations: a read joins a view with its message's
+        timestamp, which then places other locations' messages (the key left the order
+        out until 2026-12-01, and merged states that went on differently:
+        ``tests/test_armmem.py``'s check that states with one key go on alike).
         With promises outstanding, fulfilment compares views with the promises'
         timestamps directly: the whole history is digested.  Locations in ``history``
         are left out (no thread reads them: what they hold decides nothing)."""
@@ -575,6 +579,7 @@ class ArmMemory:
         active: list[tuple[int, tuple[int, ...], int]] = []  # (loc, stamps, floor), loc order
         bounds = [(t.coh, t.vrp, t.exbank) for t in threads]
         hist = self.history
+        digested: list[tuple[tuple[int, ...], int]] = []  # (stamps, first digested)
         for loc in sorted(by_loc):
             if loc in hist:
                 continue
@@ -599,6 +604,7 @@ class ArmMemory:
             floor_of[loc] = low
             first = low - 1 if low else 0
             nums += (loc, low, n - first)
+            digested.append((stamps, first))
             if low == 0:
                 values.append(self.initial[loc])
                 nums.append(len(self.initial[loc]))
@@ -653,13 +659,9 @@ class ArmMemory:
 
         for t in threads:
             coh_of = t.coh
-            for loc, stamps, low in active:
-                seen = coh_of.get(loc)
-                if seen is None:
-                    nums.append(-2)
-                else:
-                    place = bisect_right(stamps, seen) - low
-                    nums.append(place if place >= 0 else -1)
+            for loc, stamps, low in active:  # (no entry: nothing read, as 0: R1, P3)
+                place = bisect_right(stamps, coh_of.get(loc, 0)) - low
+                nums.append(place if place >= 0 else -1)
             nums += (rank[t.vrp], rank[t.vwp], rank[t.vrm], rank[t.vwm], rank[t.vcap],
                      rank[t.vrel], rank[t.spill], rank[t.signal], rank[t.vctrl], len(t.regs))
             nums += map(rank.__getitem__, t.regs)
@@ -677,5 +679,13 @@ class ArmMemory:
         nums.append(len(texts))
         for text in texts:
             nums += text
+        # The order of the digested messages across locations (each by its location's
+        # place above): a read joins a view with its message's timestamp, which later
+        # compares with other locations' messages (R2), so two states whose messages of
+        # different locations interleave otherwise can go on differently.
+        order = sorted((ts, k) for k, (stamps, first) in enumerate(digested)
+                       for ts in stamps[first:])
+        nums.append(len(order))
+        nums += [k for _, k in order]
         values.append(array.array("q", nums).tobytes())
         return digest(b"".join(values))
