@@ -74,10 +74,9 @@ model's state: the same observations and findings, and sometimes fewer final sta
 (``tests/test_independence.py`` compares the final states' registers and memory with
 and without it).  The conditions, each about the ending CPU alone (so that the same
 decision is taken at once in whichever order it comes): no exception pending, IRQs
-masked (none can be taken at the end), no promise held (under the Arm model, one left
-unfulfilled invalidates the run in either order), the end's word never stored to, and a
-machine without WFI (whose waits make steppability depend on every CPU) outside the
-promise phase.
+masked (none can be taken at the end), no promise held (the Arm model's P3 judges a CPU
+that stops with one), the end's word never stored to, and a machine without WFI (whose
+waits make steppability depend on every CPU) outside the promise phase.
 """
 
 from __future__ import annotations
