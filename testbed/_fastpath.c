@@ -2008,7 +2008,8 @@ typedef struct {
 
 typedef struct {
     int64_t ts;
-    Py_ssize_t j;
+    Py_ssize_t j; /* the location's place among the active ones; -1: below its floor */
+    Py_ssize_t k; /* its place among the digested ones */
 } merged_t;
 
 static int cmp_i64(const void *a, const void *b) {
@@ -2020,7 +2021,7 @@ static int cmp_merged(const void *a, const void *b) {
     const merged_t *x = a, *y = b;
     if (x->ts != y->ts)
         return x->ts < y->ts ? -1 : 1;
-    return x->j < y->j ? -1 : x->j > y->j;
+    return x->k < y->k ? -1 : x->k > y->k;
 }
 
 static int cmp_row4(const void *a, const void *b) {
@@ -2295,6 +2296,28 @@ static PyObject *fp_arm_key(PyObject *self, PyObject *arm) {
                 vs.v[nviews++] = vs.v[i];
         views = vs.v;
     }
+    /* every digested message in timestamp order, once (ArmMemory.key's ``order``) */
+    Py_ssize_t nmerged = 0;
+    for (Py_ssize_t i = 0; i < nlocs; i++)
+        nmerged += locs[i].n - (locs[i].low ? locs[i].low - 1 : 0);
+    merged = PyMem_New(merged_t, nmerged ? nmerged : 1);
+    if (merged == NULL) {
+        PyErr_NoMemory();
+        goto end;
+    }
+    {
+        Py_ssize_t m = 0, j = 0;
+        for (Py_ssize_t i = 0; i < nlocs; i++) {
+            int active = locs[i].low < locs[i].n;
+            for (Py_ssize_t s = locs[i].low ? locs[i].low - 1 : 0; s < locs[i].n; s++) {
+                Py_ssize_t place = active && s >= locs[i].low ? j : -1;
+                merged[m++] = (merged_t){locs[i].stamps[s], place, i};
+            }
+            j += active;
+        }
+        if (m)
+            qsort(merged, (size_t)m, sizeof(merged_t), cmp_merged);
+    }
     ranks = PyMem_New(int64_t, nviews ? nviews : 1);
     if (ranks == NULL || push(&nums, nactive) < 0) {
         if (ranks == NULL)
@@ -2302,34 +2325,22 @@ static PyObject *fp_arm_key(PyObject *self, PyObject *arm) {
         goto end;
     }
     if (nactive) {
-        Py_ssize_t nmerged = 0, j = 0;
-        for (Py_ssize_t i = 0; i < nlocs; i++)
-            if (locs[i].low < locs[i].n)
-                nmerged += locs[i].n - locs[i].low;
-        merged = PyMem_New(merged_t, nmerged);
         counts = PyMem_New(int64_t, nactive);
-        if (merged == NULL || counts == NULL) {
+        if (counts == NULL) {
             PyErr_NoMemory();
             goto end;
         }
-        Py_ssize_t m = 0;
-        for (Py_ssize_t i = 0; i < nlocs; i++) {
-            if (locs[i].low >= locs[i].n)
-                continue;
-            for (Py_ssize_t s = locs[i].low; s < locs[i].n; s++)
-                merged[m++] = (merged_t){locs[i].stamps[s], j};
-            j++;
-        }
-        qsort(merged, (size_t)nmerged, sizeof(merged_t), cmp_merged);
         memset(counts, 0, (size_t)nactive * sizeof(int64_t));
         Py_ssize_t i = 0;
         int64_t distinct = -1;
         for (Py_ssize_t k = 0; k < nviews; k++) {
             int moved = distinct < 0;
             while (i < nmerged && merged[i].ts <= views[k]) {
-                counts[merged[i].j]++;
+                if (merged[i].j >= 0) { /* (below a floor: no view's position) */
+                    counts[merged[i].j]++;
+                    moved = 1;
+                }
                 i++;
-                moved = 1;
             }
             if (moved) {
                 distinct++;
@@ -2469,27 +2480,11 @@ static PyObject *fp_arm_key(PyObject *self, PyObject *arm) {
     }
     /* the order of the digested messages across locations, each by its location's
      * place among the digested ones (ArmMemory.key says why) */
-    {
-        Py_ssize_t ntot = 0, m = 0;
-        for (Py_ssize_t i = 0; i < nlocs; i++)
-            ntot += locs[i].n - (locs[i].low ? locs[i].low - 1 : 0);
-        merged_t *order = PyMem_New(merged_t, ntot ? ntot : 1);
-        if (order == NULL) {
-            PyErr_NoMemory();
+    if (push(&nums, nmerged) < 0)
+        goto end;
+    for (Py_ssize_t i = 0; i < nmerged; i++)
+        if (push(&nums, merged[i].k) < 0)
             goto end;
-        }
-        for (Py_ssize_t i = 0; i < nlocs; i++)
-            for (Py_ssize_t s = locs[i].low ? locs[i].low - 1 : 0; s < locs[i].n; s++)
-                order[m++] = (merged_t){locs[i].stamps[s], i};
-        if (m)
-            qsort(order, (size_t)m, sizeof(merged_t), cmp_merged);
-        int bad = push(&nums, m) < 0;
-        for (Py_ssize_t i = 0; !bad && i < m; i++)
-            bad = push(&nums, order[i].j) < 0;
-        PyMem_Free(order);
-        if (bad)
-            goto end;
-    }
     {
         PyObject *tail = PyBytes_FromStringAndSize((const char *)nums.v,
                                                    (Py_ssize_t)(nums.n * sizeof(int64_t)));

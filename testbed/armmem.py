@@ -579,7 +579,8 @@ class ArmMemory:
         active: list[tuple[int, tuple[int, ...], int]] = []  # (loc, stamps, floor), loc order
         bounds = [(t.coh, t.vrp, t.exbank) for t in threads]
         hist = self.history
-        digested: list[tuple[tuple[int, ...], int]] = []  # (stamps, first digested)
+        # (stamps, first digested, floor, place among the active locations if active)
+        digested: list[tuple[tuple[int, ...], int, int, int]] = []
         for loc in sorted(by_loc):
             if loc in hist:
                 continue
@@ -604,7 +605,7 @@ class ArmMemory:
             floor_of[loc] = low
             first = low - 1 if low else 0
             nums += (loc, low, n - first)
-            digested.append((stamps, first))
+            digested.append((stamps, first, low, len(active)))
             if low == 0:
                 values.append(self.initial[loc])
                 nums.append(len(self.initial[loc]))
@@ -627,13 +628,17 @@ class ArmMemory:
             views.update(f.view for f in t.fwd.values())
             if t.exbank is not None:
                 views.add(t.exbank[2])
+        # Every digested message in timestamp order, once: (its timestamp, its location's
+        # place among the digested ones, among the active ones or -1 below the floor).
+        order = sorted((ts, k, j if i >= low else -1)
+                       for k, (stamps, first, low, j) in enumerate(digested)
+                       for i, ts in enumerate(stamps[first:], first))
         # The positions of each distinct view, in one sweep over the active messages.
         ordered = sorted(views)
         rank: dict[int, int] = {}
         nums.append(len(active))
         if active:
-            merged = sorted((ts, j) for j, (_, stamps, low) in enumerate(active)
-                            for ts in stamps[low:])
+            merged = [(ts, j) for ts, _, j in order if j >= 0]
             counts = [0] * len(active)
             i, end, distinct = 0, len(merged), -1
             for v in ordered:
@@ -683,9 +688,7 @@ class ArmMemory:
         # place above): a read joins a view with its message's timestamp, which later
         # compares with other locations' messages (R2), so two states whose messages of
         # different locations interleave otherwise can go on differently.
-        order = sorted((ts, k) for k, (stamps, first) in enumerate(digested)
-                       for ts in stamps[first:])
         nums.append(len(order))
-        nums += [k for _, k in order]
+        nums += [k for _, k, _ in order]
         values.append(array.array("q", nums).tobytes())
         return digest(b"".join(values))
