@@ -137,6 +137,7 @@ class Cpu:
         "text_read_mode",
         "text_write",
         "uc",
+        "uc_start",
         "write_spsr",
     )
 
@@ -176,6 +177,9 @@ class Cpu:
         self.text_write: tuple[int, int, int] = (0, 0, 0)
         self.stack = bytearray(layout.STACK_SIZE)
         self.start = emulator.starter(uc)
+        # uc_emu_start itself (handle, begin, until, timeout, count) -> status, which
+        # ``start`` wraps (walker.walk calls it)
+        self.uc_start = emulator.start_function()
         self.stop = emulator.stopper(uc)
         self.remove_cache = emulator.cache_remover(uc)  # ctl_remove_cache, one C call
         self.restore = emulator.context_restorer(uc)  # context_restore, one C call

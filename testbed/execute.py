@@ -58,7 +58,7 @@ from .textside import cache_op, catch_up, cmodx_violation, redo_text_access
 if TYPE_CHECKING:
     from .machine import Machine
 
-__all__ = ["irq", "resume", "run", "run_started", "step"]
+__all__ = ["fetch_allowed", "irq", "resume", "run", "run_started", "step"]
 
 _INVISIBLE, _ERET, _FETCH = OpKind.INVISIBLE, OpKind.ERET, OpKind.FETCH
 _NONE, _VISIBLE, _TEXT = Stop.NONE, Stop.VISIBLE, Stop.TEXT
@@ -82,15 +82,8 @@ def step(m: Machine, c: Cpu, as_of: int | None = None) -> None:
     if m.arm is not None and pc - layout.TEXT_BASE in m.model.touched:
         off = pc - layout.TEXT_BASE  # F1: a stored instruction executes after its store
         m.arm.fetched(c.index, pc & ~7, off & 7, bytes(m.iviews[c.index][off:off + 4]))
-    if kind is _FETCH:
-        if m.cmodx_oracle and cmodx_violation(m, c, pc):
-            return
-        scope = m.model.scopes[c.index]
-        if scope is not None and pc - layout.TEXT_BASE not in scope:
-            m.add_finding(c, OracleName.FETCH_SCOPE, f"CPU{c.index} fetches modified code at "
-                          f"{m.image.symbolize(pc)}, outside its declared fetch "
-                          "scope: the search may have pruned outcomes", pc)
-            return
+    if kind is _FETCH and not fetch_allowed(m, c, pc):
+        return
     if kind <= 4:  # INVISIBLE, MEMORY, ERET, DAIF, FETCH: the emulator executes it
         if kind is _ERET:
             eret(m, c, pc)
@@ -126,6 +119,21 @@ def step(m: Machine, c: Cpu, as_of: int | None = None) -> None:
     elif kind is OpKind.DC or kind is OpKind.IC:
         cache_op(m, c, pc, as_of)
     resume(m, c, pc + 4)
+
+
+def fetch_allowed(m: Machine, c: Cpu, pc: int) -> bool:
+    """The checks before ``c`` fetches a word that stores touched, at ``pc``: the CMODX
+    oracle (``textside.cmodx_violation``) and the declared fetch scope; False when one
+    of them made a finding (the step ends there)."""
+    if m.cmodx_oracle and cmodx_violation(m, c, pc):
+        return False
+    scope = m.model.scopes[c.index]
+    if scope is not None and pc - layout.TEXT_BASE not in scope:
+        m.add_finding(c, OracleName.FETCH_SCOPE, f"CPU{c.index} fetches modified code at "
+                      f"{m.image.symbolize(pc)}, outside its declared fetch "
+                      "scope: the search may have pruned outcomes", pc)
+        return False
+    return True
 
 
 def _arm_barrier(m: Machine, c: Cpu, pc: int) -> None:

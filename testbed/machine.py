@@ -154,7 +154,7 @@ class Machine:
         # schedule records it (config "private": true), as its decisions differ.
         self.private = private
         self.private_ranges: list[list[tuple[int, int, str]]] = [[] for _ in range(ncpus)]
-        self.walked = 0  # decisions the compiled walker took (scheduler._walker), all runs
+        self.walked = 0  # decisions a walker took (scheduler._walker, walker.walk), all runs
         # scheduler._walker's compiled function, once known (False: none here)
         self.walk_function: Callable[..., int] | Literal[False] | None = None
         self._parked = False  # whether a CPU is parked (states_changed)

@@ -12,11 +12,11 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from unicorn import arm64_const as A
 
-from . import fastpath, trace
+from . import fastpath, trace, walker
 from .cpu import NO_COUNT, PSTATE_I, UNTIL, Stop
 from .execute import resume
 from .findings import Event, Finding, OracleName
@@ -80,6 +80,15 @@ def _walker(m: Machine, strategy: Strategy) -> Callable[[list[Decision], int], i
                    1.0 - strategy.p_model, tuple(step(i) for i in range(m.ncpus)), consts)
 
 
+def _give_up(machine: Machine, max_decisions: int) -> None:
+    """End a run that took ``max_decisions`` decisions without ending: a finding."""
+    running = [c.index for c in machine.cpus if c.state is CpuState.RUNNABLE]
+    machine.findings.append(Finding(
+        OracleName.LIVENESS, f"no end after {max_decisions} decisions; CPUs still running: "
+        + ", ".join(f"CPU{c}" for c in running), step=machine.step_no))
+    machine.stopped = True
+
+
 def run(machine: Machine, strategy: Strategy, *, scenario: str,
         max_decisions: int = 20_000) -> RunResult:
     """Reset ``machine`` to its baseline and run it to the end under ``strategy``."""
@@ -90,23 +99,24 @@ def run(machine: Machine, strategy: Strategy, *, scenario: str,
     apply = machine.apply
     choose = strategy.choose
     walk = _walker(machine, strategy)
-    while not machine.stopped:
-        if walk is not None:  # the commonest decisions, in C, until the next is not one
-            machine.walked += walk(decisions, max_decisions)
-            if machine.stopped:
+    if walk is None and walker.applies(machine, strategy):  # the pure path's walker
+        machine.walked += walker.walk(machine, cast(RandomWalk, strategy), decisions,
+                                      partial(_give_up, machine, max_decisions),
+                                      max_decisions)
+    else:
+        while not machine.stopped:
+            if walk is not None:  # the commonest decisions, in C, until the next is not one
+                machine.walked += walk(decisions, max_decisions)
+                if machine.stopped:
+                    break
+            d = choose(machine)
+            if d is None:
                 break
-        d = choose(machine)
-        if d is None:
-            break
-        if len(decisions) >= max_decisions:
-            running = [c.index for c in machine.cpus if c.state is CpuState.RUNNABLE]
-            machine.findings.append(Finding(
-                OracleName.LIVENESS, f"no end after {max_decisions} decisions; CPUs still running: "
-                + ", ".join(f"CPU{c}" for c in running), step=machine.step_no))
-            machine.stopped = True
-            break
-        apply(d, len(decisions))
-        append(d)
+            if len(decisions) >= max_decisions:
+                _give_up(machine, max_decisions)
+                break
+            apply(d, len(decisions))
+            append(d)
     finished = all(c.state is CpuState.OFF for c in machine.cpus)
     if not finished and not machine.stopped and not machine.steppable() \
             and not machine.irq_choices():

@@ -36,8 +36,11 @@ class RandomWalk:
         self._fresh = False
 
     def choose(self, machine: Machine) -> Decision | None:
+        return self.decide(machine, self.rng.random())
+
+    def decide(self, machine: Machine, r: float) -> Decision | None:
+        """``choose``, its first draw ``r`` made (``walker.walk`` draws it)."""
         rng = self.rng
-        r = rng.random()
         irqs = machine.irq_choices() if any(machine.gic.pending) else []
         if irqs and r < self.p_irq:
             return Decision(DecisionKind.IRQ, rng.choice(irqs))

@@ -1,0 +1,101 @@
+"""The pure path's walker (``testbed/walker.py``) must leave random walks exactly as the
+plain loop (``RandomWalk.choose`` and ``Machine.apply``) and the compiled path leave
+them: the same schedules, traces, events, findings and final machine states.
+
+Every scenario runs the same seeds with the walker and without it (``TESTBED_WALKER=0``),
+both on the pure path (``TESTBED_FASTPATH=0``); then the pure path is compared with the
+compiled one (when it was built), on fresh sessions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import corpus
+import pytest
+
+from testbed import fastpath
+from testbed.scenario import Session, list_scenarios, load_scenario
+from testbed.strategies import RandomWalk
+
+SEEDS = range(6)
+
+
+def _runs(name: str, monkeypatch: pytest.MonkeyPatch, *, walker: bool = True,
+          compiled: bool = False, seeds: range = SEEDS, budget: int = 200_000,
+          max_decisions: int | None = None, **walk: float) -> tuple[list[dict[str, Any]], int]:
+    """Each seed's digests (and what the CPUs hold at the end), and the decisions a
+    walker took, on a fresh session."""
+    monkeypatch.setenv("TESTBED_FASTPATH", "1" if compiled else "0")
+    monkeypatch.setenv("TESTBED_WALKER", "1" if walker else "0")
+    s = Session(load_scenario(name)(), memory="sc", budget=budget)
+    assert s.machine.fastpath == compiled
+    out = []
+    for seed in seeds:
+        r = s.run(RandomWalk(seed, **walk), max_decisions=max_decisions)
+        out.append({"schedule": r.schedule.decisions, **corpus.run_digests(r, s.machine),
+                    "cpus": [(c.pc, c.last_cse, c.irq_masked, c.spun, c.parked, c.state)
+                             for c in s.machine.cpus]})
+    return out, s.machine.walked
+
+
+@pytest.mark.parametrize("name", sorted(list_scenarios()))
+def test_the_python_walker_takes_the_decisions_the_plain_loop_takes(
+        name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    fast, walked = _runs(name, monkeypatch)
+    slow, none = _runs(name, monkeypatch, walker=False)
+    assert fast == slow
+    assert walked > 0 and none == 0
+
+
+@pytest.mark.parametrize("walk", [{"p_model": 0.4, "p_irq": 0.1}, {"p_model": 0.0, "p_irq": 0.0},
+                                  {"p_model": 0.0, "p_irq": 1.0}, {"p_model": 1.0, "p_irq": 0.0}])
+def test_model_choices_and_interrupts_are_drawn_as_the_plain_loop_draws_them(
+        walk: dict[str, float], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Other probabilities move where the draws fall: an IRQ, a model choice, or a model
+    draw that finds no choice and steps a CPU (which the walker then performs)."""
+    for name in ("stop_machine_patch", "jump_label_kick", "missing_dc"):
+        fast, walked = _runs(name, monkeypatch, **walk)
+        slow, _ = _runs(name, monkeypatch, walker=False, **walk)
+        assert fast == slow
+        assert walked > 0
+
+
+@pytest.mark.parametrize(("name", "budget"), [("stop_machine_patch", 12),
+                                              ("stop_machine_patch", 21),
+                                              ("brk_refcount_sync", 15),
+                                              ("brk_refcount_sync", 30)])
+def test_a_run_out_of_budget_is_the_same_liveness_finding(
+        name: str, budget: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A budget of a few dozen instructions ends runs in liveness findings, the same
+    ones, and the same as the compiled path's."""
+    fast, walked = _runs(name, monkeypatch, budget=budget, seeds=range(4))
+    slow, _ = _runs(name, monkeypatch, walker=False, budget=budget, seeds=range(4))
+    assert fast == slow
+    assert walked > 0
+    assert any(f[0] == "liveness" and run["decisions"] > 5 for run in fast
+               for f in run["findings"])
+    if fastpath.available():
+        compiled, _ = _runs(name, monkeypatch, compiled=True, budget=budget, seeds=range(4))
+        assert fast == compiled
+
+
+def test_a_run_cut_at_max_decisions_is_the_same_finding(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fast, _ = _runs("jump_label_nosync", monkeypatch, max_decisions=40)
+    slow, _ = _runs("jump_label_nosync", monkeypatch, walker=False, max_decisions=40)
+    assert fast == slow
+    assert all(any("no end after 40 decisions" in f[1] for f in run["findings"])
+               for run in fast)
+
+
+@pytest.mark.skipif(not fastpath.available(), reason="the compiled fast path was not built here")
+@pytest.mark.parametrize("name", ["jump_label_nosync", "brk_refcount_sync", "kprobe_xol",
+                                  "cmodx_violation", "module_load", "torn_write"])
+def test_the_pure_path_runs_as_the_compiled_path(
+        name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pure path (its walker) against the compiled one (its walker), on fresh
+    sessions."""
+    pure, _ = _runs(name, monkeypatch)
+    compiled, _ = _runs(name, monkeypatch, compiled=True)
+    assert pure == compiled
