@@ -72,6 +72,7 @@ class Stop(enum.IntEnum):
     HALT = 3
     TEXT = 4  # a data access to a text address: redone in text mode
     DIE = 5
+    HOOKED = 6  # a block was about to run unhooked visible code: hooked, run again from it
 
 
 def register_id(name: str) -> int | None:
@@ -107,6 +108,7 @@ class Cpu:
         "fast",
         "flush",
         "hook_error",
+        "hooked",
         "index",
         "irq_masked",
         "kind_at",
@@ -133,11 +135,13 @@ class Cpu:
         "stack",
         "start",
         "state",
+        "stepping",
         "stop",
         "text_read_mode",
         "text_write",
         "uc",
         "uc_start",
+        "verified",
         "write_spsr",
     )
 
@@ -207,6 +211,12 @@ class Cpu:
         # nothing)
         self.cut = True
         self.code_hook: Callable[[int, int], None] = _no_range
+        # The pure path hooks code as it first runs (``_block_hook``): the addresses
+        # with a code hook, each block start found hooked throughout with the block's
+        # size then, and whether the run is a single step (``count`` = 1).
+        self.hooked: set[int] = set()
+        self.verified: dict[int, int] = {}
+        self.stepping = False
         self.fast: Any = None  # the compiled fast path's handle of this CPU (fastpath.attach)
         self._keep: list[Any] = []
 
@@ -253,12 +263,11 @@ def new_cpu(m: Machine, i: int) -> Cpu:
 
         def code_hook(lo: int, hi: int) -> None:
             emulator.add_hook(u, uc_mod.UC_HOOK_CODE, on_code, lo, hi)
+            cpu.hooked.update(range(lo, hi + 1, 4))
 
-        cpu.code_hook = code_hook
-        for lo, hi in hooked:
-            cpu.code_hook(lo, hi)
-        emulator.add_hook(u, uc_mod.UC_HOOK_BLOCK, _block_hook(m, cpu), layout.TEXT_BASE,
-                          text_end)
+        cpu.code_hook = code_hook  # (the static kinds' hooks come as their code runs)
+        emulator.add_hook(u, uc_mod.UC_HOOK_BLOCK, _block_hook(m, cpu, on_code),
+                          layout.TEXT_BASE, text_end)
     cfg = m.fetch_config
     emulator.add_mrs_hook(u, _mrs_hook(cpu, cfg.ctr_el0_of(i), cfg.sanitised_ctr_el0,
                                        read_ctr_sites(m.image)))
@@ -316,18 +325,57 @@ def _code_hook(c: Cpu, iview: bytearray) -> emulator.HookFn:
     return on_code
 
 
-def _block_hook(m: Machine, c: Cpu) -> emulator.HookFn:
+def _block_hook(m: Machine, c: Cpu, on_code: emulator.HookFn) -> emulator.HookFn:
     """The ground truth: every block of code as it starts (cut where the run stops),
     and the instruction budget: the run stops (``Stop.NONE``) at the first block that
-    would take it past ``m.budget`` instructions since its start."""
-    stop = c.stop
+    would take it past ``m.budget`` instructions since its start.
+
+    **Code hooked as it first runs.**  Unicorn walks the list of every code hook of
+    the instance at each hooked instruction, skip or stop: with a hook for each run of
+    visible instructions in the kernels' text (about 120) that walk was a tenth of a
+    decision.  So the visible instructions of a block are hooked when the block first
+    runs: a block whose start and size were not seen before (``Cpu.verified``) and that
+    holds an address of ``kind_at`` without a hook gets its hooks, its translation
+    dropped, and the run stops before it (``Stop.HOOKED``, nothing logged or counted),
+    to run again from it (``execute._run``) through the new translation.  A single step
+    (``Cpu.stepping``, ``count`` = 1) hooks the block and runs on: its one instruction is
+    the one it steps, which the hook lets through anyway.  Hooks added for kinds
+    that appear later (``hook_code``) come at once, as before.
+
+    A block that starts at a hooked address gets the code hook's verdict here
+    (``on_code``): a run stopped in the block hook does not call the code hook there
+    (Unicorn calls no hook once a stop is requested), a callback less at about half
+    the stops.  The log is the same: the block is logged, then cut away where the run
+    stopped, as when the code hook stops it."""
+    stop, kind_at, hooked, verified = c.stop, c.kind_at, c.hooked, c.verified
+    rehook = Stop.HOOKED
 
     def on_block(handle: int, addr: int, size: int, key: int) -> None:
+        if verified.get(addr) != size:
+            try:
+                missing = [a for a in range(addr, addr + size, 4)
+                           if a in kind_at and a not in hooked]
+                if missing:
+                    for lo, hi in ranges(missing):
+                        c.code_hook(lo, hi)
+                    c.remove_cache(addr, addr + size)
+                    if not c.stepping:  # (the PC register holds addr)
+                        c.reason = rehook
+                        stop()
+                        return
+                else:
+                    verified[addr] = size
+            except BaseException as e:  # a ctypes callback must not raise
+                c.hook_error = e
+                stop()
+                return
         c.log.append((m.step_no, addr, addr + size))
         left = c.left - (size >> 2)
         c.left = left
         if left < 0:
             stop()
+        elif addr in kind_at and addr != c.skip and not c.stepping:
+            on_code(handle, addr, size, key)
 
     return on_block
 

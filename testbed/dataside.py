@@ -585,6 +585,7 @@ def _execute(m: Machine, c: Cpu, pc: int) -> int:
     c.skip = pc
     c.counting = True  # (cpu.Cpu.left)
     c.left = NO_COUNT  # Unicorn counts the one step
+    c.stepping = True  # (cpu._block_hook)
     try:
         c.start(pc, UNTIL, 1)
     except UcError as e:
@@ -593,6 +594,8 @@ def _execute(m: Machine, c: Cpu, pc: int) -> int:
         m.add_finding(c, OracleName.GUEST_FAULT, f"CPU{c.index} faults at "
                       f"{m.image.symbolize(where)}: {e}", where)
         return -1
+    finally:
+        c.stepping = False
     if c.hook_error is not None:
         raise RuntimeError("internal error in a code hook") from c.hook_error
     nxt: int = c.regs.read(A.UC_ARM64_REG_PC)

@@ -61,7 +61,7 @@ if TYPE_CHECKING:
 __all__ = ["fetch_allowed", "irq", "resume", "run", "run_started", "step"]
 
 _INVISIBLE, _ERET, _FETCH = OpKind.INVISIBLE, OpKind.ERET, OpKind.FETCH
-_NONE, _VISIBLE, _TEXT = Stop.NONE, Stop.VISIBLE, Stop.TEXT
+_NONE, _VISIBLE, _TEXT, _HOOKED = Stop.NONE, Stop.VISIBLE, Stop.TEXT, Stop.HOOKED
 _YIELD, _WFE, _SEV, _BARRIER = OpKind.YIELD, OpKind.WFE, OpKind.SEV, OpKind.BARRIER
 FOLDABLE = frozenset({_YIELD, _WFE, _SEV, _BARRIER})  # kinds _fold may perform
 FOLD = 2  # the fold level sessions run at: 1 without the Arm model's barriers, 2 with
@@ -216,12 +216,15 @@ def _run(m: Machine, c: Cpu, pc: int, started: int | None = None, folds: int = 0
     """``started``: the compiled walker (``scheduler._walker``) already ran the first
     run, after ``folds`` folds, and it returned this status (``Machine._walked``)."""
     u = c.uc
+    again = False  # a run again from where Stop.HOOKED stopped it: the same skip and budget
     while True:
         try:
             if started is None:
-                c.skip = pc if pc in c.kind_at else -1
+                if not again:
+                    c.skip = pc if pc in c.kind_at else -1
+                    c.left = m.budget
+                again = False
                 c.reason = _NONE
-                c.left = m.budget
                 c.start(pc, UNTIL, NO_COUNT if c.counting else 0)
             else:  # what the compiled start() raises after its run (fastpath.attach)
                 status, started = started, None
@@ -247,6 +250,10 @@ def _run(m: Machine, c: Cpu, pc: int, started: int | None = None, folds: int = 0
                     log.pop()
                 elif start < end < stop:
                     log[-1] = (step, start, end)
+        elif reason is _HOOKED:  # its code hooked (cpu._block_hook): run it again
+            pc = c.regs.read(A.UC_ARM64_REG_PC)
+            again = True
+            continue
         elif reason is _TEXT:  # a data access to a text address: redone in text mode
             pc = redo_text_access(m, c)
             if pc >= 0:

@@ -163,6 +163,7 @@ def redo_text_access(m: Machine, c: Cpu) -> int:
     c.counting = True  # (cpu.Cpu.left)
     c.left = NO_COUNT  # Unicorn counts the one step
     logged = len(c.log)
+    c.stepping = True  # (cpu._block_hook)
     try:
         c.start(pc, UNTIL, 1)
     except UcError as e:
@@ -171,7 +172,7 @@ def redo_text_access(m: Machine, c: Cpu) -> int:
                       f"{m.image.symbolize(pc)}: {e}", pc)
         return -1
     finally:
-        c.text_read_mode = False
+        c.text_read_mode = c.stepping = False
     restore_text_reads(m, c)
     install_fetch_points(m)
     # The block hook logs the block the step branches to as well (Unicorn's count stops

@@ -1,10 +1,12 @@
-"""The pure path's walker (``testbed/walker.py``) must leave random walks exactly as the
+"""The pure path's walker (``testbed/walker.py``) and its code hooks installed as code
+first runs (``cpu._block_hook``, ``Stop.HOOKED``) must leave random walks exactly as the
 plain loop (``RandomWalk.choose`` and ``Machine.apply``) and the compiled path leave
 them: the same schedules, traces, events, findings and final machine states.
 
 Every scenario runs the same seeds with the walker and without it (``TESTBED_WALKER=0``),
 both on the pure path (``TESTBED_FASTPATH=0``); then the pure path is compared with the
-compiled one (when it was built), on fresh sessions.
+compiled one, whose hooks are all installed up front (when it was built).  Runs start
+on fresh sessions, so that the first runs hook their code as they go.
 """
 
 from __future__ import annotations
@@ -67,8 +69,9 @@ def test_model_choices_and_interrupts_are_drawn_as_the_plain_loop_draws_them(
                                               ("brk_refcount_sync", 30)])
 def test_a_run_out_of_budget_is_the_same_liveness_finding(
         name: str, budget: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A budget of a few dozen instructions ends runs in liveness findings, the same
-    ones, and the same as the compiled path's."""
+    """A budget of a few dozen instructions ends runs in liveness findings; a run that
+    stopped to hook a block (``Stop.HOOKED``) must go on with the budget it had left,
+    as the compiled path's (all hooked up front) does."""
     fast, walked = _runs(name, monkeypatch, budget=budget, seeds=range(4))
     slow, _ = _runs(name, monkeypatch, walker=False, budget=budget, seeds=range(4))
     assert fast == slow
@@ -94,8 +97,28 @@ def test_a_run_cut_at_max_decisions_is_the_same_finding(
                                   "cmodx_violation", "module_load", "torn_write"])
 def test_the_pure_path_runs_as_the_compiled_path(
         name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The pure path (its walker) against the compiled one (its walker), on fresh
-    sessions."""
+    """The pure path (its walker, its code hooked as it first runs) against the compiled
+    one (its walker, every hook installed up front), on fresh sessions."""
     pure, _ = _runs(name, monkeypatch)
     compiled, _ = _runs(name, monkeypatch, compiled=True)
     assert pure == compiled
+
+
+def test_code_is_hooked_as_it_first_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh machine on the pure path has no code hook on the kernels' visible
+    instructions; after runs, every one that ran has one, and far fewer are hooked than
+    the eager scheme hooked (every visible instruction of the text).  (That a block
+    without its hooks stops the run before it is what the comparisons with the
+    compiled path above check: a visible operation run unhooked changes the schedule.)"""
+    monkeypatch.setenv("TESTBED_FASTPATH", "0")
+    s = Session(load_scenario("jump_label_nosync")(), memory="sc")
+    m = s.machine
+    static = set(m.static_kinds)
+    assert all(not (c.hooked & static) and not c.verified for c in m.cpus)
+    runs = [s.run(RandomWalk(seed)) for seed in range(20)]
+    for i, c in enumerate(m.cpus):
+        executed = {addr for r in runs for _, addr, _ in r.ground_truth()[i]}
+        assert executed & static
+        assert executed & static <= c.hooked
+        assert len(c.hooked & static) < len(static) // 2
+        assert c.verified
