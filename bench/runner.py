@@ -87,8 +87,11 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"run only this section (repeatable): {', '.join(SECTIONS)}")
     p.add_argument("--out", type=Path, default=Options.out, help="results folder")
     p.add_argument("--json", action="store_true", help="print the JSON, not the table")
+    p.add_argument("--baseline", default="", metavar="REV",
+                   help="the commit the baseline section measures against "
+                        "(default: the code before issue 15)")
     args = p.parse_args(argv)
-    opts = Options(quick=args.quick, out=args.out)
+    opts = Options(quick=args.quick, out=args.out, baseline=args.baseline)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "quick" if args.quick else "latest"
     json_path = args.out / f"{stem}.json"

@@ -21,6 +21,7 @@ __all__ = ["SECTIONS", "Options", "Report"]
 # In the order they run: bench/<name>.py each.
 SECTIONS: tuple[str, ...] = (
     "engine",  # 1. engine throughput and the raw-Unicorn ceiling
+    "baseline",  # 1b. the pure-Python engine against the code before issue 15
     "ttff",  # 2. time to first finding
     "scaling",  # 3. campaign workers / Dask
     "protocols",  # 4. what one static_key_enable() costs under each protocol, N CPUs
@@ -36,6 +37,7 @@ SECTIONS: tuple[str, ...] = (
 class Options:
     quick: bool = False  # a small subset, for the test that keeps the code alive
     out: Path = Path(__file__).resolve().parent / "results"  # where files (plots) go
+    baseline: str = ""  # the commit the baseline section compares with ("": its own)
 
 
 @dataclass

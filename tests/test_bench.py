@@ -87,6 +87,25 @@ def test_engine_counts_are_deterministic(quick: dict[str, Any]) -> None:
     assert 0 < data["split_2cpus"]["decisions"][0] < data["split_2cpus"]["decisions"][1]
 
 
+def test_baseline_section_measures_both_codes_on_the_same_seeds(quick: dict[str, Any]) -> None:
+    """The code before issue 15 from the history (or, outside a full git checkout, the
+    reason it is not there) against this checkout: the same schedules, their own
+    decision counts (the same as this code's engine figures for the seeds here)."""
+    data = quick["sections"]["baseline"]["data"]
+    if "skipped" in data:
+        assert data["skipped"] and data["baseline"] == "8a42e99"
+        return
+    assert data["baseline"] == "8a42e99" and data["seeds"] == 20
+    session = Session(load_scenario("jump_label_nosync")(), ncpus=2, memory="sc")
+    assert data["decisions"]["now"] == sum(session.run(RandomWalk(seed)).decisions
+                                           for seed in range(20))
+    assert data["decisions"]["baseline"] > data["decisions"]["now"]  # (no folded steps)
+    for label in ("baseline", "now"):
+        assert len(data["schedules_per_cpu_s"][label]) == data["rounds"]
+        assert data["median"][label] > 0
+    assert data["ratio"] == data["median"]["now"] / data["median"]["baseline"]
+
+
 def test_protocol_counts(quick: dict[str, Any]) -> None:
     table = quick["sections"]["protocols"]["data"]["by_protocol"]
     got = {p: {n: (r["patcher_instructions"], r["all_instructions"], r["stalled_cpu_steps"])
