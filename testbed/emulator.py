@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ctypes
 from collections.abc import Callable
-from functools import partial
+from functools import cache, partial
 from typing import Any
 
 import unicorn as _unicorn
@@ -50,6 +50,7 @@ _HOOK_SYS_CFUNC = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_void_p, ctypes.c_ui
                                    ctypes.c_void_p, ctypes.c_void_p)
 
 
+@cache
 def _held(name: str) -> Any:
     """Unicorn's function ``name`` called with the GIL held (``ctypes.PYFUNCTYPE``).
 
@@ -57,7 +58,8 @@ def _held(name: str) -> Any:
     inside the call takes it back: a lock and a wake-up each way (a run with one block
     hook and one code hook that stops it: 1.20 us, 1.06 us with the GIL held).
     Nothing here needs another thread to run while the emulator does: the hooks are
-    Python and take the GIL anyway."""
+    Python and take the GIL anyway.  One per function, shared by every instance (the
+    handle is an argument): building a ctypes prototype costs some 20 us."""
     f = getattr(_lib, name)
     proto = ctypes.PYFUNCTYPE(f.restype, *f.argtypes)
     address = ctypes.cast(f, ctypes.c_void_p).value

@@ -84,7 +84,7 @@ def walk(m: Machine, strategy: RandomWalk, decisions: list[Decision],
     # (the constant arguments as C values: ctypes converts none of them at each call)
     until, zero, counted = c_uint64(UNTIL), c_uint64(0), c_uint64(NO_COUNT)
     steps = tuple(step(i) for i in range(m.ncpus))
-    ncpus, model = m.ncpus, m.model
+    ncpus = m.ncpus
     walked = 0
     while not m.stopped:
         r = draw()
@@ -129,11 +129,7 @@ def walk(m: Machine, strategy: RandomWalk, decisions: list[Decision],
                 if kind is _ISB or kind is _DC or kind is _IC:  # performed, then run on
                     c.log.append((m.step_no, pc, pc + 4))
                     if kind is _ISB:
-                        mc = model.cpus[ci]
-                        if mc.invalid or mc.pending:
-                            catch_up(m, c, "ISB")
-                        else:  # textside.catch_up with nothing to catch up (sc)
-                            c.last_cse = m.step_no
+                        catch_up(m, c, "ISB")
                     else:
                         cache_op(m, c, pc)
                     pc += 4  # execute.resume from there: a run, unless visible
@@ -145,11 +141,8 @@ def walk(m: Machine, strategy: RandomWalk, decisions: list[Decision],
                         else:
                             c.pc = pc
                         pc = -1
-                elif kind is _FETCH and (
-                        model.scopes[ci] is not None or (m.cmodx_oracle and m.text_stores
-                                                           and m.text_stores[-1][0] > c.last_cse)
-                ) and not fetch_allowed(m, c, pc):  # (no finding is possible otherwise:
-                    pc = -1  # no declared scope, and no text store since its last CSE)
+                elif kind is _FETCH and not fetch_allowed(m, c, pc):
+                    pc = -1
                 if pc >= 0:  # execute.run, its first run inlined (the rest: run_started)
                     u = c.uc
                     c.skip = pc if pc in kind_at else -1
