@@ -1,17 +1,12 @@
 """Where a load or store goes (testbed/access.py), computed from register values, on
-real encodings (Keystone; immediates in hex, the radix testbed.asm leaves it in)."""
+real encodings (Keystone, through tests/keystone_word.py)."""
 
 from __future__ import annotations
 
 import pytest
-from keystone import KS_ARCH_ARM64, KS_MODE_LITTLE_ENDIAN, Ks
+from keystone_word import word
 
 from testbed.access import AccessKind, decode_access, effective_address, rmw
-
-
-def word(src: str) -> int:
-    enc, _ = Ks(KS_ARCH_ARM64, KS_MODE_LITTLE_ENDIAN).asm(src, 0x1000)
-    return int.from_bytes(bytes(enc[:4]), "little")
 
 
 def regs(**values: int) -> list[int]:

@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from keystone import KS_ARCH_ARM64, KS_MODE_LITTLE_ENDIAN, Ks
+from keystone_word import word
 
 from testbed.deps import NZCV, SP, Flow, apply, flow
 
 LR = 30
-
-
-def word(src: str) -> int:
-    enc, _ = Ks(KS_ARCH_ARM64, KS_MODE_LITTLE_ENDIAN).asm(src, 0x1000)
-    return int.from_bytes(bytes(enc[:4]), "little")
 
 
 CASES = [

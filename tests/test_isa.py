@@ -7,7 +7,7 @@ import re
 
 import pytest
 from capstone import CS_ARCH_ARM64, CS_MODE_ARM, Cs
-from keystone import KS_ARCH_ARM64, KS_MODE_LITTLE_ENDIAN, Ks
+from keystone_word import assemble
 
 from testbed.asm import Source, link
 from testbed.explain import decode_access
@@ -17,9 +17,7 @@ from testbed.scenario import link_kernels
 
 
 def enc(text: str) -> int:
-    # Numbers in hex: once testbed.asm has installed a symbol resolver, Keystone reads
-    # bare numbers as hex in the whole process (measured; see testbed/asm.py).
-    data, _ = Ks(KS_ARCH_ARM64, KS_MODE_LITTLE_ENDIAN).asm(text, 0x1000)
+    data = assemble(text)
     assert data and len(data) == 4, text
     return int.from_bytes(bytes(data), "little")
 

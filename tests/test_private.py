@@ -20,6 +20,7 @@ import random
 from pathlib import Path
 
 import pytest
+from keystone_word import word as ks_word
 
 from testbed import access, deps, fastpath, isa
 from testbed.findings import OracleName
@@ -78,9 +79,7 @@ def test_acquire_release_exclusive_and_atomic_forms_stay_visible() -> None:
 
 
 def _assemble(text: str) -> int:
-    from keystone import KS_ARCH_ARM64, KS_MODE_LITTLE_ENDIAN, Ks
-    encoding, _ = Ks(KS_ARCH_ARM64, KS_MODE_LITTLE_ENDIAN).asm(text)
-    return int.from_bytes(bytes(encoding), "little")
+    return ks_word(text, 0)
 
 
 def test_the_kernels_plain_accesses_are_all_described() -> None:
