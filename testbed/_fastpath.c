@@ -9,6 +9,10 @@
  * run() is one METH_FASTCALL call that also turns the blocks logged into the
  * (step, start, end) tuples of Cpu.log.
  *
+ * The block hook also hooks code as it first runs (hook_block), as cpu._block_hook does
+ * on the pure path: a block holding visible words without a code hook gets hooks for
+ * them and the run starts again from it (run_cpu).
+ *
  * No Unicorn header or library is linked: the binding's own uc_emu_start and
  * uc_emu_stop are passed in as addresses, so the module builds with any C compiler and
  * only Python's headers.  testbed/cpu.py's pure-Python hooks do exactly the same and
@@ -32,6 +36,8 @@ typedef int (*ctx_fn)(void *uc, void *context);
 typedef int (*ctx_free_fn)(void *context);
 typedef size_t (*ctx_size_fn)(void *uc);
 typedef int (*ctl_fn)(void *uc, int control, ...);
+typedef int (*hook_add_fn)(void *uc, size_t *hh, int type, void *callback, void *user_data,
+                           uint64_t begin, uint64_t end, ...);
 
 /* AArch64's coprocessor register of the binding (uc_arm64_cp_reg) */
 typedef struct {
@@ -42,7 +48,7 @@ typedef struct {
 #define MAX_KEY_REGS 64
 #define MAX_PRIVATE 16
 
-enum { STOP_NONE = 0, STOP_VISIBLE = 1 };
+enum { STOP_NONE = 0, STOP_VISIBLE = 1, STOP_HOOKED = 3 };
 
 typedef struct {
     void *uc;
@@ -81,6 +87,13 @@ typedef struct {
     /* uc_ctl and the control word of UC_CTL_TB_REMOVE_CACHE (set_ctl; remove_cache) */
     ctl_fn ctl;
     int remove_code;
+    /* Code hooked as it first runs (lazy(); block_hook): uc_hook_add, UC_HOOK_CODE,
+     * UC_ARM64_REG_PC, and per text word whether a code hook covers it */
+    hook_add_fn hook_add;
+    int code_type, pc_id;
+    uint8_t *hooked;
+    int stepping;    /* this run is a single step (count 1): hook its blocks, run on */
+    int hook_status; /* uc_hook_add's or uc_ctl's error in the block hook, else 0 */
 } fast_cpu;
 
 /* isa.plain_address: how a plain general-register load or store computes its
@@ -193,8 +206,71 @@ static void code_hook(void *uc, uint64_t addr, uint32_t size, void *user) {
     }
 }
 
+/* Hook the code at words [w0, w1) of the text (the caller's range is inside it): one
+ * code hook over the range, its words marked hooked.  0, or Unicorn's error. */
+static int add_code_hook(fast_cpu *c, uint64_t w0, uint64_t w1) {
+    size_t handle;
+    int status = c->hook_add(c->uc, &handle, c->code_type, (void *)(uintptr_t)code_hook, c,
+                             c->text_base + 4 * w0, c->text_base + 4 * w1 - 1);
+    if (status == 0)
+        memset(c->hooked + w0, 1, (size_t)(w1 - w0));
+    return status;
+}
+
+/* cpu._block_hook's "code hooked as it first runs", for a block of ``n`` words from
+ * word ``w0``: each run of its words with a kind now and no code hook gets one, and
+ * the block's translation is dropped so that the next one has the hooks.  Returns
+ * whether it hooked anything, or -1 with c->hook_status set.  (The words of kind 0
+ * need none: the code hook does nothing there but let a skip through, and a skip
+ * left unused ends with the run.) */
+static int hook_block(fast_cpu *c, uint64_t w0, uint64_t n) {
+    int added = 0;
+    uint64_t w = w0, end = w0 + n;
+    while (w < end) {
+        if (!c->kinds[w] || c->hooked[w]) {
+            w++;
+            continue;
+        }
+        uint64_t lo = w;
+        while (w < end && c->kinds[w] && !c->hooked[w])
+            w++;
+        int status = add_code_hook(c, lo, w);
+        if (status != 0) {
+            c->hook_status = status;
+            return -1;
+        }
+        added = 1;
+    }
+    if (added) {
+        uint64_t begin = c->text_base + 4 * w0;
+        int status = c->ctl(c->uc, c->remove_code, begin, begin + 4 * n);
+        if (status != 0) {
+            c->hook_status = status;
+            return -1;
+        }
+    }
+    return added;
+}
+
 static void block_hook(void *uc, uint64_t addr, uint32_t size, void *user) {
     fast_cpu *c = (fast_cpu *)user;
+    if (c->hooked != NULL) {
+        uint64_t w0 = (addr - c->text_base) >> 2, n = size >> 2;
+        if (w0 < c->nwords) {
+            if (n > c->nwords - w0)
+                n = c->nwords - w0;
+            int added = hook_block(c, w0, n);
+            if (added < 0) {
+                c->stop(uc);
+                return;
+            }
+            if (added && !c->stepping) { /* run again from addr (the PC register) */
+                c->reason = STOP_HOOKED;
+                c->stop(uc);
+                return;
+            }
+        }
+    }
     if (c->len == c->cap) {
         Py_ssize_t cap = c->cap ? 2 * c->cap : 1024;
         int64_t *log = realloc(c->log, (size_t)cap * 3 * sizeof(int64_t));
@@ -220,6 +296,7 @@ static void cpu_free(PyObject *capsule) {
     if (c != NULL) {
         if (c->ctx != NULL && c->ctx_free != NULL)
             c->ctx_free(c->ctx);
+        free(c->hooked);
         free(c->log);
         free(c);
     }
@@ -310,7 +387,31 @@ static int run_cpu(fast_cpu *c, uint64_t begin, uint64_t until, uint64_t count, 
     c->step = step;
     c->reason = STOP_NONE;
     c->overflow = 0;
-    *status = c->start(c->uc, begin, until, 0, (size_t)count);
+    c->stepping = count == 1;
+    c->hook_status = 0;
+    for (;;) {
+        *status = c->start(c->uc, begin, until, 0, (size_t)count);
+        if (c->reason != STOP_HOOKED)
+            break;
+        /* A block's code hooked (block_hook): run again from it, through its new
+         * translation, with the skip and the budget as they are (execute._run's
+         * ``again``). */
+        c->reason = STOP_NONE;
+        if (*status != 0)
+            break;
+        uint64_t pc = 0;
+        if (c->reg_read(c->uc, c->pc_id, &pc) != 0) {
+            PyErr_SetString(PyExc_RuntimeError, "could not read the PC to run on from");
+            return -1;
+        }
+        begin = pc;
+    }
+    if (c->hook_status != 0) {
+        PyErr_Format(PyExc_RuntimeError, "could not hook code as it ran (Unicorn error %d)",
+                     c->hook_status);
+        c->len = 0;
+        return -1;
+    }
     if (c->reason == STOP_VISIBLE && c->len > 0) {
         /* The last block ends where the CPU stopped (execute._run's cut, here). */
         int64_t *e = c->log + 3 * (c->len - 1);
@@ -1766,6 +1867,91 @@ static PyObject *fp_remove_cache(PyObject *self, PyObject *const *args, Py_ssize
     Py_RETURN_NONE;
 }
 
+/* lazy(cpu, uc_hook_add, UC_HOOK_CODE, UC_ARM64_REG_PC) -> None
+ *
+ * Hook code as it first runs (cpu._block_hook's scheme, in the block hook here): no
+ * code hook until hook() or a block that holds words with a kind and no hook.  Unicorn
+ * walks the list of every code hook of the instance at each hooked instruction; with
+ * one per run of visible words in the kernels' text (about 95) that walk was most of
+ * the cost of a hooked instruction.  Needs set_ctl() and state() first. */
+static PyObject *fp_lazy(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "lazy(cpu, uc_hook_add, code_type, pc_id)");
+        return NULL;
+    }
+    fast_cpu *c = get(args[0]);
+    if (c == NULL)
+        return NULL;
+    hook_add_fn add = (hook_add_fn)PyLong_AsVoidPtr(args[1]);
+    long type = PyLong_AsLong(args[2]);
+    long pc_id = PyLong_AsLong(args[3]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (c->ctl == NULL || c->reg_read == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "lazy() needs set_ctl() and state() first");
+        return NULL;
+    }
+    if (c->hooked == NULL) {
+        c->hooked = calloc(c->nwords ? c->nwords : 1, 1);
+        if (c->hooked == NULL)
+            return PyErr_NoMemory();
+    }
+    c->hook_add = add;
+    c->code_type = (int)type;
+    c->pc_id = (int)pc_id;
+    Py_RETURN_NONE;
+}
+
+/* hook(cpu, lo, hi) -> None: a code hook on [lo, hi] (whole text words, cpu.hook_code's
+ * ``code_hook``), its words marked hooked. */
+static PyObject *fp_hook(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "hook(cpu, lo, hi)");
+        return NULL;
+    }
+    fast_cpu *c = get(args[0]);
+    if (c == NULL)
+        return NULL;
+    if (c->hooked == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "lazy() was not called");
+        return NULL;
+    }
+    uint64_t lo = PyLong_AsUnsignedLongLong(args[1]);
+    uint64_t hi = PyLong_AsUnsignedLongLong(args[2]);
+    if (PyErr_Occurred())
+        return NULL;
+    uint64_t w0 = (lo - c->text_base) >> 2, w1 = ((hi - c->text_base) >> 2) + 1;
+    if (lo < c->text_base || hi < lo || w1 > c->nwords) {
+        PyErr_Format(PyExc_ValueError, "hook(): [%#llx, %#llx] is not inside the text",
+                     (unsigned long long)lo, (unsigned long long)hi);
+        return NULL;
+    }
+    int status = add_code_hook(c, w0, w1);
+    if (status != 0)
+        return uc_error(status);
+    Py_RETURN_NONE;
+}
+
+/* hooked(cpu) -> the addresses a code hook covers, in order (for tests) */
+static PyObject *fp_hooked(PyObject *self, PyObject *capsule) {
+    (void)self;
+    fast_cpu *c = get(capsule);
+    if (c == NULL)
+        return NULL;
+    PyObject *out = PyList_New(0);
+    for (uint64_t w = 0; out != NULL && c->hooked != NULL && w < c->nwords; w++) {
+        if (!c->hooked[w])
+            continue;
+        PyObject *a = PyLong_FromUnsignedLongLong(c->text_base + 4 * w);
+        if (a == NULL || PyList_Append(out, a) < 0)
+            Py_CLEAR(out);
+        Py_XDECREF(a);
+    }
+    return out;
+}
+
 /* Each word of the set ``words`` (ints) copied from ``src`` into ``dst`` (writable):
  * 0, or -1 with an error set. */
 static int copy_words(PyObject *words, buf_t *dst, const buf_t *src) {
@@ -2905,6 +3091,11 @@ static PyMethodDef methods[] = {
      "set_ctl(cpu, uc_ctl, remove_code) -> None"},
     {"remove_cache", (PyCFunction)(void (*)(void))fp_remove_cache, METH_FASTCALL,
      "remove_cache(cpu, begin, end) -> None: ctl_remove_cache in C"},
+    {"lazy", (PyCFunction)(void (*)(void))fp_lazy, METH_FASTCALL,
+     "lazy(cpu, uc_hook_add, code_type, pc_id) -> None: hook code as it first runs"},
+    {"hook", (PyCFunction)(void (*)(void))fp_hook, METH_FASTCALL,
+     "hook(cpu, lo, hi) -> None: a code hook on [lo, hi]"},
+    {"hooked", fp_hooked, METH_O, "hooked(cpu) -> the addresses a code hook covers"},
     {"catch_up", (PyCFunction)(void (*)(void))fp_catch_up, METH_FASTCALL,
      "catch_up(model, cpu) -> FetchModel.catch_up(cpu), in C"},
     {"instructions", fp_instructions, METH_O,

@@ -252,11 +252,10 @@ def new_cpu(m: Machine, i: int) -> Cpu:
     u.cpr_write(3, 6, 1, 1, 0, u.cpr_read(3, 6, 1, 1, 0) | (1 << 10) | 1)
     u.cpr_write(3, 4, 1, 1, 0, u.cpr_read(3, 4, 1, 1, 0) | (1 << 31))
     text_end = layout.TEXT_BASE + m.text_size - 1
-    hooked = ranges(sorted(m.static_kinds))
     if m.fastpath:  # the same hooks, compiled (fastpath.py)
         cpu.kind_at = fastpath.KindTable(layout.TEXT_BASE, m.text_size // 4,
                                          m.static_kinds.items())
-        fastpath.attach(m, cpu, u, layout.TEXT_BASE, hooked, text_end, Stop.VISIBLE, KEY_REGS)
+        fastpath.attach(m, cpu, u, layout.TEXT_BASE, text_end, Stop.VISIBLE, KEY_REGS)
     else:
         cpu.kind_at = dict(m.static_kinds)
         on_code = cpu.on_code = _code_hook(cpu, m.iviews[i])

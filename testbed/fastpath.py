@@ -95,7 +95,8 @@ def function(name: str) -> Callable[..., Any]:
     described in ``_fastpath.c`` and compared with its twin by a test): ``fetch_choices``
     (``FetchModel.choices``), ``catch_up``, ``model_reset``, ``restore_cpus`` and
     ``key_words`` (parts of ``FetchModel``'s rule 7, reset, restore and key),
-    ``arm_key`` (``ArmMemory.key``), ``instructions`` (``trace.instructions``).  Only
+    ``arm_key`` (``ArmMemory.key``), ``instructions`` (``trace.instructions``); and
+    ``hooked`` (a CPU's hooked addresses, as ``Cpu.hooked`` on the pure path).  Only
     with the compiled path built (``available``)."""
     fp = _module()
     assert fp is not None
@@ -123,8 +124,8 @@ class KindTable(dict[int, OpKind]):
             self.table[w] = kind
 
 
-def attach(m: Machine, c: Cpu, u: Any, text_base: int, ranges: list[tuple[int, int]],
-           text_end: int, visible: object, key_regs: list[int]) -> None:
+def attach(m: Machine, c: Cpu, u: Any, text_base: int, text_end: int, visible: object,
+           key_regs: list[int]) -> None:
     """Install the compiled code and block hooks on ``c`` and make ``c.start``,
     ``c.flush`` and ``c.code_hook`` use them (``visible``: ``Stop.VISIBLE``); read
     ``key_regs`` (``c.read_regs``), SPSR_EL1, and save and restore the context in C too.
@@ -140,17 +141,8 @@ def attach(m: Machine, c: Cpu, u: Any, text_base: int, ranges: list[tuple[int, i
     c._keep.append(handle)
     c.fast = handle
     user = ctypes.c_void_p(fp.address(handle))
-    code_hook, block_hook = fp.hooks()
-    # One code hook per range of hooked words.  One over the whole text (Unicorn walks
-    # its list of code hooks at every hooked instruction: 8% faster on the engine
-    # bench) changed what runs: in bpf_tramp_switch (seed 0, sc) CPU1's stack came out
-    # 16 bytes off after the single step that redoes the plt's load of its target
-    # (textside.redo_text_access, count 1), as if the block its BR enters had pushed
-    # once more (not pinned down further).
-    for htype, fn, lo, hi in [*((_unicorn.UC_HOOK_CODE, code_hook, lo, hi) for lo, hi in ranges),
-                              (_unicorn.UC_HOOK_BLOCK, block_hook, text_base, text_end)]:
-        _add(u, htype, fn, user, lo, hi)
-    c.code_hook = lambda lo, hi: _add(u, _unicorn.UC_HOOK_CODE, code_hook, user, lo, hi)
+    _code_hook, block_hook = fp.hooks()
+    _add(u, _unicorn.UC_HOOK_BLOCK, block_hook, user, text_base, text_end)
     fstart, fflush = fp.start, fp.flush
     log_of = c  # the log list is replaced at each reset: read it at each call
 
@@ -181,6 +173,17 @@ def attach(m: Machine, c: Cpu, u: Any, text_base: int, ranges: list[tuple[int, i
     c.regs.write = partial(fp.write, handle)
     fp.set_ctl(handle, _address("uc_ctl"), emulator.REMOVE_CACHE)
     c.remove_cache = partial(fp.remove_cache, handle)
+    # Code hooked as it first runs, as on the pure path (cpu._block_hook), by the block
+    # hook in C: a code hook for each run of words with a kind and none yet, in each
+    # block as it starts.  (A code hook for each run of visible words in the text, about
+    # 95, installed up front, cost 4-10% on the engine bench: Unicorn walks the list of
+    # every code hook at each hooked instruction.  One over the whole text instead
+    # changed what runs: in bpf_tramp_switch (seed 0, sc) CPU1's stack came out 16 bytes
+    # off after the single step that redoes the plt's load of its target, as if the
+    # block its BR enters had pushed once more; not pinned down further.)
+    fp.lazy(handle, _address("uc_hook_add"), _unicorn.UC_HOOK_CODE,
+            _unicorn.arm64_const.UC_ARM64_REG_PC)
+    c.code_hook = partial(fp.hook, handle)
 
 
 def set_private(c: Cpu, iview: bytearray, xregs: Iterable[int]) -> None:

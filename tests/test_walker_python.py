@@ -99,7 +99,8 @@ def test_a_run_cut_at_max_decisions_is_the_same_finding(
 def test_the_pure_path_runs_as_the_compiled_path(
         name: str, memory: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The pure path (its walker under sc, its code hooked as it first runs) against the
-    compiled one (its walker, every hook installed up front), on fresh sessions."""
+    compiled one (its walker, its code hooked as it first runs in C), on fresh
+    sessions.  (Both against the code hooked up front: tests/test_corpus.py.)"""
     pure, _ = _runs(name, monkeypatch, memory=memory, seeds=range(4))
     compiled, _ = _runs(name, monkeypatch, memory=memory, seeds=range(4), compiled=True)
     assert pure == compiled
@@ -123,3 +124,24 @@ def test_code_is_hooked_as_it_first_runs(monkeypatch: pytest.MonkeyPatch) -> Non
         assert executed & static <= c.hooked
         assert len(c.hooked & static) < len(static) // 2
         assert c.verified
+
+
+@pytest.mark.skipif(not fastpath.available(), reason="the compiled fast path was not built here")
+def test_the_compiled_path_hooks_code_as_it_first_runs() -> None:
+    """The same on the compiled path (_fastpath.c's block hook): no code hook on the
+    kernels' visible instructions on a fresh machine, every one that ran hooked after,
+    and fewer than half of them.  (Its runs against the code hooked up front:
+    tests/test_corpus.py.)"""
+    s = Session(load_scenario("jump_label_nosync")(), memory="sc")
+    m = s.machine
+    assert m.fastpath
+    hooked = fastpath.function("hooked")
+    static = set(m.static_kinds)
+    assert all(not (set(hooked(c.fast)) & static) for c in m.cpus)
+    runs = [s.run(RandomWalk(seed)) for seed in range(20)]
+    for i, c in enumerate(m.cpus):
+        executed = {addr for r in runs for _, addr, _ in r.ground_truth()[i]}
+        now = set(hooked(c.fast))
+        assert executed & static
+        assert executed & static <= now
+        assert len(now & static) < len(static) // 2
