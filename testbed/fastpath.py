@@ -175,12 +175,13 @@ def attach(m: Machine, c: Cpu, u: Any, text_base: int, text_end: int, visible: o
     c.remove_cache = partial(fp.remove_cache, handle)
     # Code hooked as it first runs, as on the pure path (cpu._block_hook), by the block
     # hook in C: a code hook for each run of words with a kind and none yet, in each
-    # block as it starts.  (A code hook for each run of visible words in the text, about
-    # 95, installed up front, cost 4-10% on the engine bench: Unicorn walks the list of
-    # every code hook at each hooked instruction.  One over the whole text instead
-    # changed what runs: in bpf_tramp_switch (seed 0, sc) CPU1's stack came out 16 bytes
-    # off after the single step that redoes the plt's load of its target, as if the
-    # block its BR enters had pushed once more; not pinned down further.)
+    # block as it starts.  (A code hook for each run of visible words in the text, 112
+    # in jump_label_nosync, installed up front, cost about 13% on the engine bench:
+    # Unicorn walks the list of every code hook at each hooked instruction.  One hook
+    # over the whole text instead changed what runs: in bpf_tramp_switch (seed 0, sc)
+    # CPU1's stack came out 16 bytes off after the single step that redoes the plt's
+    # load of its target, as if the block its BR enters had pushed once more; not
+    # pinned down further.)
     fp.lazy(handle, _address("uc_hook_add"), _unicorn.UC_HOOK_CODE,
             _unicorn.arm64_const.UC_ARM64_REG_PC)
     c.code_hook = partial(fp.hook, handle)
