@@ -340,12 +340,12 @@ static PyObject *fp_address(PyObject *self, PyObject *capsule) {
     return c == NULL ? NULL : PyLong_FromVoidPtr(c);
 }
 
-/* hooks() -> (code hook address, block hook address) */
-static PyObject *fp_hooks(PyObject *self, PyObject *unused) {
+/* block_hook() -> the block hook's address (the code hooks are added here, in C:
+ * hook_block, fp_hook) */
+static PyObject *fp_block_hook(PyObject *self, PyObject *unused) {
     (void)self;
     (void)unused;
-    return Py_BuildValue("(NN)", PyLong_FromVoidPtr((void *)(uintptr_t)code_hook),
-                         PyLong_FromVoidPtr((void *)(uintptr_t)block_hook));
+    return PyLong_FromVoidPtr((void *)(uintptr_t)block_hook);
 }
 
 /* Hand the logged blocks to Python: append (step, start, end) tuples to ``log``. */
@@ -3126,7 +3126,7 @@ static PyMethodDef methods[] = {
     {"new", (PyCFunction)(void (*)(void))fp_new, METH_FASTCALL,
      "new(uc, start, stop, text_base, kinds_address, nwords) -> cpu"},
     {"address", fp_address, METH_O, "address(cpu) -> the hooks' user data"},
-    {"hooks", fp_hooks, METH_NOARGS, "hooks() -> (code hook, block hook) addresses"},
+    {"block_hook", fp_block_hook, METH_NOARGS, "block_hook() -> the block hook's address"},
     {"flush", (PyCFunction)(void (*)(void))fp_flush, METH_FASTCALL,
      "flush(cpu, log): append the blocks logged so far to log"},
     {"start", (PyCFunction)(void (*)(void))fp_start, METH_FASTCALL,

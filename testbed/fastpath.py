@@ -126,10 +126,10 @@ class KindTable(dict[int, OpKind]):
 
 def attach(m: Machine, c: Cpu, u: Any, text_base: int, text_end: int, visible: object,
            key_regs: list[int]) -> None:
-    """Install the compiled code and block hooks on ``c`` and make ``c.start``,
-    ``c.flush`` and ``c.code_hook`` use them (``visible``: ``Stop.VISIBLE``); read
-    ``key_regs`` (``c.read_regs``), SPSR_EL1, and save and restore the context in C too.
-    ``c.kind_at`` must be a ``KindTable``."""
+    """Install the compiled block hook on ``c`` (the code hooks come as code runs)
+    and make ``c.start``, ``c.flush`` and ``c.code_hook`` use them (``visible``:
+    ``Stop.VISIBLE``); read ``key_regs`` (``c.read_regs``), SPSR_EL1, and save and
+    restore the context in C too.  ``c.kind_at`` must be a ``KindTable``."""
     fp = _module()
     assert fp is not None and isinstance(c.kind_at, KindTable)
     table = c.kind_at.table
@@ -141,8 +141,7 @@ def attach(m: Machine, c: Cpu, u: Any, text_base: int, text_end: int, visible: o
     c._keep.append(handle)
     c.fast = handle
     user = ctypes.c_void_p(fp.address(handle))
-    _code_hook, block_hook = fp.hooks()
-    _add(u, _unicorn.UC_HOOK_BLOCK, block_hook, user, text_base, text_end)
+    _add(u, _unicorn.UC_HOOK_BLOCK, fp.block_hook(), user, text_base, text_end)
     fstart, fflush = fp.start, fp.flush
     log_of = c  # the log list is replaced at each reset: read it at each call
 

@@ -67,7 +67,7 @@ def test_plain_addresses_are_capstones() -> None:
 def test_acquire_release_exclusive_and_atomic_forms_stay_visible() -> None:
     for text in ("ldar w0, [x1]", "stlr x0, [x1]", "ldxr x0, [x1]", "stxr w2, x0, [x1]",
                  "ldtr x0, [x1]", "prfm pldl1keep, [x1]", "ldr x0, [sp, #8]", "ldr q0, [x1]"):
-        word = _assemble(text)
+        word = ks_word(text, 0)
         assert isa.plain_address(word) is None, text
     # (Keystone 0.9.2 knows no LSE: LDADD X0, X2, [X1]; CAS X0, X2, [X1]; LDAPR X0, [X1])
     for word in (0xF8200022, 0xC8A07C22, 0xF8BFC020):
@@ -76,10 +76,6 @@ def test_acquire_release_exclusive_and_atomic_forms_stay_visible() -> None:
     # and the CONSTRAINED UNPREDICTABLE LDR X1, [X1], #8 and LDP X0, X0, [X1]
     for word in (0xF8408421, 0xA9400020):
         assert isa.plain_address(word) is None, hex(word)
-
-
-def _assemble(text: str) -> int:
-    return ks_word(text, 0)
 
 
 def test_the_kernels_plain_accesses_are_all_described() -> None:
@@ -292,8 +288,8 @@ def test_an_old_schedule_replays_without_private_data() -> None:
 def test_a_private_load_takes_the_spill_view_and_a_store_spills() -> None:
     """``deps.apply(..., own=True)``: as for the CPU's stack (a load takes the join of
     everything stored there, and of its address registers)."""
-    store = _assemble("str x3, [x1, x2, lsl #3]")
-    load = _assemble("ldr x4, [x1, #8]")
+    store = ks_word("str x3, [x1, x2, lsl #3]", 0)
+    load = ks_word("ldr x4, [x1, #8]", 0)
     views = [0] * 33
     views[3], views[1], views[2] = 7, 2, 9
     ctrl, spill = deps.apply(views, store, 0, own=True)

@@ -150,42 +150,33 @@ def test_the_pure_path_runs_as_the_compiled_path(
     assert pure == compiled
 
 
-def test_code_is_hooked_as_it_first_runs(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A fresh machine on the pure path has no code hook on the kernels' visible
-    instructions; after runs, every one that ran has one, and far fewer are hooked than
-    the eager scheme hooked (every visible instruction of the text).  (That a block
-    without its hooks stops the run before it is what the comparisons with the
-    compiled path above check: a visible operation run unhooked changes the schedule.)"""
-    monkeypatch.setenv("TESTBED_FASTPATH", "0")
+@pytest.mark.parametrize("compiled", [False, True], ids=["pure", "compiled"])
+def test_code_is_hooked_as_it_first_runs(compiled: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh machine has no code hook on the kernels' visible instructions; after
+    runs, every one that ran has one, and far fewer are hooked than the eager scheme
+    hooked (every visible instruction of the text): on the pure path (``Cpu.hooked``)
+    and the compiled one (``_fastpath.c``'s block hook; ``_fastpath.hooked``).  (That a
+    block without its hooks stops the run before it is what the comparisons with the
+    path above and with the corpus, recorded with every hook up front, check: a visible
+    operation run unhooked changes the schedule.)"""
+    if compiled and not fastpath.available():
+        pytest.skip("the compiled fast path was not built here")
+    monkeypatch.setenv("TESTBED_FASTPATH", "1" if compiled else "0")
     s = Session(load_scenario("jump_label_nosync")(), memory="sc")
     m = s.machine
+    assert m.fastpath == compiled
+
+    def hooked(c: Any) -> set[int]:
+        return set(fastpath.function("hooked")(c.fast)) if compiled else c.hooked
+
     static = set(m.static_kinds)
-    assert all(not (c.hooked & static) and not c.verified for c in m.cpus)
+    assert all(not (hooked(c) & static) for c in m.cpus)
+    assert compiled or not any(c.verified for c in m.cpus)
     runs = [s.run(RandomWalk(seed)) for seed in range(20)]
     for i, c in enumerate(m.cpus):
         executed = {addr for r in runs for _, addr, _ in r.ground_truth()[i]}
-        assert executed & static
-        assert executed & static <= c.hooked
-        assert len(c.hooked & static) < len(static) // 2
-        assert c.verified
-
-
-@pytest.mark.skipif(not fastpath.available(), reason="the compiled fast path was not built here")
-def test_the_compiled_path_hooks_code_as_it_first_runs() -> None:
-    """The same on the compiled path (_fastpath.c's block hook): no code hook on the
-    kernels' visible instructions on a fresh machine, every one that ran hooked after,
-    and fewer than half of them.  (Its runs against the code hooked up front:
-    tests/test_corpus.py.)"""
-    s = Session(load_scenario("jump_label_nosync")(), memory="sc")
-    m = s.machine
-    assert m.fastpath
-    hooked = fastpath.function("hooked")
-    static = set(m.static_kinds)
-    assert all(not (set(hooked(c.fast)) & static) for c in m.cpus)
-    runs = [s.run(RandomWalk(seed)) for seed in range(20)]
-    for i, c in enumerate(m.cpus):
-        executed = {addr for r in runs for _, addr, _ in r.ground_truth()[i]}
-        now = set(hooked(c.fast))
+        now = hooked(c)
         assert executed & static
         assert executed & static <= now
         assert len(now & static) < len(static) // 2
+        assert compiled or c.verified
